@@ -1,0 +1,262 @@
+"""The on-disk container shared by images and checkpoints.
+
+A container is a msgpack stream::
+
+    "minivm-<kind>"                      magic (a msgpack string)
+    {"version": N, ...header...}
+    [name, payload]  ...                 sections; payload is msgpack bytes
+    ["end", {"sections": [[name, size, sha256], ...], "digest": sha256}]
+
+The trailer lists a SHA-256 of every section and one over every byte before
+it, so a truncated, bit-flipped or re-ordered file is refused before any
+section is decoded. Files are untrusted: every unpack is bounded
+(``max_buffer_size`` and friends), the whole file is size-capped before it
+is read, and nothing but plain data is ever built (no pickle, no ext types).
+Files are written atomically: temp file, fsync, rename, fsync of the folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import msgpack
+
+from .errors import FormatError
+
+#: Largest file the loader will read at all (a checkpoint of 4 GiB of touched
+#: memory would be larger, but is far beyond classroom use; see docs).
+MAX_FILE_BYTES = 1 << 30
+
+
+def magic_of(kind: str) -> bytes:
+    return msgpack.packb("minivm-" + kind)
+
+
+def pack(obj) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def unpack_bounded(data: bytes, what: str, *, max_items: int = 1 << 22):
+    """Decode one msgpack object from untrusted bytes."""
+    unpacker = msgpack.Unpacker(
+        raw=False, strict_map_key=True, use_list=True,
+        max_buffer_size=max(len(data), 1),
+        max_array_len=max_items, max_map_len=max_items,
+        max_str_len=len(data), max_bin_len=len(data), max_ext_len=0)
+    try:
+        unpacker.feed(data)
+        obj = unpacker.unpack()
+        extra = unpacker.tell() != len(data)
+    except (msgpack.OutOfData, ValueError, TypeError, msgpack.ExtraData,
+            msgpack.FormatError, msgpack.StackError, MemoryError) as exc:
+        raise FormatError(f"{what} is corrupt: {describe_msgpack_error(exc)}") from None
+    if extra:
+        raise FormatError(f"{what} is corrupt: unexpected bytes after its data")
+    return obj
+
+
+def describe_msgpack_error(exc: Exception) -> str:
+    if isinstance(exc, msgpack.OutOfData):
+        return "it ends too early (truncated)"
+    if isinstance(exc, msgpack.StackError):
+        return "its data is nested too deeply"
+    text = str(exc) or type(exc).__name__
+    return text[:200]
+
+
+class ContainerWriter:
+    """Writes a container section by section, atomically on :meth:`commit`.
+
+    Sections may be added over time (a checkpoint's pages are written while
+    the guest runs); the file only appears under its final name, complete,
+    once :meth:`commit` has fsynced it.
+    """
+
+    def __init__(self, sink: BinaryIO, kind: str, header: dict):
+        self._sink = sink
+        self._digest = hashlib.sha256()
+        self._index: list[list] = []
+        self.bytes_written = 0
+        self._write(magic_of(kind))
+        self._write(pack(header))
+
+    def _write(self, chunk: bytes) -> None:
+        self._sink.write(chunk)
+        self._digest.update(chunk)
+        self.bytes_written += len(chunk)
+
+    def section(self, name: str, payload: bytes) -> None:
+        self._index.append([name, len(payload), hashlib.sha256(payload).digest()])
+        self._write(pack([name, payload]))
+
+    def finish(self) -> None:
+        trailer = pack(["end", {"sections": self._index,
+                                "digest": self._digest.digest()}])
+        self._sink.write(trailer)
+        self.bytes_written += len(trailer)
+
+
+@dataclass
+class Container:
+    kind: str
+    header: dict
+    sections: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def only(self, name: str) -> bytes:
+        found = [p for n, p in self.sections if n == name]
+        if len(found) != 1:
+            raise FormatError(f"the {self.kind} file has {len(found)} '{name}' sections, expected 1")
+        return found[0]
+
+    def all(self, name: str) -> list[bytes]:
+        return [p for n, p in self.sections if n == name]
+
+
+def is_container(data: bytes, kind: str) -> bool:
+    return data.startswith(magic_of(kind))
+
+
+def read_container(data: bytes, kind: str, version: int, what: str) -> Container:
+    """Parse and verify a container of ``kind``; ``what`` names it in errors."""
+    magic = magic_of(kind)
+    if not data.startswith(magic):
+        if not data:
+            raise FormatError(f"{what} is empty")
+        for other in ("image", "checkpoint", "overlay"):
+            if other != kind and data.startswith(magic_of(other)):
+                raise FormatError(f"{what} is a minivm {other} file, not a {kind} file")
+        raise FormatError(f"{what} is not a minivm {kind} file (no 'minivm-{kind}' magic at its start)")
+    unpacker = msgpack.Unpacker(
+        raw=False, strict_map_key=True, use_list=True,
+        max_buffer_size=max(len(data), 1), max_array_len=4096, max_map_len=256,
+        max_str_len=4096, max_bin_len=len(data), max_ext_len=0)
+    unpacker.feed(data)
+    try:
+        unpacker.skip()  # magic
+        header = unpacker.unpack()
+        if not isinstance(header, dict) or not isinstance(header.get("version"), int):
+            raise FormatError(f"{what} is corrupt: its header has no format version")
+        file_version = header["version"]
+        if file_version > version:
+            raise FormatError(
+                f"{what} was written by a newer minivm (format {file_version}; "
+                f"this minivm reads format {version} and older); upgrade minivm to load it")
+        if file_version < 1:
+            raise FormatError(f"{what} is corrupt: format version {file_version} is not valid")
+        sections: list[tuple[str, bytes]] = []
+        while True:
+            start = unpacker.tell()
+            item = unpacker.unpack()
+            if (not isinstance(item, list) or len(item) != 2
+                    or not isinstance(item[0], str)):
+                raise FormatError(f"{what} is corrupt: a section has the wrong shape")
+            name, payload = item
+            if name == "end":
+                _verify_trailer(data, start, payload, sections, what)
+                if unpacker.tell() != len(data):
+                    raise FormatError(f"{what} is corrupt: unexpected bytes after its end marker")
+                return Container(kind, header, sections)
+            if not isinstance(payload, bytes):
+                raise FormatError(f"{what} is corrupt: section '{name}' is not binary data")
+            sections.append((name, payload))
+    except msgpack.OutOfData:
+        raise FormatError(f"{what} is incomplete: it ends before its end marker "
+                          "(truncated, or still being written)") from None
+    except (ValueError, TypeError, msgpack.FormatError, msgpack.StackError,
+            msgpack.ExtraData, MemoryError) as exc:
+        raise FormatError(f"{what} is corrupt: {describe_msgpack_error(exc)}") from None
+
+
+def _verify_trailer(data, end_offset, trailer, sections, what) -> None:
+    if (not isinstance(trailer, dict) or not isinstance(trailer.get("sections"), list)
+            or not isinstance(trailer.get("digest"), bytes)):
+        raise FormatError(f"{what} is corrupt: its end marker has the wrong shape")
+    if hashlib.sha256(data[:end_offset]).digest() != trailer["digest"]:
+        raise FormatError(f"{what} is corrupt: its checksum does not match its contents")
+    index = trailer["sections"]
+    if len(index) != len(sections):
+        raise FormatError(f"{what} is corrupt: its section index does not match its sections")
+    for entry, (name, payload) in zip(index, sections):
+        if (not isinstance(entry, list) or len(entry) != 3 or entry[0] != name
+                or entry[1] != len(payload)
+                or entry[2] != hashlib.sha256(payload).digest()):
+            raise FormatError(f"{what} is corrupt: section '{name}' fails its checksum")
+
+
+def read_file_capped(path: str, what: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """Read a whole untrusted file, refusing one larger than ``limit``."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > limit:
+                raise FormatError(f"{what} is {size} bytes, more than the {limit}-byte limit "
+                                  "for files minivm will load")
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        raise FormatError(f"{what} does not exist") from None
+    except IsADirectoryError:
+        raise FormatError(f"{what} is a directory, not a file") from None
+    except PermissionError:
+        raise FormatError(f"{what} cannot be read: permission denied") from None
+    except OSError as exc:
+        raise FormatError(f"{what} cannot be read: {exc.strerror}") from None
+    if len(data) > limit:
+        raise FormatError(f"{what} grew past the {limit}-byte limit while being read")
+    return data
+
+
+class AtomicFile:
+    """A temp file beside ``path`` that replaces it only on :meth:`commit`."""
+
+    def __init__(self, path: str):
+        self.path = path
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, self.temp_path = tempfile.mkstemp(
+            prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+        self.file = os.fdopen(fd, "wb")
+
+    def commit(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.temp_path, self.path)
+        fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+
+    def abort(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+        try:
+            os.unlink(self.temp_path)
+        except FileNotFoundError:
+            pass
+
+
+def fsync_dir(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: str, kind: str, header: dict,
+                     sections: list[tuple[str, bytes]]) -> None:
+    out = AtomicFile(path)
+    try:
+        writer = ContainerWriter(out.file, kind, header)
+        for name, payload in sections:
+            writer.section(name, payload)
+        writer.finish()
+        out.commit()
+    except BaseException:
+        out.abort()
+        raise

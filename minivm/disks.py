@@ -1,0 +1,426 @@
+"""Host files behind the virtual disk: raw images and copy-on-write overlays.
+
+A *raw disk* is a plain image file whose size is a multiple of 512 bytes.
+
+An *overlay* (P1, claims 1, 21, 27) is a file of its own that records only
+the block groups written since it was created and reads everything else from
+its parent (a raw disk or another overlay, so overlays chain). Layout::
+
+    0 .. 4095    header: msgpack magic "minivm-overlay", then a map with the
+                 format version, the parent's path and, once the parent no
+                 longer changes, the parent's fingerprint (size + SHA-256)
+    4096 ..      records, one per block group, in the order they were first
+                 written: b"MVGR", group index (u32), CRC-32 of the data (u32),
+                 then group_blocks * 512 bytes
+
+A write that covers only part of a group not yet in the overlay first copies
+the group from the parent (a disk COW fault, P3). The fingerprint lets a
+checkpoint or a child overlay detect a parent that was changed or replaced
+(P10). ``commit_overlay`` merges an overlay into its parent (P10, claims 3-5).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import zlib
+
+import msgpack
+
+from .container import magic_of
+from .errors import DiskError, FormatError
+
+BLOCK_SIZE = 512
+DEFAULT_GROUP_BLOCKS = 8
+OVERLAY_KIND = "overlay"
+OVERLAY_VERSION = 1
+HEADER_SIZE = 4096
+MAX_CHAIN = 64
+_RECORD = struct.Struct("<4sII")
+_RECORD_MAGIC = b"MVGR"
+
+
+def fingerprint_file(path: str) -> dict:
+    """Size and SHA-256 of a file: detects a changed or replaced disk file."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"size": size, "sha256": digest.hexdigest()}
+
+
+def _open_rw(path: str, what: str):
+    try:
+        return os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        raise DiskError(f"{what} '{path}' does not exist") from None
+    except IsADirectoryError:
+        raise DiskError(f"{what} '{path}' is a directory, not a disk image") from None
+    except PermissionError:
+        raise DiskError(f"{what} '{path}' cannot be opened for writing (permission denied); "
+                        "minivm writes to the disk image, so it must be writable") from None
+    except OSError as exc:
+        raise DiskError(f"{what} '{path}' cannot be opened: {exc.strerror}") from None
+
+
+class RawDisk:
+    """A raw disk image file."""
+
+    kind = "raw"
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+        self._fd = _open_rw(path, "disk image")
+        size = os.fstat(self._fd).st_size
+        if size % BLOCK_SIZE:
+            os.close(self._fd)
+            raise DiskError(f"disk image '{path}' is {size} bytes, not a multiple of "
+                            f"{BLOCK_SIZE} (the block size); create one with "
+                            "'minivm disk create FILE SIZE'")
+        self.block_count = size // BLOCK_SIZE
+        self.parent = None
+
+    def read_blocks(self, block: int, count: int) -> bytes:
+        data = os.pread(self._fd, count * BLOCK_SIZE, block * BLOCK_SIZE)
+        if len(data) != count * BLOCK_SIZE:
+            raise DiskError(f"disk image '{self.path}' shrank while in use")
+        return data
+
+    def write_blocks(self, block: int, data: bytes) -> None:
+        try:
+            os.pwrite(self._fd, data, block * BLOCK_SIZE)
+        except OSError as exc:
+            raise DiskError(f"cannot write disk image '{self.path}': {exc.strerror}") from None
+
+    def fingerprint(self) -> dict:
+        return fingerprint_file(self.path)
+
+    def chain(self) -> list:
+        return [self]
+
+    def sync(self) -> None:
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def create_raw_disk(path: str, size: int) -> None:
+    if size % BLOCK_SIZE or size < 0:
+        raise DiskError(f"disk size {size} is not a multiple of {BLOCK_SIZE} bytes")
+    if os.path.exists(path):
+        raise DiskError(f"'{path}' already exists; minivm will not overwrite it")
+    try:
+        with open(path, "xb") as f:
+            f.truncate(size)
+    except OSError as exc:
+        raise DiskError(f"cannot create disk image '{path}': {exc.strerror}") from None
+
+
+def _relpath(target: str, start_dir: str) -> str:
+    try:
+        return os.path.relpath(target, start_dir)
+    except ValueError:
+        return target
+
+
+class Overlay:
+    """A copy-on-write overlay over ``parent`` (P1, P3)."""
+
+    kind = "overlay"
+
+    def __init__(self, path: str, fd: int, header: dict, parent, records: dict):
+        self.path = os.path.abspath(path)
+        self._fd = fd
+        self.header = header
+        self.parent = parent
+        self.group_blocks = header["group_blocks"]
+        self.group_bytes = self.group_blocks * BLOCK_SIZE
+        self.block_count = header["block_count"]
+        self._records = records        # group index -> record slot
+        self.cow_faults = 0
+        self.writes = 0
+
+    # --- creation and opening ------------------------------------------------------
+    @classmethod
+    def create(cls, path: str, parent, group_blocks: int = DEFAULT_GROUP_BLOCKS,
+               parent_fingerprint: dict | None = None) -> "Overlay":
+        if group_blocks < 1:
+            raise DiskError("the COW block group must be at least 1 block")
+        header = {"version": OVERLAY_VERSION, "group_blocks": group_blocks,
+                  "block_count": parent.block_count,
+                  "parent_path": parent.path,
+                  "parent_relpath": _relpath(parent.path, os.path.dirname(os.path.abspath(path))),
+                  "parent_fingerprint": parent_fingerprint}
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise DiskError(f"overlay '{path}' already exists; minivm will not overwrite it") from None
+        except OSError as exc:
+            raise DiskError(f"cannot create overlay '{path}': {exc.strerror}") from None
+        overlay = cls(path, fd, header, parent, {})
+        overlay._write_header()
+        return overlay
+
+    def _write_header(self) -> None:
+        blob = magic_of(OVERLAY_KIND) + msgpack.packb(self.header, use_bin_type=True)
+        if len(blob) > HEADER_SIZE - 36:
+            raise DiskError(f"overlay '{self.path}': parent path is too long")
+        digest = hashlib.sha256(blob).digest()
+        padded = blob + b"\0" * (HEADER_SIZE - 32 - len(blob)) + digest
+        os.pwrite(self._fd, padded, 0)
+
+    def set_parent_fingerprint(self, fingerprint: dict) -> None:
+        """The parent will not change any more: record how to recognise it."""
+        self.header["parent_fingerprint"] = fingerprint
+        self._write_header()
+
+    def reparent(self, parent, fingerprint: dict | None) -> None:
+        self.parent = parent
+        self.header["parent_path"] = parent.path
+        self.header["parent_relpath"] = _relpath(parent.path, os.path.dirname(self.path))
+        self.header["parent_fingerprint"] = fingerprint
+        self._write_header()
+
+    # --- block access ----------------------------------------------------------------
+    def _slot_offset(self, slot: int) -> int:
+        return HEADER_SIZE + slot * (_RECORD.size + self.group_bytes)
+
+    def _group_range(self, block: int, count: int):
+        """Yield (group, first block in group, blocks in this piece)."""
+        end = block + count
+        while block < end:
+            group = block // self.group_blocks
+            n = min(end, (group + 1) * self.group_blocks) - block
+            yield group, block, n
+            block += n
+
+    def has_group(self, group: int) -> bool:
+        return group in self._records
+
+    def read_blocks(self, block: int, count: int) -> bytes:
+        out = bytearray()
+        for group, start, n in self._group_range(block, count):
+            slot = self._records.get(group)
+            if slot is None:
+                out += self.parent.read_blocks(start, n)
+            else:
+                within = (start - group * self.group_blocks) * BLOCK_SIZE
+                out += os.pread(self._fd, n * BLOCK_SIZE,
+                                self._slot_offset(slot) + _RECORD.size + within)
+        return bytes(out)
+
+    def _read_group(self, group: int) -> bytearray:
+        start = group * self.group_blocks
+        n = min(self.group_blocks, self.block_count - start)
+        data = bytearray(self.parent.read_blocks(start, n))
+        data += bytes(self.group_bytes - len(data))
+        return data
+
+    def write_blocks(self, block: int, data: bytes) -> None:
+        pos = 0
+        self.writes += 1
+        for group, start, n in self._group_range(block, len(data) // BLOCK_SIZE):
+            piece = data[pos:pos + n * BLOCK_SIZE]
+            pos += len(piece)
+            within = (start - group * self.group_blocks) * BLOCK_SIZE
+            slot = self._records.get(group)
+            if slot is None:
+                if n == self.group_blocks:
+                    content = bytearray(piece)
+                else:                        # P3: disk COW fault, copy the group first
+                    content = self._read_group(group)
+                    content[within:within + len(piece)] = piece
+                    self.cow_faults += 1
+                slot = len(self._records)
+                self._write_record(slot, group, bytes(content))
+                self._records[group] = slot
+            else:
+                offset = self._slot_offset(slot)
+                old = bytearray(os.pread(self._fd, self.group_bytes, offset + _RECORD.size))
+                old[within:within + len(piece)] = piece
+                self._write_record(slot, group, bytes(old))
+
+    def _write_record(self, slot: int, group: int, content: bytes) -> None:
+        record = _RECORD.pack(_RECORD_MAGIC, group, zlib.crc32(content)) + content
+        try:
+            os.pwrite(self._fd, record, self._slot_offset(slot))
+        except OSError as exc:
+            raise DiskError(f"cannot write overlay '{self.path}': {exc.strerror}") from None
+
+    def groups(self) -> list[int]:
+        return sorted(self._records)
+
+    def group_data(self, group: int) -> bytes:
+        slot = self._records[group]
+        return os.pread(self._fd, self.group_bytes, self._slot_offset(slot) + _RECORD.size)
+
+    def fingerprint(self) -> dict:
+        return fingerprint_file(self.path)
+
+    def chain(self) -> list:
+        return [self] + self.parent.chain()
+
+    def sync(self) -> None:
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read_overlay_header(path: str, fd: int) -> dict:
+    what = f"overlay '{path}'"
+    raw = os.pread(fd, HEADER_SIZE, 0)
+    if len(raw) < HEADER_SIZE:
+        raise FormatError(f"{what} is truncated (its header is incomplete)")
+    magic = magic_of(OVERLAY_KIND)
+    if not raw.startswith(magic):
+        raise FormatError(f"{what} is not a minivm overlay file")
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=HEADER_SIZE, max_array_len=64,
+                                max_map_len=64, max_str_len=HEADER_SIZE, max_bin_len=0,
+                                max_ext_len=0)
+    unpacker.feed(raw[len(magic):HEADER_SIZE - 32])
+    try:
+        header = unpacker.unpack()
+        end = len(magic) + unpacker.tell()
+    except Exception:
+        raise FormatError(f"{what} has a corrupt header") from None
+    if hashlib.sha256(raw[:end]).digest() != raw[HEADER_SIZE - 32:]:
+        raise FormatError(f"{what} has a corrupt header (checksum mismatch)")
+    if not isinstance(header, dict) or not isinstance(header.get("version"), int):
+        raise FormatError(f"{what} has a corrupt header")
+    if header["version"] > OVERLAY_VERSION:
+        raise FormatError(f"{what} was written by a newer minivm (overlay format "
+                          f"{header['version']}); upgrade minivm to open it")
+    for key, kind in (("group_blocks", int), ("block_count", int), ("parent_path", str),
+                      ("parent_relpath", str)):
+        if not isinstance(header.get(key), kind):
+            raise FormatError(f"{what} has a corrupt header (field {key})")
+    if not 1 <= header["group_blocks"] <= 4096 or not 0 <= header["block_count"] < 1 << 40:
+        raise FormatError(f"{what} has a corrupt header (sizes out of range)")
+    fp = header.get("parent_fingerprint")
+    if fp is not None and not (isinstance(fp, dict) and isinstance(fp.get("sha256"), str)
+                               and isinstance(fp.get("size"), int)):
+        raise FormatError(f"{what} has a corrupt header (parent fingerprint)")
+    return header
+
+
+def _scan_records(path: str, fd: int, header: dict) -> dict:
+    group_bytes = header["group_blocks"] * BLOCK_SIZE
+    stride = _RECORD.size + group_bytes
+    size = os.fstat(fd).st_size
+    records = {}
+    ngroups = -(-header["block_count"] // header["group_blocks"])
+    slot = 0
+    while HEADER_SIZE + (slot + 1) * stride <= size:
+        blob = os.pread(fd, stride, HEADER_SIZE + slot * stride)
+        magic, group, crc = _RECORD.unpack_from(blob)
+        content = blob[_RECORD.size:]
+        if magic != _RECORD_MAGIC or group >= ngroups or group in records \
+                or zlib.crc32(content) != crc:
+            raise FormatError(f"overlay '{path}' is corrupt: block group record {slot} is damaged")
+        records[group] = slot
+        slot += 1
+    if HEADER_SIZE + slot * stride != size:
+        raise FormatError(f"overlay '{path}' is corrupt: it ends in a partial record "
+                          "(was minivm interrupted while writing it?)")
+    return records
+
+
+def describe_chain(path: str) -> list[dict]:
+    """Resolve the files a disk chain names, without opening them for writing.
+
+    Returns one entry per file, top first: path, kind and (for overlays) the
+    parent fingerprint recorded in the header.
+    """
+    entries = []
+    current = os.path.abspath(path)
+    for _ in range(MAX_CHAIN):
+        if not os.path.exists(current):
+            raise DiskError(f"disk file '{current}' does not exist")
+        with open(current, "rb") as f:
+            head = f.read(len(magic_of(OVERLAY_KIND)))
+        if head != magic_of(OVERLAY_KIND):
+            entries.append({"path": current, "kind": "raw"})
+            return entries
+        fd = os.open(current, os.O_RDONLY)
+        try:
+            header = _read_overlay_header(current, fd)
+        finally:
+            os.close(fd)
+        entries.append({"path": current, "kind": "overlay",
+                        "parent_fingerprint": header.get("parent_fingerprint")})
+        current = resolve_parent(current, header)
+    raise DiskError(f"disk chain starting at '{path}' is longer than {MAX_CHAIN} files")
+
+
+def resolve_parent(overlay_path: str, header: dict) -> str:
+    """The parent beside the overlay (moved together) wins over the old absolute path."""
+    beside = os.path.normpath(os.path.join(os.path.dirname(overlay_path), header["parent_relpath"]))
+    if os.path.exists(beside):
+        return beside
+    return header["parent_path"]
+
+
+def open_disk(path: str, depth: int = 0, verify: bool = True):
+    """Open a raw disk or an overlay chain, checking each parent's fingerprint."""
+    if depth > MAX_CHAIN:
+        raise DiskError(f"disk chain is longer than {MAX_CHAIN} files")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(magic_of(OVERLAY_KIND)))
+    except FileNotFoundError:
+        raise DiskError(f"disk file '{path}' does not exist") from None
+    except IsADirectoryError:
+        raise DiskError(f"disk file '{path}' is a directory") from None
+    except PermissionError:
+        raise DiskError(f"disk file '{path}' cannot be read (permission denied)") from None
+    if head != magic_of(OVERLAY_KIND):
+        return RawDisk(path)
+    fd = _open_rw(path, "overlay")
+    try:
+        header = _read_overlay_header(path, fd)
+        records = _scan_records(path, fd, header)
+        parent_path = resolve_parent(os.path.abspath(path), header)
+        expected = header.get("parent_fingerprint")
+        parent = open_disk(parent_path, depth + 1, verify)
+        if verify and expected is not None:
+            actual = parent.fingerprint()
+            if actual != expected:
+                parent.close()
+                raise DiskError(f"overlay '{path}' was made on top of '{parent_path}', but that "
+                                "file has changed since (its size or contents differ); the "
+                                "overlay cannot be used on the changed file")
+        if parent.block_count != header["block_count"]:
+            parent.close()
+            raise DiskError(f"overlay '{path}' expects a {header['block_count']}-block parent, "
+                            f"but '{parent_path}' has {parent.block_count} blocks")
+    except BaseException:
+        os.close(fd)
+        raise
+    return Overlay(path, fd, header, parent, records)
+
+
+def commit_overlay(overlay: Overlay, progress=None) -> int:
+    """Merge ``overlay`` into its parent (P10, claims 3-4); returns groups merged.
+
+    Idempotent: if interrupted, running it again finishes the job, because the
+    overlay still holds every group until the end.
+    """
+    parent = overlay.parent
+    groups = overlay.groups()
+    for i, group in enumerate(groups):
+        start = group * overlay.group_blocks
+        n = min(overlay.group_blocks, overlay.block_count - start)
+        parent.write_blocks(start, overlay.group_data(group)[:n * BLOCK_SIZE])
+        if progress:
+            progress(i + 1, len(groups))
+    parent.sync()
+    return len(groups)

@@ -1,0 +1,47 @@
+"""Errors a user can cause, each with a message fit to print as is.
+
+Everything a user can get wrong (a bad program, a corrupt file, a guest
+fault) raises a subclass of :class:`MinivmError`; the CLI and the REPL print
+its message and never a traceback.
+"""
+
+
+class MinivmError(Exception):
+    """An error with a user-facing, one-paragraph message."""
+
+
+class FormatError(MinivmError):
+    """A file (image, checkpoint, overlay) is unreadable, corrupt or foreign."""
+
+
+class DiskError(MinivmError):
+    """A disk image or overlay is missing, has the wrong size, or changed."""
+
+
+class GuestFault(MinivmError):
+    """The guest did something the machine forbids (SPEC section 2, faults).
+
+    Raised with just a ``reason`` by memory and devices; the machine adds the
+    pc, tick and source location before it reaches the user.
+    """
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+        self.pc: int | None = None
+        self.tick: int | None = None
+        self.location: str = ""
+        self.source: str = ""
+
+    def locate(self, pc: int, tick: int, location: str, source: str) -> "GuestFault":
+        self.pc, self.tick, self.location, self.source = pc, tick, location, source
+        self.args = (str(self),)
+        return self
+
+    def __str__(self) -> str:
+        if self.pc is None:
+            return f"fault: {self.reason}"
+        text = f"{self.location}: fault: {self.reason} (pc {self.pc}, tick {self.tick})"
+        if self.source:
+            text += f"\n    {self.source}"
+        return text

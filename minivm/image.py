@@ -1,0 +1,150 @@
+"""The bytecode image: what the assembler produces and the machine loads.
+
+An image holds the encoded code (``(opcode, a, b, c)`` per instruction, see
+isa.py), the initial data bytes, the entry point, a source map (file, line
+and text of each instruction) and the symbol table. It is saved as a
+versioned container (container.py) and validated field by field on load, so a
+hand-made image can never give the interpreter an opcode or operand it does
+not expect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import isa
+from .container import (is_container, pack, read_container, read_file_capped,
+                        unpack_bounded, write_atomically)
+from .errors import FormatError
+
+IMAGE_KIND = "image"
+IMAGE_VERSION = 1
+MAX_CODE = 1 << 20        # instructions
+MAX_DATA = 64 << 20       # bytes of initial data
+
+_FIELD_LIMIT = {isa.REG: isa.NUM_REGS - 1, isa.BASE: isa.ZERO_REG,
+                isa.IMM: isa.WORD_MASK, isa.OFFSET: isa.WORD_MASK,
+                isa.TARGET: isa.WORD_MASK, isa.PORT: isa.WORD_MASK}
+
+
+@dataclass
+class Image:
+    code: list[tuple[int, int, int, int]]
+    data: bytes = b""
+    entry: int = 0
+    source_file: str = "<unknown>"
+    lines: list[int] = field(default_factory=list)        # per instruction
+    texts: list[str] = field(default_factory=list)        # per instruction
+    symbols: dict[str, tuple[str, int]] = field(default_factory=dict)  # name -> (section, value)
+
+    def location(self, pc: int) -> str:
+        """``file:line`` of the instruction at ``pc`` (or a note why not)."""
+        if 0 <= pc < len(self.lines):
+            return f"{self.source_file}:{self.lines[pc]}"
+        return f"{self.source_file}: pc {pc} is outside the code"
+
+    def source_text(self, pc: int) -> str:
+        return self.texts[pc] if 0 <= pc < len(self.texts) else ""
+
+    def code_labels(self) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        for name, (section, value) in self.symbols.items():
+            if section == "text":
+                out.setdefault(value, []).append(name)
+        return out
+
+    def same_program(self, other: "Image") -> bool:
+        """Equal code, data and entry: what a round trip must preserve."""
+        return (self.code == other.code and self.data == other.data
+                and self.entry == other.entry)
+
+    # --- serialisation ------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"code": [list(ins) for ins in self.code], "data": bytes(self.data),
+                "entry": self.entry, "source_file": self.source_file,
+                "lines": list(self.lines), "texts": list(self.texts),
+                "symbols": [[n, s, v] for n, (s, v) in sorted(self.symbols.items())]}
+
+    def to_bytes_payload(self) -> bytes:
+        return pack(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d, what: str = "the image") -> "Image":
+        return _validate(d, what)
+
+    def save(self, path: str) -> None:
+        write_atomically(path, IMAGE_KIND, {"version": IMAGE_VERSION},
+                         [("image", self.to_bytes_payload())])
+
+
+def is_image_bytes(data: bytes) -> bool:
+    return is_container(data, IMAGE_KIND)
+
+
+def image_from_bytes(data: bytes, what: str) -> Image:
+    container = read_container(data, IMAGE_KIND, IMAGE_VERSION, what)
+    payload = container.only("image")
+    return Image.from_dict(unpack_bounded(payload, what), what)
+
+
+def load_image(path: str) -> Image:
+    what = f"image file '{path}'"
+    return image_from_bytes(read_file_capped(path, what), what)
+
+
+def _bad(what: str, why: str) -> FormatError:
+    return FormatError(f"{what} is not a valid minivm image: {why}")
+
+
+def _validate(d, what: str) -> Image:
+    if not isinstance(d, dict):
+        raise _bad(what, "its image section is not a map")
+    code = d.get("code")
+    if not isinstance(code, list) or not code:
+        raise _bad(what, "it has no code")
+    if len(code) > MAX_CODE:
+        raise _bad(what, f"it has {len(code)} instructions, more than the limit of {MAX_CODE}")
+    decoded = []
+    nops = len(isa.OPCODES)
+    for pc, ins in enumerate(code):
+        if (not isinstance(ins, list) or len(ins) != 4
+                or not all(type(x) is int for x in ins)):
+            raise _bad(what, f"instruction {pc} is not four integers")
+        op = ins[0]
+        if not 0 <= op < nops:
+            raise _bad(what, f"instruction {pc} has unknown opcode {op}")
+        kinds = isa.OPCODES[op].fields
+        for i, value in enumerate(ins[1:]):
+            limit = _FIELD_LIMIT[kinds[i]] if i < len(kinds) else 0
+            if not 0 <= value <= limit:
+                raise _bad(what, f"instruction {pc} ({isa.OPCODES[op].mnemonic}) has "
+                                 f"operand {i + 1} = {value}, outside 0..{limit}")
+        decoded.append(tuple(ins))
+    data = d.get("data", b"")
+    if not isinstance(data, bytes) or len(data) > MAX_DATA:
+        raise _bad(what, "its data is not bytes or is too large")
+    entry = d.get("entry", 0)
+    if type(entry) is not int or not 0 <= entry < len(code):
+        raise _bad(what, f"its entry point {entry!r} is outside the code")
+    source_file = d.get("source_file", "<unknown>")
+    lines = d.get("lines", [])
+    texts = d.get("texts", [])
+    if not isinstance(source_file, str) or len(source_file) > 4096:
+        raise _bad(what, "its source file name is not a string")
+    if (not isinstance(lines, list) or len(lines) != len(code)
+            or not all(type(x) is int and x >= 0 for x in lines)):
+        raise _bad(what, "its source map does not match its code")
+    if (not isinstance(texts, list) or len(texts) != len(code)
+            or not all(isinstance(x, str) and len(x) <= 4096 for x in texts)):
+        raise _bad(what, "its source text does not match its code")
+    symbols = {}
+    raw_symbols = d.get("symbols", [])
+    if not isinstance(raw_symbols, list):
+        raise _bad(what, "its symbol table is not a list")
+    for entry_ in raw_symbols:
+        if (not isinstance(entry_, list) or len(entry_) != 3
+                or not isinstance(entry_[0], str) or entry_[1] not in ("text", "data", "equ")
+                or type(entry_[2]) is not int):
+            raise _bad(what, "its symbol table has a malformed entry")
+        symbols[entry_[0]] = (entry_[1], entry_[2])
+    return Image(decoded, data, entry, source_file, lines, texts, symbols)

@@ -1,0 +1,387 @@
+"""The machine: CPU state, devices, and the loop between instructions.
+
+:meth:`Machine.run` alternates two things:
+
+* the *boundary* (between instructions, at the current tick): host tasks that
+  are due (a ``--checkpoint-at`` checkpoint, a slice of a background save),
+  then device events due now (timer before disk), then at most one interrupt
+  delivery, then the stop conditions;
+* the hot loop (:func:`~minivm.interpreter.run_fast`) up to the *deadline*,
+  the earliest tick at which the boundary has work to do, so that the check
+  per instruction is the ``for`` loop's own bound and nothing more.
+
+Instructions the hot loop hands back run through :meth:`Machine.step_slow`,
+which is exact and fully checked. Faults are raised as
+:class:`~minivm.errors.GuestFault` and reported with pc, tick and source line.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from . import isa
+from .devices import (Console, Disk, EventQueue, InterruptController, Timer,
+                      DEFAULT_MAX_INFLIGHT)
+from .errors import GuestFault, MinivmError
+from .interpreter import BREAK, FAULT, OUTQ_I, OUTQ_R, decode, run_fast
+from .isa import (CALL_I, CALL_R, CKPT, DI, DIV_I, DIV_R, EI, HALT, IN, IRET, JMP_R,
+                  LD, LDB, MOD_I, MOD_R, OUT_I, OUT_R, POP, PUSH_I, PUSH_R, RET, ST,
+                  STB, WAIT, WORD_MASK, to_signed)
+from .memory import DEFAULT_MEMORY, Memory
+
+INFINITY = math.inf
+#: Longest stretch the hot loop runs before the boundary looks at the stop
+#: flag (Ctrl-C in the REPL); about a millisecond or two of guest time.
+SLICE = 1 << 14
+STATE_VERSION = 1
+
+
+@dataclass
+class Stop:
+    """Why :meth:`Machine.run` returned."""
+
+    reason: str          # halt | fault | limit | breakpoint | watch | interrupted
+    detail: object = None
+
+    def __str__(self) -> str:
+        return self.reason if self.detail is None else f"{self.reason}: {self.detail}"
+
+
+class MemoryDma:
+    """The disk's path to memory (devices.DmaPort).
+
+    ``rules`` is where the checkpoint protocol plugs in its in-flight DMA
+    rules (P5-P7, see checkpoint.py); without a checkpoint, DMA goes
+    straight to memory.
+    """
+
+    def __init__(self, memory: Memory):
+        self.memory = memory
+        self.rules = None
+
+    def check(self, addr: int, length: int) -> None:
+        self.memory.check_range(addr, length, "DMA")
+
+    def read_memory(self, addr: int, length: int) -> bytes:
+        return self.memory.read_bytes(addr, length)
+
+    def before_read_issued(self, request) -> None:
+        if self.rules is not None:
+            self.rules.before_read_issued(request)
+
+    def land_read(self, request, data: bytes) -> None:
+        snapshots = self.rules.read_targets(request) if self.rules is not None else ()
+        self.memory.land_read(request.addr, data, snapshots)
+
+    def request_done(self, request) -> None:
+        if self.rules is not None:
+            self.rules.request_done(request)
+
+
+class Machine:
+    def __init__(self, image, *, memory_size: int = DEFAULT_MEMORY, disk=None,
+                 console_sink=None, console_input=None, disk_latency: int = 100,
+                 disk_per_block: int = 10, max_inflight: int = DEFAULT_MAX_INFLIGHT):
+        self.image = image
+        self.memory = Memory(memory_size)
+        if len(image.data) > memory_size:
+            raise MinivmError(f"the program's data ({len(image.data)} bytes) does not fit in "
+                              f"memory ({memory_size} bytes); give more with --mem")
+        if image.data:
+            self.memory.write_bytes(0, image.data)
+        self.regs = [0] * (isa.ZERO_REG + 1)
+        self.regs[isa.SP] = memory_size & WORD_MASK
+        self.pc = image.entry
+        self.tick = 0
+        self.halted = False
+        self.fault: GuestFault | None = None
+        self.interrupts_taken = 0
+        ncode = len(image.code)
+        self.ncode = ncode
+        self.console = Console(console_sink, console_input)
+        self.timer = Timer(ncode)
+        self.dma = MemoryDma(self.memory)
+        self.disk = Disk(disk, self.dma, ncode, disk_latency, disk_per_block, max_inflight)
+        self.interrupts = InterruptController()
+        self.events = EventQueue([self.timer, self.disk])
+        self.devices = {d.name: d for d in (self.console, self.timer, self.disk)}
+        out_ports, in_ports = {}, {}
+        for device in self.devices.values():
+            out_ports.update(device.out_ports)
+            in_ports.update(device.in_ports)
+        self.code = decode(image, out_ports, in_ports)
+        self._plain_code = list(self.code)
+        # Host-side hooks: objects with next_tick() and run_due(machine).
+        self.host_tasks: list = []
+        self.on_ckpt = None               # called by the ckpt instruction
+        self.breakpoints: set[int] = set()
+        self.watches: dict[int, int] = {}
+        self.trace = None                 # callable(str) to print each instruction
+        self.stop_requested = False
+        self._resume_break: tuple[int, int] | None = None
+
+    # --- running -------------------------------------------------------------------
+    def run(self, max_ticks: int | None = None) -> Stop:
+        """Run until halt, fault, breakpoint, watch, stop request, or ``max_ticks``."""
+        limit = INFINITY if max_ticks is None else self.tick + max_ticks
+        if self.fault is not None:
+            return Stop("fault", self.fault)
+        if self.halted:
+            return Stop("halt")
+        if self.pc in self.breakpoints:
+            self._resume_break = (self.pc, self.tick)
+        single = self.trace is not None or bool(self.watches)
+        try:
+            while True:
+                stop = self._boundary(limit)
+                if stop is not None:
+                    return stop
+                if single:
+                    stop = self._single_step()
+                    if stop is not None:
+                        return stop
+                    continue
+                deadline = min(limit, self.tick + SLICE, self._next_deadline())
+                if run_fast(self, deadline) is not None:
+                    stop = self.step_slow()
+                    if stop is not None:
+                        return stop
+        except GuestFault as fault:
+            self.fault = fault.locate(self.pc, self.tick, self.image.location(self.pc),
+                                      self.image.source_text(self.pc))
+            return Stop("fault", self.fault)
+        finally:
+            self.console.sink.flush()
+
+    def _next_deadline(self) -> float:
+        deadline = INFINITY
+        nxt = self.events.next_tick()
+        if nxt is not None:
+            deadline = nxt
+        for task in self.host_tasks:
+            t = task.next_tick()
+            if t is not None and t < deadline:
+                deadline = t
+        return max(deadline, self.tick + 1)
+
+    def _boundary(self, limit) -> Stop | None:
+        if self.halted:
+            return Stop("halt")
+        for task in list(self.host_tasks):
+            t = task.next_tick()
+            if t is not None and t <= self.tick:
+                task.run_due(self)
+        self.events.fire_due(self.tick, self.interrupts.raise_irq)
+        if self.interrupts.enabled and self.interrupts.has_pending():
+            self._deliver_interrupt()
+        if self.stop_requested:
+            self.stop_requested = False
+            return Stop("interrupted")
+        if self.tick >= limit:
+            return Stop("limit")
+        return None
+
+    def _single_step(self) -> Stop | None:
+        watched = {addr: self.memory.load_word(addr) for addr in self.watches}
+        if self.trace is not None:
+            self.trace(f"tick {self.tick:>8}  pc {self.pc:>5}  {self.image.source_text(self.pc)}")
+        if run_fast(self, self.tick + 1) is not None:
+            stop = self.step_slow()
+            if stop is not None:
+                return stop
+        for addr, old in watched.items():
+            new = self.memory.load_word(addr)
+            if new != old:
+                self.watches[addr] = new
+                return Stop("watch", (addr, old, new))
+        return None
+
+    def _deliver_interrupt(self) -> None:
+        while self.interrupts.has_pending():
+            _, source = self.interrupts.pop()
+            handler = self.devices[source].handler
+            if handler is None:          # cleared while pending: dropped
+                continue
+            sp = (self.regs[isa.SP] - 4) & WORD_MASK
+            try:
+                self.memory.store_word(sp, self.pc)
+            except GuestFault as fault:
+                raise GuestFault(f"stack overflow while taking a {source} interrupt: "
+                                 f"{fault.reason}") from None
+            self.regs[isa.SP] = sp
+            self.interrupts.enabled = False
+            self.pc = handler
+            self.interrupts_taken += 1
+            return
+
+    # --- the slow, exact path ------------------------------------------------------------
+    def _jump_target(self, target: int, what: str) -> int:
+        if target >= self.ncode:
+            raise GuestFault(f"bad jump target {to_signed(target)} ({what}): the code has "
+                             f"{self.ncode} instructions (0..{self.ncode - 1})")
+        return target
+
+    def _pop(self, what: str) -> int:
+        sp = self.regs[isa.SP]
+        if sp == self.memory.size & WORD_MASK:
+            raise GuestFault(f"'{what}' with an empty stack (sp = 0x{sp:x}, the top of memory)")
+        value = self.memory.load_word(sp)
+        return value
+
+    def step_slow(self) -> Stop | None:
+        """Execute the instruction at pc exactly, with every check."""
+        op, a, b, c = self.code[self.pc]
+        regs, mem, t = self.regs, self.memory, self.tick
+        nxt = self.pc + 1
+        if op == BREAK:
+            return self._breakpoint()
+        if op == FAULT:
+            if not c:                     # ran off the end: name the last instruction
+                self.pc = b - 1
+            else:
+                self.pc = b
+            raise GuestFault(a)
+        if op in (LD, LDB, ST, STB):
+            addr = (regs[b] + c) & WORD_MASK
+            if op == LD:
+                regs[a] = mem.load_word(addr)
+            elif op == LDB:
+                regs[a] = mem.load_byte(addr)
+            elif op == ST:
+                mem.store_word(addr, regs[a])
+            else:
+                mem.store_byte(addr, regs[a])
+        elif op in (PUSH_R, PUSH_I, CALL_I, CALL_R):
+            value = regs[a] if op == PUSH_R else a if op == PUSH_I else nxt
+            if op == CALL_R:
+                nxt = self._jump_target(regs[a], "call through a register")
+            elif op == CALL_I:
+                nxt = a
+            sp = (regs[isa.SP] - 4) & WORD_MASK
+            try:
+                mem.store_word(sp, value)
+            except GuestFault as fault:
+                raise GuestFault(f"stack overflow: {fault.reason}") from None
+            regs[isa.SP] = sp
+        elif op in (POP, RET, IRET):
+            value = self._pop(isa.OPCODES[op].mnemonic)
+            if op != POP:
+                value = self._jump_target(value, f"return address popped by '{isa.OPCODES[op].mnemonic}'")
+            regs[isa.SP] = (regs[isa.SP] + 4) & WORD_MASK
+            if op == POP:
+                regs[a] = value
+            else:
+                nxt = value
+                if op == IRET:
+                    self.interrupts.enabled = True
+        elif op == JMP_R:
+            nxt = self._jump_target(regs[a], "jump through a register")
+        elif op in (DIV_R, DIV_I, MOD_R, MOD_I):
+            x = to_signed(regs[b])
+            y = to_signed(regs[c] if op in (DIV_R, MOD_R) else c)
+            if y == 0:
+                raise GuestFault(f"division by zero ('{isa.OPCODES[op].mnemonic}' of {x} by 0)")
+            q = abs(x) // abs(y)
+            if (x < 0) != (y < 0):
+                q = -q
+            regs[a] = (q if op in (DIV_R, DIV_I) else x - q * y) & WORD_MASK
+        elif op in (OUT_R, OUTQ_R):
+            a(regs[b], t)
+        elif op in (OUT_I, OUTQ_I):
+            a(b, t)
+        elif op == IN:
+            regs[a] = b(t) & WORD_MASK
+        elif op == EI:
+            self.interrupts.enabled = True
+        elif op == DI:
+            self.interrupts.enabled = False
+        elif op == HALT:
+            self.halted = True
+        elif op == WAIT:
+            due = self.events.next_tick()
+            if due is None:
+                raise GuestFault("'wait' with nothing scheduled: the timer is stopped and the "
+                                 "disk is idle, so no event can ever come")
+            self.pc, self.tick = nxt, max(t + 1, due)
+            return None
+        elif op == CKPT:
+            self.pc, self.tick = nxt, t + 1
+            if self.on_ckpt is not None:
+                self.on_ckpt(self)
+            return None
+        else:
+            raise AssertionError(f"opcode {op} should never reach the slow path")
+        self.pc, self.tick = nxt, t + 1
+        return Stop("halt") if self.halted else None
+
+    def _breakpoint(self) -> Stop | None:
+        if self._resume_break != (self.pc, self.tick):
+            return Stop("breakpoint", self.pc)
+        self._resume_break = None        # continuing from it: run the real instruction once
+        pc = self.pc
+        self.code[pc] = self._plain_code[pc]
+        try:
+            if run_fast(self, self.tick + 1) is not None:
+                return self.step_slow()
+            return None
+        finally:
+            if pc in self.breakpoints:
+                self.code[pc] = (BREAK, 0, 0, 0)
+
+    # --- debugger support ------------------------------------------------------------------
+    def set_breakpoint(self, pc: int) -> None:
+        if not 0 <= pc < self.ncode:
+            raise MinivmError(f"no instruction at {pc} (the code has {self.ncode})")
+        self.breakpoints.add(pc)
+        self.code[pc] = (BREAK, 0, 0, 0)
+
+    def clear_breakpoint(self, pc: int) -> None:
+        self.breakpoints.discard(pc)
+        self.code[pc] = self._plain_code[pc]
+
+    # --- state for checkpoints (P2) and tools ------------------------------------------------
+    def cpu_snapshot(self) -> dict:
+        return {"regs": self.regs[:isa.NUM_REGS], "pc": self.pc, "tick": self.tick,
+                "halted": self.halted, "interrupts_taken": self.interrupts_taken}
+
+    def snapshot_devices(self) -> dict:
+        """Every device's complete state, as plain data (P2: 'save device state')."""
+        return {"version": STATE_VERSION, "cpu": self.cpu_snapshot(),
+                "memory_size": self.memory.size,
+                "interrupts": self.interrupts.snapshot(),
+                **{name: device.snapshot() for name, device in self.devices.items()}}
+
+    def restore_devices(self, state: dict) -> None:
+        """Inverse of :meth:`snapshot_devices`; raises ValueError on bad data."""
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise ValueError("machine state has an unknown version")
+        cpu = state.get("cpu")
+        if not isinstance(cpu, dict):
+            raise ValueError("machine state has no CPU section")
+        regs = cpu.get("regs")
+        if (not isinstance(regs, list) or len(regs) != isa.NUM_REGS
+                or not all(type(r) is int and 0 <= r <= WORD_MASK for r in regs)):
+            raise ValueError("CPU state: registers must be 16 values in 0 .. 2^32-1")
+        pc, tick = cpu.get("pc"), cpu.get("tick")
+        if type(pc) is not int or not 0 <= pc < self.ncode:
+            raise ValueError(f"CPU state: pc {pc!r} is outside the code")
+        if type(tick) is not int or tick < 0:
+            raise ValueError("CPU state: tick is not a count")
+        halted = cpu.get("halted")
+        if not isinstance(halted, bool):
+            raise ValueError("CPU state: 'halted' is not a boolean")
+        taken = cpu.get("interrupts_taken", 0)
+        if type(taken) is not int or taken < 0:
+            raise ValueError("CPU state: interrupt count is not a count")
+        for name in ("interrupts", *self.devices):
+            if not isinstance(state.get(name), dict):
+                raise ValueError(f"machine state has no '{name}' section")
+        self.regs[:isa.NUM_REGS] = regs
+        self.pc, self.tick, self.halted, self.interrupts_taken = pc, tick, halted, taken
+        self.interrupts.restore(state["interrupts"])
+        for name, device in self.devices.items():
+            device.restore(state[name])
+
+    def status_line(self) -> str:
+        return f"tick {self.tick} pc {self.pc}"

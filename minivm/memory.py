@@ -1,0 +1,269 @@
+"""Guest memory: a byte-addressed paged array with copy-on-write.
+
+Two page tables, both plain lists indexed by ``address >> 12``:
+
+* ``pages[i]`` is what page *i* holds: the shared read-only ``bytes`` zero
+  page while untouched (so untouched pages cost nothing), else a bytearray.
+* ``writable[i]`` is the same bytearray when the page may be written in
+  place, else ``None``.
+
+The interpreter's fast path loads through ``pages`` and stores through
+``writable`` with no other test: storing into ``None`` raises, and the slow
+path (:meth:`Memory.make_writable`) allocates the page, or copies it if a
+checkpoint still shares it. That is the cheap COW check on the store path.
+
+Marking memory copy-on-write for a checkpoint (:meth:`Memory.share`, P2) hands
+the current ``pages`` list to the checkpoint as its frozen original and gives
+the machine a fresh copy of the list and an all-``None`` ``writable``: two
+C-level list operations, whatever the guest has touched. The last page of a
+memory whose size is not a multiple of 4096 is simply a shorter bytearray,
+so accesses past the end fail the fast path and are refused by the slow one.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+
+from .errors import GuestFault, MinivmError
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PAGE_MASK = PAGE_SIZE - 1
+MAX_MEMORY = 1 << 32
+DEFAULT_MEMORY = 1 << 20
+
+_WORD = struct.Struct("<I")
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMG]?)(?:I?B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str, what: str = "size") -> int:
+    """'64K', '1M', '4G', '4096' -> bytes (K/M/G are powers of 1024)."""
+    match = _SIZE_RE.match(str(text))
+    if not match:
+        raise MinivmError(f"bad {what} '{text}': give a number of bytes, optionally with "
+                          "K, M or G (e.g. 64K, 1M, 4G)")
+    number, suffix = int(match.group(1)), match.group(2).upper()
+    return number << {"": 0, "K": 10, "M": 20, "G": 30}[suffix]
+
+
+def format_size(n: int) -> str:
+    for shift, unit in ((30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n} bytes"
+
+
+class MemorySnapshot:
+    """The original pages of a checkpoint, frozen at P2 (claims 1, 19, 24).
+
+    The machine no longer writes these page objects (its first store to one
+    copies it first), so they stay exactly as they were at the checkpoint,
+    except for reads that were in flight at the checkpoint: they land here too
+    (P5, P7) through :meth:`Memory.land_read`.
+    """
+
+    def __init__(self, memory: "Memory", frozen: list):
+        self._memory = memory
+        self._frozen = frozen
+        self.size = memory.size
+        self.released = False
+
+    def page_count(self) -> int:
+        return len(self._frozen)
+
+    def nonzero_pages(self, start: int, stop: int) -> list[int]:
+        """Indexes in [start, stop) whose page holds anything but zeros."""
+        frozen = self._frozen
+        return [i for i in range(start, min(stop, len(frozen)))
+                if type(frozen[i]) is bytearray and frozen[i].count(0) != len(frozen[i])]
+
+    def page(self, index: int) -> bytes:
+        return bytes(self._frozen[index])
+
+    def shares_page(self, index: int) -> bool:
+        """True while the running machine still uses this very page object."""
+        return (type(self._frozen[index]) is bytearray
+                and self._memory.pages[index] is self._frozen[index])
+
+    def release(self) -> None:
+        """The checkpoint is saved: its pages need no protection any more."""
+        if not self.released:
+            self.released = True
+            self._memory._live_snapshots.discard(self)
+
+
+class Memory:
+    def __init__(self, size: int = DEFAULT_MEMORY):
+        if not 1 <= size <= MAX_MEMORY:
+            raise MinivmError(f"memory size {size} is out of range: give 1 byte to 4G")
+        self.size = size
+        full, tail = divmod(size, PAGE_SIZE)
+        zero = bytes(PAGE_SIZE)
+        self.pages: list = [zero] * full + ([bytes(tail)] if tail else [])
+        self.writable: list = [None] * len(self.pages)
+        self.page_count = len(self.pages)
+        self.allocated = 0            # pages that are not the zero page
+        self.cow_copies = 0           # memory COW faults since the last share()
+        self.copied: set[int] = set()  # pages copied since the last share()
+        self._live_snapshots: set[MemorySnapshot] = set()
+
+    # --- the slow path of every access ------------------------------------------
+    def _check(self, addr: int, length: int, verb: str) -> None:
+        if addr < 0 or addr + length > self.size:
+            what = {1: "byte", 4: "word"}.get(length, f"{length}-byte range")
+            raise GuestFault(f"memory access out of range: {verb} {what} at 0x{addr:08x} "
+                             f"(memory is {format_size(self.size)}, 0x0 .. 0x{self.size - 1:x})")
+
+    def make_writable(self, index: int) -> bytearray:
+        """Give page ``index`` a private, writable bytearray (lazy alloc / COW, P3)."""
+        page = self.writable[index]
+        if page is not None:
+            return page
+        current = self.pages[index]
+        if type(current) is bytes:                       # untouched: allocate
+            page = bytearray(len(current))
+            self.allocated += 1
+        elif self._live_snapshots:                       # shared: copy (P3)
+            page = bytearray(current)
+            self.cow_copies += 1
+            self.copied.add(index)
+        else:                                            # protection no longer needed
+            page = current
+        self.pages[index] = page
+        self.writable[index] = page
+        return page
+
+    def load_word(self, addr: int) -> int:
+        self._check(addr, 4, "load")
+        return int.from_bytes(self.read_bytes(addr, 4), "little")
+
+    def load_byte(self, addr: int) -> int:
+        self._check(addr, 1, "load")
+        return self.pages[addr >> PAGE_SHIFT][addr & PAGE_MASK]
+
+    def store_word(self, addr: int, value: int) -> None:
+        self._check(addr, 4, "store")
+        self.write_bytes(addr, (value & 0xFFFFFFFF).to_bytes(4, "little"))
+
+    def store_byte(self, addr: int, value: int) -> None:
+        self._check(addr, 1, "store")
+        self.make_writable(addr >> PAGE_SHIFT)[addr & PAGE_MASK] = value & 0xFF
+
+    def read_bytes(self, addr: int, length: int) -> bytes:
+        self._check(addr, length, "read")
+        out = bytearray()
+        while length:
+            index, offset = addr >> PAGE_SHIFT, addr & PAGE_MASK
+            n = min(length, PAGE_SIZE - offset)
+            out += self.pages[index][offset:offset + n]
+            addr, length = addr + n, length - n
+        return bytes(out)
+
+    def write_bytes(self, addr: int, data: bytes) -> None:
+        self._check(addr, len(data), "write")
+        pos = 0
+        while pos < len(data):
+            index, offset = addr >> PAGE_SHIFT, addr & PAGE_MASK
+            n = min(len(data) - pos, PAGE_SIZE - offset)
+            self.make_writable(index)[offset:offset + n] = data[pos:pos + n]
+            addr, pos = addr + n, pos + n
+
+    def check_range(self, addr: int, length: int, verb: str) -> None:
+        self._check(addr, length, verb)
+
+    # --- checkpoint interface (P2, P3, P5-P7) -------------------------------------
+    def share(self) -> MemorySnapshot:
+        """P2: mark all memory copy-on-write; the current pages become the original."""
+        snapshot = MemorySnapshot(self, self.pages)
+        self.pages = list(self.pages)
+        self.writable = [None] * self.page_count
+        self.copied = set()
+        self.cow_copies = 0
+        self._live_snapshots.add(snapshot)
+        return snapshot
+
+    def is_shared(self, index: int) -> bool:
+        return (self.writable[index] is None and type(self.pages[index]) is bytearray
+                and bool(self._live_snapshots))
+
+    def unshare_range(self, addr: int, length: int) -> int:
+        """P6: COW-fault every still-shared page a new DMA read will write."""
+        faulted = 0
+        if length <= 0 or not self._live_snapshots:
+            return 0
+        for index in range(addr >> PAGE_SHIFT, ((addr + length - 1) >> PAGE_SHIFT) + 1):
+            if self.is_shared(index):
+                self.make_writable(index)
+                faulted += 1
+        return faulted
+
+    def land_read(self, addr: int, data: bytes, snapshots=()) -> None:
+        """A DMA read completes: data goes to the running memory and, for a read
+        that was in flight at a checkpoint, to that checkpoint's original pages
+        as well (P5), even where the page has been copied since (P7)."""
+        if not snapshots:
+            self.write_bytes(addr, data)
+            return
+        self._check(addr, len(data), "write")
+        pos = 0
+        while pos < len(data):
+            index, offset = addr >> PAGE_SHIFT, addr & PAGE_MASK
+            n = min(len(data) - pos, PAGE_SIZE - offset)
+            chunk = data[pos:pos + n]
+            targets = []
+            live = self.pages[index]
+            for snap in snapshots:
+                original = snap._frozen[index]
+                if original is live and type(live) is bytes:
+                    # untouched in both: one new page, still shared by both
+                    live = bytearray(len(live))
+                    self.allocated += 1
+                    self.pages[index] = live
+                    original = live
+                elif type(original) is bytes:
+                    original = bytearray(len(original))
+                snap._frozen[index] = original
+                targets.append(original)
+            if type(live) is bytes:
+                live = self.make_writable(index)
+            targets.append(live)
+            seen = set()
+            for page in targets:
+                if id(page) not in seen:
+                    seen.add(id(page))
+                    page[offset:offset + n] = chunk
+            addr, pos = addr + n, pos + n
+
+    # --- state for tools and restore --------------------------------------------------
+    def page_kind(self, index: int) -> str:
+        """untouched | private | shared | copied (for the REPL's page map)."""
+        page = self.pages[index]
+        if type(page) is bytes:
+            return "untouched"
+        if index in self.copied:
+            return "copied"
+        if self.is_shared(index):
+            return "shared"
+        return "private"
+
+    def nonzero_page_indexes(self) -> list[int]:
+        return [i for i, page in enumerate(self.pages)
+                if type(page) is bytearray and page.count(0) != len(page)]
+
+    def page_bytes(self, index: int) -> bytes:
+        return bytes(self.pages[index])
+
+    def load_page(self, index: int, data: bytes) -> None:
+        """Restore: install one saved page (exactly one page's worth of bytes)."""
+        expected = len(self.pages[index])
+        if len(data) != expected:
+            raise MinivmError(f"page {index} has {len(data)} bytes, expected {expected}")
+        page = bytearray(data)
+        if type(self.pages[index]) is bytes:
+            self.allocated += 1
+        self.pages[index] = page
+        self.writable[index] = page
+
+    def snapshot_count(self) -> int:
+        return len(self._live_snapshots)
