@@ -358,6 +358,19 @@ class Disk:
         self.last_completed = request.id
         self.dma.request_done(request)
 
+    def switch_to(self, layer) -> None:
+        """New requests go to ``layer`` (P2: switch the VM to the overlay)."""
+        self.backing = layer
+
+    def retarget_pending(self, layer) -> None:
+        """Send queued requests to ``layer`` too (stop-and-copy mode only)."""
+        for request in self.queue:
+            request.target = layer
+
+    def pending_for(self, layer) -> list[Request]:
+        """Queued requests that will reach ``layer`` when they complete."""
+        return [r for r in self.queue if r.target is layer]
+
     def drain(self, now: int) -> list[Request]:
         """Complete every pending request now (P8); returns them in order."""
         done = []

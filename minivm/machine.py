@@ -82,13 +82,14 @@ class MemoryDma:
 class Machine:
     def __init__(self, image, *, memory_size: int = DEFAULT_MEMORY, disk=None,
                  console_sink=None, console_input=None, disk_latency: int = 100,
-                 disk_per_block: int = 10, max_inflight: int = DEFAULT_MAX_INFLIGHT):
+                 disk_per_block: int = 10, max_inflight: int = DEFAULT_MAX_INFLIGHT,
+                 load_data: bool = True):
         self.image = image
         self.memory = Memory(memory_size)
         if len(image.data) > memory_size:
             raise MinivmError(f"the program's data ({len(image.data)} bytes) does not fit in "
                               f"memory ({memory_size} bytes); give more with --mem")
-        if image.data:
+        if image.data and load_data:
             self.memory.write_bytes(0, image.data)
         self.regs = [0] * (isa.ZERO_REG + 1)
         self.regs[isa.SP] = memory_size & WORD_MASK
@@ -328,6 +329,14 @@ class Machine:
         finally:
             if pc in self.breakpoints:
                 self.code[pc] = (BREAK, 0, 0, 0)
+
+    def drain_disk(self) -> int:
+        """Complete every pending disk request at this tick (P8); returns how many."""
+        done = self.disk.drain(self.tick)
+        for _ in done:
+            if self.disk.handler is not None:
+                self.interrupts.raise_irq(self.tick, self.disk.priority, self.disk.name)
+        return len(done)
 
     # --- debugger support ------------------------------------------------------------------
     def set_breakpoint(self, pc: int) -> None:

@@ -68,15 +68,15 @@ class MemorySnapshot:
         self._frozen = frozen
         self.size = memory.size
         self.released = False
+        self.allocated = memory.allocated     # pages that are not the zero page
 
     def page_count(self) -> int:
         return len(self._frozen)
 
-    def nonzero_pages(self, start: int, stop: int) -> list[int]:
-        """Indexes in [start, stop) whose page holds anything but zeros."""
+    def allocated_pages(self, start: int, stop: int) -> list[int]:
+        """Indexes in [start, stop) of pages that are not the zero page."""
         frozen = self._frozen
-        return [i for i in range(start, min(stop, len(frozen)))
-                if type(frozen[i]) is bytearray and frozen[i].count(0) != len(frozen[i])]
+        return [i for i in range(start, min(stop, len(frozen))) if type(frozen[i]) is bytearray]
 
     def page(self, index: int) -> bytes:
         return bytes(self._frozen[index])
@@ -219,10 +219,12 @@ class Memory:
                     # untouched in both: one new page, still shared by both
                     live = bytearray(len(live))
                     self.allocated += 1
+                    snap.allocated += 1
                     self.pages[index] = live
                     original = live
                 elif type(original) is bytes:
                     original = bytearray(len(original))
+                    snap.allocated += 1
                 snap._frozen[index] = original
                 targets.append(original)
             if type(live) is bytes:

@@ -1,0 +1,560 @@
+"""The checkpoint protocol, step by step (SPEC section 4, P1-P11).
+
+Read :meth:`Checkpointer.take` from top to bottom to follow a checkpoint:
+
+* P1  create a copy-on-write overlay over the disk in use (the VM is running);
+* P2  stop the VM; if a pending read is followed by a pending write to the
+      same block, let every pending request complete first (P8); mark memory
+      copy-on-write; save the device state to memory; switch the disk to the
+      overlay; resume. Only this runs with the VM stopped, and its cost is
+      page-table bookkeeping, whatever the guest has touched.
+
+Then, while the guest keeps running (:meth:`Checkpointer.run_due`, called
+between instruction batches by the machine):
+
+* P3  memory COW faults copy a page on the guest's first store to it
+      (memory.py, ``make_writable``); disk writes go to the overlay, which
+      copies a block group from its parent on a partial write (disks.py);
+* P4  the saved device state, then the original pages, are written to the
+      store (P11: a file or memory, store.py), a few pages per batch;
+* P5  requests in flight at the checkpoint belong to it: their reads land in
+      the checkpointed memory and the running memory (:meth:`read_targets`),
+      their writes reach the checkpointed disk (they keep the disk layer they
+      were issued to) and through it the ongoing one; saving memory waits
+      until those reads have landed, and the checkpoint's disk is
+      fingerprinted only once those writes are done;
+* P6  a new read first COW-faults every shared page it will write
+      (:meth:`before_read_issued`);
+* P7  an in-flight read whose page was COW-faulted meanwhile lands in the
+      original and in the copy (memory.py, ``land_read``);
+* P9  a partial write into a group not yet in the overlay copies the group
+      from the parent when the write completes; the disk serves requests in
+      issue order, so a pending write to that group, issued earlier, has
+      always completed by then and the copy includes it;
+* P10 the checkpoint records the disk chain with fingerprints; the overlay can
+      be committed into its parent while the VM runs on a fresh overlay
+      (:meth:`Checkpointer.commit_disk`, and ``minivm disk commit``).
+
+Stop-and-copy mode (``--checkpoint-mode stop-copy``) is the baseline: the
+same steps, but P4 runs to the end inside the stop window, and requests in
+flight are sent to the overlay so the checkpointed disk is final at once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from . import __version__
+from .ckptfile import Checkpoint, CheckpointWriter, chain_entry, load_checkpoint
+from .disks import Overlay, commit_overlay, describe_chain, fingerprint_file, open_disk
+from .errors import DiskError, FormatError, MinivmError
+from .machine import Machine
+from .devices import BLOCK_SIZE
+from .container import read_file_capped
+from .store import CheckpointStore, StoreError
+
+COW = "cow"
+STOP_COPY = "stop-copy"
+MODES = (COW, STOP_COPY)
+SLICE_TICKS = 2048          # guest ticks between two background-save batches
+SAVE_DUTY = 0.2             # share of host time the background save may take
+SCAN_PER_PAGE = 64          # page-table entries scanned per page of budget
+
+
+@dataclass
+class ProtocolEvent:
+    """One step of the protocol, for the timeline and the REPL."""
+
+    tick: int
+    host_time: float
+    checkpoint: str
+    step: str
+    detail: str = ""
+
+
+class CheckpointJob:
+    """One checkpoint, from P2 until its file is complete (P4, P5)."""
+
+    def __init__(self, checkpointer: "Checkpointer", seq: int, name: str, origin: str,
+                 mode: str, state: dict, snapshot, chain, inflight, pending, location):
+        self.checkpointer = checkpointer
+        self.seq, self.name, self.origin, self.mode = seq, name, origin, mode
+        self.state = state
+        self.tick = state["cpu"]["tick"]
+        self.pc = state["cpu"]["pc"]
+        self.snapshot = snapshot
+        self.chain = chain                 # checkpointed disk layers, top first
+        self.inflight_reads = {r.id for r in inflight if r.is_read}
+        self.inflight_writes = {r.id for r in inflight if not r.is_read}
+        self.inflight_at_stop = [r.describe() for r in inflight]
+        self.reads_not_landed: list[int] = []
+        self.writes_not_done: list[int] = []
+        self.pending = pending
+        self.location = location
+        self.status = "saving"
+        self.error = ""
+        self.pause_seconds = 0.0
+        self.p8_drained = 0
+        self.pages_done = 0                # allocated pages examined
+        self.pages_saved = 0               # non-zero pages written
+        self.bytes_written = 0
+        self.started = time.perf_counter()
+        self.finished: float | None = None
+        self._scan = 0
+        self._stage = "state"
+        self._writer = CheckpointWriter(pending.file, {"name": name, "tick": self.tick})
+
+    @property
+    def pages_total(self) -> int:
+        return max(self.snapshot.allocated, self.pages_done)
+
+    def progress(self) -> str:
+        if self.status == "saving":
+            wait = {"wait-reads": f", waiting for {len(self.inflight_reads)} in-flight read(s) (P5)",
+                    "wait-disk": ", waiting for in-flight writes to reach the disk (P5)"}
+            return (f"saving, {self.pages_done} of {self.pages_total} pages"
+                    + wait.get(self._stage, ""))
+        if self.status == "failed":
+            return f"failed: {self.error}"
+        return f"complete, {self.pages_saved} pages, {self.bytes_written} bytes"
+
+    def saved_page_indexes(self) -> range:
+        """Page indexes already examined by the saver (for the REPL's page map)."""
+        return range(0, self._scan)
+
+    # P4: write device state, then (after P5) the original pages, then the disk.
+    def advance(self, budget: int) -> int:
+        """Do up to ``budget`` pages of work; returns the budget left."""
+        if self.status != "saving":
+            return budget
+        try:
+            if self._stage == "state":
+                self._writer.meta(self._meta())
+                self._writer.image(self.checkpointer.machine.image)
+                self._writer.state(self.state)
+                self._stage = "wait-reads"
+                self.checkpointer.log(self, "P4", "device state written to the store")
+            if self._stage == "wait-reads":
+                if self.inflight_reads:
+                    return budget                   # P5: memory waits for those reads
+                self._stage = "pages"
+            if self._stage == "pages":
+                budget = self._save_pages(budget)
+                if self._scan < self.snapshot.page_count():
+                    return budget
+                self._stage = "wait-disk"
+                self.checkpointer.log(self, "P4", f"{self.pages_saved} pages written")
+            if self._stage == "wait-disk":
+                if not self.checkpointer.chain_sealed(self.chain):
+                    return budget
+                self._finish()
+        except (OSError, MinivmError) as exc:
+            self._fail(exc)
+        return budget
+
+    def _save_pages(self, budget: int) -> int:
+        """Write up to ``budget`` pages; scanning empty page-table entries costs
+        one unit per SCAN_PER_PAGE entries, so a huge, sparse memory still ends."""
+        snapshot = self.snapshot
+        total = snapshot.page_count()
+        batch = []
+        while budget > 0 and self._scan < total:
+            stop = min(total, self._scan + SCAN_PER_PAGE)
+            allocated = snapshot.allocated_pages(self._scan, stop)
+            if len(allocated) > budget:
+                allocated = allocated[:budget]
+                stop = allocated[-1] + 1
+            for index in allocated:
+                data = snapshot.page(index)
+                if data.count(0) != len(data):      # only non-zero pages are stored
+                    batch.append((index, data))
+            self.pages_done += len(allocated)
+            budget -= max(1, len(allocated))
+            self._scan = stop
+        if batch:
+            self._writer.pages(batch)
+            self.pages_saved += len(batch)
+        return budget
+
+    def _meta(self) -> dict:
+        return {"name": self.name, "seq": self.seq, "tick": self.tick, "pc": self.pc,
+                "origin": self.origin, "mode": self.mode, "created": time.time(),
+                "minivm": __version__, "p8_drained": self.p8_drained,
+                "inflight_at_stop": self.inflight_at_stop}
+
+    def _finish(self) -> None:
+        disk = None
+        if self.chain is not None:
+            disk = {"chain": [chain_entry(layer, self.checkpointer.fingerprint_of(layer),
+                                          self.location if not self.location.startswith("memory:")
+                                          else None)
+                              for layer in self.chain],
+                    "group_blocks": self.checkpointer.group_blocks,
+                    "reads_not_landed": self.reads_not_landed,
+                    "writes_not_done": self.writes_not_done}
+        self._writer.disk(disk)
+        self._writer.finish()
+        self.bytes_written = self._writer.bytes_written
+        self.pending.commit()
+        self.status = "complete"
+        self.finished = time.perf_counter()
+        self.snapshot.release()
+        self.checkpointer.log(self, "done", f"{self.location} is complete and loadable")
+
+    def _fail(self, exc: Exception) -> None:
+        self.status = "failed"
+        self.error = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        try:
+            self.pending.abort()
+        finally:
+            self.snapshot.release()
+        self.checkpointer.log(self, "failed", self.error)
+        self.checkpointer.report(f"checkpoint {self.name} failed: {self.error}; "
+                                 "the guest keeps running")
+
+    def force_finish(self) -> None:
+        """The run is over: finish with what there is (reads that never landed
+        stay in the saved queue and land when the checkpoint is resumed)."""
+        if self.status != "saving":
+            return
+        self.reads_not_landed = sorted(self.inflight_reads)
+        self.writes_not_done = sorted(self.inflight_writes)
+        self.inflight_reads.clear()
+        self.checkpointer.seal_layers(force=True)
+        while self.status == "saving":
+            self.advance(1 << 30)
+
+
+class Checkpointer:
+    """Runs the checkpoint protocol for one machine, and is its host task."""
+
+    def __init__(self, machine: Machine, store: CheckpointStore, *, mode: str = COW,
+                 group_blocks: int = 8, schedule=(), pages_per_slice: int | None = None,
+                 slice_ticks: int = SLICE_TICKS, report=None):
+        if mode not in MODES:
+            raise MinivmError(f"unknown checkpoint mode '{mode}' (use {' or '.join(MODES)})")
+        self.machine = machine
+        self.store = store
+        self.mode = mode
+        self.group_blocks = group_blocks
+        self.jobs: list[CheckpointJob] = []
+        self.events: list[ProtocolEvent] = []
+        self.p6_faults = 0
+        self.p7_landings = 0
+        self._schedule = sorted(set(schedule))
+        self._pages_per_slice = pages_per_slice
+        self._slice_ticks = slice_ticks
+        self._next_slice: int | None = None
+        self._last_slice_host = time.perf_counter()
+        self._fingerprints: dict[int, dict] = {}
+        self._report = report
+        self._commit = None              # (overlay being committed, fresh overlay)
+        self.last_commit = ""
+        machine.on_ckpt = self._on_ckpt_instruction
+        machine.host_tasks.append(self)
+        machine.dma.rules = self
+
+    def _on_ckpt_instruction(self, machine: Machine) -> None:
+        """The guest's ``ckpt``: a checkpoint that cannot be written is reported,
+        and the guest goes on as if it had been taken (it cannot tell)."""
+        try:
+            self.take("ckpt")
+        except (OSError, MinivmError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self.report(f"checkpoint at tick {machine.tick} could not be taken: {reason}; "
+                        "the guest keeps running")
+
+    # --- small helpers -------------------------------------------------------------
+    def log(self, job, step: str, detail: str = "") -> None:
+        self.events.append(ProtocolEvent(self.machine.tick, time.perf_counter(),
+                                         job.name if job else "", step, detail))
+
+    def report(self, message: str) -> None:
+        if self._report is not None:
+            self._report(message)
+
+    def saving(self) -> list[CheckpointJob]:
+        return [job for job in self.jobs if job.status == "saving"]
+
+    # --- the protocol ----------------------------------------------------------------
+    def take(self, origin: str = "repl", name: str | None = None) -> CheckpointJob:
+        """Take a checkpoint now, at an instruction boundary (P1, P2)."""
+        machine = self.machine
+        seq = self.store.next_sequence()
+        name = name or f"ckpt-{seq:04d}"
+        disk = machine.disk.backing
+        location = self.store.location(name)
+
+        # P1: create the COW overlay over the disk in use, while the VM runs.
+        overlay = None
+        if disk is not None:
+            overlay_path = self.store.overlay_path(name)
+            if overlay_path is None:
+                raise StoreError("this checkpoint store has no folder for the disk overlay")
+            overlay = Overlay.create(overlay_path, disk, self.group_blocks)
+        try:
+            pending = self.store.begin(name)
+        except BaseException:
+            if overlay is not None:
+                overlay.close()
+                os.unlink(overlay.path)
+            raise
+
+        # P2: stop the VM ...
+        stopped = time.perf_counter()
+        drained = 0
+        if self._pending_read_then_write():          # P8
+            drained = machine.drain_disk()
+        snapshot = machine.memory.share()             # ... mark memory COW ...
+        state = machine.snapshot_devices()            # ... save device state to memory ...
+        inflight = list(machine.disk.queue)
+        chain = disk.chain() if disk is not None else None
+        if overlay is not None:
+            machine.disk.switch_to(overlay)           # ... switch to the overlay ...
+            if self.mode == STOP_COPY:
+                machine.disk.retarget_pending(overlay)
+        job = CheckpointJob(self, seq, name, origin, self.mode, state, snapshot, chain,
+                            inflight if self.mode == COW else [], pending, location)
+        job.p8_drained = drained
+        self.jobs.append(job)
+        if self.mode == STOP_COPY:                    # baseline: save it all while stopped
+            self.seal_layers()
+            while job.status == "saving":
+                job.advance(1 << 30)
+        job.pause_seconds = time.perf_counter() - stopped   # ... resume.
+        self.log(job, "P1", f"overlay {overlay.path}" if overlay else "no disk attached")
+        self.log(job, "P2", f"stopped {job.pause_seconds * 1e6:.0f} us; "
+                            f"{len(inflight)} request(s) in flight"
+                            + (f"; P8: {drained} pending request(s) completed first" if drained else ""))
+        if self._next_slice is None:
+            self._next_slice = machine.tick + self._slice_ticks
+            self._last_slice_host = time.perf_counter()
+        return job
+
+    def _pending_read_then_write(self) -> bool:
+        """P8 (claim 16): a pending read followed by a pending write to a common block."""
+        queue = list(self.machine.disk.queue)
+        for i, first in enumerate(queue):
+            if first.is_read:
+                for later in queue[i + 1:]:
+                    if not later.is_read and set(first.blocks()) & set(later.blocks()):
+                        return True
+        return False
+
+    # --- in-flight DMA rules (the machine's DMA port calls these) -----------------------------
+    def before_read_issued(self, request) -> None:
+        """P6 (claims 15, 26): a new read cannot reach checkpointed memory."""
+        faulted = self.machine.memory.unshare_range(request.addr, request.count * BLOCK_SIZE)
+        if faulted:
+            self.p6_faults += faulted
+            self.log(None, "P6", f"read #{request.id}: {faulted} shared page(s) COW-faulted before issue")
+
+    def read_targets(self, request) -> list:
+        """P5 (claims 8, 23): a read in flight at a checkpoint lands in its memory too."""
+        targets = [job.snapshot for job in self.jobs
+                   if job.status == "saving" and request.id in job.inflight_reads]
+        if targets:
+            self.p7_landings += 1
+        return targets
+
+    def request_done(self, request) -> None:
+        for job in self.jobs:
+            if request.id in job.inflight_reads:
+                job.inflight_reads.discard(request.id)
+                self.log(job, "P5", f"in-flight read #{request.id} landed in checkpointed memory")
+            if request.id in job.inflight_writes:
+                job.inflight_writes.discard(request.id)
+                self.log(job, "P5", f"in-flight write #{request.id} reached the checkpointed disk")
+
+    # --- disk layers: fingerprint each once nothing more can change it (P5, P10) ----------------
+    def seal_layers(self, force: bool = False) -> None:
+        top = self.machine.disk.backing
+        if top is None:
+            return
+        chain = top.chain()
+        for i in range(len(chain) - 1, 0, -1):        # bottom up; the top is live
+            layer = chain[i]
+            if id(layer) in self._fingerprints:
+                continue
+            if not force and self.machine.disk.pending_for(layer):
+                return
+            layer.sync()
+            fingerprint = layer.fingerprint()
+            self._fingerprints[id(layer)] = fingerprint
+            chain[i - 1].set_parent_fingerprint(fingerprint)
+
+    def chain_sealed(self, chain) -> bool:
+        return chain is None or all(id(layer) in self._fingerprints for layer in chain)
+
+    def fingerprint_of(self, layer) -> dict:
+        return self._fingerprints[id(layer)]
+
+    # --- the host task interface (machine.host_tasks) ---------------------------------------
+    def next_tick(self) -> int | None:
+        candidates = []
+        if self._schedule:
+            candidates.append(self._schedule[0])
+        if self._next_slice is not None:
+            candidates.append(self._next_slice)
+        return min(candidates) if candidates else None
+
+    def run_due(self, machine: Machine) -> None:
+        now = machine.tick
+        if self._schedule and self._schedule[0] <= now:
+            while self._schedule and self._schedule[0] <= now:
+                self._schedule.pop(0)
+            self.take("host")
+        if self._next_slice is not None and self._next_slice <= now:
+            self.background_slice()
+
+    def background_slice(self) -> None:
+        """P4 in the background: one batch of saving work between guest batches."""
+        now_host = time.perf_counter()
+        if self._pages_per_slice is not None:
+            budget = self._pages_per_slice
+        else:   # spend about SAVE_DUTY of the host time the guest just had
+            elapsed = now_host - self._last_slice_host
+            budget = max(1, int(elapsed * SAVE_DUTY / 20e-6))
+        self.seal_layers()
+        for job in self.saving():
+            budget = job.advance(budget)
+            if budget <= 0:
+                break
+        self.seal_layers()
+        if self._commit is not None:
+            self._try_commit()
+        self._last_slice_host = time.perf_counter()
+        busy = self.saving() or self._commit is not None
+        self._next_slice = self.machine.tick + self._slice_ticks if busy else None
+
+    def finish_all(self) -> None:
+        """Complete every checkpoint still saving (the run is over)."""
+        for job in self.saving():
+            job.force_finish()
+        self._next_slice = None
+        if self._commit is not None:
+            self.report(f"the commit of {self._commit[0].path} did not run: writes to it were "
+                        "still pending when the run ended; run 'minivm disk commit' on it")
+            self._commit = None
+
+    # --- P10: commit the overlay into its parent while the VM keeps running -------------------
+    def commit_disk(self) -> str:
+        """Switch the VM to a fresh overlay, then merge the old one into its parent
+        as soon as no pending write still targets it (claims 3-5)."""
+        machine = self.machine
+        top = machine.disk.backing
+        if top is None or top.kind != "overlay":
+            raise MinivmError("there is no overlay to commit (no checkpoint has been taken "
+                              "with a disk attached)")
+        if self.saving() or self._commit is not None:
+            raise MinivmError("a checkpoint is still saving (or a commit is running); "
+                              "commit when it is complete")
+        seq = self.store.next_sequence()
+        fresh = Overlay.create(self.store.overlay_path(f"commit-{seq:04d}"), top,
+                               self.group_blocks)
+        machine.disk.switch_to(fresh)
+        self._commit = (top, fresh)
+        self.log(None, "P10", f"VM switched to {fresh.path}; committing {top.path}")
+        if self._next_slice is None:
+            self._next_slice = machine.tick + self._slice_ticks
+        self._try_commit()
+        if self._commit is None:
+            return self.last_commit
+        return (f"the VM now runs on {os.path.basename(fresh.path)}; "
+                f"{os.path.basename(top.path)} is merged into its parent once its "
+                "pending writes complete")
+
+    def _try_commit(self) -> None:
+        top, fresh = self._commit
+        if any(self.machine.disk.pending_for(layer) for layer in top.chain()):
+            return
+        parent = top.parent
+        merged = commit_overlay(top)
+        self._fingerprints.pop(id(parent), None)
+        fresh.reparent(parent, parent.fingerprint())
+        top.close()
+        self._commit = None
+        self.last_commit = (f"committed {merged} block group(s) from {os.path.basename(top.path)} "
+                            f"into {parent.path}; the VM runs on {os.path.basename(fresh.path)}")
+        self.log(None, "P10", self.last_commit)
+        self.report(self.last_commit)
+
+
+# --- resume ------------------------------------------------------------------------------
+
+def read_checkpoint(path: str) -> Checkpoint:
+    what = f"checkpoint '{path}'"
+    ckpt = load_checkpoint(read_file_capped(path, what), what)
+    ckpt.path = os.path.abspath(path)
+    return ckpt
+
+
+def resolve_disk_chain(ckpt: Checkpoint, disk_override: str | None) -> list[dict]:
+    """Where each file of the checkpointed disk chain is, checked against its
+    fingerprint; returns the chain entries with a 'resolved' path, top first."""
+    chain = ckpt.disk["chain"]
+    base = os.path.dirname(ckpt.path) if ckpt.path else os.getcwd()
+    top = chain[0]
+    if disk_override:
+        top_path = disk_override
+    else:
+        beside = os.path.normpath(os.path.join(base, top["relpath"]))
+        top_path = beside if os.path.exists(beside) else top["path"]
+    found = describe_chain(top_path)
+    if len(found) != len(chain):
+        raise DiskError(f"the checkpoint's disk is a chain of {len(chain)} file(s), but "
+                        f"'{top_path}' leads to {len(found)}")
+    resolved = []
+    for expected, actual in zip(chain, found):
+        fingerprint = fingerprint_file(actual["path"])
+        if fingerprint != expected["fingerprint"]:
+            raise DiskError(f"disk file '{actual['path']}' has changed since the checkpoint was "
+                            f"taken (expected {expected['fingerprint']['size']} bytes with SHA-256 "
+                            f"{expected['fingerprint']['sha256'][:16]}..., found "
+                            f"{fingerprint['size']} bytes with {fingerprint['sha256'][:16]}...); "
+                            "resuming on it would not reproduce the run")
+        resolved.append({**expected, "resolved": actual["path"]})
+    return resolved
+
+
+def resume(ckpt: Checkpoint, store: CheckpointStore, *, disk_override: str | None = None,
+           console_sink=None, console_input=None, group_blocks: int | None = None):
+    """Rebuild the machine a checkpoint describes. Returns (machine, overlay path or None).
+
+    The checkpointed disk is never written: a fresh overlay on top of it takes
+    the resumed run's writes, so the same checkpoint can be resumed again.
+    """
+    disk_layer = None
+    overlay_path = None
+    if ckpt.disk is None:
+        if disk_override:
+            raise MinivmError("this checkpoint was taken with no disk attached; --disk cannot "
+                              "be used when resuming it")
+    else:
+        chain = resolve_disk_chain(ckpt, disk_override)
+        base = open_disk(chain[0]["resolved"])
+        seq = store.next_sequence()
+        overlay_path = store.overlay_path(f"resume-{seq:04d}")
+        if overlay_path is None:
+            raise StoreError("resuming a checkpoint with a disk needs a folder for the overlay")
+        disk_layer = Overlay.create(overlay_path, base,
+                                    group_blocks or ckpt.disk.get("group_blocks", 8),
+                                    parent_fingerprint=chain[0]["fingerprint"])
+    state = ckpt.state
+    try:
+        machine = Machine(ckpt.image, memory_size=ckpt.memory_size, disk=disk_layer,
+                          console_sink=console_sink, console_input=console_input,
+                          load_data=False)
+        machine.restore_devices(state)
+        for index, data in ckpt.pages.items():
+            machine.memory.load_page(index, data)
+    except (ValueError, MinivmError) as exc:
+        if disk_layer is not None:
+            disk_layer.close()
+            os.unlink(disk_layer.path)
+        if isinstance(exc, FormatError):
+            raise
+        raise FormatError(f"{ckpt.source} is not a valid checkpoint: {exc}") from None
+    return machine, overlay_path

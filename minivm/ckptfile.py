@@ -1,0 +1,160 @@
+"""The checkpoint file: what a checkpoint holds and how it is laid out.
+
+A checkpoint is a container (container.py) of kind ``checkpoint`` with the
+sections, in the order they are written while the guest keeps running (P4):
+
+``meta``    tick, pc, name, how and when it was taken (a map)
+``image``   the program image (so a checkpoint resumes on its own)
+``state``   CPU and device state saved at P2: registers, timer, console,
+            interrupt controller, disk queue with every in-flight request
+``pages``   one or more chunks of ``[[index, bytes], ...]``: only the
+            non-zero pages of the original memory
+``disk``    the checkpointed disk chain (P10): for each file, top first, its
+            path (absolute, and relative to the checkpoint) and fingerprint;
+            or nil when no disk is attached
+
+Loading validates every field; the device state is validated again, field by
+field, when it is restored into a machine.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .container import ContainerWriter, pack, read_container, unpack_bounded
+from .errors import FormatError
+from .image import Image
+from .memory import MAX_MEMORY, PAGE_SIZE
+
+CHECKPOINT_KIND = "checkpoint"
+CHECKPOINT_VERSION = 1
+PAGES_PER_CHUNK = 64
+
+
+@dataclass
+class Checkpoint:
+    meta: dict
+    image: Image
+    state: dict
+    disk: dict | None
+    pages: dict[int, bytes] = field(default_factory=dict)
+    source: str = ""
+    file_size: int = 0
+    path: str | None = None        # the file it was read from, if any
+
+    @property
+    def tick(self) -> int:
+        return self.state["cpu"]["tick"]
+
+    @property
+    def pc(self) -> int:
+        return self.state["cpu"]["pc"]
+
+    @property
+    def memory_size(self) -> int:
+        return self.state["memory_size"]
+
+
+class CheckpointWriter:
+    """Writes one checkpoint, section by section, into a store's sink."""
+
+    def __init__(self, sink, header: dict):
+        self._container = ContainerWriter(sink, CHECKPOINT_KIND,
+                                          {"version": CHECKPOINT_VERSION, **header})
+
+    @property
+    def bytes_written(self) -> int:
+        return self._container.bytes_written
+
+    def meta(self, meta: dict) -> None:
+        self._container.section("meta", pack(meta))
+
+    def image(self, image: Image) -> None:
+        self._container.section("image", image.to_bytes_payload())
+
+    def state(self, state: dict) -> None:
+        self._container.section("state", pack(state))
+
+    def pages(self, pages: list[tuple[int, bytes]]) -> None:
+        self._container.section("pages", pack([[i, data] for i, data in pages]))
+
+    def disk(self, disk: dict | None) -> None:
+        self._container.section("disk", pack(disk))
+
+    def finish(self) -> None:
+        self._container.finish()
+
+
+def _bad(what: str, why: str) -> FormatError:
+    return FormatError(f"{what} is not a valid checkpoint: {why}")
+
+
+def load_checkpoint(data: bytes, what: str) -> Checkpoint:
+    container = read_container(data, CHECKPOINT_KIND, CHECKPOINT_VERSION, what)
+    meta = unpack_bounded(container.only("meta"), what)
+    if not isinstance(meta, dict):
+        raise _bad(what, "its meta section is not a map")
+    image = Image.from_dict(unpack_bounded(container.only("image"), what), what)
+    state = unpack_bounded(container.only("state"), what)
+    if not isinstance(state, dict):
+        raise _bad(what, "its state section is not a map")
+    memory_size = state.get("memory_size")
+    if type(memory_size) is not int or not 1 <= memory_size <= MAX_MEMORY:
+        raise _bad(what, f"memory size {memory_size!r} is out of range")
+    cpu = state.get("cpu")
+    if not isinstance(cpu, dict) or type(cpu.get("tick")) is not int \
+            or type(cpu.get("pc")) is not int:
+        raise _bad(what, "its CPU state has no tick or pc")
+    page_count = -(-memory_size // PAGE_SIZE)
+    pages: dict[int, bytes] = {}
+    for chunk in container.all("pages"):
+        items = unpack_bounded(chunk, what)
+        if not isinstance(items, list):
+            raise _bad(what, "a pages section is not a list")
+        for item in items:
+            if (not isinstance(item, list) or len(item) != 2 or type(item[0]) is not int
+                    or not isinstance(item[1], bytes)):
+                raise _bad(what, "a saved page is malformed")
+            index, blob = item
+            if not 0 <= index < page_count:
+                raise _bad(what, f"saved page {index} is outside memory "
+                                 f"({memory_size} bytes, {page_count} pages)")
+            expected = min(PAGE_SIZE, memory_size - index * PAGE_SIZE)
+            if len(blob) != expected:
+                raise _bad(what, f"saved page {index} has {len(blob)} bytes, expected {expected}")
+            if index in pages:
+                raise _bad(what, f"page {index} is saved twice")
+            pages[index] = blob
+    disk = unpack_bounded(container.only("disk"), what)
+    _check_disk(disk, what)
+    return Checkpoint(meta, image, state, disk, pages, what, len(data))
+
+
+def _check_disk(disk, what: str) -> None:
+    if disk is None:
+        return
+    if not isinstance(disk, dict) or not isinstance(disk.get("chain"), list) \
+            or not disk["chain"] or len(disk["chain"]) > 64:
+        raise _bad(what, "its disk section is malformed")
+    for entry in disk["chain"]:
+        if not isinstance(entry, dict):
+            raise _bad(what, "a disk chain entry is malformed")
+        for key in ("path", "relpath", "kind"):
+            if not isinstance(entry.get(key), str) or len(entry[key]) > 4096:
+                raise _bad(what, f"a disk chain entry has no valid '{key}'")
+        if entry["kind"] not in ("raw", "overlay"):
+            raise _bad(what, f"disk kind {entry['kind']!r} is unknown")
+        fp = entry.get("fingerprint")
+        if not (isinstance(fp, dict) and type(fp.get("size")) is int
+                and isinstance(fp.get("sha256"), str) and len(fp["sha256"]) == 64):
+            raise _bad(what, "a disk chain entry has no valid fingerprint")
+
+
+def chain_entry(layer, fingerprint: dict, checkpoint_path: str | None) -> dict:
+    folder = os.path.dirname(os.path.abspath(checkpoint_path)) if checkpoint_path else os.getcwd()
+    try:
+        rel = os.path.relpath(layer.path, folder)
+    except ValueError:
+        rel = layer.path
+    return {"path": layer.path, "relpath": rel, "kind": layer.kind, "fingerprint": fingerprint}

@@ -1,0 +1,379 @@
+"""The ``minivm`` command line (SPEC section 5).
+
+Every user error ends here as one message on stderr and a non-zero exit
+status, never a traceback. Exit statuses: ``halt`` gives ``r0 & 0xFF``;
+2 = bad input (program, file, option); 3 = the guest faulted; 4 = stopped by
+``--max-steps``; 130 = interrupted (Ctrl-C). Heavy modules (prompt_toolkit)
+are imported only by the commands that need them, so ``minivm run`` starts
+fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from .errors import MinivmError
+
+EXIT_USAGE = 2
+EXIT_FAULT = 3
+EXIT_LIMIT = 4
+EXIT_INTERRUPTED = 130
+
+
+def _note(message: str) -> None:
+    sys.stdout.flush()
+    print(f"minivm: {message}", file=sys.stderr, flush=True)
+
+
+# --- shared option groups ----------------------------------------------------------------
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"'{text}' must be 0 or more")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _nonneg_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"'{text}' must be at least 1")
+    return value
+
+
+def _tick_list(text: str) -> list[int]:
+    try:
+        ticks = [int(part, 0) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a list of ticks (give e.g. 1000 or 1000,5000)") from None
+    if not ticks or any(t < 0 for t in ticks):
+        raise argparse.ArgumentTypeError(f"'{text}' must list ticks of 0 or more")
+    return ticks
+
+
+def _add_execution_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", metavar="FILE",
+                   help="console input for port 0x02 (default: standard input)")
+    p.add_argument("--max-steps", type=_positive_int, metavar="N",
+                   help="stop the guest after N ticks (instructions) with an error")
+    p.add_argument("--checkpoint-dir", default="checkpoints", metavar="DIR",
+                   help="where checkpoints and disk overlays go (default: ./checkpoints)")
+    p.add_argument("--checkpoint-at", type=_tick_list, default=[], metavar="T[,T...]",
+                   help="take a checkpoint when the clock reaches each tick T "
+                        "(costs the guest no tick)")
+    p.add_argument("--checkpoint-mode", choices=("cow", "stop-copy"), default="cow",
+                   help="cow: stop briefly and save in the background (default); "
+                        "stop-copy: save everything while stopped (baseline)")
+    p.add_argument("--cow-group", type=_positive_int, default=8, metavar="BLOCKS",
+                   help="disk COW block group size in 512-byte blocks (default 8)")
+    p.add_argument("--trace", action="store_true",
+                   help="print every instruction executed to stderr")
+
+
+def _add_machine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mem", default="1M", metavar="SIZE",
+                   help="memory size, e.g. 64K, 1M, 4G (default 1M)")
+    p.add_argument("--disk", metavar="FILE", help="raw disk image (size a multiple of 512)")
+    p.add_argument("--disk-latency", type=_nonneg_int, default=100, metavar="TICKS",
+                   help="ticks every disk request takes (default 100)")
+    p.add_argument("--disk-per-block", type=_nonneg_int, default=10, metavar="TICKS",
+                   help="extra ticks per block transferred (default 10)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minivm",
+        description="A tiny bytecode machine with a checkpoint/resume protocol built in.",
+        epilog="Run 'minivm COMMAND --help' for a command's options. "
+               "Example: minivm run programs/hello.asm")
+    parser.add_argument("--version", action="version", version=f"minivm {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="assemble (if needed) and run a program",
+                       description="Run a program: an .asm source file or an assembled image.")
+    p.add_argument("program", help="program.asm or program.mvb")
+    _add_machine_options(p)
+    _add_execution_options(p)
+
+    p = sub.add_parser("asm", help="assemble a program into a bytecode image",
+                       description="Assemble PROG.asm into a bytecode image.")
+    p.add_argument("source")
+    p.add_argument("-o", "--output", metavar="PROG.mvb",
+                   help="output image (default: the source name with .mvb)")
+
+    p = sub.add_parser("disasm", help="print an image as assembly that reassembles to it",
+                       description="Print a listing of an image (or source) that "
+                                   "reassembles to the identical image.")
+    p.add_argument("program")
+
+    p = sub.add_parser("resume", help="continue a run from a checkpoint",
+                       description="Rebuild the machine saved in a checkpoint and continue. "
+                                   "Disk writes go to a fresh overlay, so the checkpointed "
+                                   "disk stays as it was.")
+    p.add_argument("checkpoint")
+    p.add_argument("--disk", metavar="FILE",
+                   help="where the checkpointed disk is now, if it moved")
+    _add_execution_options(p)
+
+    p = sub.add_parser("inspect", help="show what a checkpoint holds",
+                       description="Print a readable summary of a checkpoint file.")
+    p.add_argument("checkpoint")
+
+    p = sub.add_parser("disk", help="create, describe or commit disk files",
+                       description="Disk image tools.")
+    disk_sub = p.add_subparsers(dest="disk_command", metavar="ACTION")
+    q = disk_sub.add_parser("create", help="create a zero-filled raw disk image")
+    q.add_argument("file")
+    q.add_argument("size", help="size in bytes, with K, M or G (a multiple of 512)")
+    q = disk_sub.add_parser("info", help="describe a raw image or an overlay chain")
+    q.add_argument("file")
+    q = disk_sub.add_parser("commit", help="merge an overlay into its parent (P10)")
+    q.add_argument("overlay")
+
+    p = sub.add_parser("repl", help="interactive debugger and checkpoint console",
+                       description="An interactive debugger with checkpoints. "
+                                   "Type 'help' at the prompt.")
+    p.add_argument("program", nargs="?")
+    _add_machine_options(p)
+    p.add_argument("--batch", metavar="FILE",
+                   help="run the commands in FILE, echoing them, then exit")
+
+    p = sub.add_parser("bench", help="measure the interpreter against a bare Python loop",
+                       description="Run the benchmark workloads and print rates and ratios.")
+    p.add_argument("--quick", action="store_true", help="a shorter run")
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+def load_program(path: str):
+    """An image file or an assembly source, whichever ``path`` holds."""
+    from .container import read_file_capped
+    from .errors import FormatError
+    from .image import image_from_bytes, is_image_bytes
+    try:
+        data = read_file_capped(path, f"'{path}'", limit=64 << 20)
+    except FormatError as exc:
+        raise MinivmError(f"{path}: cannot load the program: {exc}") from None
+    if is_image_bytes(data):
+        return image_from_bytes(data, f"image '{path}'")
+    from .assembler import assemble_file
+    return assemble_file(path)
+
+
+def _console_input(path: str | None):
+    from .devices import ConsoleInput
+    if path is None:
+        return ConsoleInput(stream=sys.stdin.buffer)
+    try:
+        stream = open(path, "rb")
+    except OSError as exc:
+        raise MinivmError(f"cannot read the input file '{path}': {exc.strerror}") from None
+    return ConsoleInput(stream=stream)
+
+
+class _InterruptFlag:
+    """First Ctrl-C stops the guest at the next boundary; a second one aborts."""
+
+    def __init__(self, machine):
+        self.machine = machine
+        self.previous = None
+
+    def __enter__(self):
+        def handler(signum, frame):
+            if self.machine.stop_requested:
+                raise KeyboardInterrupt
+            self.machine.stop_requested = True
+        self.previous = signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def _execute(machine, args, checkpointer, overlay_note: str | None) -> int:
+    from .devices import StreamSink
+    if args.trace:
+        machine.trace = lambda line: print(line, file=sys.stderr)
+    with _InterruptFlag(machine):
+        try:
+            stop = machine.run(args.max_steps)
+        finally:
+            machine.console.sink.flush()
+            checkpointer.finish_all()
+    assert isinstance(machine.console.sink, StreamSink)
+    _summarise_checkpoints(checkpointer, overlay_note)
+    if stop.reason == "halt":
+        return machine.regs[0] & 0xFF
+    if stop.reason == "fault":
+        print(str(stop.detail), file=sys.stderr)
+        return EXIT_FAULT
+    location = machine.image.location(machine.pc)
+    if stop.reason == "limit":
+        _note(f"stopped by --max-steps {args.max_steps} at tick {machine.tick}, pc "
+              f"{machine.pc} ({location}): the guest had not halted")
+        return EXIT_LIMIT
+    _note(f"interrupted at tick {machine.tick}, pc {machine.pc} ({location})")
+    return EXIT_INTERRUPTED
+
+
+def _summarise_checkpoints(checkpointer, overlay_note: str | None) -> None:
+    for job in checkpointer.jobs:
+        if job.status == "complete":
+            _note(f"checkpoint {job.name} at tick {job.tick} -> {job.location}")
+    top = checkpointer.machine.disk.backing
+    if top is not None and top.kind == "overlay" and checkpointer.jobs:
+        _note(f"disk writes since the last checkpoint are in {os.path.relpath(top.path)}; "
+              f"'minivm disk commit {os.path.relpath(top.path)}' merges them into its parent")
+    elif overlay_note:
+        _note(overlay_note)
+
+
+def _make_checkpointer(machine, args):
+    from .checkpoint import Checkpointer
+    from .store import FileStore
+    return Checkpointer(machine, FileStore(args.checkpoint_dir), mode=args.checkpoint_mode,
+                        group_blocks=args.cow_group, schedule=args.checkpoint_at,
+                        report=_note)
+
+
+# --- commands --------------------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    from .devices import StreamSink
+    from .disks import open_disk
+    from .machine import Machine
+    from .memory import parse_size
+    image = load_program(args.program)
+    memory_size = parse_size(args.mem, "memory size")
+    disk = open_disk(args.disk) if args.disk else None
+    machine = Machine(image, memory_size=memory_size, disk=disk,
+                      console_sink=StreamSink(sys.stdout.buffer),
+                      console_input=_console_input(args.input),
+                      disk_latency=args.disk_latency, disk_per_block=args.disk_per_block)
+    return _execute(machine, args, _make_checkpointer(machine, args), None)
+
+
+def cmd_resume(args) -> int:
+    from .checkpoint import read_checkpoint, resume
+    from .devices import StreamSink
+    from .store import FileStore
+    ckpt = read_checkpoint(args.checkpoint)
+    store = FileStore(args.checkpoint_dir)
+    machine, overlay = resume(ckpt, store, disk_override=args.disk,
+                              console_sink=StreamSink(sys.stdout.buffer),
+                              console_input=_console_input(args.input),
+                              group_blocks=args.cow_group)
+    note = None
+    if overlay:
+        note = (f"disk writes of this resumed run are in {os.path.relpath(overlay)}; the "
+                "checkpointed disk is unchanged")
+    _note(f"resuming {os.path.basename(args.checkpoint)} at tick {machine.tick}, pc {machine.pc}")
+    return _execute(machine, args, _make_checkpointer(machine, args), note)
+
+
+def cmd_asm(args) -> int:
+    from .assembler import assemble_file
+    image = assemble_file(args.source)
+    output = args.output or os.path.splitext(args.source)[0] + ".mvb"
+    if os.path.abspath(output) == os.path.abspath(args.source):
+        raise MinivmError(f"the output '{output}' would overwrite the source; give -o")
+    try:
+        image.save(output)
+    except OSError as exc:
+        raise MinivmError(f"cannot write '{output}': {exc.strerror}") from None
+    _note(f"wrote {output}: {len(image.code)} instructions, {len(image.data)} data bytes")
+    return 0
+
+
+def cmd_disasm(args) -> int:
+    from .disasm import listing
+    image = load_program(args.program)
+    sys.stdout.write(listing(image, os.path.basename(args.program)))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from .checkpoint import read_checkpoint
+    from .report import describe_checkpoint
+    sys.stdout.write(describe_checkpoint(read_checkpoint(args.checkpoint)))
+    return 0
+
+
+def cmd_disk(args) -> int:
+    from .disks import commit_overlay, create_raw_disk, describe_chain, open_disk
+    from .memory import parse_size
+    if args.disk_command == "create":
+        size = parse_size(args.size, "disk size")
+        create_raw_disk(args.file, size)
+        _note(f"created {args.file}: {size} bytes, {size // 512} blocks")
+        return 0
+    if args.disk_command == "info":
+        from .report import describe_disk
+        sys.stdout.write(describe_disk(args.file))
+        return 0
+    if args.disk_command == "commit":
+        chain = describe_chain(args.overlay)
+        if chain[0]["kind"] != "overlay":
+            raise MinivmError(f"'{args.overlay}' is a raw disk image, not an overlay")
+        overlay = open_disk(args.overlay)
+        try:
+            merged = commit_overlay(overlay)
+        finally:
+            overlay.close()
+        _note(f"committed {merged} block group(s) from {args.overlay} into {chain[1]['path']}; "
+              f"checkpoints that used {chain[1]['path']} as their disk no longer match it")
+        return 0
+    raise MinivmError("give a disk action: create, info or commit (see 'minivm disk --help')")
+
+
+def cmd_repl(args) -> int:
+    from .repl import main as repl_main
+    return repl_main(args)
+
+
+def cmd_bench(args) -> int:
+    from .bench import main as bench_main
+    return bench_main(quick=args.quick)
+
+
+COMMANDS = {"run": cmd_run, "resume": cmd_resume, "asm": cmd_asm, "disasm": cmd_disasm,
+            "inspect": cmd_inspect, "disk": cmd_disk, "repl": cmd_repl, "bench": cmd_bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return COMMANDS[args.command](args)
+    except MinivmError as exc:
+        from .errors import GuestFault
+        sys.stdout.flush()
+        message = str(exc)
+        print(message if ": error:" in message or isinstance(exc, GuestFault)
+              else f"minivm: error: {message}", file=sys.stderr)
+        return EXIT_FAULT if isinstance(exc, GuestFault) else EXIT_USAGE
+    except BrokenPipeError:
+        try:
+            sys.stdout = None
+        finally:
+            return 1
+    except KeyboardInterrupt:
+        print("\nminivm: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

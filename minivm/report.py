@@ -1,0 +1,135 @@
+"""Readable summaries of checkpoints and disk files (``inspect``, ``disk info``)."""
+
+from __future__ import annotations
+
+import os
+
+from . import isa
+from .disks import BLOCK_SIZE, describe_chain, fingerprint_file
+from .errors import MinivmError
+from .memory import PAGE_SIZE, format_size
+
+
+def _regs_table(regs: list[int]) -> list[str]:
+    lines = []
+    for row in range(0, isa.NUM_REGS, 4):
+        cells = [f"{isa.reg_name(i):>3} {regs[i]:#010x}" for i in range(row, row + 4)]
+        lines.append("    " + "   ".join(cells))
+    return lines
+
+
+def _disk_status(entry: dict, ckpt) -> str:
+    base = os.path.dirname(ckpt.path) if ckpt.path else os.getcwd()
+    beside = os.path.normpath(os.path.join(base, entry["relpath"]))
+    for candidate in (beside, entry["path"]):
+        if os.path.exists(candidate):
+            try:
+                ok = fingerprint_file(candidate) == entry["fingerprint"]
+            except OSError:
+                return f"{candidate} (cannot be read)"
+            return f"{candidate} ({'present, unchanged' if ok else 'CHANGED since the checkpoint'})"
+    return f"{entry['path']} (MISSING)"
+
+
+def describe_checkpoint(ckpt) -> str:
+    state, meta = ckpt.state, ckpt.meta
+    cpu = state["cpu"]
+    image = ckpt.image
+    pc = cpu["pc"]
+    lines = [f"checkpoint {meta.get('name', '?')}  ({ckpt.source}, {ckpt.file_size} bytes)",
+             f"  taken at tick {cpu['tick']} by {meta.get('origin', '?')} "
+             f"({meta.get('mode', '?')} mode), minivm {meta.get('minivm', '?')}",
+             f"  program {image.source_file}: {len(image.code)} instructions, "
+             f"{len(image.data)} data bytes",
+             f"  pc {pc}  {image.location(pc)}: {image.source_text(pc)}",
+             f"  halted: {'yes' if cpu['halted'] else 'no'}; interrupts "
+             f"{'enabled' if state['interrupts']['enabled'] else 'disabled'}",
+             "  registers:"]
+    lines += _regs_table(cpu["regs"])
+    pages = sorted(ckpt.pages)
+    lines.append(f"  memory: {format_size(ckpt.memory_size)}; {len(pages)} non-zero page(s) "
+                 f"saved ({len(pages) * PAGE_SIZE} bytes)")
+    if pages:
+        lines.append("    pages: " + _ranges(pages))
+    timer = state["timer"]
+    if timer["period"]:
+        handler = timer["handler"]
+        lines.append(f"  timer: period {timer['period']}, next at tick {timer['next_fire']}, "
+                     f"handler {handler if handler is not None else 'none'}")
+    else:
+        lines.append("  timer: stopped")
+    pending = state["interrupts"]["pending"]
+    lines.append(f"  pending interrupts: {len(pending)}" +
+                 ("" if not pending else " (" + ", ".join(f"{p[3]} @ tick {p[0]}" for p in pending) + ")"))
+    disk = state["disk"]
+    queue = disk["queue"]
+    lines.append(f"  disk queue: {len(queue)} request(s) in flight; last completed #"
+                 f"{disk['last_completed']}; latency {disk['latency']} + {disk['per_block']}/block")
+    for rid, command, block, addr, count, issued, done, _ in queue:
+        kind = "read " if command == 1 else "write"
+        lines.append(f"    #{rid} {kind} blocks {block}..{block + count - 1} "
+                     f"{'->' if command == 1 else '<-'} mem 0x{addr:x}, issued tick {issued}, "
+                     f"completes at tick {done}")
+    if meta.get("p8_drained"):
+        lines.append(f"  P8: {meta['p8_drained']} pending request(s) completed before the guest "
+                     "resumed (a pending read was followed by a write to the same block)")
+    lines.append(f"  console: {state['console']['input_consumed']} input byte(s) consumed "
+                 "(a resumed run reads its own input from the start)")
+    if ckpt.disk is None:
+        lines.append("  disk: none attached")
+    else:
+        lines.append("  disk chain (the checkpointed disk, top first):")
+        for entry in ckpt.disk["chain"]:
+            fp = entry["fingerprint"]
+            lines.append(f"    {entry['kind']:<7} {_disk_status(entry, ckpt)}")
+            lines.append(f"            {fp['size']} bytes, sha256 {fp['sha256'][:16]}...")
+        late = ckpt.disk.get("reads_not_landed") or []
+        if late:
+            lines.append(f"  reads in flight that had not landed when the run ended: {late} "
+                         "(they land when the checkpoint is resumed)")
+    return "\n".join(lines) + "\n"
+
+
+def _ranges(indexes: list[int]) -> str:
+    parts, start, prev = [], None, None
+    for i in indexes + [None]:
+        if start is None:
+            start = prev = i
+        elif i is not None and i == prev + 1:
+            prev = i
+        else:
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+            start = prev = i
+    text = ", ".join(parts)
+    return text if len(text) < 200 else text[:200] + " ..."
+
+
+def describe_disk(path: str) -> str:
+    chain = describe_chain(path)
+    lines = []
+    for depth, entry in enumerate(chain):
+        indent = "  " * depth
+        size = os.path.getsize(entry["path"])
+        if entry["kind"] == "raw":
+            lines.append(f"{indent}{entry['path']}: raw disk image, {size} bytes, "
+                         f"{size // BLOCK_SIZE} blocks of {BLOCK_SIZE}")
+        else:
+            from .disks import open_disk
+            try:
+                overlay = open_disk(entry["path"], verify=False)
+            except MinivmError as exc:
+                lines.append(f"{indent}{entry['path']}: overlay, unreadable: {exc}")
+                break
+            try:
+                groups = overlay.groups()
+                fp = entry.get("parent_fingerprint")
+                lines.append(f"{indent}{entry['path']}: overlay, {len(groups)} block group(s) "
+                             f"of {overlay.group_blocks} blocks written; parent "
+                             f"{'fingerprint recorded' if fp else 'not yet sealed'}; on top of:")
+            finally:
+                overlay.close()
+                parent = overlay.parent
+                while parent is not None:
+                    parent.close()
+                    parent = parent.parent
+    return "\n".join(lines) + "\n"

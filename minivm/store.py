@@ -1,0 +1,159 @@
+"""Checkpoint stores (P11, claims 9-14): where checkpoint bytes go.
+
+The protocol writes a checkpoint as a stream of bytes and commits it when it
+is complete; a store decides where the stream lives. Two stores share one
+small interface:
+
+* :class:`FileStore` (the default): one file per checkpoint in a folder,
+  written to a temp file and renamed into place only when complete, so a
+  crash never leaves a half-written checkpoint under its real name;
+* :class:`MemoryStore`: checkpoints kept in host memory (the REPL's quick
+  checkpoints, tests), never touching the file system.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+
+from .container import AtomicFile, read_file_capped
+from .errors import MinivmError
+
+CHECKPOINT_SUFFIX = ".mvc"
+_SEQ_RE = re.compile(r"^(?:ckpt|resume|commit)-(\d+)")
+
+
+class StoreError(MinivmError):
+    """The store cannot take or give a checkpoint (disk full, no such name...)."""
+
+
+class PendingCheckpoint:
+    """A checkpoint being written: a binary sink plus commit/abort."""
+
+    def __init__(self, sink, commit, abort):
+        self.file = sink
+        self._commit, self._abort = commit, abort
+
+    def commit(self) -> None:
+        self._commit()
+
+    def abort(self) -> None:
+        self._abort()
+
+
+class CheckpointStore:
+    """The interface both stores implement."""
+
+    def begin(self, name: str) -> PendingCheckpoint:
+        raise NotImplementedError
+
+    def load(self, name: str) -> bytes:
+        raise NotImplementedError
+
+    def names(self) -> list[str]:
+        raise NotImplementedError
+
+    def location(self, name: str) -> str:
+        raise NotImplementedError
+
+    def next_sequence(self) -> int:
+        numbers = [int(m.group(1)) for m in map(_SEQ_RE.match, self._used_names()) if m]
+        return max(numbers, default=0) + 1
+
+    def _used_names(self) -> list[str]:
+        """Every name taken by a checkpoint or an overlay (for numbering)."""
+        return self.names()
+
+    def overlay_path(self, name: str) -> str | None:
+        """Where a disk overlay named ``name`` should live, for stores with a folder."""
+        return None
+
+
+class FileStore(CheckpointStore):
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def _ensure_folder(self) -> None:
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the checkpoint folder '{self.folder}': "
+                             f"{exc.strerror}") from None
+        if not os.access(self.folder, os.W_OK):
+            raise StoreError(f"the checkpoint folder '{self.folder}' is not writable")
+
+    def location(self, name: str) -> str:
+        return os.path.join(self.folder, name + CHECKPOINT_SUFFIX)
+
+    def begin(self, name: str) -> PendingCheckpoint:
+        self._ensure_folder()
+        path = self.location(name)
+        if os.path.exists(path):
+            raise StoreError(f"checkpoint '{path}' already exists; minivm will not overwrite it")
+        try:
+            out = AtomicFile(path)
+        except OSError as exc:
+            raise StoreError(f"cannot write in '{self.folder}': {exc.strerror}") from None
+        return PendingCheckpoint(out.file, out.commit, out.abort)
+
+    def load(self, name: str) -> bytes:
+        path = name if os.sep in name or name.endswith(CHECKPOINT_SUFFIX) else self.location(name)
+        return read_file_capped(path, f"checkpoint '{path}'")
+
+    def _entries(self) -> list[str]:
+        try:
+            return [e for e in os.listdir(self.folder) if not e.startswith(".")]
+        except OSError:
+            return []
+
+    def names(self) -> list[str]:
+        return sorted(e[:-len(CHECKPOINT_SUFFIX)] for e in self._entries()
+                      if e.endswith(CHECKPOINT_SUFFIX))
+
+    def _used_names(self) -> list[str]:
+        return [os.path.splitext(e)[0] for e in self._entries()]
+
+    def overlay_path(self, name: str) -> str:
+        self._ensure_folder()
+        return os.path.join(self.folder, name + ".cow")
+
+
+class MemoryStore(CheckpointStore):
+    def __init__(self, overlay_folder: str | None = None):
+        self._blobs: dict[str, bytes] = {}
+        self._overlay_folder = overlay_folder
+
+    def location(self, name: str) -> str:
+        return f"memory:{name}"
+
+    def begin(self, name: str) -> PendingCheckpoint:
+        if name in self._blobs:
+            raise StoreError(f"checkpoint '{name}' already exists in memory")
+        buffer = io.BytesIO()
+
+        def commit():
+            self._blobs[name] = buffer.getvalue()
+
+        return PendingCheckpoint(buffer, commit, buffer.close)
+
+    def load(self, name: str) -> bytes:
+        try:
+            return self._blobs[name]
+        except KeyError:
+            raise StoreError(f"no checkpoint named '{name}' in memory") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._blobs)
+
+    def _used_names(self) -> list[str]:
+        used = list(self._blobs)
+        if self._overlay_folder and os.path.isdir(self._overlay_folder):
+            used += [os.path.splitext(e)[0] for e in os.listdir(self._overlay_folder)]
+        return used
+
+    def overlay_path(self, name: str) -> str | None:
+        if self._overlay_folder is None:
+            return None
+        os.makedirs(self._overlay_folder, exist_ok=True)
+        return os.path.join(self._overlay_folder, name + ".cow")

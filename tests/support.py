@@ -1,0 +1,55 @@
+"""Helpers shared by the tests: run programs in-process or through the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from minivm.assembler import assemble
+from minivm.devices import BufferSink, ConsoleInput
+from minivm.machine import Machine, Stop
+
+ROOT = Path(__file__).resolve().parent.parent
+PROGRAMS = ROOT / "programs"
+
+
+@dataclass
+class Result:
+    machine: Machine
+    stop: Stop
+
+    @property
+    def output(self) -> bytes:
+        return bytes(self.machine.console.sink.data)
+
+    @property
+    def text(self) -> str:
+        return self.output.decode()
+
+
+def make_machine(source: str, *, filename: str = "test.asm", input: bytes = b"",
+                 **machine_options) -> Machine:
+    image = assemble(source, filename)
+    return Machine(image, console_sink=BufferSink(), console_input=ConsoleInput(input),
+                   **machine_options)
+
+
+def run_source(source: str, *, max_ticks: int = 10_000_000, **options) -> Result:
+    machine = make_machine(source, **options)
+    return Result(machine, machine.run(max_ticks))
+
+
+def run_program(name: str, **options) -> Result:
+    path = PROGRAMS / name
+    return run_source(path.read_text(), filename=str(path), **options)
+
+
+def run_cli(*args: str, input: bytes | None = None, cwd=None, timeout: float = 120):
+    """Run ``python -m minivm ARGS``; returns the CompletedProcess (bytes)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", "minivm", *args], input=input,
+                          capture_output=True, cwd=cwd, timeout=timeout, env=env)
