@@ -37,6 +37,21 @@ SLICE = 1 << 14
 STATE_VERSION = 1
 
 
+ENGINES = ("interp", "blocks")
+
+
+def select_engine(name: str):
+    """The execution engine: a function ``engine(machine, deadline)`` with the
+    contract of :func:`~minivm.interpreter.run_fast`. ``interp`` is the
+    per-instruction reference; ``blocks`` compiles basic blocks (compiler.py)."""
+    if name == "interp":
+        return run_fast
+    if name == "blocks":
+        from .compiler import run_blocks
+        return run_blocks
+    raise MinivmError(f"unknown engine '{name}' (choose from {', '.join(ENGINES)})")
+
+
 @dataclass
 class Stop:
     """Why :meth:`Machine.run` returned."""
@@ -83,8 +98,9 @@ class Machine:
     def __init__(self, image, *, memory_size: int = DEFAULT_MEMORY, disk=None,
                  console_sink=None, console_input=None, disk_latency: int = 100,
                  disk_per_block: int = 10, max_inflight: int = DEFAULT_MAX_INFLIGHT,
-                 load_data: bool = True):
+                 load_data: bool = True, engine: str = "interp"):
         self.image = image
+        self.engine = select_engine(engine)
         self.memory = Memory(memory_size)
         if len(image.data) > memory_size:
             raise MinivmError(f"the program's data ({len(image.data)} bytes) does not fit in "
@@ -144,7 +160,7 @@ class Machine:
                         return stop
                     continue
                 deadline = min(limit, self.tick + SLICE, self._next_deadline())
-                if run_fast(self, deadline) is not None:
+                if self.engine(self, deadline) is not None:
                     stop = self.step_slow()
                     if stop is not None:
                         return stop
