@@ -520,7 +520,8 @@ def resolve_disk_chain(ckpt: Checkpoint, disk_override: str | None) -> list[dict
 
 
 def resume(ckpt: Checkpoint, store: CheckpointStore, *, disk_override: str | None = None,
-           console_sink=None, console_input=None, group_blocks: int | None = None):
+           console_sink=None, console_input=None, group_blocks: int | None = None,
+           engine: str = "interp"):
     """Rebuild the machine a checkpoint describes. Returns (machine, overlay path or None).
 
     The checkpointed disk is never written: a fresh overlay on top of it takes
@@ -546,7 +547,7 @@ def resume(ckpt: Checkpoint, store: CheckpointStore, *, disk_override: str | Non
     try:
         machine = Machine(ckpt.image, memory_size=ckpt.memory_size, disk=disk_layer,
                           console_sink=console_sink, console_input=console_input,
-                          load_data=False)
+                          load_data=False, engine=engine)
         machine.restore_devices(state)
         for index, data in ckpt.pages.items():
             machine.memory.load_page(index, data)

@@ -75,6 +75,9 @@ def _add_execution_options(p: argparse.ArgumentParser) -> None:
                    help="disk COW block group size in 512-byte blocks (default 8)")
     p.add_argument("--trace", action="store_true",
                    help="print every instruction executed to stderr")
+    p.add_argument("--engine", choices=("interp", "blocks"), default="interp",
+                   help="interp: one instruction at a time (the reference); "
+                        "blocks: compiled basic blocks (faster)")
 
 
 def _add_machine_options(p: argparse.ArgumentParser) -> None:
@@ -263,7 +266,8 @@ def cmd_run(args) -> int:
     machine = Machine(image, memory_size=memory_size, disk=disk,
                       console_sink=StreamSink(sys.stdout.buffer),
                       console_input=_console_input(args.input),
-                      disk_latency=args.disk_latency, disk_per_block=args.disk_per_block)
+                      disk_latency=args.disk_latency, disk_per_block=args.disk_per_block,
+                      engine=args.engine)
     return _execute(machine, args, _make_checkpointer(machine, args), None)
 
 
@@ -276,7 +280,7 @@ def cmd_resume(args) -> int:
     machine, overlay = resume(ckpt, store, disk_override=args.disk,
                               console_sink=StreamSink(sys.stdout.buffer),
                               console_input=_console_input(args.input),
-                              group_blocks=args.cow_group)
+                              group_blocks=args.cow_group, engine=args.engine)
     note = None
     if overlay:
         note = (f"disk writes of this resumed run are in {os.path.relpath(overlay)}; the "
