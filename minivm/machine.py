@@ -31,6 +31,10 @@ from .isa import (CALL_I, CALL_R, CKPT, DI, DIV_I, DIV_R, EI, HALT, IN, IRET, JM
 from .memory import DEFAULT_MEMORY, Memory
 
 INFINITY = math.inf
+#: Slow-path instructions after which the boundary must run at once (they can
+#: change what is scheduled, enable interrupts, or stop the machine). Others
+#: (a COW store, a division, a register jump) go straight back to the batch.
+NEEDS_BOUNDARY = frozenset({OUT_R, OUT_I, EI, DI, IRET, WAIT, CKPT, HALT, BREAK, FAULT})
 #: Longest stretch the hot loop runs before the boundary looks at the stop
 #: flag (Ctrl-C in the REPL); about a millisecond or two of guest time.
 SLICE = 1 << 14
@@ -160,10 +164,12 @@ class Machine:
                         return stop
                     continue
                 deadline = min(limit, self.tick + SLICE, self._next_deadline())
-                if self.engine(self, deadline) is not None:
+                while (op := self.engine(self, deadline)) is not None:
                     stop = self.step_slow()
                     if stop is not None:
                         return stop
+                    if op in NEEDS_BOUNDARY or self.tick >= deadline:
+                        break
         except GuestFault as fault:
             self.fault = fault.locate(self.pc, self.tick, self.image.location(self.pc),
                                       self.image.source_text(self.pc))

@@ -55,42 +55,49 @@ def format_size(n: int) -> str:
 
 
 class MemorySnapshot:
-    """The original pages of a checkpoint, frozen at P2 (claims 1, 19, 24).
+    """The original memory of a checkpoint, frozen at P2 (claims 1, 19, 24).
 
-    The machine no longer writes these page objects (its first store to one
-    copies it first), so they stay exactly as they were at the checkpoint,
-    except for reads that were in flight at the checkpoint: they land here too
-    (P5, P7) through :meth:`Memory.land_read`.
+    The snapshot shares the machine's page objects. Before the machine
+    writes a page the snapshot still sees, it moves the page object here
+    (``originals``) and writes a copy (P3); so a page the snapshot sees is
+    never written in place, except by a read that was in flight at the
+    checkpoint, which lands in both (P5, P7; see :meth:`Memory.land_read`).
     """
 
-    def __init__(self, memory: "Memory", frozen: list):
+    def __init__(self, memory: "Memory"):
         self._memory = memory
-        self._frozen = frozen
+        self.originals: dict[int, object] = {}
         self.size = memory.size
         self.released = False
         self.allocated = memory.allocated     # pages that are not the zero page
+        self._retired: object = None          # freed with the snapshot, not during P2
+
+    def _view(self, index: int):
+        return self.originals.get(index, self._memory.pages[index])
 
     def page_count(self) -> int:
-        return len(self._frozen)
+        return self._memory.page_count
 
     def allocated_pages(self, start: int, stop: int) -> list[int]:
         """Indexes in [start, stop) of pages that are not the zero page."""
-        frozen = self._frozen
-        return [i for i in range(start, min(stop, len(frozen))) if type(frozen[i]) is bytearray]
+        originals, pages = self.originals, self._memory.pages
+        return [i for i in range(start, min(stop, len(pages)))
+                if type(originals.get(i, pages[i])) is bytearray]
 
     def page(self, index: int) -> bytes:
-        return bytes(self._frozen[index])
+        return bytes(self._view(index))
 
     def shares_page(self, index: int) -> bool:
         """True while the running machine still uses this very page object."""
-        return (type(self._frozen[index]) is bytearray
-                and self._memory.pages[index] is self._frozen[index])
+        return index not in self.originals and type(self._memory.pages[index]) is bytearray
 
     def release(self) -> None:
         """The checkpoint is saved: its pages need no protection any more."""
         if not self.released:
             self.released = True
-            self._memory._live_snapshots.discard(self)
+            self._memory._live_snapshots.remove(self)
+            self.originals = {}
+            self._retired = None
 
 
 class Memory:
@@ -106,7 +113,9 @@ class Memory:
         self.allocated = 0            # pages that are not the zero page
         self.cow_copies = 0           # memory COW faults since the last share()
         self.copied: set[int] = set()  # pages copied since the last share()
-        self._live_snapshots: set[MemorySnapshot] = set()
+        self._live_snapshots: list[MemorySnapshot] = []
+        self._spare: list | None = None       # an all-None write table, ready for share()
+        self._retired_tables: list[list] = []  # old write tables, cleared in the background
 
     # --- the slow path of every access ------------------------------------------
     def _check(self, addr: int, length: int, verb: str) -> None:
@@ -121,14 +130,19 @@ class Memory:
         if page is not None:
             return page
         current = self.pages[index]
-        if type(current) is bytes:                       # untouched: allocate
+        preserved = False
+        for snap in self._live_snapshots:              # P3: the original stays theirs
+            if index not in snap.originals:
+                snap.originals[index] = current
+                preserved = True
+        if type(current) is bytes:                     # untouched: allocate
             page = bytearray(len(current))
             self.allocated += 1
-        elif self._live_snapshots:                       # shared: copy (P3)
+        elif preserved:                                # shared: copy (a memory COW fault)
             page = bytearray(current)
             self.cow_copies += 1
             self.copied.add(index)
-        else:                                            # protection no longer needed
+        else:                                          # protection no longer needed
             page = current
         self.pages[index] = page
         self.writable[index] = page
@@ -174,18 +188,46 @@ class Memory:
 
     # --- checkpoint interface (P2, P3, P5-P7) -------------------------------------
     def share(self) -> MemorySnapshot:
-        """P2: mark all memory copy-on-write; the current pages become the original."""
-        snapshot = MemorySnapshot(self, self.pages)
-        self.pages = list(self.pages)
-        self.writable = [None] * self.page_count
+        """P2: mark all memory copy-on-write; the current pages become the original.
+
+        O(1): the snapshot shares the page objects, and the machine gets a
+        ready, all-None write table (so every first store per page takes the
+        slow path). Old write tables are cleared later, in the background
+        (:meth:`tidy`), instead of being freed or allocated inside the stop.
+        """
+        snapshot = MemorySnapshot(self)
+        table = self._spare if self._spare is not None else [None] * self.page_count
+        self._spare = None
+        self._retired_tables.append(self.writable)
+        self.writable = table
+        snapshot._retired = self.copied
         self.copied = set()
         self.cow_copies = 0
-        self._live_snapshots.add(snapshot)
+        self._live_snapshots.append(snapshot)
         return snapshot
 
+    def tidy(self, entries: int = 1 << 16) -> bool:
+        """Background work after :meth:`share`: clear up to ``entries`` entries of
+        an old write table so it can serve as the next one. True if work remains."""
+        while self._retired_tables and entries > 0:
+            table = self._retired_tables[-1]
+            cleared = getattr(self, "_tidy_pos", 0)
+            end = min(len(table), cleared + entries)
+            table[cleared:end] = [None] * (end - cleared)
+            entries -= end - cleared
+            if end < len(table):
+                self._tidy_pos = end
+                return True
+            self._tidy_pos = 0
+            self._retired_tables.pop()
+            if self._spare is None:
+                self._spare = table
+        return bool(self._retired_tables)
+
     def is_shared(self, index: int) -> bool:
-        return (self.writable[index] is None and type(self.pages[index]) is bytearray
-                and bool(self._live_snapshots))
+        """Is page ``index`` still seen by a checkpoint that is being saved?"""
+        return (type(self.pages[index]) is bytearray
+                and any(index not in s.originals for s in self._live_snapshots))
 
     def unshare_range(self, addr: int, length: int) -> int:
         """P6: COW-fault every still-shared page a new DMA read will write."""
@@ -193,15 +235,15 @@ class Memory:
         if length <= 0 or not self._live_snapshots:
             return 0
         for index in range(addr >> PAGE_SHIFT, ((addr + length - 1) >> PAGE_SHIFT) + 1):
-            if self.is_shared(index):
+            if self.writable[index] is None and self.is_shared(index):
                 self.make_writable(index)
                 faulted += 1
         return faulted
 
     def land_read(self, addr: int, data: bytes, snapshots=()) -> None:
-        """A DMA read completes: data goes to the running memory and, for a read
-        that was in flight at a checkpoint, to that checkpoint's original pages
-        as well (P5), even where the page has been copied since (P7)."""
+        """A DMA read completes. The data goes to the running memory; for a read
+        that was in flight at a checkpoint, also to that checkpoint's original
+        page (P5), even where the guest has written the page since (P7)."""
         if not snapshots:
             self.write_bytes(addr, data)
             return
@@ -211,30 +253,15 @@ class Memory:
             index, offset = addr >> PAGE_SHIFT, addr & PAGE_MASK
             n = min(len(data) - pos, PAGE_SIZE - offset)
             chunk = data[pos:pos + n]
-            targets = []
-            live = self.pages[index]
+            live = self.make_writable(index)        # preserves every original first
+            live[offset:offset + n] = chunk
             for snap in snapshots:
-                original = snap._frozen[index]
-                if original is live and type(live) is bytes:
-                    # untouched in both: one new page, still shared by both
-                    live = bytearray(len(live))
-                    self.allocated += 1
-                    snap.allocated += 1
-                    self.pages[index] = live
-                    original = live
-                elif type(original) is bytes:
+                original = snap.originals[index]
+                if type(original) is bytes:         # the checkpoint saw zeros here
                     original = bytearray(len(original))
+                    snap.originals[index] = original
                     snap.allocated += 1
-                snap._frozen[index] = original
-                targets.append(original)
-            if type(live) is bytes:
-                live = self.make_writable(index)
-            targets.append(live)
-            seen = set()
-            for page in targets:
-                if id(page) not in seen:
-                    seen.add(id(page))
-                    page[offset:offset + n] = chunk
+                original[offset:offset + n] = chunk
             addr, pos = addr + n, pos + n
 
     # --- state for tools and restore --------------------------------------------------
