@@ -483,9 +483,8 @@ class Checkpointer:
         top, fresh = self._commit
         if any(self.machine.disk.pending_for(layer) for layer in top.chain()):
             return
-        parent = top.parent
-        merged = commit_overlay(top)
-        self._fingerprints.pop(id(parent), None)
+        self._fingerprints.pop(id(top.parent), None)
+        merged, parent = commit_overlay(top)
         fresh.reparent(parent, parent.fingerprint())
         top.close()
         self._commit = None
@@ -504,9 +503,16 @@ def read_checkpoint(path: str) -> Checkpoint:
     return ckpt
 
 
-def resolve_disk_chain(ckpt: Checkpoint, disk_override: str | None) -> list[dict]:
+def resolve_disk_chain(ckpt: Checkpoint, disk_override: str | None = None,
+                       allow_changed: bool = False) -> list[dict]:
     """Where each file of the checkpointed disk chain is, checked against its
-    fingerprint; returns the chain entries with a 'resolved' path, top first."""
+    fingerprint; returns the entries, top first, each with a 'resolved' path
+    and 'status' (unchanged / CHANGED). Nothing is opened for writing.
+
+    Paths come from an untrusted file, so each is checked to be a regular
+    file before it is read, and a file whose fingerprint does not match is
+    refused unless ``allow_changed``.
+    """
     chain = ckpt.disk["chain"]
     base = os.path.dirname(ckpt.path) if ckpt.path else os.getcwd()
     top = chain[0]
@@ -515,6 +521,9 @@ def resolve_disk_chain(ckpt: Checkpoint, disk_override: str | None) -> list[dict
     else:
         beside = os.path.normpath(os.path.join(base, top["relpath"]))
         top_path = beside if os.path.exists(beside) else top["path"]
+    if not os.path.exists(top_path):
+        raise DiskError(f"the checkpoint's disk '{top['path']}' is missing (looked for "
+                        f"'{top_path}'); if it moved, give its new place with --disk")
     found = describe_chain(top_path)
     if len(found) != len(chain):
         raise DiskError(f"the checkpoint's disk is a chain of {len(chain)} file(s), but "
@@ -522,19 +531,23 @@ def resolve_disk_chain(ckpt: Checkpoint, disk_override: str | None) -> list[dict
     resolved = []
     for expected, actual in zip(chain, found):
         fingerprint = fingerprint_file(actual["path"])
+        status = "unchanged"
         if fingerprint != expected["fingerprint"]:
-            raise DiskError(f"disk file '{actual['path']}' has changed since the checkpoint was "
-                            f"taken (expected {expected['fingerprint']['size']} bytes with SHA-256 "
-                            f"{expected['fingerprint']['sha256'][:16]}..., found "
-                            f"{fingerprint['size']} bytes with {fingerprint['sha256'][:16]}...); "
-                            "resuming on it would not reproduce the run")
-        resolved.append({**expected, "resolved": actual["path"]})
+            if not allow_changed:
+                raise DiskError(
+                    f"disk file '{actual['path']}' has changed since the checkpoint was taken "
+                    f"(expected {expected['fingerprint']['size']} bytes with SHA-256 "
+                    f"{expected['fingerprint']['sha256'][:16]}..., found {fingerprint['size']} "
+                    f"bytes with {fingerprint['sha256'][:16]}...); resuming on it would not "
+                    "reproduce the run (--allow-changed-disk resumes anyway)")
+            status = "CHANGED"
+        resolved.append({**expected, "resolved": actual["path"], "status": status})
     return resolved
 
 
 def resume(ckpt: Checkpoint, store: CheckpointStore, *, disk_override: str | None = None,
            console_sink=None, console_input=None, group_blocks: int | None = None,
-           engine: str = "interp"):
+           engine: str = "interp", chain: list[dict] | None = None):
     """Rebuild the machine a checkpoint describes. Returns (machine, overlay path or None).
 
     The checkpointed disk is never written: a fresh overlay on top of it takes
@@ -547,15 +560,16 @@ def resume(ckpt: Checkpoint, store: CheckpointStore, *, disk_override: str | Non
             raise MinivmError("this checkpoint was taken with no disk attached; --disk cannot "
                               "be used when resuming it")
     else:
-        chain = resolve_disk_chain(ckpt, disk_override)
-        base = open_disk(chain[0]["resolved"])
+        if chain is None:
+            chain = resolve_disk_chain(ckpt, disk_override)
+        base = open_disk(chain[0]["resolved"], verify=False, writable=False)
         seq = store.next_sequence()
         overlay_path = store.overlay_path(f"resume-{seq:04d}")
         if overlay_path is None:
             raise StoreError("resuming a checkpoint with a disk needs a folder for the overlay")
         disk_layer = Overlay.create(overlay_path, base,
                                     group_blocks or ckpt.disk.get("group_blocks", 8),
-                                    parent_fingerprint=chain[0]["fingerprint"])
+                                    parent_fingerprint=base.fingerprint())
     state = ckpt.state
     try:
         machine = Machine(ckpt.image, memory_size=ckpt.memory_size, disk=disk_layer,

@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("--disk", metavar="FILE",
                    help="where the checkpointed disk is now, if it moved")
+    p.add_argument("--allow-changed-disk", action="store_true",
+                   help="resume even if a disk file no longer matches the checkpoint")
     _add_execution_options(p)
 
     p = sub.add_parser("inspect", help="show what a checkpoint holds",
@@ -238,7 +240,7 @@ def _summarise_checkpoints(checkpointer, overlay_note: str | None) -> None:
         if job.status == "complete":
             _note(f"checkpoint {job.name} at tick {job.tick} -> {job.location}")
     top = checkpointer.machine.disk.backing
-    if top is not None and top.kind == "overlay" and checkpointer.jobs:
+    if top is not None and top.kind == "overlay" and checkpointer.jobs and top.groups():
         _note(f"disk writes since the last checkpoint are in {os.path.relpath(top.path)}; "
               f"'minivm disk commit {os.path.relpath(top.path)}' merges them into its parent")
     elif overlay_note:
@@ -275,9 +277,16 @@ def cmd_resume(args) -> int:
     from .checkpoint import read_checkpoint, resume
     from .devices import StreamSink
     from .store import FileStore
+    from .checkpoint import resolve_disk_chain
     ckpt = read_checkpoint(args.checkpoint)
     store = FileStore(args.checkpoint_dir)
-    machine, overlay = resume(ckpt, store, disk_override=args.disk,
+    chain = None
+    if ckpt.disk is not None:
+        chain = resolve_disk_chain(ckpt, args.disk, args.allow_changed_disk)
+        for entry in chain:
+            _note(f"disk chain: {entry['kind']} {entry['resolved']} ({entry['status']}; "
+                  "opened read-only)")
+    machine, overlay = resume(ckpt, store, disk_override=args.disk, chain=chain,
                               console_sink=StreamSink(sys.stdout.buffer),
                               console_input=_console_input(args.input),
                               group_blocks=args.cow_group, engine=args.engine)
@@ -335,11 +344,13 @@ def cmd_disk(args) -> int:
             raise MinivmError(f"'{args.overlay}' is a raw disk image, not an overlay")
         overlay = open_disk(args.overlay)
         try:
-            merged = commit_overlay(overlay)
+            merged, parent = commit_overlay(overlay)
+            parent.close()
         finally:
             overlay.close()
-        _note(f"committed {merged} block group(s) from {args.overlay} into {chain[1]['path']}; "
-              f"checkpoints that used {chain[1]['path']} as their disk no longer match it")
+        _note(f"committed {merged} block group(s) from {args.overlay} into {chain[1]['path']}"
+              + (f"; checkpoints that used {chain[1]['path']} as their disk no longer match it"
+                 if merged else " (nothing to merge; it is unchanged)"))
         return 0
     raise MinivmError("give a disk action: create, info or commit (see 'minivm disk --help')")
 
@@ -374,10 +385,13 @@ def main(argv: list[str] | None = None) -> int:
               else f"minivm: error: {message}", file=sys.stderr)
         return EXIT_FAULT if isinstance(exc, GuestFault) else EXIT_USAGE
     except BrokenPipeError:
-        try:
-            sys.stdout = None
-        finally:
-            return 1
+        sys.stderr.close()
+        return 1
+    except OSError as exc:
+        sys.stdout.flush()
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"minivm: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("\nminivm: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -345,8 +345,9 @@ class Disk:
 
     def fire(self) -> tuple[int, bool]:
         """The oldest request completes: a write reaches the disk, a read lands in memory."""
-        request = self.queue.popleft()
-        self.complete(request)
+        request = self.queue[0]
+        self.complete(request)          # if the host write fails, it stays queued
+        self.queue.popleft()
         return request.done, self.handler is not None
 
     def complete(self, request: Request) -> None:
@@ -375,9 +376,10 @@ class Disk:
         """Complete every pending request now (P8); returns them in order."""
         done = []
         while self.queue:
-            request = self.queue.popleft()
+            request = self.queue[0]
             request.done = now
             self.complete(request)
+            self.queue.popleft()
             done.append(request)
         self.busy_until = now
         return done

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import stat
 import struct
 import zlib
 
 import msgpack
 
-from .container import magic_of
+from .container import fsync_dir, magic_of
 from .errors import DiskError, FormatError
 
 BLOCK_SIZE = 512
@@ -41,8 +43,22 @@ _RECORD = struct.Struct("<4sII")
 _RECORD_MAGIC = b"MVGR"
 
 
+def check_regular_file(path: str, what: str) -> int:
+    """Refuse anything but a regular file (a FIFO or /dev/zero would hang us)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise DiskError(f"{what} '{path}' does not exist") from None
+    except OSError as exc:
+        raise DiskError(f"{what} '{path}' cannot be examined: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise DiskError(f"{what} '{path}' is not a regular file")
+    return info.st_size
+
+
 def fingerprint_file(path: str) -> dict:
     """Size and SHA-256 of a file: detects a changed or replaced disk file."""
+    check_regular_file(path, "disk file")
     digest = hashlib.sha256()
     size = 0
     with open(path, "rb") as f:
@@ -52,9 +68,9 @@ def fingerprint_file(path: str) -> dict:
     return {"size": size, "sha256": digest.hexdigest()}
 
 
-def _open_rw(path: str, what: str):
+def _open_rw(path: str, what: str, writable: bool = True):
     try:
-        return os.open(path, os.O_RDWR)
+        return os.open(path, os.O_RDWR if writable else os.O_RDONLY)
     except FileNotFoundError:
         raise DiskError(f"{what} '{path}' does not exist") from None
     except IsADirectoryError:
@@ -71,9 +87,10 @@ class RawDisk:
 
     kind = "raw"
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, writable: bool = True):
         self.path = os.path.abspath(path)
-        self._fd = _open_rw(path, "disk image")
+        check_regular_file(path, "disk image")
+        self._fd = _open_rw(path, "disk image", writable)
         size = os.fstat(self._fd).st_size
         if size % BLOCK_SIZE:
             os.close(self._fd)
@@ -328,9 +345,8 @@ def _scan_records(path: str, fd: int, header: dict) -> dict:
             raise FormatError(f"overlay '{path}' is corrupt: block group record {slot} is damaged")
         records[group] = slot
         slot += 1
-    if HEADER_SIZE + slot * stride != size:
-        raise FormatError(f"overlay '{path}' is corrupt: it ends in a partial record "
-                          "(was minivm interrupted while writing it?)")
+    # A partial record at the end is a write that a crash cut short; it was
+    # never complete, so it is ignored (and overwritten by the next write).
     return records
 
 
@@ -343,8 +359,7 @@ def describe_chain(path: str) -> list[dict]:
     entries = []
     current = os.path.abspath(path)
     for _ in range(MAX_CHAIN):
-        if not os.path.exists(current):
-            raise DiskError(f"disk file '{current}' does not exist")
+        check_regular_file(current, "disk file")
         with open(current, "rb") as f:
             head = f.read(len(magic_of(OVERLAY_KIND)))
         if head != magic_of(OVERLAY_KIND):
@@ -369,10 +384,15 @@ def resolve_parent(overlay_path: str, header: dict) -> str:
     return header["parent_path"]
 
 
-def open_disk(path: str, depth: int = 0, verify: bool = True):
-    """Open a raw disk or an overlay chain, checking each parent's fingerprint."""
+def open_disk(path: str, depth: int = 0, verify: bool = True, writable: bool = True):
+    """Open a raw disk or an overlay chain, checking each parent's fingerprint.
+
+    Only the top file is opened for writing (when ``writable``); parents are
+    read through and never written, except by a commit.
+    """
     if depth > MAX_CHAIN:
         raise DiskError(f"disk chain is longer than {MAX_CHAIN} files")
+    check_regular_file(path, "disk file")
     try:
         with open(path, "rb") as f:
             head = f.read(len(magic_of(OVERLAY_KIND)))
@@ -383,44 +403,75 @@ def open_disk(path: str, depth: int = 0, verify: bool = True):
     except PermissionError:
         raise DiskError(f"disk file '{path}' cannot be read (permission denied)") from None
     if head != magic_of(OVERLAY_KIND):
-        return RawDisk(path)
-    fd = _open_rw(path, "overlay")
+        return RawDisk(path, writable)
+    fd = os.open(path, os.O_RDONLY)
     try:
         header = _read_overlay_header(path, fd)
-        records = _scan_records(path, fd, header)
-        parent_path = resolve_parent(os.path.abspath(path), header)
+    finally:
+        os.close(fd)
+    parent_path = resolve_parent(os.path.abspath(path), header)
+    parent = open_disk(parent_path, depth + 1, verify, writable=False)
+    try:
         expected = header.get("parent_fingerprint")
-        parent = open_disk(parent_path, depth + 1, verify)
-        if verify and expected is not None:
-            actual = parent.fingerprint()
-            if actual != expected:
-                parent.close()
-                raise DiskError(f"overlay '{path}' was made on top of '{parent_path}', but that "
-                                "file has changed since (its size or contents differ); the "
-                                "overlay cannot be used on the changed file")
+        if verify and expected is not None and parent.fingerprint() != expected:
+            raise DiskError(f"overlay '{path}' was made on top of '{parent_path}', but that "
+                            "file has changed since (its size or contents differ); the "
+                            "overlay cannot be used on the changed file")
         if parent.block_count != header["block_count"]:
-            parent.close()
             raise DiskError(f"overlay '{path}' expects a {header['block_count']}-block parent, "
                             f"but '{parent_path}' has {parent.block_count} blocks")
+        return _open_overlay_file(path, parent, writable)
+    except BaseException:
+        parent.close()
+        raise
+
+
+def _open_overlay_file(path: str, parent, writable: bool = True) -> Overlay:
+    fd = _open_rw(path, "overlay", writable)
+    try:
+        header = _read_overlay_header(path, fd)
+        return Overlay(path, fd, header, parent, _scan_records(path, fd, header))
     except BaseException:
         os.close(fd)
         raise
-    return Overlay(path, fd, header, parent, records)
 
 
-def commit_overlay(overlay: Overlay, progress=None) -> int:
-    """Merge ``overlay`` into its parent (P10, claims 3-4); returns groups merged.
+def commit_overlay(overlay: Overlay, progress=None):
+    """Merge ``overlay`` into its parent (P10, claims 3-4), atomically.
 
-    Idempotent: if interrupted, running it again finishes the job, because the
-    overlay still holds every group until the end.
+    The parent is copied beside itself, the overlay's groups are applied to
+    the copy, the copy is fsynced and renamed over the parent. A crash at
+    any point leaves the parent either untouched or fully committed, and the
+    overlay intact. Returns (groups merged, the reopened parent).
     """
     parent = overlay.parent
+    target = parent.path
+    temp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.commit.tmp")
     groups = overlay.groups()
-    for i, group in enumerate(groups):
-        start = group * overlay.group_blocks
-        n = min(overlay.group_blocks, overlay.block_count - start)
-        parent.write_blocks(start, overlay.group_data(group)[:n * BLOCK_SIZE])
-        if progress:
-            progress(i + 1, len(groups))
-    parent.sync()
-    return len(groups)
+    try:
+        shutil.copyfile(target, temp)
+        merged = (RawDisk(temp) if parent.kind == "raw"
+                  else _open_overlay_file(temp, parent.parent))
+        try:
+            for i, group in enumerate(groups):
+                start = group * overlay.group_blocks
+                n = min(overlay.group_blocks, overlay.block_count - start)
+                merged.write_blocks(start, overlay.group_data(group)[:n * BLOCK_SIZE])
+                if progress:
+                    progress(i + 1, len(groups))
+            merged.sync()
+        finally:
+            merged.close()
+        os.replace(temp, target)
+        fsync_dir(os.path.dirname(target))
+    except OSError as exc:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise DiskError(f"cannot commit into '{target}': {exc.strerror}; "
+                        "it is unchanged") from None
+    parent.close()                      # its descriptor still names the old file
+    reopened = (RawDisk(target) if parent.kind == "raw"
+                else _open_overlay_file(target, parent.parent))
+    return len(groups), reopened

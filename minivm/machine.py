@@ -208,7 +208,10 @@ class Machine:
     def _single_step(self) -> Stop | None:
         watched = {addr: self.memory.load_word(addr) for addr in self.watches}
         if self.trace is not None:
-            self.trace(f"tick {self.tick:>8}  pc {self.pc:>5}  {self.image.source_text(self.pc)}")
+            from .disasm import format_instruction
+            text = format_instruction(self.image, self.pc) if self.pc < self.ncode else "?"
+            self.trace(f"tick {self.tick:>8}  pc {self.pc:>5}  {text:<28} ; "
+                       f"{self.image.location(self.pc)}")
         if run_fast(self, self.tick + 1) is not None:
             stop = self.step_slow()
             if stop is not None:
