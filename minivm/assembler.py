@@ -78,6 +78,9 @@ def _caret(lines: list[str], pos: Pos) -> str:
         return ""
     text = _printable(lines[pos.line - 1].rstrip("\r"))
     col = max(pos.column - 1, 0)
+    if len(text) > 100:                     # a window around the column, as Lark does
+        start = max(col - 40, 0)
+        text, col = text[start:col + 40], col - start
     pad = "".join("\t" if ch == "\t" else " " for ch in text[:col])
     return f"{text}\n{pad}^\n"
 
@@ -755,12 +758,16 @@ def read_source(path: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        before = raw[:exc.start]
-        line = before.count(b"\n") + 1
-        column = exc.start - (before.rfind(b"\n") + 1) + 1
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        line_end = raw.find(b"\n", exc.start)
+        line_bytes = raw[line_start:line_end if line_end >= 0 else len(raw)]
+        line = raw[:exc.start].count(b"\n") + 1
+        column = len(raw[line_start:exc.start].decode("utf-8", "replace")) + 1
+        text = line_bytes.decode("utf-8", "replace").rstrip("\r")
+        caret = _caret([text], Pos(1, column)) or "(the line is blank)\n"
         raise MinivmError(f"{path}:{line}:{column}: error: the file is not UTF-8 text "
                           f"(byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
-                          "is this a binary file?") from None
+                          f"is this a binary file?\n{caret}".rstrip("\n")) from None
 
 
 def assemble_file(path: str) -> Image:
