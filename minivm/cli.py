@@ -88,6 +88,9 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
                    help="ticks every disk request takes (default 100)")
     p.add_argument("--disk-per-block", type=_nonneg_int, default=10, metavar="TICKS",
                    help="extra ticks per block transferred (default 10)")
+    p.add_argument("--max-inflight", type=_positive_int, default=1024, metavar="N",
+                   help="most disk requests in flight at once; one more is a guest "
+                        "fault (default 1024)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -269,7 +272,7 @@ def cmd_run(args) -> int:
                       console_sink=StreamSink(sys.stdout.buffer),
                       console_input=_console_input(args.input),
                       disk_latency=args.disk_latency, disk_per_block=args.disk_per_block,
-                      engine=args.engine)
+                      max_inflight=args.max_inflight, engine=args.engine)
     return _execute(machine, args, _make_checkpointer(machine, args), None)
 
 
