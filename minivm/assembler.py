@@ -34,7 +34,11 @@ from .image import Image
 
 MIN_VALUE = -(1 << 31)
 MAX_VALUE = (1 << 32) - 1
-MAX_INTERMEDIATE_BITS = 256
+#: Expressions are computed exactly, then checked against 32 bits; these two
+#: guards only stop absurd inputs (e.g. .equ chains that square a value again
+#: and again) from taking unbounded time and memory. Documented in docs/isa.md.
+MAX_INTERMEDIATE_BITS = 4096
+MAX_SHIFT = 4096
 MAX_DATA_BYTES = 64 << 20
 MAX_ERRORS = 20
 REGISTER_LIKE = re.compile(r"(?i)^(r\d+|sp)$")
@@ -114,7 +118,7 @@ _EXAMPLES = {
         "mov r1 r2\n", "mov r1 5\n", "add r1, r2 r3\n", "out 1 r2\n",
         "beq r1, r2 loop\n", "mov r1 [r2]\n"],
     "a memory operand is [reg], [reg + expr], [reg - expr] or [expr]": [
-        "ld r1, [r2 r3]\n", "ld r1, [r2 * 4]\n", "ld r1, [r2, 4]\n"],
+        "ld r1, [r2 r3]\n", "ld r1, [r2 * 4]\n", "ld r1, [r2, 4]\n", "ld r1, [r2 << 1]\n"],
     "missing ']' to close the memory operand": [
         "ld r1, [r2\n", "ld r1, [r2 + 4\n", "ld r1, [4\n"],
     "missing ')'": ["mov r1, (1 + 2\n", "mov r1, (5\n"],
@@ -171,9 +175,10 @@ def _parse_error(exc: UnexpectedInput, text: str) -> tuple[Diagnostic, str]:
         if token.type == "NAME" and exc.expected and "RSQB" in exc.expected and \
                 REGISTER_LIKE.match(str(token)):
             message += " (an offset cannot be a register)"
-    hint = exc.match_examples(_parser().parse, _EXAMPLES, use_accepts=True)
-    if hint:
-        message = f"{hint}: {message}"
+    if isinstance(exc, UnexpectedToken):
+        hint = exc.match_examples(_parser().parse, _EXAMPLES, use_accepts=True)
+        if hint:
+            message = f"{hint}: {message}"
     context = exc.get_context(text, span=60)
     return Diagnostic(pos, message), _printable_context(context)
 
@@ -320,16 +325,13 @@ class _ToStatements(Transformer):
 
     @v_args(meta=True)
     def mem_reg(self, meta, children):
-        base, *offsets = children
-        return Mem(_register_index(str(base)), offsets, Pos(meta.line, meta.column))
+        base, sign, expr = children
+        terms = [] if sign is None else [(str(sign), expr)]
+        return Mem(_register_index(str(base)), terms, Pos(meta.line, meta.column))
 
     @v_args(meta=True)
     def mem_abs(self, meta, children):
         return Mem(None, [("+", children[0])], Pos(meta.line, meta.column))
-
-    def offset(self, children):
-        sign, expr = children
-        return (str(sign), expr)
 
     def string(self, children):
         (token,) = children
@@ -343,7 +345,9 @@ class _ToStatements(Transformer):
 
     def number(self, children):
         (token,) = children
-        return Num(int(str(token), 0), _pos(token))
+        text = str(token)
+        base = {"0x": 16, "0X": 16, "0b": 2, "0B": 2}.get(text[:2], 10)
+        return Num(int(text[2:] if base != 10 else text, base), _pos(token))
 
     def char(self, children):
         (token,) = children
@@ -696,8 +700,8 @@ def _binary(expr: BinOp, a: int, b: int) -> int:
             q = -q
         return q if op == "/" else a - q * b      # C: truncate toward zero
     if op in ("<<", ">>"):
-        if not 0 <= b <= 64:
-            raise _Fail(expr.pos, f"shift count {b} is out of range (0 .. 64)")
+        if not 0 <= b <= MAX_SHIFT:
+            raise _Fail(expr.pos, f"shift count {b} is out of range (0 .. {MAX_SHIFT})")
         return a << b if op == "<<" else a >> b
     if op == "&":
         return a & b
