@@ -442,6 +442,17 @@ class Checkpointer:
         busy = self.saving() or self._commit is not None or self.machine.memory.tidy(0)
         self._next_slice = self.machine.tick + self._slice_ticks if busy else None
 
+    def sync(self) -> None:
+        """Do all the background work that can be done now, without waiting
+        for the guest: a checkpoint that waits for in-flight requests (P5)
+        stays 'saving' until they complete."""
+        self.seal_layers()
+        for job in self.saving():
+            job.advance(1 << 30)
+        self.seal_layers()
+        for job in self.saving():
+            job.advance(1 << 30)
+
     def finish_all(self) -> None:
         """Complete every checkpoint still saving (the run is over)."""
         for job in self.saving():

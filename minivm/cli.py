@@ -166,21 +166,6 @@ def _version() -> str:
 
 # --- helpers ------------------------------------------------------------------------------
 
-def load_program(path: str):
-    """An image file or an assembly source, whichever ``path`` holds."""
-    from .container import read_file_capped
-    from .errors import FormatError
-    from .image import image_from_bytes, is_image_bytes
-    try:
-        data = read_file_capped(path, f"'{path}'", limit=64 << 20)
-    except FormatError as exc:
-        raise MinivmError(f"{path}: cannot load the program: {exc}") from None
-    if is_image_bytes(data):
-        return image_from_bytes(data, f"image '{path}'")
-    from .assembler import assemble_file
-    return assemble_file(path)
-
-
 def _console_input(path: str | None):
     from .devices import ConsoleInput
     if path is None:
@@ -262,6 +247,7 @@ def _make_checkpointer(machine, args):
 
 def cmd_run(args) -> int:
     from .devices import StreamSink
+    from .image import load_program
     from .disks import open_disk
     from .machine import Machine
     from .memory import parse_size
@@ -317,6 +303,7 @@ def cmd_asm(args) -> int:
 
 def cmd_disasm(args) -> int:
     from .disasm import listing
+    from .image import load_program
     image = load_program(args.program)
     sys.stdout.write(listing(image, os.path.basename(args.program)))
     return 0

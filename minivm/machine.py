@@ -205,8 +205,20 @@ class Machine:
             return Stop("limit")
         return None
 
+    def _watch_hit(self) -> Stop | None:
+        """A watched word differs from the last value seen (by any cause:
+        an instruction, a DMA read landing, an interrupt pushing the pc)."""
+        for addr, old in self.watches.items():
+            new = self.memory.load_word(addr)
+            if new != old:
+                self.watches[addr] = new
+                return Stop("watch", (addr, old, new))
+        return None
+
     def _single_step(self) -> Stop | None:
-        watched = {addr: self.memory.load_word(addr) for addr in self.watches}
+        stop = self._watch_hit()
+        if stop is not None:
+            return stop
         if self.trace is not None:
             from .disasm import format_instruction
             text = format_instruction(self.image, self.pc) if self.pc < self.ncode else "?"
@@ -216,12 +228,7 @@ class Machine:
             stop = self.step_slow()
             if stop is not None:
                 return stop
-        for addr, old in watched.items():
-            new = self.memory.load_word(addr)
-            if new != old:
-                self.watches[addr] = new
-                return Stop("watch", (addr, old, new))
-        return None
+        return self._watch_hit()
 
     def _deliver_interrupt(self) -> None:
         while self.interrupts.has_pending():
@@ -322,8 +329,10 @@ class Machine:
             self.interrupts.enabled = True
         elif op == DI:
             self.interrupts.enabled = False
-        elif op == HALT:
+        elif op == HALT:                  # the machine stops *at* its halt
             self.halted = True
+            self.tick = t + 1
+            return Stop("halt")
         elif op == WAIT:
             due = self.events.next_tick()
             if due is None:

@@ -45,6 +45,13 @@ class PendingCheckpoint:
 class CheckpointStore:
     """The interface both stores implement."""
 
+    def __init__(self):
+        self._reserved: set[str] = set()   # names begun here, complete or not
+
+    def reserve(self, name: str) -> None:
+        """Claim ``name`` for a checkpoint or overlay about to be written."""
+        self._reserved.add(name)
+
     def begin(self, name: str) -> PendingCheckpoint:
         raise NotImplementedError
 
@@ -58,7 +65,9 @@ class CheckpointStore:
         raise NotImplementedError
 
     def next_sequence(self) -> int:
-        numbers = [int(m.group(1)) for m in map(_SEQ_RE.match, self._used_names()) if m]
+        """One more than any number used by a file here or a name being written."""
+        used = list(self._used_names()) + list(self._reserved)
+        numbers = [int(m.group(1)) for m in map(_SEQ_RE.match, used) if m]
         return max(numbers, default=0) + 1
 
     def _used_names(self) -> list[str]:
@@ -72,6 +81,7 @@ class CheckpointStore:
 
 class FileStore(CheckpointStore):
     def __init__(self, folder: str):
+        super().__init__()
         self.folder = folder
 
     def _ensure_folder(self) -> None:
@@ -95,6 +105,7 @@ class FileStore(CheckpointStore):
             out = AtomicFile(path)
         except OSError as exc:
             raise StoreError(f"cannot write in '{self.folder}': {exc.strerror}") from None
+        self.reserve(name)
         return PendingCheckpoint(out.file, out.commit, out.abort)
 
     def load(self, name: str) -> bytes:
@@ -116,11 +127,13 @@ class FileStore(CheckpointStore):
 
     def overlay_path(self, name: str) -> str:
         self._ensure_folder()
+        self.reserve(name)
         return os.path.join(self.folder, name + ".cow")
 
 
 class MemoryStore(CheckpointStore):
     def __init__(self, overlay_folder: str | None = None):
+        super().__init__()
         self._blobs: dict[str, bytes] = {}
         self._overlay_folder = overlay_folder
 
@@ -128,8 +141,9 @@ class MemoryStore(CheckpointStore):
         return f"memory:{name}"
 
     def begin(self, name: str) -> PendingCheckpoint:
-        if name in self._blobs:
+        if name in self._blobs or name in self._reserved:
             raise StoreError(f"checkpoint '{name}' already exists in memory")
+        self.reserve(name)
         buffer = io.BytesIO()
 
         def commit():
@@ -156,4 +170,5 @@ class MemoryStore(CheckpointStore):
         if self._overlay_folder is None:
             return None
         os.makedirs(self._overlay_folder, exist_ok=True)
+        self.reserve(name)
         return os.path.join(self._overlay_folder, name + ".cow")

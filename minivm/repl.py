@@ -1,0 +1,225 @@
+"""``minivm repl``: the interactive layer over the command layer (commands.py).
+
+* Interactive (stdin is a terminal): a prompt_toolkit ``PromptSession`` with a
+  prompt that shows the machine state (``minivm[tick 1042 pc 17]>``), Tab
+  completion (:class:`ReplCompleter`: command names with their one-line help,
+  then labels, registers, checkpoint names or file paths, built on
+  ``NestedCompleter``), history in ``~/.minivm_history`` (``MINIVM_HISTORY``
+  overrides; in memory if that file cannot be written), suggestions from
+  history, and a bottom toolbar with tick, pc, source line and the checkpoint
+  being saved. ``patch_stdout`` keeps guest output from corrupting the prompt.
+  Ctrl-C while the guest runs stops it at the next instruction boundary
+  (``Machine.stop_requested``, see ``Session._running``); Ctrl-C at the prompt
+  clears the line; Ctrl-D quits. Enter on an empty line repeats
+  step/next/continue/x, as in gdb.
+* Scripted (``--batch FILE``, or commands on a pipe): the same commands, each
+  echoed after the prompt, so the transcript reads like an interactive
+  session. Lines starting with ``#`` are printed as they are (comments for a
+  classroom demo). Exit status 0, or 1 if any command failed (a guest fault is
+  a result, not a failed command).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from prompt_toolkit import PromptSession
+from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
+from prompt_toolkit.completion import (Completer, Completion, NestedCompleter, PathCompleter,
+                                       WordCompleter, merge_completers)
+from prompt_toolkit.history import FileHistory, InMemoryHistory
+from prompt_toolkit.patch_stdout import patch_stdout
+
+from . import isa
+from .commands import COMMANDS, INFO_TOPICS, Session
+from .errors import MinivmError
+
+BANNER = ("minivm REPL - 'help' lists the commands, Tab completes, Ctrl-C stops the guest, "
+          "Ctrl-D quits")
+REGISTERS = [isa.reg_name(i) for i in range(isa.NUM_REGS)] + ["r15"]
+INFO_COMPLETIONS = ("registers", "breakpoints", "watchpoints", "checkpoints", "devices", "pages",
+                    "status")
+
+
+# --- completion ------------------------------------------------------------------------
+
+class _Offer(Completer):
+    """Offer ``words`` for the first word but accept more (abbreviations) in
+    ``nested`` for the words after it: ``info`` offers 'registers', and
+    ``i r r1`` still completes the register."""
+
+    def __init__(self, words, nested: NestedCompleter):
+        self.first = WordCompleter(list(words), ignore_case=True)
+        self.nested = nested
+
+    def get_completions(self, document, complete_event):
+        if " " in document.text_before_cursor.lstrip():
+            yield from self.nested.get_completions(document, complete_event)
+        else:
+            yield from self.first.get_completions(document, complete_event)
+
+
+class ReplCompleter(Completer):
+    """First word: command names with their one-line help as meta text.
+    After it: a ``NestedCompleter`` keyed by every command name and alias,
+    rebuilt when the program, checkpoints or breakpoints change."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        self._key = None
+        self._nested: NestedCompleter | None = None
+        self._first = WordCompleter(list(COMMANDS), ignore_case=True,
+                                    meta_dict={name: cmd.summary for name, cmd in COMMANDS.items()})
+
+    def _checkpoint_names(self) -> list[str]:
+        s = self.session
+        return sorted({job.name for job in s.jobs} | set(s.store.names()))
+
+    def nested(self) -> NestedCompleter:
+        s = self.session
+        names = self._checkpoint_names()
+        numbers = sorted(set(s.breakpoints) | set(s.watchpoints))
+        key = (id(s.image), tuple(names), tuple(numbers))
+        if key != self._key:
+            self._nested = self._build(names, [str(n) for n in numbers])
+            self._key = key
+        return self._nested
+
+    def _build(self, checkpoints: list[str], numbers: list[str]) -> NestedCompleter:
+        image = self.session.image
+        symbols = image.symbols if image is not None else {}
+        code = sorted(n for n, (sec, _) in symbols.items() if sec == "text")
+        data = sorted(n for n, (sec, _) in symbols.items() if sec == "data")
+        equ = sorted(n for n, (sec, _) in symbols.items() if sec == "equ")
+        lines = [os.path.basename(image.source_file) + ":"] if image is not None else []
+        path = PathCompleter(expanduser=True)
+        regs = WordCompleter(REGISTERS + ["pc"], ignore_case=True, WORD=True)
+        kinds = {
+            "code": WordCompleter(code + lines, WORD=True),
+            "data": WordCompleter(data + REGISTERS, WORD=True),
+            "regs": regs,
+            "any": WordCompleter(code + data + equ + REGISTERS + ["pc", "tick"], WORD=True),
+            "path": path,
+            "checkpoint": merge_completers([WordCompleter(checkpoints, WORD=True), path]),
+            "checkpoint2": NestedCompleter.from_nested_dict(
+                {name: WordCompleter(checkpoints + ["now"], WORD=True)
+                 for name in checkpoints + ["now"]}),
+            "command": WordCompleter(list(COMMANDS), ignore_case=True),
+            "numbers": WordCompleter(numbers),
+        }
+        info = NestedCompleter({topic: (regs if target == "regs" else None)
+                                for topic, target in INFO_TOPICS.items()})
+        kinds["info"] = _Offer(INFO_COMPLETIONS, info)
+        options = {}
+        for cmd in COMMANDS.values():
+            for name in (cmd.name,) + cmd.aliases:
+                options[name] = kinds.get(cmd.complete)
+        return NestedCompleter(options, ignore_case=True)
+
+    def get_completions(self, document, complete_event):
+        text = document.text_before_cursor.lstrip()
+        if " " not in text:
+            yield from self._first.get_completions(document, complete_event)
+            return
+        for completion in self.nested().get_completions(document, complete_event):
+            yield Completion(completion.text, completion.start_position,
+                             display=completion.display, display_meta=completion.display_meta)
+
+
+# --- history and the prompt ----------------------------------------------------------------
+
+def open_history(path: str | None = None):
+    """(history, note): a FileHistory, or an in-memory one if the file cannot be written."""
+    path = path or os.environ.get("MINIVM_HISTORY") or os.path.expanduser("~/.minivm_history")
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+        return FileHistory(path), None
+    except OSError as exc:
+        return InMemoryHistory(), (f"(command history is kept for this session only: cannot "
+                                   f"write {path}: {exc.strerror or exc})")
+
+
+def make_prompt_session(session: Session, *, input=None, output=None, history=None) -> PromptSession:
+    return PromptSession(history=history if history is not None else InMemoryHistory(),
+                         completer=ReplCompleter(session), complete_while_typing=True,
+                         auto_suggest=AutoSuggestFromHistory(),
+                         bottom_toolbar=session.toolbar_text,
+                         input=input, output=output)
+
+
+def interact(session: Session, prompt: PromptSession) -> int:
+    """The read-eval-print loop; returns the exit status (always 0)."""
+    last_line = ""
+    while not session.quit_requested:
+        try:
+            line = prompt.prompt(session.prompt_text())
+        except KeyboardInterrupt:        # Ctrl-C at the prompt: a fresh line
+            continue
+        except EOFError:                 # Ctrl-D
+            break
+        if not line.strip():
+            cmd = session.last_command
+            if cmd is None or not cmd.repeat or not last_line:
+                continue
+            line = "x" if cmd.name == "mem" else last_line
+        else:
+            last_line = line
+        session.execute(line)
+    session.close()
+    return 0
+
+
+# --- scripted mode --------------------------------------------------------------------------
+
+def run_batch(session: Session, lines) -> int:
+    """Run commands non-interactively, echoing each after the prompt."""
+    for raw in lines:
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            session.say(line)
+            continue
+        session.say(session.prompt_text() + line)
+        session.execute(line)
+        if session.quit_requested:
+            break
+    session.close()
+    return 1 if session.errors else 0
+
+
+def _read_batch(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        raise MinivmError(f"the batch file '{path}' does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise MinivmError(f"cannot read the batch file '{path}': {reason}") from None
+
+
+def main(args) -> int:
+    batch = getattr(args, "batch", None)
+    lines = _read_batch(batch) if batch else None
+    session = Session(mem=args.mem, disk=args.disk,
+                      disk_latency=getattr(args, "disk_latency", 100),
+                      disk_per_block=getattr(args, "disk_per_block", 10),
+                      checkpoint_dir=getattr(args, "checkpoint_dir", None) or "checkpoints")
+    if lines is None and not sys.stdin.isatty():
+        lines = sys.stdin                  # line by line, as they arrive on the pipe
+    if lines is not None:
+        if args.program:
+            session.execute("load " + args.program)
+        return run_batch(session, lines)
+    history, note = open_history()
+    prompt = make_prompt_session(session, history=history)
+    with patch_stdout(raw=True):
+        session.say(BANNER)
+        if note:
+            session.say(note)
+        if args.program:
+            session.execute("load " + args.program)
+        return interact(session, prompt)
