@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, v_args
+from lark.visitors import Transformer_NonRecursive
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from . import isa
@@ -39,6 +40,7 @@ MAX_VALUE = (1 << 32) - 1
 #: and again) from taking unbounded time and memory. Documented in docs/isa.md.
 MAX_INTERMEDIATE_BITS = 4096
 MAX_SHIFT = 4096
+MAX_DEPTH = 200           # nesting of an expression, counting .equ names it uses
 MAX_DATA_BYTES = 64 << 20
 MAX_ERRORS = 20
 REGISTER_LIKE = re.compile(r"(?i)^(r\d+|sp)$")
@@ -281,8 +283,12 @@ def _register_index(text: str) -> int:
     return isa.SP if text == "sp" else int(text[1:])
 
 
-class _ToStatements(Transformer):
-    """Parse tree -> list of :class:`Statement` (one list per source line)."""
+class _ToStatements(Transformer_NonRecursive):
+    """Parse tree -> list of :class:`Statement` (one list per source line).
+
+    Non-recursive, so a deeply nested expression cannot overflow Python's
+    stack; :meth:`_Assembler.evaluate` then refuses nesting beyond MAX_DEPTH.
+    """
 
     def __init__(self, lines: list[str]):
         super().__init__()
@@ -522,31 +528,35 @@ class _Assembler:
         return self.value(expr, early=directive)
 
     # expressions ----------------------------------------------------------------
-    def value(self, expr, early: str | None = None) -> int:
-        result = self.evaluate(expr, early)
+    def value(self, expr, early: str | None = None, depth: int = 0) -> int:
+        result = self.evaluate(expr, early, depth)
         if not MIN_VALUE <= result <= MAX_VALUE:
             raise _Fail(expr.pos, f"value {result} does not fit in 32 bits "
                                   f"(allowed: {MIN_VALUE} .. {MAX_VALUE})")
         return result
 
-    def evaluate(self, expr, early: str | None = None) -> int:
+    def evaluate(self, expr, early: str | None = None, depth: int = 0) -> int:
+        if depth > MAX_DEPTH:
+            raise _Fail(getattr(expr, "pos", Pos(1, 1)),
+                        f"expression is nested too deeply (more than {MAX_DEPTH} levels, "
+                        "counting the .equ names it uses)")
         if isinstance(expr, Num):
             return expr.value
         if isinstance(expr, Name):
-            return self.lookup(expr, early)
+            return self.lookup(expr, early, depth)
         if isinstance(expr, UnOp):
-            v = self.evaluate(expr.operand, early)
+            v = self.evaluate(expr.operand, early, depth + 1)
             return {"-": -v, "+": v, "~": ~v}[expr.op]
         if isinstance(expr, BinOp):
-            a = self.evaluate(expr.left, early)
-            b = self.evaluate(expr.right, early)
+            a = self.evaluate(expr.left, early, depth + 1)
+            b = self.evaluate(expr.right, early, depth + 1)
             result = _binary(expr, a, b)
             if result.bit_length() > MAX_INTERMEDIATE_BITS:
                 raise _Fail(expr.pos, "intermediate value is far too large")
             return result
         raise _Fail(getattr(expr, "pos", Pos(1, 1)), f"expected an expression, got {_kind_of(expr)}")
 
-    def lookup(self, name: Name, early: str | None) -> int:
+    def lookup(self, name: Name, early: str | None, depth: int = 0) -> int:
         symbol = self.symbols.get(name.name)
         if symbol is None:
             if REGISTER_LIKE.match(name.name):
@@ -564,7 +574,7 @@ class _Assembler:
                 raise _Fail(name.pos, f".equ '{name.name}' is defined in terms of itself")
             self._evaluating.add(name.name)
             try:
-                symbol.value = self.value(symbol.expr, early)
+                symbol.value = self.value(symbol.expr, early, depth + 1)
             finally:
                 self._evaluating.discard(name.name)
         return symbol.value

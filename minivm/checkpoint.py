@@ -258,13 +258,17 @@ class Checkpointer:
         machine.dma.rules = self
 
     def _on_ckpt_instruction(self, machine: Machine) -> None:
-        """The guest's ``ckpt``: a checkpoint that cannot be written is reported,
-        and the guest goes on as if it had been taken (it cannot tell)."""
+        self._take_or_report("ckpt")
+
+    def _take_or_report(self, origin: str) -> None:
+        """A checkpoint the guest or ``--checkpoint-at`` asked for: one that cannot
+        be written is reported, and the guest goes on as if it had been taken
+        (it cannot tell the difference)."""
         try:
-            self.take("ckpt")
+            self.take(origin)
         except (OSError, MinivmError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            self.report(f"checkpoint at tick {machine.tick} could not be taken: {reason}; "
+            self.report(f"checkpoint at tick {self.machine.tick} could not be taken: {reason}; "
                         "the guest keeps running")
 
     # --- small helpers -------------------------------------------------------------
@@ -406,7 +410,7 @@ class Checkpointer:
         if self._schedule and self._schedule[0] <= now:
             while self._schedule and self._schedule[0] <= now:
                 self._schedule.pop(0)
-            self.take("host")
+            self._take_or_report("host")
         if self._next_slice is not None and self._next_slice <= now:
             self.background_slice()
 
@@ -541,7 +545,7 @@ def resolve_disk_chain(ckpt: Checkpoint, disk_override: str | None = None,
                         f"'{top_path}' leads to {len(found)}")
     resolved = []
     for expected, actual in zip(chain, found):
-        fingerprint = fingerprint_file(actual["path"])
+        fingerprint = fingerprint_file(actual["path"], expected["fingerprint"]["size"])
         status = "unchanged"
         if fingerprint != expected["fingerprint"]:
             if not allow_changed:

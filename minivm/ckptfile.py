@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 
 from .container import ContainerWriter, pack, read_container, unpack_bounded
-from .errors import FormatError
+from .errors import FormatError, MinivmError
 from .image import Image
 from .memory import MAX_MEMORY, PAGE_SIZE
 
@@ -128,7 +128,22 @@ def load_checkpoint(data: bytes, what: str) -> Checkpoint:
             pages[index] = blob
     disk = unpack_bounded(container.only("disk"), what)
     _check_disk(disk, what)
+    _check_state(image, state, disk, what)
     return Checkpoint(meta, image, state, disk, pages, what, len(data))
+
+
+def _check_state(image: Image, state: dict, disk, what: str) -> None:
+    """Validate the device state with the very code that restores it."""
+    from .machine import Machine
+    try:
+        machine = Machine(image, memory_size=state["memory_size"], load_data=False)
+        machine.restore_devices(state)
+    except ValueError as exc:
+        if "no disk is attached" in str(exc) and disk is not None:
+            return                       # fine: resume attaches the disk
+        raise _bad(what, str(exc)) from None
+    except MinivmError as exc:
+        raise _bad(what, str(exc)) from None
 
 
 def _check_disk(disk, what: str) -> None:
@@ -137,11 +152,19 @@ def _check_disk(disk, what: str) -> None:
     if not isinstance(disk, dict) or not isinstance(disk.get("chain"), list) \
             or not disk["chain"] or len(disk["chain"]) > 64:
         raise _bad(what, "its disk section is malformed")
+    group = disk.get("group_blocks")
+    if type(group) is not int or not 1 <= group <= 4096:
+        raise _bad(what, f"its disk COW group size {group!r} is not 1 .. 4096 blocks")
+    for key in ("reads_not_landed", "writes_not_done"):
+        ids = disk.get(key, [])
+        if not isinstance(ids, list) or len(ids) > 4096 or not all(type(i) is int for i in ids):
+            raise _bad(what, f"its disk section's '{key}' is malformed")
     for entry in disk["chain"]:
         if not isinstance(entry, dict):
             raise _bad(what, "a disk chain entry is malformed")
         for key in ("path", "relpath", "kind"):
-            if not isinstance(entry.get(key), str) or len(entry[key]) > 4096:
+            if not isinstance(entry.get(key), str) or len(entry[key]) > 4096 \
+                    or "\0" in entry[key] or not entry[key]:
                 raise _bad(what, f"a disk chain entry has no valid '{key}'")
         if entry["kind"] not in ("raw", "overlay"):
             raise _bad(what, f"disk kind {entry['kind']!r} is unknown")

@@ -329,10 +329,15 @@ def cmd_disk(args) -> int:
         sys.stdout.write(describe_disk(args.file))
         return 0
     if args.disk_command == "commit":
+        from .disks import AlreadyCommitted
         chain = describe_chain(args.overlay)
         if chain[0]["kind"] != "overlay":
             raise MinivmError(f"'{args.overlay}' is a raw disk image, not an overlay")
-        overlay = open_disk(args.overlay)
+        try:
+            overlay = open_disk(args.overlay)
+        except AlreadyCommitted as done:
+            _note(f"{done}; nothing to do")
+            return 0
         try:
             merged, parent = commit_overlay(overlay)
             parent.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -188,14 +189,23 @@ def _verify_trailer(data, end_offset, trailer, sections, what) -> None:
 
 
 def read_file_capped(path: str, what: str, limit: int = MAX_FILE_BYTES) -> bytes:
-    """Read a whole untrusted file, refusing one larger than ``limit``."""
+    """Read a whole untrusted file, refusing one larger than ``limit``.
+
+    Only regular files are read (a FIFO would block, /dev/zero never ends),
+    and never more than the size the file system reports plus one byte (a
+    /proc file that reports 0 bytes but streams forever is refused at once).
+    """
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):      # before open: a FIFO blocks there
+            raise FormatError(f"{what} is not a regular file")
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > limit:
-                raise FormatError(f"{what} is {size} bytes, more than the {limit}-byte limit "
-                                  "for files minivm will load")
-            data = f.read(limit + 1)
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise FormatError(f"{what} is not a regular file")
+            if info.st_size > limit:
+                raise FormatError(f"{what} is {info.st_size} bytes, more than the {limit}-byte "
+                                  "limit for files minivm will load")
+            data = f.read(info.st_size + 1)
     except FileNotFoundError:
         raise FormatError(f"{what} does not exist") from None
     except IsADirectoryError:
@@ -204,8 +214,8 @@ def read_file_capped(path: str, what: str, limit: int = MAX_FILE_BYTES) -> bytes
         raise FormatError(f"{what} cannot be read: permission denied") from None
     except OSError as exc:
         raise FormatError(f"{what} cannot be read: {exc.strerror}") from None
-    if len(data) > limit:
-        raise FormatError(f"{what} grew past the {limit}-byte limit while being read")
+    if len(data) != info.st_size:
+        raise FormatError(f"{what} changed size while being read")
     return data
 
 
@@ -227,11 +237,15 @@ class AtomicFile:
         fsync_dir(os.path.dirname(os.path.abspath(self.path)))
 
     def abort(self) -> None:
-        if not self.file.closed:
+        """Drop the temp file. Never raises: it runs after a failure (a full
+        disk makes even the close's flush fail)."""
+        try:
             self.file.close()
+        except OSError:
+            pass
         try:
             os.unlink(self.temp_path)
-        except FileNotFoundError:
+        except OSError:
             pass
 
 

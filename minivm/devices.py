@@ -41,7 +41,10 @@ def _check_type(data: dict, key: str, kind, what: str):
     return value
 
 
-def _check_handler(value, code_size: int, what: str):
+def _check_handler(data: dict, code_size: int, what: str):
+    if "handler" not in data:
+        raise ValueError(f"{what}: field 'handler' is missing")
+    value = data["handler"]
     if value is None:
         return None
     if type(value) is not int or not 0 <= value < code_size:
@@ -143,6 +146,8 @@ class Console:
     def restore(self, data: dict) -> None:
         self.input_consumed = _check_type(data, "input_consumed", int, "console state")
         self.bytes_written = _check_type(data, "bytes_written", int, "console state")
+        if self.input_consumed < 0 or self.bytes_written < 0:
+            raise ValueError("console state: negative byte counts")
 
 
 # --- timer --------------------------------------------------------------------------
@@ -196,8 +201,10 @@ class Timer:
         self.period = _check_type(data, "period", int, "timer state")
         if not 0 <= self.period <= WORD_MASK:
             raise ValueError("timer state: period out of range")
-        self.handler = _check_handler(data.get("handler"), self.code_size, "timer state")
-        nxt = data.get("next_fire")
+        self.handler = _check_handler(data, self.code_size, "timer state")
+        if "next_fire" not in data:
+            raise ValueError("timer state: field 'next_fire' is missing")
+        nxt = data["next_fire"]
         if nxt is not None and (type(nxt) is not int or nxt < 0):
             raise ValueError("timer state: next_fire is not a tick")
         if (nxt is None) != (self.period == 0):
@@ -400,7 +407,7 @@ class Disk:
         self.reg_block, self.reg_addr, self.reg_count = data["block"], data["addr"], data["count"]
         self.next_id = _check_type(data, "next_id", int, what)
         self.last_completed = _check_type(data, "last_completed", int, what)
-        self.handler = _check_handler(data.get("handler"), self.code_size, what)
+        self.handler = _check_handler(data, self.code_size, what)
         self.busy_until = _check_type(data, "busy_until", int, what)
         self.latency = _check_type(data, "latency", int, what)
         self.per_block = _check_type(data, "per_block", int, what)
@@ -420,9 +427,7 @@ class Disk:
             if command not in (1, 2) or count < 0 or block < 0 or addr < 0 or rid <= previous_id \
                     or rid >= self.next_id or done < previous_done or issued > done:
                 raise ValueError(f"{what}: queued request {rid} has impossible values")
-            if self.backing is None:
-                raise ValueError(f"{what}: requests are in flight but no disk is attached")
-            if block + count > self.backing.block_count:
+            if self.backing is not None and block + count > self.backing.block_count:
                 raise ValueError(f"{what}: queued request {rid} is outside the disk")
             self.dma.check(addr, count * BLOCK_SIZE)
             if command == Request.WRITE:

@@ -56,15 +56,24 @@ def check_regular_file(path: str, what: str) -> int:
     return info.st_size
 
 
-def fingerprint_file(path: str) -> dict:
-    """Size and SHA-256 of a file: detects a changed or replaced disk file."""
-    check_regular_file(path, "disk file")
+def fingerprint_file(path: str, expected_size: int | None = None) -> dict:
+    """Size and SHA-256 of a file: detects a changed or replaced disk file.
+
+    Reads no more than the size the file system reports (a /proc file may
+    report 0 and stream forever); with ``expected_size``, a file of another
+    size is answered without reading it at all.
+    """
+    size = check_regular_file(path, "disk file")
+    if expected_size is not None and size != expected_size:
+        return {"size": size, "sha256": ""}
     digest = hashlib.sha256()
-    size = 0
+    done = 0
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
+        while done < size and (chunk := f.read(min(1 << 20, size - done))):
             digest.update(chunk)
-            size += len(chunk)
+            done += len(chunk)
+        if done != size or f.read(1):
+            raise DiskError(f"disk file '{path}' changed size while being read")
     return {"size": size, "sha256": digest.hexdigest()}
 
 
@@ -80,6 +89,10 @@ def _open_rw(path: str, what: str, writable: bool = True):
                         "minivm writes to the disk image, so it must be writable") from None
     except OSError as exc:
         raise DiskError(f"{what} '{path}' cannot be opened: {exc.strerror}") from None
+
+
+class AlreadyCommitted(DiskError):
+    """The overlay's parent already holds the overlay (a commit finished)."""
 
 
 class RawDisk:
@@ -318,7 +331,8 @@ def _read_overlay_header(path: str, fd: int) -> dict:
                           f"{header['version']}); upgrade minivm to open it")
     for key, kind in (("group_blocks", int), ("block_count", int), ("parent_path", str),
                       ("parent_relpath", str)):
-        if not isinstance(header.get(key), kind):
+        value = header.get(key)
+        if not isinstance(value, kind) or (kind is str and ("\0" in value or not value)):
             raise FormatError(f"{what} has a corrupt header (field {key})")
     if not 1 <= header["group_blocks"] <= 4096 or not 0 <= header["block_count"] < 1 << 40:
         raise FormatError(f"{what} has a corrupt header (sizes out of range)")
@@ -413,10 +427,15 @@ def open_disk(path: str, depth: int = 0, verify: bool = True, writable: bool = T
     parent = open_disk(parent_path, depth + 1, verify, writable=False)
     try:
         expected = header.get("parent_fingerprint")
-        if verify and expected is not None and parent.fingerprint() != expected:
-            raise DiskError(f"overlay '{path}' was made on top of '{parent_path}', but that "
-                            "file has changed since (its size or contents differ); the "
-                            "overlay cannot be used on the changed file")
+        if verify and expected is not None:
+            actual = parent.fingerprint()
+            if actual != expected and actual == header.get("committed_as"):
+                raise AlreadyCommitted(f"overlay '{path}' has already been committed into "
+                                       f"'{parent_path}'")
+            if actual != expected:
+                raise DiskError(f"overlay '{path}' was made on top of '{parent_path}', but that "
+                                "file has changed since (its size or contents differ); the "
+                                "overlay cannot be used on the changed file")
         if parent.block_count != header["block_count"]:
             raise DiskError(f"overlay '{path}' expects a {header['block_count']}-block parent, "
                             f"but '{parent_path}' has {parent.block_count} blocks")
@@ -462,6 +481,11 @@ def commit_overlay(overlay: Overlay, progress=None):
             merged.sync()
         finally:
             merged.close()
+        # Say what the parent will be, before it is: a commit cut short after
+        # the rename is then recognised as done, not as a changed parent.
+        overlay.header["committed_as"] = fingerprint_file(temp)
+        overlay._write_header()
+        overlay.sync()
         os.replace(temp, target)
         fsync_dir(os.path.dirname(target))
     except OSError as exc:

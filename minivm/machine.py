@@ -396,7 +396,10 @@ class Machine:
                 **{name: device.snapshot() for name, device in self.devices.items()}}
 
     def restore_devices(self, state: dict) -> None:
-        """Inverse of :meth:`snapshot_devices`; raises ValueError on bad data."""
+        """Inverse of :meth:`snapshot_devices`; raises ValueError on bad data.
+
+        Every field is checked, and so are the invariants between them that a
+        real run keeps (so a hand-made state cannot ask for absurd work)."""
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             raise ValueError("machine state has an unknown version")
         cpu = state.get("cpu")
@@ -420,11 +423,19 @@ class Machine:
         for name in ("interrupts", *self.devices):
             if not isinstance(state.get(name), dict):
                 raise ValueError(f"machine state has no '{name}' section")
+        if state.get("memory_size") != self.memory.size:
+            raise ValueError("machine state: memory size does not match")
         self.regs[:isa.NUM_REGS] = regs
         self.pc, self.tick, self.halted, self.interrupts_taken = pc, tick, halted, taken
         self.interrupts.restore(state["interrupts"])
         for name, device in self.devices.items():
             device.restore(state[name])
+        if self.console.input_consumed > tick:
+            raise ValueError("console state: more input bytes read than instructions run")
+        if self.console.bytes_written > 11 * tick:
+            raise ValueError("console state: more output than instructions could write")
+        if self.disk.queue and self.disk.backing is None:     # last: see ckptfile._check_state
+            raise ValueError("disk requests are in flight but no disk is attached")
 
     def status_line(self) -> str:
         return f"tick {self.tick} pc {self.pc}"

@@ -24,9 +24,9 @@ def _disk_status(entry: dict, ckpt) -> str:
     for candidate in (beside, entry["path"]):
         if os.path.exists(candidate):
             try:
-                ok = fingerprint_file(candidate) == entry["fingerprint"]
-            except OSError:
-                return f"{candidate} (cannot be read)"
+                ok = fingerprint_file(candidate, entry["fingerprint"]["size"]) == entry["fingerprint"]
+            except (OSError, MinivmError) as exc:
+                return f"{candidate} (cannot be read: {exc})"
             return f"{candidate} ({'present, unchanged' if ok else 'CHANGED since the checkpoint'})"
     return f"{entry['path']} (MISSING)"
 

@@ -1,0 +1,416 @@
+"""Resource limits and failures of the host, each with a clear message (issue 6).
+
+* ``--max-steps`` on a resumed run; memory sizes (1 byte .. 4 GiB);
+  ``--max-inflight``;
+* the loader's file-size caps (checkpoints: container.MAX_FILE_BYTES, programs
+  64 MiB), refused from the size alone, without reading the file;
+* a checkpoint folder that cannot be created or written, and a store whose
+  disk is full: the checkpoint fails with a clear report and the guest keeps
+  running to the same final state and output as without it;
+* a read-only disk image: a clear error at start (``run``), and no problem
+  at all for ``resume``, which never writes the checkpointed disk.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from minivm.assembler import assemble
+from minivm.checkpoint import Checkpointer, read_checkpoint
+from minivm.container import MAX_FILE_BYTES, AtomicFile
+from minivm.devices import BufferSink, ConsoleInput
+from minivm.disks import open_disk
+from minivm.errors import FormatError
+from minivm.machine import Machine
+from minivm.store import FileStore, PendingCheckpoint
+
+from support import run_cli
+
+
+def no_traceback(proc) -> str:
+    err = proc.stderr.decode(errors="replace")
+    assert "Traceback" not in err, err
+    return err
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+# Counts to 2000, printing every 500; takes a checkpoint (ckpt) at tick 1.
+COUNTER = """
+        ckpt
+        mov r1, 0
+loop:   add r1, r1, 1
+        mod r2, r1, 500
+        bne r2, 0, skip
+        out 0x01, r1
+        out 0x00, 10
+skip:   blt r1, 2000, loop
+        mov r0, 7
+        halt
+"""
+COUNTER_OUTPUT = b"500\n1000\n1500\n2000\n"
+
+
+# --- --max-steps, memory size, --max-inflight ------------------------------------------------------
+
+def test_max_steps_counts_from_the_resumed_tick(tmp_path):
+    prog = write(tmp_path / "count.asm", COUNTER)
+    proc = run_cli("run", prog, "--checkpoint-dir", str(tmp_path / "ck"), input=b"")
+    assert proc.returncode == 7 and proc.stdout == COUNTER_OUTPUT, no_traceback(proc)
+    ckpt = tmp_path / "ck" / "ckpt-0001.mvc"
+    proc = run_cli("resume", str(ckpt), "--max-steps", "50",
+                   "--checkpoint-dir", str(tmp_path / "ck2"), input=b"")
+    err = no_traceback(proc)
+    assert proc.returncode == 4, err
+    assert "--max-steps 50" in err and "at tick 51" in err and "count.asm:" in err, err
+    proc = run_cli("resume", str(ckpt), "--max-steps", "100000",
+                   "--checkpoint-dir", str(tmp_path / "ck3"), input=b"")
+    assert proc.returncode == 7 and proc.stdout == COUNTER_OUTPUT, no_traceback(proc)
+
+
+@pytest.mark.parametrize("mem", ["5G", "4294967297", "8G", "0", "0K"])
+def test_memory_size_out_of_range(tmp_path, mem):
+    prog = write(tmp_path / "p.asm", "halt\n")
+    proc = run_cli("run", prog, "--mem", mem, input=b"")
+    err = no_traceback(proc)
+    assert proc.returncode == 2, err
+    assert "memory size" in err and "4G" in err, err
+
+
+def test_4g_memory_checkpoint_and_resume(tmp_path):
+    """4 GiB is accepted; a checkpoint of it holds only the touched pages, and
+    saving it scans the page table in bounded time."""
+    prog = write(tmp_path / "top.asm", "mov r1, 0xFFFFFFFC\nmov r2, 42\nst r2, [r1]\n"
+                                       "ckpt\nld r0, [r1]\nhalt\n")
+    start = time.perf_counter()
+    proc = run_cli("run", prog, "--mem", "4G", "--checkpoint-dir", str(tmp_path / "ck"),
+                   input=b"")
+    assert proc.returncode == 42, no_traceback(proc)
+    ckpt = tmp_path / "ck" / "ckpt-0001.mvc"
+    assert ckpt.stat().st_size < 64 * 1024
+    proc = run_cli("resume", str(ckpt), "--checkpoint-dir", str(tmp_path / "ck2"), input=b"")
+    assert proc.returncode == 42, no_traceback(proc)
+    assert time.perf_counter() - start < 30
+
+
+DISK_WRITES = """
+        out 0x21, 0
+        out 0x22, 1
+        mov r1, 0
+issue:  out 0x20, r1
+        out 0x23, 2
+        add r1, r1, 1
+        blt r1, {n}, issue
+        in r0, 0x24                 ; all of them still in flight: exit status n & 0xFF
+        halt
+"""
+
+
+@pytest.mark.parametrize("cap, requests, status", [(4, 4, 4), (4, 5, 3), (1, 1, 1), (1, 2, 3),
+                                                    (None, 1024, 0), (None, 1025, 3)])
+def test_max_inflight(tmp_path, cap, requests, status):
+    """One more request in flight than --max-inflight (default 1024) is a guest fault."""
+    prog = write(tmp_path / "dma.asm", DISK_WRITES.format(n=requests))
+    disk = tmp_path / "d.img"
+    disk.write_bytes(bytes(2048 * 512))
+    args = (["run", prog, "--disk", str(disk), "--disk-latency", "100000"]
+            + (["--max-inflight", str(cap)] if cap else []))
+    proc = run_cli(*args, input=b"")
+    err = no_traceback(proc)
+    assert proc.returncode == status, err
+    if requests > (cap or 1024):
+        limit = cap or 1024
+        assert f"too many disk requests in flight (the limit is {limit})" in err, err
+        assert "dma.asm:6" in err and "pc 4" in err, err        # the `out 0x23, 2`
+    else:
+        assert "too many" not in err, err
+
+
+# --- file-size caps ---------------------------------------------------------------------------------
+
+def sparse(path: Path, size: int) -> Path:
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+def test_checkpoint_over_the_size_cap_is_refused_unread(tmp_path):
+    big = sparse(tmp_path / "big.mvc", MAX_FILE_BYTES + 1)
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(FormatError) as info:
+            read_checkpoint(str(big))
+    finally:
+        elapsed = time.perf_counter() - start
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert f"{MAX_FILE_BYTES + 1} bytes, more than the {MAX_FILE_BYTES}-byte limit" \
+        in str(info.value)
+    assert elapsed < 0.5 and peak < 16 << 20, (elapsed, peak)
+    for command in ("inspect", "resume"):
+        start = time.perf_counter()
+        proc = run_cli(command, str(big), input=b"")
+        err = no_traceback(proc)
+        assert proc.returncode == 2 and f"{MAX_FILE_BYTES}-byte limit" in err, err
+        assert time.perf_counter() - start < 10
+
+
+@pytest.mark.parametrize("name", ["big.mvb", "big.asm"])
+def test_program_over_the_size_cap_is_refused_unread(tmp_path, name):
+    big = sparse(tmp_path / name, (64 << 20) + 1)
+    start = time.perf_counter()
+    proc = run_cli("run", str(big), input=b"")
+    err = no_traceback(proc)
+    assert proc.returncode == 2 and "67108864-byte limit" in err, err
+    assert time.perf_counter() - start < 10
+
+
+def test_loading_a_small_checkpoint_allocates_little(tmp_path):
+    """Memory for loading a checkpoint follows its size, not the 1 GiB cap.
+
+    read_file_capped reads with f.read(limit + 1), which allocates a 1 GiB
+    buffer for any file; under `ulimit -v 1000000` `minivm inspect` of a
+    14 KB checkpoint dies with a MemoryError traceback."""
+    prog = write(tmp_path / "count.asm", COUNTER)
+    proc = run_cli("run", prog, "--checkpoint-dir", str(tmp_path / "ck"), input=b"")
+    assert proc.returncode == 7, no_traceback(proc)
+    path = tmp_path / "ck" / "ckpt-0001.mvc"
+    tracemalloc.start()
+    try:
+        read_checkpoint(str(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, f"loading a {path.stat().st_size}-byte checkpoint allocated " \
+                            f"{peak >> 20} MiB at its peak"
+
+
+@pytest.mark.parametrize("kind", ["/dev/zero", "fifo", "/proc/self/pagemap"])
+def test_checkpoint_path_that_is_not_a_regular_file(tmp_path, kind):
+    """`minivm resume PATH` / `inspect PATH` where PATH is a device, a FIFO (say,
+    inside a tarball from a classmate) or a /proc file: refused at once, without
+    blocking on the FIFO and without reading 1 GiB first."""
+    import signal
+    path = kind
+    if kind == "fifo":
+        path = str(tmp_path / "ckpt-0001.mvc")
+        os.mkfifo(path)
+
+    class Blocked(BaseException):
+        pass
+
+    def on_alarm(signum, frame):
+        raise Blocked(f"reading {kind} as a checkpoint blocked for 5 s")
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(5)
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(FormatError) as info:
+            read_checkpoint(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.perf_counter() - start < 1
+    assert peak < 64 << 20, f"{peak >> 20} MiB allocated to refuse {kind}"
+    assert str(info.value)
+
+
+# --- checkpoint folders that cannot be written ---------------------------------------------------------
+
+@pytest.mark.parametrize("how", ["ckpt", "checkpoint-at"])
+def test_checkpoint_folder_under_a_regular_file(tmp_path, how):
+    """The folder cannot be created: the checkpoint fails with a clear message and
+    the guest keeps running to the same output and exit status as without it."""
+    prog = write(tmp_path / "count.asm", COUNTER)
+    (tmp_path / "afile").write_text("not a folder")
+    folder = str(tmp_path / "afile" / "ck")
+    extra = ["--checkpoint-at", "100"] if how == "checkpoint-at" else []
+    proc = run_cli("run", prog, "--checkpoint-dir", folder, *extra, input=b"")
+    err = no_traceback(proc)
+    assert "cannot create the checkpoint folder" in err and "Not a directory" in err, err
+    assert proc.stdout == COUNTER_OUTPUT, (proc.stdout, err)
+    assert proc.returncode == 7, err
+    assert (tmp_path / "afile").read_text() == "not a folder"
+
+
+def test_read_only_checkpoint_folder(tmp_path):
+    prog = write(tmp_path / "count.asm", COUNTER)
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        proc = run_cli("run", prog, "--checkpoint-dir", str(folder), input=b"")
+        err = no_traceback(proc)
+        assert proc.stdout == COUNTER_OUTPUT and proc.returncode == 7, err
+        if os.access(folder, os.W_OK):          # root: the folder is still writable
+            assert (folder / "ckpt-0001.mvc").exists(), err
+        else:
+            assert "is not writable" in err, err
+            assert not list(folder.iterdir())
+    finally:
+        folder.chmod(0o755)
+
+
+# --- a store whose disk is full -------------------------------------------------------------------------
+
+GUEST_WITH_DISK = """
+        mov r10, 0
+phase:  mov r1, 0x10000
+        mov r2, 0
+touch:  add r3, r2, r10
+        mul r3, r3, 2654435761
+        st r3, [r1]
+        add r1, r1, 4096
+        add r2, r2, 1
+        blt r2, 64, touch
+        st r3, [buf]
+        out 0x20, r10
+        out 0x21, buf
+        out 0x22, 1
+        out 0x23, 2
+        mov r5, 0
+spin:   add r5, r5, 1
+        blt r5, 3000, spin
+        out 0x01, r3
+        out 0x00, 10
+        add r10, r10, 1
+        blt r10, 6, phase
+        ckpt
+poll:   in r4, 0x24
+        bne r4, 0, poll
+        mov r0, 1
+        halt
+.data
+buf:    .space 512
+"""
+
+
+class FullDiskStore(FileStore):
+    """A FileStore on a full disk: the checkpoint's temp file is real (made by
+    AtomicFile, as FileStore.begin does), but every write to it fails with ENOSPC."""
+
+    def begin(self, name):
+        os.makedirs(self.folder, exist_ok=True)
+        out = AtomicFile(self.location(name))
+        out.file.close()
+        out.file = open("/dev/full", "wb")
+        return PendingCheckpoint(out.file, out.commit, out.abort)
+
+
+class FullSinkStore(FileStore):
+    """The same, with an abort that tolerates the failing close (no temp file)."""
+
+    def begin(self, name):
+        os.makedirs(self.folder, exist_ok=True)
+        sink = open("/dev/full", "wb")
+
+        def abort():
+            try:
+                sink.close()
+            except OSError:
+                pass
+        return PendingCheckpoint(sink, lambda: None, abort)
+
+
+def _run_guest(tmp_path: Path, tag: str, store_class=None, schedule=()):
+    image = assemble(GUEST_WITH_DISK, "full.asm")
+    disk_path = tmp_path / f"{tag}.img"
+    disk_path.write_bytes(bytes(32 * 512))
+    machine = Machine(image, memory_size=1 << 20, disk=open_disk(str(disk_path)),
+                      console_sink=BufferSink(), console_input=ConsoleInput(b""))
+    reports: list[str] = []
+    cp = None
+    if store_class is not None:
+        cp = Checkpointer(machine, store_class(str(tmp_path / f"{tag}-ck")),
+                          schedule=list(schedule), report=reports.append,
+                          pages_per_slice=2, slice_ticks=64)
+    stop = machine.run(10_000_000)
+    if cp is not None:
+        cp.finish_all()
+    disk = machine.disk.backing.read_blocks(0, 32)      # through the overlay chain
+    final = (stop.reason, bytes(machine.console.sink.data), list(machine.regs),
+             machine.tick, machine.memory.read_bytes(0, 1 << 20), disk)
+    layer = machine.disk.backing
+    while layer is not None:
+        layer.close()
+        layer = layer.parent
+    return final, cp, reports
+
+
+@pytest.mark.parametrize("store_class", [FullSinkStore, FullDiskStore],
+                         ids=["abort-tolerates-close", "real-atomic-file"])
+def test_disk_full_store(tmp_path, store_class):
+    reference, _, _ = _run_guest(tmp_path, "ref")
+    assert reference[0] == "halt"
+    final, cp, reports = _run_guest(tmp_path, "full", store_class, schedule=[500, 20_000])
+    assert cp.jobs and all(job.status == "failed" for job in cp.jobs), \
+        [job.progress() for job in cp.jobs]
+    assert reports and all("No space left on device" in r and "keeps running" in r
+                           for r in reports), reports
+    assert len(reports) >= len(cp.jobs)
+    assert final == reference, "a failed checkpoint changed what the guest did"
+    leftovers = [p.name for p in (tmp_path / "full-ck").iterdir() if p.suffix != ".cow"]
+    assert not leftovers, f"a failed checkpoint left {leftovers} behind"
+
+
+# --- read-only disk images ------------------------------------------------------------------------------
+
+def make_read_only(path: Path) -> bool:
+    """chmod 444, and as root also chattr +i (root ignores file modes). True if
+    the file is now really read-only for this process."""
+    path.chmod(0o444)
+    if os.access(path, os.W_OK):
+        subprocess.run(["chattr", "+i", str(path)], capture_output=True)
+    try:
+        with open(path, "r+b"):
+            return False
+    except OSError:
+        return True
+
+
+def undo_read_only(path: Path) -> None:
+    subprocess.run(["chattr", "-i", str(path)], capture_output=True)
+    path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+
+
+def test_read_only_disk_image(tmp_path):
+    """`minivm run --disk` on a read-only image: a clear error before the guest
+    starts. `minivm resume` of a checkpoint whose disk is read-only: works, since
+    the checkpointed disk is only ever read."""
+    prog = write(tmp_path / "count.asm", "out 0x01, 1\n" + COUNTER)
+    disk = tmp_path / "ro.img"
+    disk.write_bytes(bytes(64 * 512))
+    proc = run_cli("run", prog, "--disk", str(disk), "--checkpoint-dir", str(tmp_path / "ck"),
+                   input=b"")
+    assert proc.returncode == 7, no_traceback(proc)
+    ckpt = tmp_path / "ck" / "ckpt-0001.mvc"
+    try:
+        really = make_read_only(disk)
+        proc = run_cli("run", prog, "--disk", str(disk), input=b"")
+        err = no_traceback(proc)
+        if really:
+            assert proc.returncode == 2 and proc.stdout == b"", err
+            assert "ro.img" in err and "writable" in err, err
+        else:
+            assert proc.returncode == 7, err
+        proc = run_cli("resume", str(ckpt), "--checkpoint-dir", str(tmp_path / "ck2"),
+                       input=b"")
+        err = no_traceback(proc)
+        assert proc.returncode == 7 and proc.stdout == COUNTER_OUTPUT, err
+        assert "opened read-only" in err
+    finally:
+        undo_read_only(disk)
