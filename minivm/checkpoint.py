@@ -64,6 +64,20 @@ SCAN_PER_PAGE = 64          # page-table entries scanned per page of budget
 
 
 @dataclass
+class Sample:
+    """The protocol's counters at one tick, for the timeline picture."""
+
+    tick: int
+    cow_faults: int             # memory COW faults since the first checkpoint
+    disk_cow_faults: int        # block groups copied into overlays
+    overlay_writes: int         # writes that reached an overlay
+    pages_done: dict            # checkpoint name -> pages examined by the saver
+
+
+MAX_LOGGED_REQUESTS = 20_000
+
+
+@dataclass
 class ProtocolEvent:
     """One step of the protocol, for the timeline and the REPL."""
 
@@ -89,6 +103,8 @@ class CheckpointJob:
         self.inflight_reads = {r.id for r in inflight if r.is_read}
         self.inflight_writes = {r.id for r in inflight if not r.is_read}
         self.inflight_at_stop = [r.describe() for r in inflight]
+        self.inflight_reads_at_stop = frozenset(self.inflight_reads)
+        self.inflight_writes_at_stop = frozenset(self.inflight_writes)
         self.reads_not_landed: list[int] = []
         self.writes_not_done: list[int] = []
         self.pending = pending
@@ -102,6 +118,7 @@ class CheckpointJob:
         self.bytes_written = 0
         self.started = time.perf_counter()
         self.finished: float | None = None
+        self.finished_tick: int | None = None
         self._scan = 0
         self._stage = "state"
         self._writer = CheckpointWriter(pending.file, {"name": name, "tick": self.tick})
@@ -200,6 +217,7 @@ class CheckpointJob:
         self.pending.commit()
         self.status = "complete"
         self.finished = time.perf_counter()
+        self.finished_tick = self.checkpointer.machine.tick
         self.snapshot.release()
         self.checkpointer.log(self, "done", f"{self.location} is complete and loadable")
 
@@ -243,6 +261,10 @@ class Checkpointer:
         self.events: list[ProtocolEvent] = []
         self.p6_faults = 0
         self.p7_landings = 0
+        self.samples: list[Sample] = []
+        self.completed_requests: list = []     # (id, is_read, block, count, issued, done)
+        self._cow_base = 0                     # COW faults counted before the last share()
+        self._overlays: list = []              # every overlay this run has written to
         self._schedule = sorted(set(schedule))
         self._pages_per_slice = pages_per_slice
         self._slice_ticks = slice_ticks
@@ -307,6 +329,8 @@ class Checkpointer:
                 os.unlink(overlay.path)
             raise
 
+        self.sample()
+        self._cow_base += machine.memory.cow_copies
         # P2: stop the VM ...
         stopped = time.perf_counter()
         drained = 0
@@ -318,6 +342,7 @@ class Checkpointer:
         chain = disk.chain() if disk is not None else None
         if overlay is not None:
             machine.disk.switch_to(overlay)           # ... switch to the overlay ...
+            self._overlays.append(overlay)
             if self.mode == STOP_COPY:
                 machine.disk.retarget_pending(overlay)
         job = CheckpointJob(self, seq, name, origin, self.mode, state, snapshot, chain,
@@ -336,7 +361,17 @@ class Checkpointer:
         if self._next_slice is None:
             self._next_slice = machine.tick + self._slice_ticks
             self._last_slice_host = time.perf_counter()
+        self.sample()
         return job
+
+    def sample(self) -> None:
+        """Record the counters now (called at checkpoints and background batches)."""
+        memory = self.machine.memory
+        self.samples.append(Sample(
+            self.machine.tick, self._cow_base + memory.cow_copies,
+            sum(o.cow_faults for o in self._overlays),
+            sum(o.writes for o in self._overlays),
+            {job.name: job.pages_done for job in self.jobs}))
 
     def _pending_read_then_write(self) -> bool:
         """P8 (claim 16): a pending read followed by a pending write to a common block."""
@@ -365,6 +400,11 @@ class Checkpointer:
         return targets
 
     def request_done(self, request) -> None:
+        if len(self.completed_requests) < MAX_LOGGED_REQUESTS:
+            self.completed_requests.append((request.id, request.is_read, request.block,
+                                            request.count, request.issued, request.done))
+            if self.jobs:
+                self.sample()
         for job in self.jobs:
             if request.id in job.inflight_reads:
                 job.inflight_reads.discard(request.id)
@@ -439,6 +479,7 @@ class Checkpointer:
         self.seal_layers()
         if self._commit is not None:
             self._try_commit()
+        self.sample()
         end = time.perf_counter()
         if spent:
             self._page_cost = 0.7 * self._page_cost + 0.3 * max((end - start) / spent, 1e-7)
@@ -461,6 +502,8 @@ class Checkpointer:
         """Complete every checkpoint still saving (the run is over)."""
         for job in self.saving():
             job.force_finish()
+        if self.jobs:
+            self.sample()
         self._next_slice = None
         if self._commit is not None:
             self.report(f"the commit of {self._commit[0].path} did not run: writes to it were "
@@ -483,6 +526,7 @@ class Checkpointer:
         fresh = Overlay.create(self.store.overlay_path(f"commit-{seq:04d}"), top,
                                self.group_blocks)
         machine.disk.switch_to(fresh)
+        self._overlays.append(fresh)
         self._commit = (top, fresh)
         self.log(None, "P10", f"VM switched to {fresh.path}; committing {top.path}")
         if self._next_slice is None:

@@ -75,6 +75,8 @@ def _add_execution_options(p: argparse.ArgumentParser) -> None:
                    help="disk COW block group size in 512-byte blocks (default 8)")
     p.add_argument("--trace", action="store_true",
                    help="print every instruction executed to stderr")
+    p.add_argument("--timeline", metavar="FILE.svg",
+                   help="after the run, draw the checkpoints' timeline as an SVG picture")
     p.add_argument("--engine", choices=("interp", "blocks"), default="interp",
                    help="interp: one instruction at a time (the reference); "
                         "blocks: compiled basic blocks (faster)")
@@ -209,6 +211,8 @@ def _execute(machine, args, checkpointer, overlay_note: str | None) -> int:
             checkpointer.finish_all()
     assert isinstance(machine.console.sink, StreamSink)
     _summarise_checkpoints(checkpointer, overlay_note)
+    if args.timeline:
+        _write_timeline(checkpointer, args.timeline)
     if stop.reason == "halt":
         return machine.regs[0] & 0xFF
     if stop.reason == "fault":
@@ -221,6 +225,29 @@ def _execute(machine, args, checkpointer, overlay_note: str | None) -> int:
         return EXIT_LIMIT
     _note(f"interrupted at tick {machine.tick}, pc {machine.pc} ({location})")
     return EXIT_INTERRUPTED
+
+
+def _write_timeline(checkpointer, path: str) -> None:
+    from .timeline import timeline_svg
+    if not checkpointer.jobs:
+        _note(f"no checkpoint was taken, so no timeline was written to {path}")
+        return
+    write_text_atomically(path, timeline_svg(checkpointer))
+    _note(f"timeline of {len(checkpointer.jobs)} checkpoint(s) written to {path}")
+
+
+def write_text_atomically(path: str, text: str) -> None:
+    from .container import AtomicFile
+    try:
+        out = AtomicFile(path)
+    except OSError as exc:
+        raise MinivmError(f"cannot write '{path}': {exc.strerror}") from None
+    try:
+        out.file.write(text.encode())
+        out.commit()
+    except OSError as exc:
+        out.abort()
+        raise MinivmError(f"cannot write '{path}': {exc.strerror}") from None
 
 
 def _summarise_checkpoints(checkpointer, overlay_note: str | None) -> None:

@@ -1242,7 +1242,7 @@ Example:  devices""")
     def _handler(self, pc: int | None) -> str:
         return "none" if pc is None else f"{pc} {self.label_of(pc)}".rstrip()
 
-    @command("pages", usage="pages", group="inspecting",
+    @command("pages", usage="pages [--svg FILE]", group="inspecting",
              summary="memory page map: untouched/private/shared/copied", details="""
 One character per 4 KiB page, 64 per row: '.' untouched (costs nothing),
 'p' private (the machine's own), 'S' shared with a checkpoint that is still
@@ -1251,10 +1251,18 @@ copy-on-write fault (the checkpoint keeps the original, not yet saved),
 'c' copied with the original saved. Runs of untouched rows are folded, so a
 4 GiB memory still fits. Run it after 'checkpoint', a 'step' that stores and
 'continue' to watch the protocol (P2-P4) at work. Also: 'info pages'.
-Example:  pages""")
+'pages --svg FILE' also draws the map as an SVG picture (every page, one
+square each, for memories up to 64 MiB).
+Examples:  pages      pages --svg pages.svg""")
     def cmd_pages(self, args: str) -> None:
         m = self.require_machine()
         mem = m.memory
+        words = args.split()
+        svg_path = None
+        if words:
+            if words[0] != "--svg" or len(words) != 2:
+                raise CommandError("usage: pages [--svg FILE]")
+            svg_path = words[1]
         saving = [job for job in self.checkpointer.jobs if job.status == "saving"]
         touched = [i for i, page in enumerate(mem.pages) if type(page) is not bytes]
         counts = {"p": 0, "S": 0, "s": 0, "C": 0, "c": 0}
@@ -1295,6 +1303,39 @@ Example:  pages""")
             self.say(f"  {start * PAGE_SIZE:#010x} {start:>7}  {line}")
             previous = row
         self.say(LEGEND)
+        if svg_path is not None:
+            self._write_page_svg(svg_path, chars, total)
+
+    def _write_page_svg(self, path: str, chars: dict, total: int) -> None:
+        from .cli import write_text_atomically
+        from .timeline import page_map_svg
+        if total > 16384:
+            raise CommandError(f"the memory has {total} pages; the picture is drawn for up to "
+                               "16384 (64 MiB): use a smaller --mem")
+        states = "".join(chars.get(i, ".") for i in range(total))
+        m = self.require_machine()
+        write_text_atomically(path, page_map_svg(
+            states, f"minivm memory pages at tick {m.tick} ({total} pages of 4 KiB)"))
+        self.say(f"page map written to {path}")
+
+    @command("timeline", usage="timeline FILE.svg", group="checkpoints",
+             summary="draw this session's checkpoints over time as SVG", details="""
+Writes a picture of what the checkpoints taken since the program was loaded
+did over virtual time: each stop window (P2), the disk requests in flight
+(those in flight at a checkpoint are the P5 cases), the pages saved in the
+background (P4), memory copy-on-write faults and overlay writes (P3).
+Example:  timeline demo.svg""")
+    def cmd_timeline(self, args: str) -> None:
+        from .cli import write_text_atomically
+        from .timeline import timeline_svg
+        path = args.strip()
+        if not path:
+            raise CommandError("usage: timeline FILE.svg")
+        self.require_machine()
+        if not self.checkpointer.jobs:
+            raise CommandError("no checkpoint has been taken yet ('checkpoint' takes one)")
+        write_text_atomically(path, timeline_svg(self.checkpointer))
+        self.say(f"timeline of {len(self.checkpointer.jobs)} checkpoint(s) written to {path}")
 
     @command("status", aliases=("where",), usage="status", group="inspecting",
              summary="where the machine is, and checkpoints in progress", details="""

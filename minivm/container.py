@@ -227,6 +227,9 @@ class AtomicFile:
         folder = os.path.dirname(os.path.abspath(path))
         fd, self.temp_path = tempfile.mkstemp(
             prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)        # mkstemp makes 0600; a saved file is a normal file
         self.file = os.fdopen(fd, "wb")
 
     def commit(self) -> None:
