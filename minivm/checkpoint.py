@@ -309,6 +309,9 @@ class Checkpointer:
     def take(self, origin: str = "repl", name: str | None = None) -> CheckpointJob:
         """Take a checkpoint now, at an instruction boundary (P1, P2)."""
         machine = self.machine
+        if self._commit is not None:
+            raise MinivmError("a disk commit is waiting for pending writes (P10); take the "
+                              "checkpoint once it has completed")
         seq = self.store.next_sequence()
         name = name or f"ckpt-{seq:04d}"
         disk = machine.disk.backing
@@ -343,16 +346,14 @@ class Checkpointer:
         if overlay is not None:
             machine.disk.switch_to(overlay)           # ... switch to the overlay ...
             self._overlays.append(overlay)
-            if self.mode == STOP_COPY:
-                machine.disk.retarget_pending(overlay)
         job = CheckpointJob(self, seq, name, origin, self.mode, state, snapshot, chain,
-                            inflight if self.mode == COW else [], pending, location)
+                            inflight, pending, location)
         job.p8_drained = drained
         self.jobs.append(job)
-        if self.mode == STOP_COPY:                    # baseline: save it all while stopped
-            self.seal_layers()
-            while job.status == "saving":
-                job.advance(1 << 30)
+        if self.mode == STOP_COPY:                    # baseline: memory saved while stopped
+            self._land_future_reads(snapshot, inflight)
+            job.inflight_reads.clear()
+            job.advance(1 << 30)                      # all but the disk's fingerprint
         job.pause_seconds = time.perf_counter() - stopped   # ... resume.
         self.log(job, "P1", f"overlay {overlay.path}" if overlay else "no disk attached")
         self.log(job, "P2", f"stopped {job.pause_seconds * 1e6:.0f} us; "
@@ -372,6 +373,21 @@ class Checkpointer:
             sum(o.cow_faults for o in self._overlays),
             sum(o.writes for o in self._overlays),
             {job.name: job.pages_done for job in self.jobs}))
+
+    def _land_future_reads(self, snapshot, queue) -> None:
+        """Stop-and-copy cannot wait for in-flight reads (P5), but it can know
+        what they will deliver: the disk serves requests in issue order, so a
+        read gets the disk as it is now plus the pending writes queued before
+        it. That data goes into the checkpoint's memory only."""
+        written: dict[int, bytes] = {}
+        for request in queue:
+            if request.is_read:
+                data = b"".join(written.get(b) or request.target.read_blocks(b, 1)
+                                for b in request.blocks())
+                self.machine.memory.land_in_snapshot(snapshot, request.addr, data)
+            else:
+                for k, b in enumerate(request.blocks()):
+                    written[b] = request.data[k * BLOCK_SIZE:(k + 1) * BLOCK_SIZE]
 
     def _pending_read_then_write(self) -> bool:
         """P8 (claim 16): a pending read followed by a pending write to a common block."""

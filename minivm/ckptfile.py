@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from .container import ContainerWriter, pack, read_container, unpack_bounded
 from .errors import FormatError, MinivmError
+from .disks import MAX_CHAIN
 from .image import Image
 from .memory import MAX_MEMORY, PAGE_SIZE
 
@@ -150,7 +151,7 @@ def _check_disk(disk, what: str) -> None:
     if disk is None:
         return
     if not isinstance(disk, dict) or not isinstance(disk.get("chain"), list) \
-            or not disk["chain"] or len(disk["chain"]) > 64:
+            or not disk["chain"] or len(disk["chain"]) > MAX_CHAIN:
         raise _bad(what, "its disk section is malformed")
     group = disk.get("group_blocks")
     if type(group) is not int or not 1 <= group <= 4096:

@@ -370,11 +370,6 @@ class Disk:
         """New requests go to ``layer`` (P2: switch the VM to the overlay)."""
         self.backing = layer
 
-    def retarget_pending(self, layer) -> None:
-        """Send queued requests to ``layer`` too (stop-and-copy mode only)."""
-        for request in self.queue:
-            request.target = layer
-
     def pending_for(self, layer) -> list[Request]:
         """Queued requests that will reach ``layer`` when they complete."""
         return [r for r in self.queue if r.target is layer]

@@ -38,7 +38,7 @@ DEFAULT_GROUP_BLOCKS = 8
 OVERLAY_KIND = "overlay"
 OVERLAY_VERSION = 1
 HEADER_SIZE = 4096
-MAX_CHAIN = 64
+MAX_CHAIN = 4096          # overlays in one chain (one per checkpoint of a run)
 _RECORD = struct.Struct("<4sII")
 _RECORD_MAGIC = b"MVGR"
 
@@ -104,6 +104,7 @@ class RawDisk:
         self.path = os.path.abspath(path)
         check_regular_file(path, "disk image")
         self._fd = _open_rw(path, "disk image", writable)
+        self._writable = writable
         size = os.fstat(self._fd).st_size
         if size % BLOCK_SIZE:
             os.close(self._fd)
@@ -132,7 +133,8 @@ class RawDisk:
         return [self]
 
     def sync(self) -> None:
-        os.fsync(self._fd)
+        if self._writable:
+            os.fsync(self._fd)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -173,6 +175,7 @@ class Overlay:
         self.group_bytes = self.group_blocks * BLOCK_SIZE
         self.block_count = header["block_count"]
         self._records = records        # group index -> record slot
+        self._writable = True
         self.cow_faults = 0
         self.writes = 0
 
@@ -206,9 +209,11 @@ class Overlay:
         os.pwrite(self._fd, padded, 0)
 
     def set_parent_fingerprint(self, fingerprint: dict) -> None:
-        """The parent will not change any more: record how to recognise it."""
-        self.header["parent_fingerprint"] = fingerprint
-        self._write_header()
+        """The parent will not change any more: record how to recognise it.
+        (An overlay opened read-only, below a resumed run, already has it.)"""
+        if self.header.get("parent_fingerprint") != fingerprint:
+            self.header["parent_fingerprint"] = fingerprint
+            self._write_header()
 
     def reparent(self, parent, fingerprint: dict | None) -> None:
         self.parent = parent
@@ -235,15 +240,24 @@ class Overlay:
 
     def read_blocks(self, block: int, count: int) -> bytes:
         out = bytearray()
+        size = self.group_blocks
         for group, start, n in self._group_range(block, count):
-            slot = self._records.get(group)
-            if slot is None:
-                out += self.parent.read_blocks(start, n)
+            # Walk down the chain without recursion (a run makes one overlay per
+            # checkpoint); only a layer with another group size reads for itself.
+            layer = self
+            while layer.kind == "overlay" and layer.group_blocks == size \
+                    and group not in layer._records:
+                layer = layer.parent
+            if layer.kind == "overlay" and layer.group_blocks == size:
+                out += layer._read_own(group, start, n)
             else:
-                within = (start - group * self.group_blocks) * BLOCK_SIZE
-                out += os.pread(self._fd, n * BLOCK_SIZE,
-                                self._slot_offset(slot) + _RECORD.size + within)
+                out += layer.read_blocks(start, n)
         return bytes(out)
+
+    def _read_own(self, group: int, start: int, n: int) -> bytes:
+        within = (start - group * self.group_blocks) * BLOCK_SIZE
+        return os.pread(self._fd, n * BLOCK_SIZE,
+                        self._slot_offset(self._records[group]) + _RECORD.size + within)
 
     def _read_group(self, group: int) -> bytearray:
         start = group * self.group_blocks
@@ -294,10 +308,15 @@ class Overlay:
         return fingerprint_file(self.path)
 
     def chain(self) -> list:
-        return [self] + self.parent.chain()
+        layers, layer = [], self
+        while layer is not None:
+            layers.append(layer)
+            layer = layer.parent
+        return layers
 
     def sync(self) -> None:
-        os.fsync(self._fd)
+        if self._writable:
+            os.fsync(self._fd)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -398,58 +417,65 @@ def resolve_parent(overlay_path: str, header: dict) -> str:
     return header["parent_path"]
 
 
-def open_disk(path: str, depth: int = 0, verify: bool = True, writable: bool = True):
+def open_disk(path: str, verify: bool = True, writable: bool = True):
     """Open a raw disk or an overlay chain, checking each parent's fingerprint.
 
     Only the top file is opened for writing (when ``writable``); parents are
-    read through and never written, except by a commit.
+    read through and never written, except by a commit. Iterative, so a
+    chain of thousands of overlays (one per checkpoint) opens fine.
     """
-    if depth > MAX_CHAIN:
-        raise DiskError(f"disk chain is longer than {MAX_CHAIN} files")
-    check_regular_file(path, "disk file")
+    headers = []                                  # (path, header), top first
+    current = path
+    while True:
+        if len(headers) > MAX_CHAIN:
+            raise DiskError(f"disk chain starting at '{path}' is longer than {MAX_CHAIN} files")
+        check_regular_file(current, "disk file")
+        try:
+            with open(current, "rb") as f:
+                head = f.read(len(magic_of(OVERLAY_KIND)))
+        except PermissionError:
+            raise DiskError(f"disk file '{current}' cannot be read (permission denied)") from None
+        if head != magic_of(OVERLAY_KIND):
+            break
+        fd = os.open(current, os.O_RDONLY)
+        try:
+            header = _read_overlay_header(current, fd)
+        finally:
+            os.close(fd)
+        headers.append((current, header))
+        current = resolve_parent(os.path.abspath(current), header)
+    layer = RawDisk(current, writable and not headers)
     try:
-        with open(path, "rb") as f:
-            head = f.read(len(magic_of(OVERLAY_KIND)))
-    except FileNotFoundError:
-        raise DiskError(f"disk file '{path}' does not exist") from None
-    except IsADirectoryError:
-        raise DiskError(f"disk file '{path}' is a directory") from None
-    except PermissionError:
-        raise DiskError(f"disk file '{path}' cannot be read (permission denied)") from None
-    if head != magic_of(OVERLAY_KIND):
-        return RawDisk(path, writable)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        header = _read_overlay_header(path, fd)
-    finally:
-        os.close(fd)
-    parent_path = resolve_parent(os.path.abspath(path), header)
-    parent = open_disk(parent_path, depth + 1, verify, writable=False)
-    try:
-        expected = header.get("parent_fingerprint")
-        if verify and expected is not None:
-            actual = parent.fingerprint()
-            if actual != expected and actual == header.get("committed_as"):
-                raise AlreadyCommitted(f"overlay '{path}' has already been committed into "
-                                       f"'{parent_path}'")
-            if actual != expected:
-                raise DiskError(f"overlay '{path}' was made on top of '{parent_path}', but that "
-                                "file has changed since (its size or contents differ); the "
-                                "overlay cannot be used on the changed file")
-        if parent.block_count != header["block_count"]:
-            raise DiskError(f"overlay '{path}' expects a {header['block_count']}-block parent, "
-                            f"but '{parent_path}' has {parent.block_count} blocks")
-        return _open_overlay_file(path, parent, writable)
+        for depth, (overlay_path, header) in enumerate(reversed(headers)):
+            expected = header.get("parent_fingerprint")
+            if verify and expected is not None:
+                actual = layer.fingerprint()
+                if actual != expected and actual == header.get("committed_as"):
+                    raise AlreadyCommitted(f"overlay '{overlay_path}' has already been committed "
+                                           f"into '{layer.path}'")
+                if actual != expected:
+                    raise DiskError(f"overlay '{overlay_path}' was made on top of '{layer.path}', "
+                                    "but that file has changed since (its size or contents "
+                                    "differ); the overlay cannot be used on the changed file")
+            if layer.block_count != header["block_count"]:
+                raise DiskError(f"overlay '{overlay_path}' expects a {header['block_count']}-block "
+                                f"parent, but '{layer.path}' has {layer.block_count} blocks")
+            top = depth == len(headers) - 1
+            layer = _open_overlay_file(overlay_path, layer, writable and top)
     except BaseException:
-        parent.close()
+        for opened in layer.chain():
+            opened.close()
         raise
+    return layer
 
 
 def _open_overlay_file(path: str, parent, writable: bool = True) -> Overlay:
     fd = _open_rw(path, "overlay", writable)
     try:
         header = _read_overlay_header(path, fd)
-        return Overlay(path, fd, header, parent, _scan_records(path, fd, header))
+        overlay = Overlay(path, fd, header, parent, _scan_records(path, fd, header))
+        overlay._writable = writable
+        return overlay
     except BaseException:
         os.close(fd)
         raise

@@ -116,6 +116,7 @@ class Memory:
         self._live_snapshots: list[MemorySnapshot] = []
         self._spare: list | None = None       # an all-None write table, ready for share()
         self._retired_tables: list[list] = []  # old write tables, cleared in the background
+        self._tidy_pos = 0                     # how far the oldest one is cleared
 
     # --- the slow path of every access ------------------------------------------
     def _check(self, addr: int, length: int, verb: str) -> None:
@@ -208,21 +209,42 @@ class Memory:
 
     def tidy(self, entries: int = 1 << 16) -> bool:
         """Background work after :meth:`share`: clear up to ``entries`` entries of
-        an old write table so it can serve as the next one. True if work remains."""
+        the old write tables, oldest first, so that one can serve as the next
+        table. True if work remains."""
         while self._retired_tables and entries > 0:
-            table = self._retired_tables[-1]
-            cleared = getattr(self, "_tidy_pos", 0)
-            end = min(len(table), cleared + entries)
-            table[cleared:end] = [None] * (end - cleared)
-            entries -= end - cleared
+            table = self._retired_tables[0]
+            end = min(len(table), self._tidy_pos + entries)
+            table[self._tidy_pos:end] = [None] * (end - self._tidy_pos)
+            entries -= end - self._tidy_pos
             if end < len(table):
                 self._tidy_pos = end
                 return True
-            self._tidy_pos = 0
-            self._retired_tables.pop()
+            self._tidy_pos = 0                 # the cursor belongs to the oldest table
+            self._retired_tables.pop(0)
             if self._spare is None:
                 self._spare = table
         return bool(self._retired_tables)
+
+    def land_in_snapshot(self, snapshot: MemorySnapshot, addr: int, data: bytes) -> None:
+        """Write ``data`` into a checkpoint's memory only (stop-and-copy mode puts
+        the data of in-flight reads there at the stop; P5)."""
+        self._check(addr, len(data), "write")
+        pos = 0
+        while pos < len(data):
+            index, offset = addr >> PAGE_SHIFT, addr & PAGE_MASK
+            n = min(len(data) - pos, PAGE_SIZE - offset)
+            original = snapshot.originals.get(index)
+            if original is None:                       # still the live page: copy it
+                original = bytearray(self.pages[index])
+                snapshot.originals[index] = original
+                if type(self.pages[index]) is bytes:
+                    snapshot.allocated += 1
+            elif type(original) is bytes:
+                original = bytearray(original)
+                snapshot.originals[index] = original
+                snapshot.allocated += 1
+            original[offset:offset + n] = data[pos:pos + n]
+            addr, pos = addr + n, pos + n
 
     def is_shared(self, index: int) -> bool:
         """Is page ``index`` still seen by a checkpoint that is being saved?"""

@@ -135,14 +135,16 @@ class MemoryStore(CheckpointStore):
     def __init__(self, overlay_folder: str | None = None):
         super().__init__()
         self._blobs: dict[str, bytes] = {}
+        self._begun: set[str] = set()
         self._overlay_folder = overlay_folder
 
     def location(self, name: str) -> str:
         return f"memory:{name}"
 
     def begin(self, name: str) -> PendingCheckpoint:
-        if name in self._blobs or name in self._reserved:
+        if name in self._blobs or name in self._begun:
             raise StoreError(f"checkpoint '{name}' already exists in memory")
+        self._begun.add(name)
         self.reserve(name)
         buffer = io.BytesIO()
 

@@ -28,8 +28,8 @@
 ; and the 10th time at 1002. By then the guest sleeps in wait_for with
 ; interrupts disabled (the lost-wake-up-safe pattern): `wait` moves the clock
 ; to 1002, where the event stays pending; `ei` runs at tick 1002, and the
-; interrupt is delivered at the next boundary, tick 1003, where the handler's
-; first instruction reads the clock.
+; interrupt is delivered at the next boundary, tick 1003 (taking it costs no
+; tick), so the handler's first instruction runs at tick 1003.
 
 .equ PERIOD, 100
 .equ BLOCK, 5               ; the disk block the demo writes and reads back
@@ -130,10 +130,11 @@ wait_done:
         pop r3
         ret
 
-; on_timer: count the interrupt and record the tick its handler runs at.
+; on_timer: count the interrupt and record the tick its handler started at.
 on_timer:
-        push r9
-        in r9, 0x12         ; first instruction: the tick the handler runs at
+        push r9             ; runs at the tick the interrupt is delivered, T
+        in r9, 0x12         ; runs one tick later, so it reads T + 1...
+        sub r9, r9, 1       ; ...and T is one less
         st r9, [timer_tick]
         ld r9, [timer_count]
         add r9, r9, 1
