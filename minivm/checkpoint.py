@@ -48,7 +48,8 @@ from dataclasses import dataclass
 
 from . import __version__
 from .ckptfile import Checkpoint, CheckpointWriter, chain_entry, load_checkpoint
-from .disks import Overlay, commit_overlay, describe_chain, fingerprint_file, open_disk
+from .disks import (Overlay, commit_overlay, describe_chain, fingerprint_file, locate,
+                    open_disk)
 from .errors import DiskError, FormatError, MinivmError
 from .machine import Machine
 from .devices import BLOCK_SIZE
@@ -591,11 +592,7 @@ def resolve_disk_chain(ckpt: Checkpoint, disk_override: str | None = None,
     chain = ckpt.disk["chain"]
     base = os.path.dirname(ckpt.path) if ckpt.path else os.getcwd()
     top = chain[0]
-    if disk_override:
-        top_path = disk_override
-    else:
-        beside = os.path.normpath(os.path.join(base, top["relpath"]))
-        top_path = beside if os.path.exists(beside) else top["path"]
+    top_path = disk_override or locate(base, top["relpath"], top["path"])
     if not os.path.exists(top_path):
         raise DiskError(f"the checkpoint's disk '{top['path']}' is missing (looked for "
                         f"'{top_path}'); if it moved, give its new place with --disk")
@@ -618,6 +615,34 @@ def resolve_disk_chain(ckpt: Checkpoint, disk_override: str | None = None,
             status = "CHANGED"
         resolved.append({**expected, "resolved": actual["path"], "status": status})
     return resolved
+
+
+def export_checkpoint(ckpt: Checkpoint, folder: str) -> list[str]:
+    """Copy a checkpoint and every file of its disk chain into ``folder``, flat,
+    so the folder can be taken to another machine and resumed there (resume
+    finds each file by its name beside the checkpoint). Returns the paths written."""
+    import shutil
+    sources = [ckpt.path]
+    if ckpt.disk is not None:
+        sources += [entry["resolved"] for entry in resolve_disk_chain(ckpt)]
+    names = [os.path.basename(p) for p in sources]
+    if len(set(names)) != len(names):
+        raise MinivmError("two files of this checkpoint have the same name; export cannot "
+                          "put them side by side")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise MinivmError(f"cannot create '{folder}': {exc.strerror}") from None
+    targets = [os.path.join(folder, name) for name in names]
+    for target in targets:
+        if os.path.exists(target):
+            raise MinivmError(f"'{target}' already exists; export will not overwrite it")
+    for source, target in zip(sources, targets):
+        try:
+            shutil.copyfile(source, target)
+        except OSError as exc:
+            raise MinivmError(f"cannot copy '{source}' to '{target}': {exc.strerror}") from None
+    return targets
 
 
 def resume(ckpt: Checkpoint, store: CheckpointStore, *, disk_override: str | None = None,

@@ -155,6 +155,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", metavar="FILE",
                    help="run the commands in FILE, echoing them, then exit")
 
+    p = sub.add_parser("export", help="copy a checkpoint and its disk files into a folder",
+                       description="Copy a checkpoint and every file of its disk chain into "
+                                   "FOLDER, so that the folder can be taken to another "
+                                   "machine and resumed there with 'minivm resume'.")
+    p.add_argument("checkpoint")
+    p.add_argument("folder")
+
+    p = sub.add_parser("demo", help="list or run the classroom demos",
+                       description="Without NAME, list the demos. With NAME, run it: a "
+                                   "scripted REPL session that pauses (Enter to go on) so a "
+                                   "presenter can talk through each step.")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--no-pause", action="store_true",
+                   help="run straight through (the default when not at a terminal)")
+    p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                   help="where the demo's checkpoints go (default: a fresh temporary folder)")
+
     p = sub.add_parser("bench", help="measure the interpreter against a bare Python loop",
                        description="Run the benchmark workloads and print rates and ratios.")
     p.add_argument("--quick", action="store_true", help="a shorter run")
@@ -377,6 +394,25 @@ def cmd_disk(args) -> int:
     raise MinivmError("give a disk action: create, info or commit (see 'minivm disk --help')")
 
 
+def cmd_export(args) -> int:
+    from .checkpoint import export_checkpoint, read_checkpoint
+    written = export_checkpoint(read_checkpoint(args.checkpoint), args.folder)
+    for path in written:
+        _note(f"wrote {path}")
+    _note(f"take the folder anywhere and run: minivm resume "
+          f"{os.path.join(args.folder, os.path.basename(written[0]))}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demos import list_demos, run_demo
+    if args.name is None:
+        sys.stdout.write(list_demos())
+        return 0
+    return run_demo(args.name, pause=not args.no_pause and sys.stdin.isatty(),
+                    checkpoint_dir=args.checkpoint_dir)
+
+
 def cmd_repl(args) -> int:
     from .repl import main as repl_main
     return repl_main(args)
@@ -388,7 +424,8 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "resume": cmd_resume, "asm": cmd_asm, "disasm": cmd_disasm,
-            "inspect": cmd_inspect, "disk": cmd_disk, "repl": cmd_repl, "bench": cmd_bench}
+            "inspect": cmd_inspect, "disk": cmd_disk, "repl": cmd_repl, "bench": cmd_bench,
+            "export": cmd_export, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

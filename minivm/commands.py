@@ -441,6 +441,7 @@ class Session:
         self._prev_regs: list[int] | None = None
         self._x_next: int | None = None
         self._disasm_next: int | None = None
+        self.pause_hook = None                 # called by 'pause' (minivm demo: wait for Enter)
         self._input_log = bytearray()          # console input of this run's lineage
         self._ckpt_input: dict[str, bytearray] = {}
         self._file_meta: dict = {}
@@ -1776,6 +1777,17 @@ Examples:  help      help break      help x""")
         self.say("Values: numbers, labels, registers, expressions (buf+4, [sp], r1*2).\n"
                  "Enter repeats step/next/continue/x. Tab completes. Ctrl-C stops the guest;\n"
                  "Ctrl-D quits.")
+
+    @command("pause", usage="pause [TEXT]", group="session",
+             summary="in a demo, wait for Enter before going on", details="""
+For scripted demos ('minivm demo'): shows TEXT and, when a presenter is at a
+terminal, waits for Enter, so a class can look at the screen first. In other
+batch runs it only shows TEXT.
+Example:  pause Now watch the pages being saved""")
+    def cmd_pause(self, args: str) -> None:
+        self.say(f"-- {args.strip() or 'press Enter to go on'} --")
+        if self.pause_hook is not None:
+            self.pause_hook()
 
     @command("quit", aliases=("exit", "q"), usage="quit", group="session",
              summary="leave (checkpoints still saving are finished first)", details="""

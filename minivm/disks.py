@@ -409,12 +409,20 @@ def describe_chain(path: str) -> list[dict]:
     raise DiskError(f"disk chain starting at '{path}' is longer than {MAX_CHAIN} files")
 
 
+def locate(folder: str, relpath: str, abspath: str) -> str:
+    """Where a file recorded as ``relpath`` (from ``folder``) and ``abspath`` is
+    now: at the same relative place (files moved together), else by its name
+    in ``folder`` (files copied flat, e.g. by ``minivm export``), else at the
+    recorded absolute path."""
+    for candidate in (os.path.normpath(os.path.join(folder, relpath)),
+                      os.path.join(folder, os.path.basename(abspath))):
+        if os.path.exists(candidate):
+            return candidate
+    return abspath
+
+
 def resolve_parent(overlay_path: str, header: dict) -> str:
-    """The parent beside the overlay (moved together) wins over the old absolute path."""
-    beside = os.path.normpath(os.path.join(os.path.dirname(overlay_path), header["parent_relpath"]))
-    if os.path.exists(beside):
-        return beside
-    return header["parent_path"]
+    return locate(os.path.dirname(overlay_path), header["parent_relpath"], header["parent_path"])
 
 
 def open_disk(path: str, verify: bool = True, writable: bool = True):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from . import isa
-from .disks import BLOCK_SIZE, describe_chain, fingerprint_file
+from .disks import BLOCK_SIZE, describe_chain, fingerprint_file, locate
 from .errors import MinivmError
 from .memory import PAGE_SIZE, format_size
 
@@ -20,15 +20,14 @@ def _regs_table(regs: list[int]) -> list[str]:
 
 def _disk_status(entry: dict, ckpt) -> str:
     base = os.path.dirname(ckpt.path) if ckpt.path else os.getcwd()
-    beside = os.path.normpath(os.path.join(base, entry["relpath"]))
-    for candidate in (beside, entry["path"]):
-        if os.path.exists(candidate):
-            try:
-                ok = fingerprint_file(candidate, entry["fingerprint"]["size"]) == entry["fingerprint"]
-            except (OSError, MinivmError) as exc:
-                return f"{candidate} (cannot be read: {exc})"
-            return f"{candidate} ({'present, unchanged' if ok else 'CHANGED since the checkpoint'})"
-    return f"{entry['path']} (MISSING)"
+    candidate = locate(base, entry["relpath"], entry["path"])
+    if not os.path.exists(candidate):
+        return f"{entry['path']} (MISSING)"
+    try:
+        ok = fingerprint_file(candidate, entry["fingerprint"]["size"]) == entry["fingerprint"]
+    except (OSError, MinivmError) as exc:
+        return f"{candidate} (cannot be read: {exc})"
+    return f"{candidate} ({'present, unchanged' if ok else 'CHANGED since the checkpoint'})"
 
 
 def describe_checkpoint(ckpt) -> str:
