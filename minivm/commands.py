@@ -758,7 +758,8 @@ class Session:
                     self.jobs.append(job)
                     self._ckpt_input[job.name] = self._input_log
                     self.say(f"(the guest took checkpoint {job.name} at tick {job.tick} "
-                             f"with 'ckpt' -> {self.show_path(job.location)})")
+                             "with 'ckpt')")
+                    self._explain_checkpoint(job)
             if m.halted or m.fault is not None:
                 # Nothing will run any more: complete the saves now (as `minivm run` does).
                 self.checkpointer.finish_all()
@@ -1407,6 +1408,11 @@ Examples:  checkpoint      checkpoint before-loop      ckpt""")
         self.jobs.append(job)
         self._ckpt_input[job.name] = self._input_log
         self.say(f"checkpoint {job.name} at tick {job.tick}, {self.describe(job.pc)}")
+        self._explain_checkpoint(job)
+
+    def _explain_checkpoint(self, job) -> None:
+        """What the protocol just did (P1, P2, P5, P8), in a few lines."""
+        m = self.require_machine()
         notes = [f"memory marked copy-on-write, {job.pages_total} page(s) to save while the "
                  f"guest runs -> {self.show_path(job.location)}"]
         if m.disk.backing is not None:
@@ -1418,6 +1424,17 @@ Examples:  checkpoint      checkpoint before-loop      ckpt""")
                          "read was followed by a write to the same block)")
         for note in notes:
             self.say(f"  {note}")
+
+    @command("commit", usage="commit", group="checkpoints",
+             summary="merge the disk overlay into its parent (P10), live", details="""
+The VM switches to a fresh overlay at once, and the overlay it was using is
+merged into its parent as soon as no pending write still targets it (claims
+3-5); the guest keeps running meanwhile. Checkpoints whose disk is that
+parent no longer match it afterwards (their fingerprint changes).
+Example:  commit""")
+    def cmd_commit(self, args: str) -> None:
+        self.require_machine()
+        self.say(self.checkpointer.commit_disk())
 
     @command("checkpoints", aliases=("ckpts",), usage="checkpoints", group="checkpoints",
              summary="list checkpoints: tick, saving/complete/failed, size", details="""

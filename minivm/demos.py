@@ -12,6 +12,7 @@ otherwise, so a demo never clutters the presenter's directory.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -75,16 +76,25 @@ def run_demo(name: str, *, pause: bool, checkpoint_dir: str | None = None) -> in
              if not line.startswith("#!")]
     options = _options(path.read_text(encoding="utf-8").splitlines(), name)
     with tempfile.TemporaryDirectory(prefix="minivm-demo-") as scratch:
-        folder = os.path.abspath(checkpoint_dir) if checkpoint_dir else \
-            os.path.join(scratch, "checkpoints")
+        # The demo runs in a scratch copy of the demos folder, so messages show
+        # short relative paths (checkpoints/ckpt-0001.mvc) and nothing is left
+        # behind; with --checkpoint-dir, the checkpoints and the disk they
+        # point to are kept there instead.
+        for item in path.parent.iterdir():
+            if item.is_file() and item.suffix != DEMO_SUFFIX:
+                shutil.copy(item, scratch)
+        keep = os.path.abspath(checkpoint_dir) if checkpoint_dir else None
+        folder = keep or "checkpoints"
         disk = None
         if "disk" in options:
             from .disks import create_raw_disk
             from .memory import parse_size
-            disk = os.path.join(scratch, "disk.img")
-            create_raw_disk(disk, parse_size(options["disk"], "disk size"))
+            if keep:
+                os.makedirs(keep, exist_ok=True)
+            disk = os.path.join(keep, f"{name}-disk.img") if keep else "disk.img"
+            create_raw_disk(os.path.join(scratch, disk), parse_size(options["disk"], "disk size"))
         previous = os.getcwd()
-        os.chdir(path.parent)              # demo files name programs relative to themselves
+        os.chdir(scratch)
         try:
             session = Session(checkpoint_dir=folder, disk=disk,
                               mem=options.get("mem", "1M"))

@@ -182,7 +182,8 @@ def run_batch(session: Session, lines) -> int:
         if line.startswith("#"):
             session.say(line)
             continue
-        session.say(session.prompt_text() + line)
+        if line.split()[0].lower() != "pause":       # a pause shows its own text
+            session.say(session.prompt_text() + line)
         session.execute(line)
         if session.quit_requested:
             break
