@@ -59,7 +59,8 @@ from .store import CheckpointStore, StoreError
 COW = "cow"
 STOP_COPY = "stop-copy"
 MODES = (COW, STOP_COPY)
-SLICE_TICKS = 2048          # guest ticks between two background-save batches
+SLICE_TICKS = 2048          # guest ticks between two background-save batches ...
+FIRST_SLICE_TICKS = 128     # ... starting this soon after a checkpoint, doubling each time
 SAVE_DUTY = 0.15            # share of host time the background save may take
 SCAN_PER_PAGE = 64          # page-table entries scanned per page of budget
 
@@ -269,6 +270,7 @@ class Checkpointer:
         self._schedule = sorted(set(schedule))
         self._pages_per_slice = pages_per_slice
         self._slice_ticks = slice_ticks
+        self._interval = slice_ticks
         self._next_slice: int | None = None
         self._last_slice_host = time.perf_counter()
         self._page_cost = 20e-6          # seconds per page of saving, measured as we go
@@ -360,9 +362,9 @@ class Checkpointer:
         self.log(job, "P2", f"stopped {job.pause_seconds * 1e6:.0f} us; "
                             f"{len(inflight)} request(s) in flight"
                             + (f"; P8: {drained} pending request(s) completed first" if drained else ""))
-        if self._next_slice is None:
-            self._next_slice = machine.tick + self._slice_ticks
-            self._last_slice_host = time.perf_counter()
+        self._interval = min(FIRST_SLICE_TICKS, self._slice_ticks)
+        self._next_slice = machine.tick + self._interval
+        self._last_slice_host = time.perf_counter()
         self.sample()
         return job
 
@@ -502,7 +504,8 @@ class Checkpointer:
             self._page_cost = 0.7 * self._page_cost + 0.3 * max((end - start) / spent, 1e-7)
         self._last_slice_host = end
         busy = self.saving() or self._commit is not None or self.machine.memory.tidy(0)
-        self._next_slice = self.machine.tick + self._slice_ticks if busy else None
+        self._interval = min(self._interval * 2, self._slice_ticks)
+        self._next_slice = self.machine.tick + self._interval if busy else None
 
     def sync(self) -> None:
         """Do all the background work that can be done now, without waiting
@@ -547,7 +550,7 @@ class Checkpointer:
         self._commit = (top, fresh)
         self.log(None, "P10", f"VM switched to {fresh.path}; committing {top.path}")
         if self._next_slice is None:
-            self._next_slice = machine.tick + self._slice_ticks
+            self._next_slice = machine.tick + self._interval
         self._try_commit()
         if self._commit is None:
             return self.last_commit

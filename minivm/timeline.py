@@ -134,7 +134,8 @@ def timeline_svg(checkpointer) -> str:
             return
         row = labels_used.get(fy, 0)
         labels_used[fy] = row + 1
-        peak = max(max(v for _, v in points), 1)
+        top_value = max(v for _, v in points)
+        peak = max(top_value, 1)
         coords = []
         previous = None
         for t, v in points:                 # steps: a counter jumps, it does not slide
@@ -147,7 +148,7 @@ def timeline_svg(checkpointer) -> str:
         body.append(f'<polyline points="{" ".join(coords)}" fill="none" stroke="{color}" '
                     f'stroke-width="2"/>')
         body.append(_text(LEFT + plot_w - 4 - 230 * row, fy + 12,
-                          f"{label}: {points[-1][1]} (max {peak})", 10, "end", color))
+                          f"{label}: {points[-1][1]} (max {top_value})", 10, "end", color))
 
     for job in jobs:
         line_chart(frames[2], [(s.tick, s.pages_done.get(job.name, 0)) for s in samples
