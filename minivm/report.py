@@ -115,7 +115,7 @@ def describe_disk(path: str) -> str:
         else:
             from .disks import open_disk
             try:
-                overlay = open_disk(entry["path"], verify=False)
+                overlay = open_disk(entry["path"], verify=False, writable=False)
             except MinivmError as exc:
                 lines.append(f"{indent}{entry['path']}: overlay, unreadable: {exc}")
                 break
