@@ -36,6 +36,7 @@ OUTQ_R = len(isa.OPCODES)         # out to a port that needs no rescheduling
 OUTQ_I = OUTQ_R + 1
 FAULT = OUTQ_R + 2                # (FAULT, reason, report_pc, rollback)
 BREAK = OUTQ_R + 3                # a breakpoint the debugger planted
+BAD_BRANCH = OUTQ_R + 4           # (BAD_BRANCH, branch op, (a, b), bad target): faults if taken
 
 M = isa.WORD_MASK
 S = isa.SIGN_BIT
@@ -52,18 +53,18 @@ def decode(image, out_ports: dict, in_ports: dict) -> list:
     """Image -> the hot loop's instruction list (see module docstring)."""
     ncode = len(image.code)
     code: list = []
-    extra: list = []
 
-    def bad_target(target: int, origin: int) -> int:
-        extra.append((FAULT, f"bad jump target {target}: the code has {ncode} instructions "
-                             f"(0..{ncode - 1})", origin, True))
-        return ncode + len(extra)          # index after the off-the-end entry
+    def bad_target(target: int) -> str:
+        return (f"bad jump target {isa.to_signed(target)}: the code has {ncode} instructions "
+                f"(0..{ncode - 1})")
 
     for pc, (op, a, b, c) in enumerate(image.code):
         if op in _BRANCH and c >= ncode:
-            c = bad_target(c, pc)
-        elif op in (JMP_I, CALL_I) and a >= ncode:
-            a = bad_target(a, pc)
+            code.append((BAD_BRANCH, op, (a, b), c))      # faults when (and if) taken
+            continue
+        if op in (JMP_I, CALL_I) and a >= ncode:
+            code.append((FAULT, bad_target(a), pc, True))
+            continue
         if op in _SIGNED_BRANCH_I:
             b ^= S
         elif op in _SHIFT_I:
@@ -91,7 +92,7 @@ def decode(image, out_ports: dict, in_ports: dict) -> list:
         code.append((op, a, b, c))
     off_end = (FAULT, "ran off the end of the code (no halt or jump after the last "
                       "instruction)", ncode, False)
-    return code + [off_end] + extra
+    return code + [off_end]
 
 
 def run_fast(m, deadline: int):

@@ -24,7 +24,7 @@ from . import isa
 from .devices import (Console, Disk, EventQueue, InterruptController, Timer,
                       DEFAULT_MAX_INFLIGHT)
 from .errors import GuestFault, MinivmError
-from .interpreter import BREAK, FAULT, OUTQ_I, OUTQ_R, decode, run_fast
+from .interpreter import BAD_BRANCH, BREAK, FAULT, OUTQ_I, OUTQ_R, decode, run_fast
 from .isa import (CALL_I, CALL_R, CKPT, DI, DIV_I, DIV_R, EI, HALT, IN, IRET, JMP_R,
                   LD, LDB, MOD_I, MOD_R, OUT_I, OUT_R, POP, PUSH_I, PUSH_R, RET, ST,
                   STB, WAIT, WORD_MASK, to_signed)
@@ -39,6 +39,18 @@ NEEDS_BOUNDARY = frozenset({OUT_R, OUT_I, EI, DI, IRET, WAIT, CKPT, HALT, BREAK,
 #: flag (Ctrl-C in the REPL); about a millisecond or two of guest time.
 SLICE = 1 << 14
 STATE_VERSION = 1
+
+
+_IMM_BRANCH = frozenset({isa.BEQ_I, isa.BNE_I, isa.BLT_I, isa.BLE_I, isa.BGT_I, isa.BGE_I})
+
+
+def _branch_taken(op: int, x: int, y: int) -> bool:
+    """The condition of branch ``op`` on two 32-bit words (signed compares)."""
+    name = isa.OPCODES[op].mnemonic
+    if name in ("beq", "bne"):
+        return (x == y) == (name == "beq")
+    x, y = to_signed(x), to_signed(y)
+    return {"blt": x < y, "ble": x <= y, "bgt": x > y, "bge": x >= y}[name]
 
 
 ENGINES = ("interp", "blocks")
@@ -191,6 +203,8 @@ class Machine:
     def _boundary(self, limit) -> Stop | None:
         if self.halted:
             return Stop("halt")
+        if self.pc >= self.ncode:       # ran off the end: the fault comes before anything else
+            self.step_slow()
         for task in list(self.host_tasks):
             t = task.next_tick()
             if t is not None and t <= self.tick:
@@ -272,9 +286,13 @@ class Machine:
         if op == FAULT:
             if not c:                     # ran off the end: name the last instruction
                 self.pc = b - 1
-            else:
-                self.pc = b
             raise GuestFault(a)
+        if op == BAD_BRANCH:
+            if _branch_taken(a, regs[b[0]], b[1] if a in _IMM_BRANCH else regs[b[1]]):
+                raise GuestFault(f"bad jump target {to_signed(c)}: the code has {self.ncode} "
+                                 f"instructions (0..{self.ncode - 1})")
+            self.pc, self.tick = nxt, t + 1
+            return None
         if op in (LD, LDB, ST, STB):
             addr = (regs[b] + c) & WORD_MASK
             if op == LD:

@@ -1,0 +1,861 @@
+"""The ``blocks`` engine: hot code compiled to Python functions.
+
+:func:`run_blocks` has exactly the contract of
+:func:`~minivm.interpreter.run_fast`: run from ``m.pc`` at ``m.tick`` until
+the clock reads ``deadline`` (return None, ``m.tick == deadline``) or until an
+instruction needs the slow path (return its opcode, with ``m.pc`` and
+``m.tick`` naming that instruction, not yet executed, with none of its
+effects; ``Machine.run`` uses the opcode to decide whether the boundary must
+run before the engine is called again).
+
+How it works
+------------
+
+*Cold code* runs through ``run_fast`` one basic block at a time (the driver
+gives it a deadline ``tick + length of the block``). The driver counts how
+often each block start is reached; at the ``THRESHOLD``-th visit (16) it
+compiles a *region* rooted at that pc.
+
+A region is a tree of paths through the decoded code, grown breadth first
+from the root: straight-line instructions are emitted in order; a
+conditional branch emits ``if cond:`` with the taken path inside and the
+fall-through path after it; ``jmp label`` and ``call label`` are followed
+(``call`` pushes its return address); a ``ret`` whose matching ``call`` is
+on the same path is followed with a guard on the popped address. A path
+ends with
+
+* ``continue`` when it comes back to the root (the region is a loop),
+* an *exit* (``pc = target; break``) when it reaches a pc already on the
+  path, grows past ``MAX_PATH`` instructions or the region's budget is spent,
+* a *hand-back* (``pc = ~pc; break``) at an instruction run_fast also hands
+  back (halt, wait, ckpt, ei, di, iret, ``out`` to a rescheduling port,
+  FAULT, BREAK),
+* a *dynamic exit* at ``jmp rs``/``call rs``/an unmatched ``ret``, which
+  hands back exactly like run_fast when the target is outside the code.
+
+A run often resumes in the middle of a hot loop (the clock stopped there,
+or an interrupt handler returned there). A region rooted there would be the
+same loop again, rotated; when its loop covers exactly the pcs of an
+existing region's loop, its paths stop at that region's root instead, so it
+is a short prologue that hands over to the compiled loop.
+
+The region becomes one Python function (generated source, compiled once and
+cached by source text, so another machine running the same program only
+pays for ``exec``). Registers live in locals for the whole call and are
+written back on every way out. Every instruction does the same Python-level
+operations as run_fast (loads through ``pages``, stores through
+``writable``, so a store into a shared or untouched page raises and a
+word straddling a page raises), with cheaper arithmetic where it gives the
+same result (``x = a + b; if x > M: x -= 2**32`` instead of ``& M``; signed
+compares without xor).
+
+Time: each path's length is known when it is compiled, so the clock is
+only updated when a path ends (``t += L``). A region runs only if its
+longest path fits before the deadline; a loop checks this once per
+iteration, and a loop with a single path back to the root runs as
+``for i in range(k)`` with ``k`` computed from the deadline, so it pays
+nothing per iteration for the clock (a short one also has its body
+repeated up to 4 times per step). Near the deadline (less room than the
+region may need) the driver runs the last few ticks with ``run_fast``.
+
+Faults: the function body sits in one ``try`` (zero cost in 3.11). When an
+instruction's fast path raises (IndexError, TypeError, struct.error,
+ZeroDivisionError, GuestFault), the handler looks up the line number of the
+traceback in a table (line -> pc, position on the path), writes the
+registers back as they are (the faulting instruction has assigned nothing)
+and hands that instruction back with its exact tick.
+
+Breakpoints: ``Machine.set_breakpoint`` replaces an entry of ``m.code``. At
+every call the driver compares the entries its regions were built from
+(one C-level ``itemgetter`` and tuple compare) and drops everything if one
+changed.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from operator import itemgetter
+
+from . import isa
+from .interpreter import FAST_PATH_ERRORS, OUTQ_I, OUTQ_R, _WORD, run_fast
+from .isa import (ADD_I, ADD_R, AND_I, AND_R, BEQ_I, BEQ_R, BGE_I, BGE_R, BGT_I,
+                  BGT_R, BLE_I, BLE_R, BLT_I, BLT_R, BNE_I, BNE_R, CALL_I, CALL_R,
+                  DIV_I, DIV_R, IN, JMP_I, JMP_R, LD, LDB, MOD_I, MOD_R, MOV_I,
+                  MOV_R, MUL_I, MUL_R, NEG, NOP, NOT, OR_I, OR_R, POP, PUSH_I,
+                  PUSH_R, RET, SAR_I, SAR_R, SHL_I, SHL_R, SHR_I, SHR_R, ST, STB,
+                  SUB_I, SUB_R, XOR_I, XOR_R)
+
+#: Visits of a block start (through run_fast) before a region is compiled there.
+THRESHOLD = 16
+#: Longest path through a region, in instructions.
+MAX_PATH = 48
+#: Instructions per region (over all its paths).
+BUDGET = 160
+#: A loop with one path back to its root, of at most UNROLL_MAX_LEN
+#: instructions per iteration and UNROLL_MAX_SIZE instructions in all, has
+#: its body repeated up to 4 times (UNROLL_TICKS // length) per ``for`` step.
+UNROLL_MAX_LEN = 8
+UNROLL_MAX_SIZE = 24
+UNROLL_TICKS = 16
+#: Compiled code objects kept across machines, keyed by source text.
+CODE_CACHE_SIZE = 4096
+
+M = isa.WORD_MASK
+S = isa.SIGN_BIT
+W = 1 << 32
+ZERO = isa.ZERO_REG
+SP = isa.SP
+
+_BRANCHES = {BEQ_R, BEQ_I, BNE_R, BNE_I, BLT_R, BLT_I, BLE_R, BLE_I, BGT_R, BGT_I,
+             BGE_R, BGE_I}
+_CONTROL = _BRANCHES | {JMP_I, JMP_R, CALL_I, CALL_R, RET}
+#: Everything the compiled code runs itself; any other opcode (halt, wait,
+#: ckpt, ei, di, iret, out to a rescheduling port, FAULT, BREAK) is handed back.
+_COMPILED = _CONTROL | {NOP, MOV_R, MOV_I, ADD_R, ADD_I, SUB_R, SUB_I, MUL_R, MUL_I,
+                        DIV_R, DIV_I, MOD_R, MOD_I, AND_R, AND_I, OR_R, OR_I, XOR_R,
+                        XOR_I, SHL_R, SHL_I, SHR_R, SHR_I, SAR_R, SAR_I, NOT, NEG,
+                        LD, LDB, ST, STB, PUSH_R, PUSH_I, POP, IN, OUTQ_R, OUTQ_I}
+
+_CODE_CACHE: dict = {}
+
+
+# --- the driver ----------------------------------------------------------------------
+
+class _State:
+    """Per-machine compiled regions and hotness counts."""
+
+    __slots__ = ("regions", "counts", "bblen", "cover", "getter", "expect", "loops")
+
+    def __init__(self, code: list):
+        self.regions: dict = {}          # pc -> (function, ticks needed)
+        self.counts: dict = {}           # pc -> visits through the cold path
+        self.loops: dict = {}            # pc on a compiled loop -> [(root, its loop pcs)]
+        self.bblen = _block_lengths(code)
+        self.cover: list = []            # pcs whose instructions the regions used
+        self.getter = None
+        self.expect = None
+
+    def add_cover(self, code: list, pcs) -> None:
+        self.cover = sorted(set(self.cover).union(pcs))
+        cover = self.cover if len(self.cover) > 1 else self.cover * 2
+        self.getter = itemgetter(*cover)
+        self.expect = self.getter(code)
+
+
+def _block_lengths(code: list) -> list:
+    """For each pc, instructions up to and including the next control transfer."""
+    n = len(code)
+    out = [1] * n
+    for pc in range(n - 2, -1, -1):
+        op = code[pc][0]
+        if op in _COMPILED and op not in _CONTROL and out[pc + 1] < 64:
+            out[pc] = out[pc + 1] + 1
+    return out
+
+
+def _state(m) -> _State:
+    st = m.__dict__.get("_blocks_state")
+    code = m.code
+    if st is not None and st.getter is not None:
+        try:
+            same = st.getter(code) == st.expect
+        except IndexError:
+            same = False
+        if not same:                      # a breakpoint was set or cleared
+            st = None
+    if st is None or len(st.bblen) != len(code):
+        st = _State(code)
+        m._blocks_state = st
+    return st
+
+
+def run_blocks(m, deadline: int):
+    """Run from ``m.pc`` until the clock reads ``deadline`` (see module doc)."""
+    st = _state(m)
+    regions = st.regions
+    counts = st.counts
+    bblen = st.bblen
+    regs = m.regs
+    pages = m.memory.pages
+    writable = m.memory.writable
+    pc = m.pc
+    t = m.tick
+    while t < deadline:
+        entry = regions.get(pc)
+        if entry is None:
+            n = counts.get(pc, 0) + 1
+            counts[pc] = n
+            if n >= THRESHOLD:
+                entry = regions[pc] = _compile_region(m, st, pc)
+        if entry is not None:
+            if deadline - t >= entry[1]:
+                pc, t = entry[0](regs, pages, writable, t, deadline)
+                if pc < 0:
+                    pc = ~pc
+                    m.pc = pc
+                    m.tick = t
+                    return m.code[pc][0]
+                continue
+            # fewer ticks left than the region may need: finish with run_fast
+            m.pc = pc
+            m.tick = t
+            return run_fast(m, deadline)
+        # cold code: one basic block through run_fast
+        m.pc = pc
+        m.tick = t
+        end = t + bblen[pc]
+        op = run_fast(m, end if end < deadline else deadline)
+        if op is not None:
+            return op
+        pc = m.pc
+        t = m.tick
+    m.pc = pc
+    m.tick = deadline
+    return None
+
+
+# --- region building --------------------------------------------------------------------
+
+class _Seg:
+    """One stretch of a path: straight-line items, then how it ends."""
+
+    __slots__ = ("items", "term", "pcs")
+
+    def __init__(self):
+        self.items: list = []            # ("I", pc, j) | ("R", pc, j, expected return pc)
+        self.term = None                 # see _build
+        self.pcs: list = []              # every pc the stretch goes through
+
+
+def _build(code: list, ncode: int, root: int, stop=None):
+    """The tree of paths from ``root`` (breadth first, within the budget).
+
+    ``stop``: the root of an already compiled region whose loop is the very
+    loop this one would make (``root`` is in the middle of it: the clock
+    stopped there, or an interrupt returned there); paths end there, an exit
+    to that region, rather than compile the same loop again, rotated.
+
+    Terminators: ("loop", L) back to the root after L instructions;
+    ("exit", pc, L); ("slow", pc, L) hand back the instruction at pc;
+    ("dyn", pc, L) jmp/call through a register or ret, executed at L;
+    ("br", pc, j, taken, fallthrough).
+    """
+    top = _Seg()
+    queue = deque([(top, root, 0, (), ())])
+    budget = BUDGET
+    covered = set()
+    while queue:
+        seg, pc, j, path, stack = queue.popleft()
+        onpath = set(path)
+        while True:
+            if j and pc == root:
+                seg.term = ("loop", j)
+                break
+            if pc in onpath or j >= MAX_PATH or budget <= 0 or pc == stop:
+                seg.term = ("exit", pc, j)
+                break
+            covered.add(pc)
+            op, a, b, c = code[pc]
+            if op not in _COMPILED:
+                seg.term = ("slow", pc, j)
+                break
+            onpath.add(pc)
+            seg.pcs.append(pc)
+            budget -= 1
+            if op in _BRANCHES:
+                taken, fall = _Seg(), _Seg()
+                seg.term = ("br", pc, j, taken, fall)
+                here = tuple(onpath)
+                queue.append((taken, c, j + 1, here, stack))
+                queue.append((fall, pc + 1, j + 1, here, stack))
+                break
+            if op == JMP_I:
+                pc, j = a, j + 1
+                continue
+            if op == CALL_I:
+                seg.items.append(("I", pc, j))
+                stack = stack + (pc + 1,)
+                pc, j = a, j + 1
+                continue
+            if op == RET and stack and stack[-1] < ncode:
+                seg.items.append(("R", pc, j, stack[-1]))
+                pc, stack, j = stack[-1], stack[:-1], j + 1
+                continue
+            if op in (RET, JMP_R, CALL_R):
+                seg.term = ("dyn", pc, j)
+                break
+            seg.items.append(("I", pc, j))
+            pc, j = pc + 1, j + 1
+    return top, covered
+
+
+def _walk(seg):
+    """Every segment of the tree."""
+    todo = [seg]
+    while todo:
+        s = todo.pop()
+        yield s
+        if s.term[0] == "br":
+            todo.append(s.term[3])
+            todo.append(s.term[4])
+
+
+_READS = {MOV_R: "b", ADD_R: "bc", SUB_R: "bc", MUL_R: "bc", DIV_R: "bc", MOD_R: "bc",
+          AND_R: "bc", OR_R: "bc", XOR_R: "bc", SHL_R: "bc", SHR_R: "bc", SAR_R: "bc",
+          ADD_I: "b", SUB_I: "b", MUL_I: "b", DIV_I: "b", MOD_I: "b", AND_I: "b",
+          OR_I: "b", XOR_I: "b", SHL_I: "b", SHR_I: "b", SAR_I: "b", NOT: "b", NEG: "b",
+          LD: "b", LDB: "b", ST: "ab", STB: "ab", PUSH_R: "a", OUTQ_R: "b",
+          JMP_R: "a", CALL_R: "a",
+          **{op: ("ab" if op in (BEQ_R, BNE_R, BLT_R, BLE_R, BGT_R, BGE_R) else "a")
+             for op in _BRANCHES}}
+_WRITES_A = {MOV_R, MOV_I, ADD_R, ADD_I, SUB_R, SUB_I, MUL_R, MUL_I, DIV_R, DIV_I,
+             MOD_R, MOD_I, AND_R, AND_I, OR_R, OR_I, XOR_R, XOR_I, SHL_R, SHL_I, SHR_R,
+             SHR_I, SAR_R, SAR_I, NOT, NEG, LD, LDB, POP, IN}
+_USES_SP = {PUSH_R, PUSH_I, POP, CALL_I, CALL_R, RET}
+
+
+def _signed(v: int) -> int:
+    return v - W if v & S else v
+
+
+def _lt_imm(r: str, v: int) -> str:
+    """signed(r) < v for a constant v."""
+    if v <= -S:
+        return "False"
+    if v > S - 1:
+        return "True"
+    if v >= 0:
+        return f"({r} < {v} or {r} > {S - 1})"
+    return f"({S - 1} < {r} < {v + W})"
+
+
+def _ge_imm(r: str, v: int) -> str:
+    """signed(r) >= v for a constant v."""
+    if v <= -S:
+        return "True"
+    if v > S - 1:
+        return "False"
+    if v >= 0:
+        return f"({v} <= {r} < {S})"
+    return f"({r} < {S} or {r} >= {v + W})"
+
+
+class _Emitter:
+    def __init__(self, code: list, ncode: int, root: int):
+        self.code = code
+        self.ncode = ncode
+        self.root = root
+        self.lines: list[str] = []
+        self.where: dict[int, tuple] = {}   # index in self.lines -> (pc, j)
+        self.ports: dict = {}               # port function -> name
+        self.loop_len = None                # ticks per iteration of the range loop
+        self.offset = 0                     # ticks before this copy of an unrolled body
+        self.form = "once"
+        self._loops: dict = {}
+
+    def port(self, fn) -> str:
+        name = self.ports.get(fn)
+        if name is None:
+            name = self.ports[fn] = f"P{len(self.ports)}"
+        return name
+
+    def put(self, depth: int, text: str, at=None) -> None:
+        if at is not None:
+            self.where[len(self.lines)] = (at[0], at[1] + self.offset)
+        self.lines.append("    " * depth + text)
+
+    def ticks(self, n: int) -> str:
+        """Expression: ticks since ``t`` after ``n`` instructions of this path."""
+        n += self.offset
+        if self.form == "range":
+            return f"i * {self.loop_len} + {n}" if n else f"i * {self.loop_len}"
+        return str(n)
+
+    def advance(self, d: int, n: int) -> None:
+        if self.form == "range" or n:
+            self.put(d, f"t += {self.ticks(n)}")
+
+    # -- the tree ------------------------------------------------------------------------
+    def segment(self, seg: _Seg, d: int) -> None:
+        items = seg.items
+        term = seg.term
+        guard = self.fast_guard(items[-1], term) if items and term[0] == "br" else None
+        for item in (items[:-1] if guard else items):
+            if item[0] == "I":
+                self.instruction(item[1], item[2], d)
+            else:
+                self.ret_guard(item[1], item[2], item[3], d)
+        if guard:
+            # ``rd = rs +- k`` then a branch on rd: first a test that implies
+            # both "no wrap" and the branch's outcome, leading to a leaf; the
+            # wrap and the full test only run when it fails.
+            first, wrap, test, leaf = guard
+            at = items[-1][1:3]
+            self.put(d, first, at)
+            self.put(d, f"if {test}:", at)
+            self.segment(leaf, d + 1)
+            self.put(d, wrap, at)
+        kind = term[0]
+        if kind == "br":
+            _, pc, j, taken, fall = term
+            self.put(d, f"if {self.condition(pc)}:", (pc, j))
+            self.segment(taken, d + 1)
+            self.segment(fall, d)
+        elif kind == "loop":
+            if self.form != "range":
+                self.advance(d, term[1])
+            self.put(d, "continue")
+        elif kind == "exit":
+            _, pc, n = term
+            self.advance(d, n)
+            self.put(d, f"pc = {pc}")
+            self.put(d, "break")
+        elif kind == "slow":
+            _, pc, n = term
+            self.handback(d, pc, n)
+        else:
+            self.dynamic(term[1], term[2], d)
+
+    def has_loop(self, seg: _Seg) -> bool:
+        key = id(seg)
+        if key not in self._loops:
+            term = seg.term
+            self._loops[key] = term[0] == "loop" or (
+                term[0] == "br" and (self.has_loop(term[3]) or self.has_loop(term[4])))
+        return self._loops[key]
+
+    def main_path(self, seg: _Seg, d: int) -> None:
+        """One copy of the body of an unrolled loop: the path back to the root
+        runs straight on (into the next copy); every other way out is an
+        ``if`` holding its subtree, which ends in ``break``."""
+        items, term = seg.items, seg.term
+        guard = None
+        if term[0] == "br" and items:
+            guard = self.fast_guard(items[-1], term)
+        for item in (items[:-1] if guard else items):
+            if item[0] == "I":
+                self.instruction(item[1], item[2], d)
+            else:
+                self.ret_guard(item[1], item[2], item[3], d)
+        if term[0] == "loop":
+            return
+        _, pc, j, taken, fall = term
+        main_taken = self.has_loop(taken)
+        main, other = (taken, fall) if main_taken else (fall, taken)
+        cond = self.condition(pc)
+        leave = f"not ({cond})" if main_taken else cond
+        if guard:
+            first, wrap, test, leaf = guard
+            at = items[-1][1:3]
+            self.put(d, first, at)
+            if leaf is main:                # the fast test keeps us in the loop
+                self.put(d, f"if not ({test}):", at)
+                self.put(d + 1, wrap, at)
+                self.put(d + 1, f"if {leave}:", (pc, j))
+                self.segment(other, d + 2)
+                return
+            self.put(d, f"if {test}:", at)
+            self.segment(leaf, d + 1)
+            self.put(d, wrap, at)
+        self.put(d, f"if {leave}:", (pc, j))
+        self.segment(other, d + 1)
+        self.main_path(main, d)
+
+    def fast_guard(self, item, term):
+        """(first line, wrap line, fast test, leaf) for an add/sub of a
+        constant followed by a branch on its result with a constant, when
+        one side of the branch is a bare leaf; else None. The fast test
+        implies the sum needs no wrap and fixes the branch's outcome."""
+        if item[0] != "I":
+            return None
+        op, a, b, c = self.code[item[1]]
+        if op == ADD_R:
+            delta, operand = 1, f"r{c}"          # adds a value in 0..M
+        elif op == SUB_R:
+            delta, operand = W - 1, f"r{c}"      # subtracts a value in 0..M
+        elif op in (ADD_I, SUB_I):
+            delta = c if op == ADD_I else (-c) & M
+            operand = str(delta if delta < S else W - delta)
+        else:
+            return None
+        _, bpc, _, taken, fall = term
+        bop, ba, bb, _ = self.code[bpc]
+        if delta == 0 or ba != a or bop in (BEQ_R, BNE_R, BLT_R, BLE_R, BGT_R, BGE_R):
+            return None
+        v = bb if bop in (BEQ_I, BNE_I) else _signed(bb ^ S)
+        if not 0 <= v < S:
+            return None
+        r = f"r{a}"
+        if delta < S:                       # r = rs + delta: wraps only above M
+            first, wrap = f"{r} = r{b} + {operand}", f"if {r} > {M}: {r} -= {W}"
+            if v == 0 and bop in (BLT_I, BGE_I, BNE_I, BEQ_I):
+                return None
+            test = f"{r} <= {v}" if bop in (BLE_I, BGT_I) else f"{r} < {v}"
+            implies = bop in (BLT_I, BLE_I, BNE_I)
+        else:                               # r = rs - d: wraps only below 0
+            first, wrap = f"{r} = r{b} - {operand}", f"if {r} < 0: {r} += {W}"
+            if bop in (BNE_I, BEQ_I):
+                test = f"{r} > {v}"
+            elif bop in (BGT_I, BLE_I):
+                test = f"{v} < {r} < {S}"
+            else:
+                test = f"{v} <= {r} < {S}"
+            implies = bop in (BNE_I, BGT_I, BGE_I)
+        leaf = taken if implies else fall
+        if leaf.items or leaf.term[0] not in ("loop", "exit", "slow"):
+            return None
+        return first, wrap, test, leaf
+
+    def handback(self, d: int, pc: int, n: int) -> None:
+        self.advance(d, n)
+        self.put(d, f"pc = {~pc}")
+        self.put(d, "break")
+
+    def condition(self, pc: int) -> str:
+        op, a, b, c = self.code[pc]
+        ra = f"r{a}"
+        if op in (BEQ_R, BNE_R, BLT_R, BLE_R, BGT_R, BGE_R):
+            rb = f"r{b}"
+            same = f"({ra} < {S}) is ({rb} < {S})"
+            return {BEQ_R: f"{ra} == {rb}", BNE_R: f"{ra} != {rb}",
+                    BLT_R: f"({ra} < {rb}) if {same} else ({ra} > {rb})",
+                    BLE_R: f"({ra} <= {rb}) if {same} else ({ra} > {rb})",
+                    BGT_R: f"({ra} > {rb}) if {same} else ({ra} < {rb})",
+                    BGE_R: f"({ra} >= {rb}) if {same} else ({ra} < {rb})"}[op]
+        if op == BEQ_I:
+            return f"not {ra}" if b == 0 else f"{ra} == {b}"
+        if op == BNE_I:
+            return ra if b == 0 else f"{ra} != {b}"
+        v = _signed(b ^ S)                  # decode() pre-flipped the sign bit
+        if op == BLT_I:
+            return _lt_imm(ra, v)
+        if op == BLE_I:
+            return _lt_imm(ra, v + 1)
+        if op == BGT_I:
+            return _ge_imm(ra, v + 1)
+        return _ge_imm(ra, v)               # BGE_I
+
+    def address(self, d: int, base: int, off: int, at) -> tuple[str, str]:
+        """(page index, offset) expressions of ``[base + off]``; may emit ``x = ...``.
+
+        A positive offset is added without the mask: a sum past 2**32 - 1 gives
+        a page index past any page table (memory is at most 4 GiB), so the
+        access raises and the instruction is handed back; the slow path then
+        does the wrapped access exactly. A negative offset (stored as
+        2**32 - d) subtracts d and wraps a negative result, which would
+        otherwise index the page table from its end."""
+        if base == ZERO:
+            return str(off >> 12), str(off & 4095)
+        if off == 0:
+            x = f"r{base}"
+        elif off & S:
+            self.put(d, f"x = r{base} - {W - off}", at)
+            self.put(d, f"if x < 0: x += {W}", at)
+            x = "x"
+        else:
+            self.put(d, f"x = r{base} + {off}", at)
+            x = "x"
+        return f"{x} >> 12", f"{x} & 4095"
+
+    def instruction(self, pc: int, j: int, d: int) -> None:
+        op, a, b, c = self.code[pc]
+        at = (pc, j)
+        put = self.put
+        ra, rb, rc = f"r{a}", f"r{b}", f"r{c}"
+        if op == NOP or op == JMP_I:
+            return
+        if op == MOV_R:
+            put(d, f"{ra} = {rb}", at)
+        elif op == MOV_I:
+            put(d, f"{ra} = {b}", at)
+        elif op == ADD_R:
+            put(d, f"{ra} = {rb} + {rc}", at)
+            put(d, f"if {ra} > {M}: {ra} -= {W}", at)
+        elif op == SUB_R:
+            put(d, f"{ra} = {rb} - {rc}", at)
+            put(d, f"if {ra} < 0: {ra} += {W}", at)
+        elif op in (ADD_I, SUB_I):
+            delta = c if op == ADD_I else (-c) & M
+            if delta == 0:
+                put(d, f"{ra} = {rb}", at)
+            elif delta < S:
+                put(d, f"{ra} = {rb} + {delta}", at)
+                put(d, f"if {ra} > {M}: {ra} -= {W}", at)
+            else:
+                put(d, f"{ra} = {rb} - {W - delta}", at)
+                put(d, f"if {ra} < 0: {ra} += {W}", at)
+        elif op == MUL_R:
+            put(d, f"{ra} = ({rb} * {rc}) & {M}", at)
+        elif op == MUL_I:
+            put(d, f"{ra} = ({rb} * {c}) & {M}", at)
+        elif op in (AND_R, OR_R, XOR_R):
+            sym = {AND_R: "&", OR_R: "|", XOR_R: "^"}[op]
+            put(d, f"{ra} = {rb} {sym} {rc}", at)
+        elif op in (AND_I, OR_I, XOR_I):
+            sym = {AND_I: "&", OR_I: "|", XOR_I: "^"}[op]
+            put(d, f"{ra} = {rb} {sym} {c}", at)
+        elif op == SHL_R:
+            put(d, f"{ra} = ({rb} << ({rc} & 31)) & {M}", at)
+        elif op == SHL_I:
+            put(d, f"{ra} = ({rb} << {c}) & {M}" if c else f"{ra} = {rb}", at)
+        elif op == SHR_R:
+            put(d, f"{ra} = {rb} >> ({rc} & 31)", at)
+        elif op == SHR_I:
+            put(d, f"{ra} = {rb} >> {c}", at)
+        elif op == SAR_R:
+            put(d, f"{ra} = ((({rb} ^ {S}) - {S}) >> ({rc} & 31)) & {M}", at)
+        elif op == SAR_I:
+            if c:
+                high = (M << (32 - c)) & M
+                put(d, f"{ra} = {rb} >> {c} if {rb} < {S} else ({rb} >> {c}) | {high}", at)
+            else:
+                put(d, f"{ra} = {rb}", at)
+        elif op in (DIV_R, DIV_I, MOD_R, MOD_I):
+            put(d, f"x = {rb} - {W} if {rb} > {S - 1} else {rb}", at)
+            if op in (DIV_R, MOD_R):
+                put(d, f"y = {rc} - {W} if {rc} > {S - 1} else {rc}", at)
+                put(d, "q = abs(x) // abs(y)", at)
+                put(d, "if (x < 0) is not (y < 0): q = -q", at)
+                y = "y"
+            else:
+                y = _signed(c)
+                put(d, f"q = abs(x) // {abs(y)}", at)
+                put(d, f"if x {'<' if y >= 0 else '>='} 0: q = -q", at)
+            if op in (DIV_R, DIV_I):
+                put(d, f"{ra} = q & {M}", at)
+            else:
+                put(d, f"{ra} = (x - q * {y}) & {M}", at)
+        elif op == NOT:
+            put(d, f"{ra} = {rb} ^ {M}", at)
+        elif op == NEG:
+            put(d, f"{ra} = -{rb} & {M}", at)
+        elif op in (LD, LDB, ST, STB):
+            page, offset = self.address(d, b, c, at)
+            if op == LD:
+                put(d, f"{ra} = unpack(pg[{page}], {offset})[0]", at)
+            elif op == LDB:
+                put(d, f"{ra} = pg[{page}][{offset}]", at)
+            elif op == ST:
+                put(d, f"pack(wr[{page}], {offset}, {ra})", at)
+            else:
+                put(d, f"wr[{page}][{offset}] = {ra} & 255", at)
+        elif op in (PUSH_R, PUSH_I, CALL_I):
+            value = ra if op == PUSH_R else str(a) if op == PUSH_I else str(pc + 1)
+            self.push(d, value, at)
+        elif op == POP:
+            put(d, "x = r15", at)
+            put(d, "y = unpack(pg[x >> 12], x & 4095)[0]", at)
+            put(d, f"r15 = x + 4 if x < {W - 4} else x - {W - 4}", at)
+            put(d, f"{ra} = y", at)
+        elif op == IN:
+            put(d, f"{ra} = {self.port(b)}(t + {self.ticks(j)}) & {M}", at)
+        elif op == OUTQ_R:
+            put(d, f"{self.port(a)}({rb})", at)
+        elif op == OUTQ_I:
+            put(d, f"{self.port(a)}({b})", at)
+        else:                                   # pragma: no cover - _build filters
+            raise AssertionError(f"opcode {op} is not compiled")
+
+    def push(self, d: int, value: str, at) -> None:
+        self.put(d, "x = r15 - 4", at)
+        self.put(d, f"if x < 0: x += {W}", at)
+        self.put(d, f"pack(wr[x >> 12], x & 4095, {value})", at)
+        self.put(d, "r15 = x", at)
+
+    def pop_address(self, d: int, at) -> None:
+        self.put(d, "x = r15", at)
+        self.put(d, "y = unpack(pg[x >> 12], x & 4095)[0]", at)
+
+    def ret_guard(self, pc: int, j: int, expected: int, d: int) -> None:
+        """``ret`` on a path that made the matching ``call``: follow it if the
+        popped address is the one pushed, else a dynamic exit."""
+        at = (pc, j)
+        self.pop_address(d, at)
+        self.put(d, f"if y != {expected}:", at)
+        self.dynamic_tail(d + 1, pc, j, "y", f"r15 = x + 4 if x < {W - 4} else x - {W - 4}")
+        self.put(d, f"r15 = x + 4 if x < {W - 4} else x - {W - 4}", at)
+
+    def dynamic_tail(self, d: int, pc: int, n: int, target: str, effect: str | None) -> None:
+        self.put(d, f"if {target} >= {self.ncode}:")
+        self.handback(d + 1, pc, n)
+        if effect:
+            self.put(d, effect, (pc, n))
+        self.advance(d, n + 1)
+        self.put(d, f"pc = {target}")
+        self.put(d, "break")
+
+    def dynamic(self, pc: int, n: int, d: int) -> None:
+        op, a, b, c = self.code[pc]
+        at = (pc, n)
+        if op == JMP_R:
+            self.put(d, f"y = r{a}", at)
+            self.dynamic_tail(d, pc, n, "y", None)
+        elif op == CALL_R:
+            self.put(d, f"y = r{a}", at)
+            self.put(d, f"if y >= {self.ncode}:")
+            self.handback(d + 1, pc, n)
+            self.push(d, str(pc + 1), at)
+            self.advance(d, n + 1)
+            self.put(d, "pc = y")
+            self.put(d, "break")
+        else:                                   # RET with no known call
+            self.pop_address(d, at)
+            self.dynamic_tail(d, pc, n, "y", f"r15 = x + 4 if x < {W - 4} else x - {W - 4}")
+
+
+def _need(top: _Seg) -> tuple[int, list]:
+    """Ticks a run of the region may take (longest path, counting a handed-back
+    or dynamic instruction as one), and the lengths of the paths that loop."""
+    need = 1
+    loops = []
+    for seg in _walk(top):
+        term = seg.term
+        kind = term[0]
+        if kind == "loop":
+            loops.append(term[1])
+            need = max(need, term[1])
+        elif kind == "exit":
+            need = max(need, term[2])
+        elif kind in ("slow", "dyn"):
+            need = max(need, term[2] + 1)
+        for item in seg.items:
+            if item[0] == "R":
+                need = max(need, item[2] + 1)
+    return need, loops
+
+
+def _registers(code: list, top: _Seg) -> tuple[list, list]:
+    """Registers the region reads or writes, and those it writes."""
+    used, written = set(), set()
+    pcs = []
+    for seg in _walk(top):
+        pcs.extend(item[1] for item in seg.items)
+        term = seg.term
+        if term[0] in ("br", "dyn"):
+            pcs.append(term[1])
+    for pc in pcs:
+        op, a, b, c = code[pc]
+        for field in _READS.get(op, ""):
+            r = {"a": a, "b": b, "c": c}[field]
+            if r != ZERO:
+                used.add(r)
+        if op in _WRITES_A:
+            used.add(a)
+            written.add(a)
+        if op in _USES_SP:
+            used.add(SP)
+            written.add(SP)
+    return sorted(used), sorted(written)
+
+
+def _loop_pcs(top: _Seg) -> set:
+    """The pcs on the region's paths back to its root."""
+    looping: dict = {}
+
+    def loops(seg) -> bool:
+        if id(seg) not in looping:
+            term = seg.term
+            looping[id(seg)] = term[0] == "loop" or (
+                term[0] == "br" and (loops(term[3]) | loops(term[4])))
+        return looping[id(seg)]
+
+    return {pc for seg in _walk(top) if loops(seg) for pc in seg.pcs}
+
+
+def _generate(code: list, ncode: int, root: int, stop=None):
+    """Source of the region at ``root``: (source, line table, ticks needed,
+    port functions in parameter order, pcs covered, pcs on its loops)."""
+    top, covered = _build(code, ncode, root, stop)
+    need, loops = _need(top)
+    used, written = _registers(code, top)
+    em = _Emitter(code, ncode, root)
+    unroll = 1
+    if len(loops) == 1:
+        em.form, em.loop_len = "range", loops[0]
+        size = sum(len(seg.items) + 1 for seg in _walk(top))
+        if loops[0] <= UNROLL_MAX_LEN and size <= UNROLL_MAX_SIZE:
+            unroll = min(4, UNROLL_TICKS // loops[0])
+    elif loops:
+        em.form = "while"
+    body_depth = 3
+    if unroll > 1:
+        # k groups of `unroll` iterations; the driver only enters with room
+        # for at least one group (see the `need` returned below)
+        length = loops[0]
+        em.loop_len = unroll * length
+        em.put(2, f"k = ((deadline - t - {need}) // {length} + 1) // {unroll}")
+        em.put(2, "for i in range(k):")
+        before = len(em.lines)
+        for copy in range(unroll):
+            em.offset = copy * length
+            em.main_path(top, body_depth)
+        em.offset = 0
+        if len(em.lines) == before:            # e.g. ``L: jmp L``: nothing to run
+            em.put(body_depth, "pass")
+        need += (unroll - 1) * length
+    elif em.form == "range":
+        em.put(2, f"k = (deadline - t - {need}) // {em.loop_len} + 1")
+        em.put(2, "for i in range(k):")
+    elif em.form == "while":
+        em.put(2, f"lim = deadline - {need}")
+        em.put(2, "while True:")
+        em.put(3, "if t > lim:")
+        em.put(4, f"pc = {root}")
+        em.put(4, "break")
+    else:
+        em.put(2, "while True:")
+    if unroll == 1:
+        em.segment(top, body_depth)
+    if em.form == "range":
+        em.put(2, "else:")
+        em.put(3, f"t += k * {em.loop_len}")
+        em.put(3, f"pc = {root}")
+    ports = list(em.ports)
+    params = "".join(f", {name}={name}" for name in em.ports.values())
+    head = [f"def region(regs, pg, wr, t, deadline, unpack=unpack, pack=pack{params}):"]
+    head += [f"    r{r} = regs[{r}]" for r in used]
+    head += ["    i = 0", "    try:"]
+    store = [f"regs[{r}] = r{r}" for r in written]
+    tick = f"t + j + i * {em.loop_len}" if em.form == "range" else "t + j"
+    tail = ["    except FAST_PATH_ERRORS as e:",
+            "        pc, j = LINES[e.__traceback__.tb_lineno]",
+            *[f"        {s}" for s in store],
+            f"        return ~pc, {tick}",
+            *[f"    {s}" for s in store],
+            "    return pc, t"]
+    first = len(head) + 1                      # line numbers start at 1
+    lines = {first + index: at for index, at in em.where.items()}
+    source = "\n".join(head + em.lines + tail) + "\n"
+    return source, lines, need, ports, covered, _loop_pcs(top)
+
+
+def _compile_region(m, st: _State, root: int):
+    code = m.code
+    generated = _generate(code, m.ncode, root)
+    loop_pcs = generated[-1]
+    for other, pcs in st.loops.get(root, ()):
+        if pcs == loop_pcs:                 # the same cycle, entered elsewhere
+            generated = _generate(code, m.ncode, root, other)
+            break
+    source, lines, need, ports, covered, loop_pcs = generated
+    compiled = _CODE_CACHE.get(source)
+    if compiled is None:
+        if len(_CODE_CACHE) >= CODE_CACHE_SIZE:
+            _CODE_CACHE.clear()
+        compiled = _CODE_CACHE[source] = compile(source, f"<minivm region {root}>", "exec")
+    namespace = {"unpack": _WORD.unpack_from, "pack": _WORD.pack_into,
+                 "FAST_PATH_ERRORS": FAST_PATH_ERRORS, "LINES": lines}
+    for index, fn in enumerate(ports):
+        namespace[f"P{index}"] = fn
+    exec(compiled, namespace)
+    st.add_cover(code, sorted(covered))
+    if loop_pcs:
+        entry = (root, frozenset(loop_pcs))
+        for pc in loop_pcs:
+            st.loops.setdefault(pc, []).append(entry)
+    return namespace["region"], need
+
+
+def region_source(m, pc: int, stop=None) -> str:
+    """The generated source of the region at ``pc`` (for docs and debugging)."""
+    return _generate(m.code, m.ncode, pc, stop)[0]
