@@ -62,6 +62,8 @@ MODES = (COW, STOP_COPY)
 SLICE_TICKS = 2048          # guest ticks between two background-save batches ...
 FIRST_SLICE_TICKS = 128     # ... starting this soon after a checkpoint, doubling each time
 SAVE_DUTY = 0.15            # share of host time the background save may take
+MIN_BATCH_GAP = 1e-3        # adaptive mode: at least this much guest time between batches
+MAX_SLICE_TICKS = 1 << 18
 SCAN_PER_PAGE = 64          # page-table entries scanned per page of budget
 
 
@@ -274,6 +276,7 @@ class Checkpointer:
         self._next_slice: int | None = None
         self._last_slice_host = time.perf_counter()
         self._page_cost = 20e-6          # seconds per page of saving, measured as we go
+        self._credit = 0.0               # pages of saving earned by the guest's running time
         self._fingerprints: dict[int, dict] = {}
         self._report = report
         self._commit = None              # (overlay being committed, fresh overlay)
@@ -482,11 +485,12 @@ class Checkpointer:
         whatever the engine. ``pages_per_slice`` fixes the size instead (tests).
         """
         start = time.perf_counter()
+        guest_time = start - self._last_slice_host
         if self._pages_per_slice is not None:
             budget = self._pages_per_slice
         else:
-            guest_time = start - self._last_slice_host
-            budget = max(1, int(guest_time * SAVE_DUTY / self._page_cost))
+            self._credit = min(self._credit + guest_time * SAVE_DUTY / self._page_cost, 4096)
+            budget = int(self._credit)
         self.seal_layers()
         self.machine.memory.tidy()
         spent = 0
@@ -502,9 +506,16 @@ class Checkpointer:
         end = time.perf_counter()
         if spent:
             self._page_cost = 0.7 * self._page_cost + 0.3 * max((end - start) / spent, 1e-7)
+        if self._pages_per_slice is None:
+            self._credit = max(self._credit - spent, 0.0)
         self._last_slice_host = end
         busy = self.saving() or self._commit is not None or self.machine.memory.tidy(0)
-        self._interval = min(self._interval * 2, self._slice_ticks)
+        if self._pages_per_slice is not None:       # fixed schedule: deterministic
+            self._interval = min(self._interval * 2, self._slice_ticks)
+        elif guest_time < MIN_BATCH_GAP:            # a fast engine: batch less often
+            self._interval = min(self._interval * 2, MAX_SLICE_TICKS)
+        elif guest_time > 4 * MIN_BATCH_GAP and self._interval > FIRST_SLICE_TICKS:
+            self._interval //= 2
         self._next_slice = self.machine.tick + self._interval if busy else None
 
     def sync(self) -> None:

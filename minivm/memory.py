@@ -158,6 +158,11 @@ class Memory:
         return self.pages[addr >> PAGE_SHIFT][addr & PAGE_MASK]
 
     def store_word(self, addr: int, value: int) -> None:
+        offset = addr & PAGE_MASK
+        if offset <= PAGE_SIZE - 4 and 0 <= addr and addr + 4 <= self.size:
+            # within one page (the usual case, e.g. a COW fault): no byte shuffling
+            _WORD.pack_into(self.make_writable(addr >> PAGE_SHIFT), offset, value & 0xFFFFFFFF)
+            return
         self._check(addr, 4, "store")
         self.write_bytes(addr, (value & 0xFFFFFFFF).to_bytes(4, "little"))
 
