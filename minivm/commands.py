@@ -35,6 +35,7 @@ from .errors import GuestFault, MinivmError
 from .isa import WORD_MASK, to_signed
 from .machine import Machine, Stop
 from .memory import PAGE_SIZE, format_size, parse_size
+from .report import index_ranges
 from .store import CHECKPOINT_SUFFIX, FileStore
 
 #: Pages the background save writes per slice (a slice is every
@@ -239,19 +240,6 @@ def unescape(text: str) -> bytes:
         out += ch.encode()
         i += 1
     return bytes(out)
-
-
-def ranges(indexes) -> str:
-    parts, start, prev = [], None, None
-    for i in list(indexes) + [None]:
-        if start is None:
-            start = prev = i
-        elif i is not None and i == prev + 1:
-            prev = i
-        else:
-            parts.append(str(start) if start == prev else f"{start}-{prev}")
-            start = prev = i
-    return ", ".join(parts)
 
 
 def _parse_count(text: str, what: str, usage: str) -> int:
@@ -1695,7 +1683,7 @@ Examples:  diff ckpt-0001 ckpt-0002      diff before-loop now      diff ckpt-000
                         differ.append(start + k)
         if not differ:
             return f"same ({a.disk.block_count} blocks)"
-        return f"{len(differ)} block(s) differ: {ranges(differ)}"
+        return f"{len(differ)} block(s) differ: {index_ranges(differ)}"
 
     # ==== commands: session ======================================================================
     @command("load", aliases=("file",), usage="load PROG", group="session", complete="path",

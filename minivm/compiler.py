@@ -77,6 +77,7 @@ from collections import deque
 from operator import itemgetter
 
 from . import isa
+from .isa import to_signed
 from .interpreter import FAST_PATH_ERRORS, OUTQ_I, OUTQ_R, _WORD, run_fast
 from .isa import (ADD_I, ADD_R, AND_I, AND_R, BEQ_I, BEQ_R, BGE_I, BGE_R, BGT_I,
                   BGT_R, BLE_I, BLE_R, BLT_I, BLT_R, BNE_I, BNE_R, CALL_I, CALL_R,
@@ -314,10 +315,6 @@ _WRITES_A = {MOV_R, MOV_I, ADD_R, ADD_I, SUB_R, SUB_I, MUL_R, MUL_I, DIV_R, DIV_
 _USES_SP = {PUSH_R, PUSH_I, POP, CALL_I, CALL_R, RET}
 
 
-def _signed(v: int) -> int:
-    return v - W if v & S else v
-
-
 def _lt_imm(r: str, v: int) -> str:
     """signed(r) < v for a constant v."""
     if v <= -S:
@@ -482,7 +479,7 @@ class _Emitter:
         bop, ba, bb, _ = self.code[bpc]
         if delta == 0 or ba != a or bop in (BEQ_R, BNE_R, BLT_R, BLE_R, BGT_R, BGE_R):
             return None
-        v = bb if bop in (BEQ_I, BNE_I) else _signed(bb ^ S)
+        v = bb if bop in (BEQ_I, BNE_I) else to_signed(bb ^ S)
         if not 0 <= v < S:
             return None
         r = f"r{a}"
@@ -526,7 +523,7 @@ class _Emitter:
             return f"not {ra}" if b == 0 else f"{ra} == {b}"
         if op == BNE_I:
             return ra if b == 0 else f"{ra} != {b}"
-        v = _signed(b ^ S)                  # decode() pre-flipped the sign bit
+        v = to_signed(b ^ S)                  # decode() pre-flipped the sign bit
         if op == BLT_I:
             return _lt_imm(ra, v)
         if op == BLE_I:
@@ -618,7 +615,7 @@ class _Emitter:
                 put(d, "if (x < 0) is not (y < 0): q = -q", at)
                 y = "y"
             else:
-                y = _signed(c)
+                y = to_signed(c)
                 put(d, f"q = abs(x) // {abs(y)}", at)
                 put(d, f"if x {'<' if y >= 0 else '>='} 0: q = -q", at)
             if op in (DIV_R, DIV_I):

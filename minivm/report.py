@@ -49,7 +49,7 @@ def describe_checkpoint(ckpt) -> str:
     lines.append(f"  memory: {format_size(ckpt.memory_size)}; {len(pages)} non-zero page(s) "
                  f"saved ({len(pages) * PAGE_SIZE} bytes)")
     if pages:
-        lines.append("    pages: " + _ranges(pages))
+        lines.append("    pages: " + index_ranges(pages, limit=200))
     timer = state["timer"]
     if timer["period"]:
         handler = timer["handler"]
@@ -89,9 +89,10 @@ def describe_checkpoint(ckpt) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _ranges(indexes: list[int]) -> str:
+def index_ranges(indexes, limit: int | None = None) -> str:
+    """[1, 2, 3, 7] -> '1-3, 7' (cut at ``limit`` characters)."""
     parts, start, prev = [], None, None
-    for i in indexes + [None]:
+    for i in list(indexes) + [None]:
         if start is None:
             start = prev = i
         elif i is not None and i == prev + 1:
@@ -100,7 +101,7 @@ def _ranges(indexes: list[int]) -> str:
             parts.append(str(start) if start == prev else f"{start}-{prev}")
             start = prev = i
     text = ", ".join(parts)
-    return text if len(text) < 200 else text[:200] + " ..."
+    return text if limit is None or len(text) < limit else text[:limit] + " ..."
 
 
 def describe_disk(path: str) -> str:
