@@ -264,7 +264,6 @@ class Checkpointer:
         self.jobs: list[CheckpointJob] = []
         self.events: list[ProtocolEvent] = []
         self.p6_faults = 0
-        self.p7_landings = 0
         self.samples: list[Sample] = []
         self.completed_requests: list = []     # (id, is_read, block, count, issued, done)
         self._cow_base = 0                     # COW faults counted before the last share()
@@ -415,11 +414,8 @@ class Checkpointer:
 
     def read_targets(self, request) -> list:
         """P5 (claims 8, 23): a read in flight at a checkpoint lands in its memory too."""
-        targets = [job.snapshot for job in self.jobs
-                   if job.status == "saving" and request.id in job.inflight_reads]
-        if targets:
-            self.p7_landings += 1
-        return targets
+        return [job.snapshot for job in self.jobs
+                if job.status == "saving" and request.id in job.inflight_reads]
 
     def request_done(self, request) -> None:
         if len(self.completed_requests) < MAX_LOGGED_REQUESTS:

@@ -217,7 +217,6 @@ class _InterruptFlag:
 
 
 def _execute(machine, args, checkpointer, overlay_note: str | None) -> int:
-    from .devices import StreamSink
     if args.trace:
         machine.trace = lambda line: print(line, file=sys.stderr)
     with _InterruptFlag(machine):
@@ -226,7 +225,6 @@ def _execute(machine, args, checkpointer, overlay_note: str | None) -> int:
         finally:
             machine.console.sink.flush()
             checkpointer.finish_all()
-    assert isinstance(machine.console.sink, StreamSink)
     _summarise_checkpoints(checkpointer, overlay_note)
     if args.timeline:
         _write_timeline(checkpointer, args.timeline)

@@ -454,6 +454,3 @@ class Machine:
             raise ValueError("console state: more output than instructions could write")
         if self.disk.queue and self.disk.backing is None:     # last: see ckptfile._check_state
             raise ValueError("disk requests are in flight but no disk is attached")
-
-    def status_line(self) -> str:
-        return f"tick {self.tick} pc {self.pc}"

@@ -87,10 +87,6 @@ class MemorySnapshot:
     def page(self, index: int) -> bytes:
         return bytes(self._view(index))
 
-    def shares_page(self, index: int) -> bool:
-        """True while the running machine still uses this very page object."""
-        return index not in self.originals and type(self._memory.pages[index]) is bytearray
-
     def release(self) -> None:
         """The checkpoint is saved: its pages need no protection any more."""
         if not self.released:
@@ -320,6 +316,3 @@ class Memory:
             self.allocated += 1
         self.pages[index] = page
         self.writable[index] = page
-
-    def snapshot_count(self) -> int:
-        return len(self._live_snapshots)

@@ -587,7 +587,7 @@ spin:   add r1, r1, 1       ; 4 6 8 10
     assert machine.tick == 20
 
 
-TWO_HANDLERS = f"""
+TWO_HANDLERS = """
 th:     in r1, 0x12
         st r1, [r14]
         mov r1, 1           ; 1 = timer

@@ -36,7 +36,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minivm import bench, compiler, isa
+from minivm import bench, compiler
 from minivm.assembler import assemble
 from minivm.checkpoint import Checkpointer, read_checkpoint, resume
 from minivm.devices import BufferSink, ConsoleInput
