@@ -339,7 +339,8 @@ def _read_overlay_header(path: str, fd: int) -> dict:
     try:
         header = unpacker.unpack()
         end = len(magic) + unpacker.tell()
-    except Exception:
+    except (ValueError, TypeError, msgpack.OutOfData, msgpack.FormatError,
+            msgpack.StackError, msgpack.ExtraData):
         raise FormatError(f"{what} has a corrupt header") from None
     if hashlib.sha256(raw[:end]).digest() != raw[HEADER_SIZE - 32:]:
         raise FormatError(f"{what} has a corrupt header (checksum mismatch)")
