@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,3 +55,21 @@ def run_cli(*args: str, input: bytes | None = None, cwd=None, timeout: float = 1
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.run([sys.executable, "-m", "minivm", *args], input=input,
                           capture_output=True, cwd=cwd, timeout=timeout, env=env)
+
+
+class Hang(BaseException):
+    """Raised by the alarm: a BaseException, so no ``except Exception`` in minivm hides it."""
+
+
+@contextmanager
+def time_limit(seconds: float, what: str):
+    """Fail (instead of hanging the test run) if the body takes longer than ``seconds``."""
+    def on_alarm(signum, frame):
+        raise Hang(f"{what} did not finish within {seconds} s: a hang")
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

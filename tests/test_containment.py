@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from minivm.errors import FormatError, DiskError, MinivmError
 from minivm.machine import Machine
 from minivm.store import FileStore
 
-from support import run_cli
+from support import run_cli, time_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
@@ -72,22 +71,6 @@ def opened_files():
                       else any(c in (mode or "") for c in "wax+"))
             found.append((os.path.abspath(path), writes))
 
-
-class Hang(BaseException):
-    pass
-
-
-@contextmanager
-def time_limit(seconds: float, what: str):
-    def on_alarm(signum, frame):
-        raise Hang(f"{what} did not finish within {seconds} s: a hang")
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def tree_state(folder: Path, skip: Path | None = None) -> dict:

@@ -28,7 +28,6 @@ import copy
 import io
 import os
 import resource
-import signal
 import tempfile
 import time
 import traceback
@@ -53,6 +52,7 @@ from minivm.image import IMAGE_KIND, IMAGE_VERSION, Image, image_from_bytes
 from minivm.machine import Machine
 from minivm.report import describe_checkpoint
 from minivm.store import FileStore, MemoryStore
+from support import Hang, time_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM_PATHS = sorted((ROOT / "programs").glob("*.asm"))
@@ -63,23 +63,6 @@ FUZZ = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_to
 
 
 # --- shared helpers --------------------------------------------------------------------------
-
-class Hang(BaseException):
-    """Raised by the alarm: a BaseException, so no ``except Exception`` in minivm hides it."""
-
-
-@contextmanager
-def time_limit(seconds: float, what: str):
-    """Fail (instead of hanging the test run) if the body takes longer than ``seconds``."""
-    def on_alarm(signum, frame):
-        raise Hang(f"{what} did not finish within {seconds} s: a hang")
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def peak_rss_mb() -> float:
