@@ -248,7 +248,11 @@ class Session:
         bin_dir = self.folder.parent / "bin"
         if not bin_dir.exists():
             bin_dir.mkdir()
-            (bin_dir / "python3").symlink_to(sys.executable)
+            # A wrapper, not a symlink: a symlink to a venv's interpreter has no
+            # pyvenv.cfg beside it, so it would run the bare system Python.
+            wrapper = bin_dir / "python3"
+            wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+            wrapper.chmod(0o755)
         env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
         return subprocess.run(["bash", "-c", f"(exit {self.status}); {command}"],
                               cwd=self.folder, stdout=subprocess.PIPE, env=env,
