@@ -1,4 +1,4 @@
-"""The checkpoint protocol, step by step (SPEC section 4, P1-P11).
+"""The checkpoint protocol, step by step (docs/protocol.md, P1-P11).
 
 Read :meth:`Checkpointer.take` from top to bottom to follow a checkpoint:
 

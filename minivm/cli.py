@@ -1,4 +1,4 @@
-"""The ``minivm`` command line (SPEC section 5).
+"""The ``minivm`` command line (docs/contract.md, section 8).
 
 Every user error ends here as one message on stderr and a non-zero exit
 status, never a traceback. Exit statuses: ``halt`` gives ``r0 & 0xFF``;

@@ -1,4 +1,4 @@
-"""The virtual devices (SPEC section 3) and the virtual-time event queue.
+"""The virtual devices (docs/isa.md, section 4) and the virtual-time event queue.
 
 Each device owns its state and declares it through two methods, in the
 manner of QEMU's VMStateDescription and Firecracker's ``Persist``:

@@ -19,7 +19,7 @@ class DiskError(MinivmError):
 
 
 class GuestFault(MinivmError):
-    """The guest did something the machine forbids (SPEC section 2, faults).
+    """The guest did something the machine forbids (docs/isa.md, section 6).
 
     Raised with just a ``reason`` by memory and devices; the machine adds the
     pc, tick and source location before it reaches the user.

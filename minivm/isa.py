@@ -1,4 +1,4 @@
-"""The instruction set: every opcode in one place (SPEC section 2).
+"""The instruction set: every opcode in one place (docs/isa.md, section 3).
 
 An assembly mnemonic may map to several opcodes, one per operand shape
 (``add r1, r2, r3`` is ADD_R, ``add r1, r2, 5`` is ADD_I), so that the

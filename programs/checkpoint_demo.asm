@@ -8,7 +8,7 @@
 ;
 ; Everything after `ckpt` is what `minivm resume` of the checkpoint prints:
 ; the checkpoint holds the CPU, the timer phase, the interrupt state and the
-; disk queue with both requests (SPEC section 4, P2 and P5), so the resumed
+; disk queue with both requests (docs/protocol.md, P2 and P5), so the resumed
 ; machine finishes exactly as the original did. Taking the checkpoint is
 ; invisible to the guest: with `nop` in place of `ckpt` the output is the same.
 ;

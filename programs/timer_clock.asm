@@ -10,7 +10,7 @@
 ; interrupt; after LINES lines it stops the timer and halts.
 ;
 ; The period is set by the first instruction, at tick 0, so the timer fires
-; at ticks 1000, 2000, 3000, ... (SPEC: set at tick t, it fires at t+n, t+2n).
+; at ticks 1000, 2000, 3000, ... (docs/isa.md: set at tick t, it fires at t+n, t+2n).
 ; Expected output:
 ;   tick 5000
 ;   tick 10000

@@ -3,7 +3,7 @@
 The harness runs a program three ways and compares the results:
 
 * the *reference* run: no checkpointer at all and every ``ckpt`` replaced by
-  ``nop`` (SPEC section 4, invisibility); a second, single-stepped reference
+  ``nop`` (docs/contract.md, invisibility); a second, single-stepped reference
   run records, for every tick at which an instruction starts, how many console
   bytes had been written before it, and every disk write with the tick it was
   issued at (to know what the checkpointed disk must hold);
@@ -14,7 +14,7 @@ The harness runs a program three ways and compares the results:
 The strategy :func:`ckpt_programs` generates terminating guest programs that
 mix ALU and memory operations, timer interrupts, several disk DMA requests
 in flight, ``wait``, ``di``/``ei`` and ``ckpt``. They follow the one rule of
-SPEC section 4 for guests: nothing touches the bytes of a read request while
+docs/contract.md for guests: nothing touches the bytes of a read request while
 it is in flight. Reads land in the first half of a data page (the "DMA
 half"); the CPU's loads and stores and the disk writes' sources use the other
 half, so P7's "other bytes of the same page" case is frequent. The DMA half
@@ -220,8 +220,8 @@ class Reference:
 
     def boundary(self, k: int) -> int:
         """The tick at which a host checkpoint asked for at tick k is taken: the
-        first instruction boundary at or after k (SPEC 1: 'or at the first
-        boundary after, if the clock jumped past it')."""
+        first instruction boundary at or after k (docs/isa.md, section 1: 'or, if
+        the clock jumped past T, at the first boundary after it')."""
         if self.starts is not None:
             i = bisect.bisect_left(self.starts, k)
             assert i < len(self.starts), f"no boundary at or after tick {k}"

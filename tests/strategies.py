@@ -7,7 +7,7 @@ Import from other tests::
 * :func:`programs` draws assembly source text (``str``) of a valid program
   that always terminates within :data:`MAX_TICKS` ticks.
 * :func:`expressions` draws ``(text, value)``: an assembler integer expression
-  and its exact value under SPEC section 2 (C precedence, ``/`` and ``%``
+  and its exact value under docs/isa.md, section 2 (C precedence, ``/`` and ``%``
   truncating toward zero, no wrapping); the value may lie outside the 32-bit
   range, in which case the assembler must reject it.
 
@@ -81,7 +81,7 @@ def _number(draw, value: int, *, allow_char: bool = True) -> str:
 
 
 def _case(draw, word: str) -> str:
-    """Mnemonics, directives and registers are case-insensitive (SPEC 2)."""
+    """Mnemonics, directives and registers are case-insensitive (docs/isa.md, section 2)."""
     return draw(st.sampled_from([word, word, word, word.upper()]))
 
 

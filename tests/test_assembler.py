@@ -1,4 +1,4 @@
-"""The assembly language, straight from SPEC section 2.
+"""The assembly language, straight from docs/isa.md, section 2.
 
 Values are checked by running tiny programs (``mov r1, EXPR`` / ``halt``) or
 by looking at ``image.data`` and ``image.symbols``, so the tests do not depend
@@ -443,7 +443,7 @@ def test_memory_operand_kinds():
     ("2 * 4 - 4", 4), ("4 + 4 - 4", 4),
 ])
 def test_memory_operand_reg_plus_any_expression(offset, value):
-    # SPEC 2: [mem] is one of [reg], [reg + expr], [reg - expr], [expr]; expr is
+    # docs/isa.md, Operands: [mem] is one of [reg], [reg + expr], [reg - expr], [expr]; expr is
     # any integer expression, so [r2 + 1 << 2] means r2 + (1 << 2).
     src = (f"mov r2, 0x100\nmov r3, 0x5A5A\nst r3, [0x100 + {value}]\n"
            f"ld r1, [r2 + {offset}]\nhalt\n")
@@ -459,7 +459,7 @@ def test_register_and_immediate_sources():
 
 
 def test_decimal_with_leading_zeros_is_a_value_or_a_clean_error():
-    # SPEC: a bad program gets file:line:column ..., never a Python traceback.
+    # docs/isa.md, Errors: a bad program gets file:line:column ..., never a Python traceback.
     try:
         image = assemble("mov r1, 007\nhalt\n", FILE)
     except AssemblyError as exc:

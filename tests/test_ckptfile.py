@@ -1,4 +1,4 @@
-"""The checkpoint file (SPEC section 4, 'File format') and the stores (P11).
+"""The checkpoint file (docs/contract.md, section 7; docs/formats.md) and the stores (P11).
 
 A complete checkpoint loads and holds only the non-zero pages; anything else
 - truncated, bit-flipped, foreign, newer, re-ordered or duplicated sections,

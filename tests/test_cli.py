@@ -1,5 +1,5 @@
 """The ``minivm`` command line: bad inputs, faults, limits, exit statuses,
-memory sizes and the asm/disasm round trip (SPEC sections 1, 2 and 5)."""
+memory sizes and the asm/disasm round trip (docs/isa.md, docs/contract.md section 8)."""
 
 from __future__ import annotations
 

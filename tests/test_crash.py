@@ -6,8 +6,8 @@
     After every kill: each ``*.mvc`` in DIR loads and resumes to exactly the
     output of an uninterrupted run after that checkpoint's tick; a checkpoint
     seen complete before the kill is still there; nothing half-written has a
-    final name; and the parent disk image is a state the SPEC allows: it only
-    ever receives the writes issued before the first checkpoint (section 4,
+    final name; and the parent disk image is a state the contract allows: it only
+    ever receives the writes issued before the first checkpoint (docs/contract.md,
     "the checkpointed disk"), all of them once ckpt-0001.mvc exists.
 (b) ``minivm disk commit OVERLAY`` is killed at many points: the parent is
     either exactly the old content or exactly the committed content, and
@@ -151,7 +151,7 @@ def sha(data: bytes) -> str:
 class Reference:
     output: bytes
     out_before: dict                      # checkpoint tick -> output bytes before it
-    disk_states: list                     # parent contents the SPEC allows, in order
+    disk_states: list                     # parent contents the contract allows, in order
     disk_at_first: bytes                  # the parent once ckpt-0001 is complete
     sizes: dict = field(default_factory=dict)   # checkpoint number -> file size
     run_seconds: float = 0.0
@@ -298,7 +298,7 @@ def check_folder(run_dir: Path, ref: Reference, seen_complete: set, context: str
         assert FileStore(str(ck)).names() == [n[:-4] for n in final], (names, context)
     parent = (run_dir / "disk.img").read_bytes()
     assert parent in ref.disk_states, (
-        f"{context}: the parent disk holds a state the SPEC does not allow "
+        f"{context}: the parent disk holds a state the contract does not allow "
         f"({sha(parent)} not in {[sha(s) for s in ref.disk_states]})")
     if "ckpt-0001.mvc" in final:
         assert parent == ref.disk_at_first, (

@@ -1,6 +1,6 @@
-"""Devices (SPEC section 3): bad inputs, snapshot/restore, and timing.
+"""Devices (docs/isa.md, sections 4 and 5): bad inputs, snapshot/restore, and timing.
 
-Expected ticks are worked out by hand from the SPEC: an instruction runs at
+Expected ticks are worked out by hand from docs/isa.md: an instruction runs at
 tick t and leaves the clock at t+1; an event due at T is delivered at the
 boundary where the clock reads T, so a handler's first instruction runs at T
 (when interrupts are enabled); taking an interrupt costs no tick.
@@ -357,7 +357,7 @@ def test_machine_snapshot_has_in_flight_and_pending(disk):
     assert fresh.snapshot_devices() == state
 
 
-# --- timing (SPEC section 3) -----------------------------------------------------------------
+# --- timing (docs/isa.md, section 4) ---------------------------------------------------------
 
 HANDLER_LOG_TICK = """
 handler:

@@ -1,4 +1,4 @@
-"""Disassembler round trip (SPEC section 5: reassembling the listing gives the
+"""Disassembler round trip (docs/contract.md, section 8: reassembling the listing gives the
 same image) and a property test of the assembler's expression evaluation."""
 
 from __future__ import annotations
@@ -320,7 +320,7 @@ def test_expressions_in_memory_operands(expr, form):
     src = f"ld r1, {operand}\nhalt\n"
     expected = -value if form == 2 else value
     in_range = MIN_VALUE <= value <= MAX_VALUE
-    # [r2 - e] with only one of e and -e in range: SPEC does not say; skip it
+    # [r2 - e] with only one of e and -e in range: the docs do not say; skip it
     assume(in_range == (MIN_VALUE <= expected <= MAX_VALUE))
     if in_range:
         base = ["", "r2", "r2", "sp"][form]

@@ -235,7 +235,7 @@ def test_program_checkpoint_and_resume(path, tmp_path):
         for job in jobs:
             assert job.status == "complete", job.progress()
             resumed = resume_both(job.location, tmp_path / f"r{job.tick}")
-            # resume equivalence (SPEC 4), on the blocks engine
+            # resume equivalence (docs/contract.md), on the blocks engine
             for key in ("stop", "regs", "pc", "tick", "halted", "memory", "disk"):
                 assert resumed[key] == original[key], (job.tick, key)
             written = read_checkpoint(job.location).state["console"]["bytes_written"]
@@ -637,7 +637,7 @@ DMA_STATUS_POLL = DMA_POLL.replace("ldb r2, [dst + 3]           ; spin until the
 def test_dma_with_a_checkpoint_in_flight(tmp_path):
     """Checkpoints with both requests in flight, one in flight, none. (The guest
     polls the status port: polling the bytes of a read in flight is the data
-    race SPEC 4 excludes from resume equivalence.)"""
+    race docs/contract.md excludes from resume equivalence.)"""
     runs = run_source_both(DMA_STATUS_POLL, tmp_path, schedule=[8, 20, 150])
     original = runs["blocks"][0]
     assert original["stop"] == "halt" and original["memory"][0][515] == 4

@@ -1,9 +1,9 @@
-"""One test per in-flight DMA rule of SPEC section 4 (P3, P5-P9).
+"""One test per in-flight DMA rule of docs/protocol.md (P3, P5-P9).
 
 Each test runs a small guest that puts requests in flight around a ``ckpt``,
 then loads the checkpoint file and compares the checkpointed memory (its
 saved pages), the checkpointed disk (the parent file), the running memory and
-the ongoing disk byte for byte with what the SPEC says they must hold. The
+the ongoing disk byte for byte with what docs/protocol.md says they must hold. The
 disk starts with a pattern in which every block is different
 (ckpt_strategies.disk_pattern), so a block landing in the wrong place, or
 not at all, shows.
@@ -160,7 +160,7 @@ fill2:  st r1, [r2]             ; new contents for the write buffer
 def test_p5_inflight_requests_belong_to_the_checkpoint(mode, tmp_path):
     run = Run(P5_PROGRAM, tmp_path, mode).run_to_end()
     ckpt = run.checkpoint()
-    # both requests were in flight when the checkpoint was taken (timing: SPEC 3)
+    # both requests were in flight when the checkpoint was taken (timing: docs/isa.md, Block disk)
     queue = queue_of(ckpt)
     assert [(r[0], r[1], r[2], r[4]) for r in queue] == [(1, 2, 4, 2), (2, 1, 10, 2)]
     (w1, r1) = queue

@@ -1,7 +1,7 @@
-"""Instruction semantics and faults (SPEC sections 1 and 2).
+"""Instruction semantics and faults (docs/isa.md, sections 1 to 3 and 6).
 
 Each test runs a short program and checks registers, memory, console output
-or the tick counter; expected values are worked out from the SPEC by hand.
+or the tick counter; expected values are worked out from docs/isa.md by hand.
 """
 
 from __future__ import annotations
@@ -311,7 +311,7 @@ def test_untouched_memory_reads_zero_and_costs_nothing():
 
 
 def test_huge_memory_is_lazy():
-    # SPEC 1: at least 4 GiB must be accepted as a size
+    # docs/isa.md, section 1: up to 4 GiB must be accepted as a size
     src = ("ld r1, [0xFFFFFFFC]\nldb r2, [0x80000000]\n"
            "mov r3, 0x12345678\nst r3, [0xC0000000]\nld r4, [0xC0000000]\nhalt\n")
     r = run(src, memory_size=4 << 30)

@@ -1,4 +1,4 @@
-"""Disk overlays and chains (SPEC section 4: P1, P3, P10).
+"""Disk overlays and chains (docs/protocol.md: P1, P3, P10).
 
 * P3: a partial write to a block group not yet in the overlay copies the
   group from the parent first (a disk COW fault); a whole-group write does not.
@@ -264,7 +264,7 @@ drain:  in r7, 0x24
 
 def test_every_checkpoint_of_a_long_chain_resumes(tmp_path):
     """70 checkpoints in one run with a disk: each one's disk is a chain of all
-    the overlays before it. Every checkpoint taken must load and resume (SPEC 4:
+    the overlays before it. Every checkpoint taken must load and resume (docs/contract.md:
     'for every program and every point k at which a checkpoint is taken')."""
     _, machine, cp, _ = run_machine(MANY_CHECKPOINTS, tmp_path)
     stop = machine.run(1_000_000)

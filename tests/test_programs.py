@@ -1,7 +1,7 @@
 """The guest programs in programs/: exact output, exit status, determinism.
 
-Every expected output here is derived from the program text and the SPEC
-(section 3 for the devices), not copied from a run of minivm.
+Every expected output here is derived from the program text and docs/isa.md
+(section 4 for the devices), not copied from a run of minivm.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The guarantees of SPEC section 4, as tests.
+"""The guarantees of docs/contract.md, section 5, as tests.
 
 * Resume equivalence: resuming a checkpoint taken at tick k gives exactly the
   console output the original run produced after k, and the same final
@@ -15,7 +15,7 @@
 * The same properties for generated programs (ckpt_strategies.ckpt_programs).
 * programs/checkpoint_demo.asm through the CLI, with its exact output.
 
-Expected values come from the SPEC: a reference run without checkpoints is
+Expected values come from the contract: a reference run without checkpoints is
 the specification of what the guest sees (invisibility), so every
 comparison is against it or against bytes written out by hand.
 """
@@ -119,7 +119,7 @@ def batches(ks: list[int], size: int = BATCH) -> list[list[int]]:
 
 def check_invisible(ref, original, what: str) -> None:
     if original.p8:
-        return                      # the documented exception (SPEC section 4, P8)
+        return                      # the documented exception (docs/contract.md, P8)
     diffs = original.final.differences(ref.final, skip=())
     assert not diffs, f"{what}: taking checkpoints changed the run: {diffs}"
 
@@ -354,7 +354,7 @@ def test_resume_with_a_short_last_page(references, tmp_path):
 
 
 def test_resume_with_4_gib_of_memory(tmp_path):
-    """4 GiB must be accepted as a size (SPEC 1); sp starts at 2^32 mod 2^32 = 0,
+    """4 GiB must be accepted as a size (docs/isa.md, section 1); sp starts at 2^32 mod 2^32 = 0,
     so the pushes go to the last bytes of the last page."""
     image = assemble_text(STACK_PROGRAM, "stack.asm")
     config = Config(memory_size=1 << 32)
@@ -557,8 +557,8 @@ on_disk:
 
 
 def test_p8_is_the_documented_exception(tmp_path):
-    """SPEC 4: 'The one exception is P8, where the pending requests complete
-    before the guest resumes; document how that shows.' It shows like this:
+    """docs/contract.md: P8 is the one exception to invisibility (the pending
+    requests complete before the guest resumes). It shows like this:
     right after the ckpt the guest sees 0 requests in flight (2 with nop) and
     request #2 as the last completed (0 with nop); both completion interrupts
     are pending from the checkpoint's tick on. Nothing else changes: the read
