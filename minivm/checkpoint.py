@@ -35,6 +35,8 @@ between instruction batches by the machine):
       be committed into its parent while the VM runs on a fresh overlay
       (:meth:`Checkpointer.commit_disk`, and ``minivm disk commit``).
 
+Resuming a checkpoint (and exporting one) is in resume.py.
+
 Stop-and-copy mode (``--checkpoint-mode stop-copy``) is the baseline: the
 same steps, but P4 runs to the end inside the stop window, and requests in
 flight are sent to the overlay so the checkpointed disk is final at once.
@@ -47,13 +49,11 @@ import time
 from dataclasses import dataclass
 
 from . import __version__
-from .ckptfile import Checkpoint, CheckpointWriter, chain_entry, load_checkpoint
-from .disks import (Overlay, commit_overlay, describe_chain, fingerprint_file, locate,
-                    open_disk)
-from .errors import DiskError, FormatError, MinivmError
-from .machine import Machine
+from .ckptfile import CheckpointWriter, chain_entry
 from .devices import BLOCK_SIZE
-from .container import read_file_capped
+from .disks import Overlay, commit_overlay
+from .errors import MinivmError
+from .machine import Hooks, Machine
 from .store import CheckpointStore, StoreError
 
 COW = "cow"
@@ -268,8 +268,9 @@ class CheckpointJob:
             self.advance(1 << 30)
 
 
-class Checkpointer:
-    """Runs the checkpoint protocol for one machine, and is its host task."""
+class Checkpointer(Hooks):
+    """Runs the checkpoint protocol for one machine, and is its hooks object
+    (machine.Hooks: the host task, the ``ckpt`` instruction, the DMA rules)."""
 
     def __init__(self, machine: Machine, store: CheckpointStore, *, mode: str = COW,
                  group_blocks: int = 8, schedule=(), pages_per_slice: int | None = None,
@@ -300,11 +301,10 @@ class Checkpointer:
         self._report = report
         self._commit = None              # (overlay being committed, fresh overlay)
         self.last_commit = ""
-        machine.on_ckpt = self._on_ckpt_instruction
-        machine.host_tasks.append(self)
-        machine.dma.rules = self
+        machine.hooks = self
 
-    def _on_ckpt_instruction(self, machine: Machine) -> None:
+    def on_ckpt(self, machine: Machine) -> None:
+        """The guest's ``ckpt`` instruction (machine.Hooks)."""
         self._take_or_report("ckpt")
 
     def _take_or_report(self, origin: str) -> None:
@@ -424,7 +424,7 @@ class Checkpointer:
                         return True
         return False
 
-    # --- in-flight DMA rules (the machine's DMA port calls these) -----------------------------
+    # --- in-flight DMA rules (machine.Hooks; the machine's DMA port calls these) ---
     def before_read_issued(self, request) -> None:
         """P6 (claims 15, 26): a new read cannot reach checkpointed memory."""
         faulted = self.machine.memory.unshare_range(request.addr, request.count * BLOCK_SIZE)
@@ -474,7 +474,7 @@ class Checkpointer:
     def fingerprint_of(self, layer) -> dict:
         return self._fingerprints[id(layer)]
 
-    # --- the host task interface (machine.host_tasks) ---------------------------------------
+    # --- the host task (machine.Hooks: next_tick, run_due) ---
     def next_tick(self) -> int | None:
         candidates = []
         if self._schedule:
@@ -598,121 +598,3 @@ class Checkpointer:
                             f"into {parent.path}; the VM runs on {os.path.basename(fresh.path)}")
         self.log(None, "P10", self.last_commit)
         self.report(self.last_commit)
-
-
-# --- resume ------------------------------------------------------------------------------
-
-def read_checkpoint(path: str) -> Checkpoint:
-    what = f"checkpoint '{path}'"
-    ckpt = load_checkpoint(read_file_capped(path, what), what)
-    ckpt.path = os.path.abspath(path)
-    return ckpt
-
-
-def resolve_disk_chain(ckpt: Checkpoint, disk_override: str | None = None,
-                       allow_changed: bool = False) -> list[dict]:
-    """Where each file of the checkpointed disk chain is, checked against its
-    fingerprint; returns the entries, top first, each with a 'resolved' path
-    and 'status' (unchanged / CHANGED). Nothing is opened for writing.
-
-    Paths come from an untrusted file, so each is checked to be a regular
-    file before it is read, and a file whose fingerprint does not match is
-    refused unless ``allow_changed``.
-    """
-    chain = ckpt.disk["chain"]
-    base = os.path.dirname(ckpt.path) if ckpt.path else os.getcwd()
-    top = chain[0]
-    top_path = disk_override or locate(base, top["relpath"], top["path"])
-    if not os.path.exists(top_path):
-        raise DiskError(f"the checkpoint's disk '{top['path']}' is missing (looked for "
-                        f"'{top_path}'); if it moved, give its new place with --disk")
-    found = describe_chain(top_path)
-    if len(found) != len(chain):
-        raise DiskError(f"the checkpoint's disk is a chain of {len(chain)} file(s), but "
-                        f"'{top_path}' leads to {len(found)}")
-    resolved = []
-    for expected, actual in zip(chain, found):
-        fingerprint = fingerprint_file(actual["path"], expected["fingerprint"]["size"])
-        status = "unchanged"
-        if fingerprint != expected["fingerprint"]:
-            if not allow_changed:
-                raise DiskError(
-                    f"disk file '{actual['path']}' has changed since the checkpoint was taken "
-                    f"(expected {expected['fingerprint']['size']} bytes with SHA-256 "
-                    f"{expected['fingerprint']['sha256'][:16]}..., found {fingerprint['size']} "
-                    f"bytes with {fingerprint['sha256'][:16]}...); resuming on it would not "
-                    "reproduce the run (--allow-changed-disk resumes anyway)")
-            status = "CHANGED"
-        resolved.append({**expected, "resolved": actual["path"], "status": status})
-    return resolved
-
-
-def export_checkpoint(ckpt: Checkpoint, folder: str) -> list[str]:
-    """Copy a checkpoint and every file of its disk chain into ``folder``, flat,
-    so the folder can be taken to another machine and resumed there (resume
-    finds each file by its name beside the checkpoint). Returns the paths written."""
-    import shutil
-    sources = [ckpt.path]
-    if ckpt.disk is not None:
-        sources += [entry["resolved"] for entry in resolve_disk_chain(ckpt)]
-    names = [os.path.basename(p) for p in sources]
-    if len(set(names)) != len(names):
-        raise MinivmError("two files of this checkpoint have the same name; export cannot "
-                          "put them side by side")
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as exc:
-        raise MinivmError(f"cannot create '{folder}': {exc.strerror}") from None
-    targets = [os.path.join(folder, name) for name in names]
-    for target in targets:
-        if os.path.exists(target):
-            raise MinivmError(f"'{target}' already exists; export will not overwrite it")
-    for source, target in zip(sources, targets):
-        try:
-            shutil.copyfile(source, target)
-        except OSError as exc:
-            raise MinivmError(f"cannot copy '{source}' to '{target}': {exc.strerror}") from None
-    return targets
-
-
-def resume(ckpt: Checkpoint, store: CheckpointStore, *, disk_override: str | None = None,
-           console_sink=None, console_input=None, group_blocks: int | None = None,
-           engine: str = "interp", chain: list[dict] | None = None):
-    """Rebuild the machine a checkpoint describes. Returns (machine, overlay path or None).
-
-    The checkpointed disk is never written: a fresh overlay on top of it takes
-    the resumed run's writes, so the same checkpoint can be resumed again.
-    """
-    disk_layer = None
-    overlay_path = None
-    if ckpt.disk is None:
-        if disk_override:
-            raise MinivmError("this checkpoint was taken with no disk attached; --disk cannot "
-                              "be used when resuming it")
-    else:
-        if chain is None:
-            chain = resolve_disk_chain(ckpt, disk_override)
-        base = open_disk(chain[0]["resolved"], verify=False, writable=False)
-        seq = store.next_sequence()
-        overlay_path = store.overlay_path(f"resume-{seq:04d}")
-        if overlay_path is None:
-            raise StoreError("resuming a checkpoint with a disk needs a folder for the overlay")
-        disk_layer = Overlay.create(overlay_path, base,
-                                    group_blocks or ckpt.disk.get("group_blocks", 8),
-                                    parent_fingerprint=base.fingerprint())
-    state = ckpt.state
-    try:
-        machine = Machine(ckpt.image, memory_size=ckpt.memory_size, disk=disk_layer,
-                          console_sink=console_sink, console_input=console_input,
-                          load_data=False, engine=engine)
-        machine.restore_devices(state)
-        for index, data in ckpt.pages.items():
-            machine.memory.load_page(index, data)
-    except (ValueError, MinivmError) as exc:
-        if disk_layer is not None:
-            disk_layer.close()
-            os.unlink(disk_layer.path)
-        if isinstance(exc, FormatError):
-            raise
-        raise FormatError(f"{ckpt.source} is not a valid checkpoint: {exc}") from None
-    return machine, overlay_path

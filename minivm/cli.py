@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 
-from .errors import MinivmError
+from .errors import MinivmError, show
 
 EXIT_USAGE = 2
 EXIT_FAULT = 3
@@ -59,6 +59,8 @@ def _tick_list(text: str) -> list[int]:
 
 
 def _add_execution_options(p: argparse.ArgumentParser) -> None:
+    from .checkpoint import COW, MODES
+    from .machine import ENGINES
     p.add_argument("--input", metavar="FILE",
                    help="console input for port 0x02 (default: standard input)")
     p.add_argument("--max-steps", type=_positive_int, metavar="N",
@@ -68,7 +70,7 @@ def _add_execution_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-at", type=_tick_list, default=[], metavar="T[,T...]",
                    help="take a checkpoint when the clock reaches each tick T "
                         "(costs the guest no tick)")
-    p.add_argument("--checkpoint-mode", choices=("cow", "stop-copy"), default="cow",
+    p.add_argument("--checkpoint-mode", choices=MODES, default=COW,
                    help="cow: stop briefly and save in the background (default); "
                         "stop-copy: save everything while stopped (baseline)")
     p.add_argument("--save-rate", type=_positive_int, default=None, metavar="PAGES",
@@ -82,7 +84,7 @@ def _add_execution_options(p: argparse.ArgumentParser) -> None:
                    help="print every instruction executed to stderr")
     p.add_argument("--timeline", metavar="FILE.svg",
                    help="after the run, draw the checkpoints' timeline as an SVG picture")
-    p.add_argument("--engine", choices=("interp", "blocks"), default="interp",
+    p.add_argument("--engine", choices=ENGINES, default=ENGINES[0],
                    help="interp: one instruction at a time (the reference); "
                         "blocks: compiled basic blocks (faster)")
 
@@ -294,7 +296,7 @@ def _make_checkpointer(machine, args):
 
 def cmd_run(args) -> int:
     from .devices import StreamSink
-    from .image import load_program
+    from .program import load_program
     from .disks import open_disk
     from .machine import Machine
     from .memory import parse_size
@@ -310,17 +312,16 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from .checkpoint import read_checkpoint, resume
     from .devices import StreamSink
+    from .resume import read_checkpoint, resolve_disk_chain, resume
     from .store import FileStore
-    from .checkpoint import resolve_disk_chain
     ckpt = read_checkpoint(args.checkpoint)
     store = FileStore(args.checkpoint_dir)
     chain = None
     if ckpt.disk is not None:
         chain = resolve_disk_chain(ckpt, args.disk, args.allow_changed_disk)
         for entry in chain:
-            _note(f"disk chain: {entry['kind']} {entry['resolved']} ({entry['status']}; "
+            _note(f"disk chain: {show(entry['kind'])} {show(entry['resolved'])} ({entry['status']}; "
                   "opened read-only)")
     machine, overlay = resume(ckpt, store, disk_override=args.disk, chain=chain,
                               console_sink=StreamSink(sys.stdout.buffer),
@@ -350,26 +351,26 @@ def cmd_asm(args) -> int:
 
 def cmd_disasm(args) -> int:
     from .disasm import listing
-    from .image import load_program
+    from .program import load_program
     image = load_program(args.program)
     sys.stdout.write(listing(image, os.path.basename(args.program)))
     return 0
 
 
 def cmd_inspect(args) -> int:
-    from .checkpoint import read_checkpoint
+    from .resume import read_checkpoint
     from .report import describe_checkpoint
     sys.stdout.write(describe_checkpoint(read_checkpoint(args.checkpoint)))
     return 0
 
 
 def cmd_disk(args) -> int:
-    from .disks import commit_overlay, create_raw_disk, describe_chain, open_disk
+    from .disks import BLOCK_SIZE, commit_overlay, create_raw_disk, describe_chain, open_disk
     from .memory import parse_size
     if args.disk_command == "create":
         size = parse_size(args.size, "disk size")
         create_raw_disk(args.file, size)
-        _note(f"created {args.file}: {size} bytes, {size // 512} blocks")
+        _note(f"created {args.file}: {size} bytes, {size // BLOCK_SIZE} blocks")
         return 0
     if args.disk_command == "info":
         from .report import describe_disk
@@ -398,7 +399,7 @@ def cmd_disk(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .checkpoint import export_checkpoint, read_checkpoint
+    from .resume import export_checkpoint, read_checkpoint
     written = export_checkpoint(read_checkpoint(args.checkpoint), args.folder)
     for path in written:
         _note(f"wrote {path}")

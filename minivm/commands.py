@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import isa
-from .checkpoint import Checkpointer, read_checkpoint, resolve_disk_chain, resume
+from .checkpoint import Checkpointer
+from .resume import read_checkpoint, resolve_disk_chain, resume
 from .devices import BLOCK_SIZE, ConsoleInput
 from .disasm import format_instruction
 from .errors import GuestFault, MinivmError
@@ -703,7 +704,7 @@ class Session:
             raise
 
     def load(self, path: str) -> None:
-        from .image import load_program
+        from .program import load_program
         image = load_program(path)
         machine = self._new_machine(image)
         self.program_path = path
@@ -1715,7 +1716,7 @@ Example:  reset""")
             self._input_log = bytearray()
             self._install(machine, image, self.origin)
         else:
-            from .image import load_program
+            from .program import load_program
             image = load_program(self.program_path)
             machine = self._new_machine(image)
             self._input_log = bytearray()

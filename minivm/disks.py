@@ -31,9 +31,9 @@ import zlib
 import msgpack
 
 from .container import fsync_dir, magic_of
+from .devices import BLOCK_SIZE
 from .errors import DiskError, FormatError
 
-BLOCK_SIZE = 512
 DEFAULT_GROUP_BLOCKS = 8
 OVERLAY_KIND = "overlay"
 OVERLAY_VERSION = 1
@@ -95,7 +95,43 @@ class AlreadyCommitted(DiskError):
     """The overlay's parent already holds the overlay (a commit finished)."""
 
 
-class RawDisk:
+class _Layer:
+    """What every disk layer file has: a descriptor, a parent (None for a raw
+    image), and the chain from it down to the raw image."""
+
+    path: str
+    parent: "_Layer | None"
+    _fd: int | None
+    _writable: bool
+
+    def chain(self) -> list:
+        """This layer and every one below it, top first."""
+        layers, layer = [], self
+        while layer is not None:
+            layers.append(layer)
+            layer = layer.parent
+        return layers
+
+    def sync(self) -> None:
+        if self._writable:
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def close_chain(*tops) -> None:
+    """Close every layer of the disk chains under ``tops`` (None is skipped;
+    a layer shared by two chains is closed once)."""
+    for top in tops:
+        if top is not None:
+            for layer in top.chain():
+                layer.close()
+
+
+class RawDisk(_Layer):
     """A raw disk image file."""
 
     kind = "raw"
@@ -129,18 +165,6 @@ class RawDisk:
     def fingerprint(self) -> dict:
         return fingerprint_file(self.path)
 
-    def chain(self) -> list:
-        return [self]
-
-    def sync(self) -> None:
-        if self._writable:
-            os.fsync(self._fd)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
 
 def create_raw_disk(path: str, size: int) -> None:
     if size % BLOCK_SIZE or size < 0:
@@ -161,7 +185,7 @@ def _relpath(target: str, start_dir: str) -> str:
         return target
 
 
-class Overlay:
+class Overlay(_Layer):
     """A copy-on-write overlay over ``parent`` (P1, P3)."""
 
     kind = "overlay"
@@ -307,21 +331,6 @@ class Overlay:
     def fingerprint(self) -> dict:
         return fingerprint_file(self.path)
 
-    def chain(self) -> list:
-        layers, layer = [], self
-        while layer is not None:
-            layers.append(layer)
-            layer = layer.parent
-        return layers
-
-    def sync(self) -> None:
-        if self._writable:
-            os.fsync(self._fd)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 def _read_overlay_header(path: str, fd: int) -> dict:

@@ -6,6 +6,16 @@ its message and never a traceback.
 """
 
 
+def show(text) -> str:
+    """A string from a file (a path, a name), fit to print in a message: every
+    unprintable character is escaped as Python writes it (\\n, \\x1b, \\u200b),
+    so a file cannot move the cursor or clear the terminal."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 class MinivmError(Exception):
     """An error with a user-facing, one-paragraph message."""
 

@@ -92,19 +92,6 @@ def load_image(path: str) -> Image:
     return image_from_bytes(read_file_capped(path, what), what)
 
 
-def load_program(path: str) -> Image:
-    """An image file or an assembly source, whichever ``path`` holds."""
-    from .errors import MinivmError
-    try:
-        data = read_file_capped(path, f"'{path}'", limit=64 << 20)
-    except FormatError as exc:
-        raise MinivmError(f"{path}: cannot load the program: {exc}") from None
-    if is_image_bytes(data):
-        return image_from_bytes(data, f"image '{path}'")
-    from .assembler import assemble_file       # imported here: assembler imports us
-    return assemble_file(path)
-
-
 def _bad(what: str, why: str) -> FormatError:
     return FormatError(f"{what} is not a valid minivm image: {why}")
 

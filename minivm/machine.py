@@ -2,8 +2,9 @@
 
 :meth:`Machine.run` alternates two things:
 
-* the *boundary* (between instructions, at the current tick): host tasks that
-  are due (a ``--checkpoint-at`` checkpoint, a slice of a background save),
+* the *boundary* (between instructions, at the current tick): the work of
+  the machine's :class:`Hooks` that is due (a ``--checkpoint-at``
+  checkpoint, a slice of a background save),
   then device events due now (timer before disk), then at most one interrupt
   delivery, then the stop conditions;
 * the hot loop (:func:`~minivm.interpreter.run_fast`) up to the *deadline*,
@@ -79,17 +80,57 @@ class Stop:
         return self.reason if self.detail is None else f"{self.reason}: {self.detail}"
 
 
+class Hooks:
+    """The one way host-side code plugs into a machine: ``machine.hooks``.
+
+    The checkpoint protocol (checkpoint.Checkpointer) is the hooks object of a
+    machine it checkpoints; this base class does nothing, and is what a
+    machine without a checkpointer has. The methods:
+
+    * ``next_tick()``: the earliest tick at which ``run_due`` has work, or
+      None. The hot loop only runs up to it (it is part of the deadline);
+    * ``run_due(machine)``: called at an instruction boundary once that tick
+      is reached (a ``--checkpoint-at`` checkpoint, a background save batch);
+    * ``on_ckpt(machine)``: the guest ran a ``ckpt`` instruction;
+    * the in-flight DMA rules (P5-P7), called by the disk through the
+      machine's DMA port: ``before_read_issued(request)`` (P6),
+      ``read_targets(request)``, the checkpointed memories a read lands in
+      besides the running one (P5), and ``request_done(request)``.
+    """
+
+    def next_tick(self) -> int | None:
+        return None
+
+    def run_due(self, machine: "Machine") -> None:
+        pass
+
+    def on_ckpt(self, machine: "Machine") -> None:
+        pass
+
+    def before_read_issued(self, request) -> None:
+        pass
+
+    def read_targets(self, request) -> list:
+        return []
+
+    def request_done(self, request) -> None:
+        pass
+
+
+NO_HOOKS = Hooks()
+
+
 class MemoryDma:
     """The disk's path to memory (devices.DmaPort).
 
-    ``rules`` is where the checkpoint protocol plugs in its in-flight DMA
-    rules (P5-P7, see checkpoint.py); without a checkpoint, DMA goes
-    straight to memory.
+    ``hooks`` is the machine's hooks object (set with ``machine.hooks``):
+    its DMA rules (P5-P7, see checkpoint.py) step in between; without a
+    checkpoint, DMA goes straight to memory.
     """
 
     def __init__(self, memory: Memory):
         self.memory = memory
-        self.rules = None
+        self.hooks: Hooks = NO_HOOKS
 
     def check(self, addr: int, length: int) -> None:
         self.memory.check_range(addr, length, "DMA")
@@ -98,16 +139,13 @@ class MemoryDma:
         return self.memory.read_bytes(addr, length)
 
     def before_read_issued(self, request) -> None:
-        if self.rules is not None:
-            self.rules.before_read_issued(request)
+        self.hooks.before_read_issued(request)
 
     def land_read(self, request, data: bytes) -> None:
-        snapshots = self.rules.read_targets(request) if self.rules is not None else ()
-        self.memory.land_read(request.addr, data, snapshots)
+        self.memory.land_read(request.addr, data, self.hooks.read_targets(request))
 
     def request_done(self, request) -> None:
-        if self.rules is not None:
-            self.rules.request_done(request)
+        self.hooks.request_done(request)
 
 
 class Machine:
@@ -135,6 +173,7 @@ class Machine:
         self.console = Console(console_sink, console_input)
         self.timer = Timer(ncode)
         self.dma = MemoryDma(self.memory)
+        self._hooks: Hooks = NO_HOOKS     # see Hooks; the checkpointer sets it
         self.disk = Disk(disk, self.dma, ncode, disk_latency, disk_per_block, max_inflight)
         self.interrupts = InterruptController()
         self.events = EventQueue([self.timer, self.disk])
@@ -145,14 +184,21 @@ class Machine:
             in_ports.update(device.in_ports)
         self.code = decode(image, out_ports, in_ports)
         self._plain_code = list(self.code)
-        # Host-side hooks: objects with next_tick() and run_due(machine).
-        self.host_tasks: list = []
-        self.on_ckpt = None               # called by the ckpt instruction
         self.breakpoints: set[int] = set()
         self.watches: dict[int, int] = {}
         self.trace = None                 # callable(str) to print each instruction
         self.stop_requested = False
         self._resume_break: tuple[int, int] | None = None
+
+    @property
+    def hooks(self) -> Hooks:
+        """The host's hooks into this machine (see :class:`Hooks`)."""
+        return self._hooks
+
+    @hooks.setter
+    def hooks(self, hooks: Hooks) -> None:
+        self._hooks = hooks
+        self.dma.hooks = hooks                # the disk's DMA rules, the same object
 
     # --- running -------------------------------------------------------------------
     def run(self, max_ticks: int | None = None) -> Stop:
@@ -194,10 +240,9 @@ class Machine:
         nxt = self.events.next_tick()
         if nxt is not None:
             deadline = nxt
-        for task in self.host_tasks:
-            t = task.next_tick()
-            if t is not None and t < deadline:
-                deadline = t
+        t = self._hooks.next_tick()
+        if t is not None and t < deadline:
+            deadline = t
         return max(deadline, self.tick + 1)
 
     def _boundary(self, limit) -> Stop | None:
@@ -205,10 +250,10 @@ class Machine:
             return Stop("halt")
         if self.pc >= self.ncode:       # ran off the end: the fault comes before anything else
             self.step_slow()
-        for task in list(self.host_tasks):
-            t = task.next_tick()
-            if t is not None and t <= self.tick:
-                task.run_due(self)
+        hooks = self._hooks
+        t = hooks.next_tick()
+        if t is not None and t <= self.tick:
+            hooks.run_due(self)
         self.events.fire_due(self.tick, self.interrupts.raise_irq)
         if self.interrupts.enabled and self.interrupts.has_pending():
             self._deliver_interrupt()
@@ -360,8 +405,7 @@ class Machine:
             return None
         elif op == CKPT:
             self.pc, self.tick = nxt, t + 1
-            if self.on_ckpt is not None:
-                self.on_ckpt(self)
+            self._hooks.on_ckpt(self)
             return None
         else:
             raise AssertionError(f"opcode {op} should never reach the slow path")

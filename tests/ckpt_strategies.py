@@ -34,9 +34,10 @@ from hypothesis import strategies as st
 
 from minivm import isa
 from minivm.assembler import assemble
-from minivm.checkpoint import Checkpointer, read_checkpoint, resume
+from minivm.checkpoint import Checkpointer
+from minivm.resume import read_checkpoint, resume
 from minivm.devices import BLOCK_SIZE, BufferSink, ConsoleInput
-from minivm.disks import open_disk
+from minivm.disks import close_chain, open_disk
 from minivm.image import Image
 from minivm.machine import Machine
 from minivm.store import FileStore
@@ -167,14 +168,7 @@ def memory_contents(machine: Machine) -> dict[int, bytes]:
 
 def close_disks(machine: Machine) -> None:
     """Close every disk file a machine has open (runs are many; descriptors are few)."""
-    layers = []
-    if machine.disk.backing is not None:
-        layers += machine.disk.backing.chain()
-    for request in machine.disk.queue:
-        if request.target is not None:
-            layers += request.target.chain()
-    for layer in layers:
-        layer.close()
+    close_chain(machine.disk.backing, *(request.target for request in machine.disk.queue))
 
 
 def read_file_blocks(path: str, verify: bool = True) -> bytes:
@@ -183,10 +177,7 @@ def read_file_blocks(path: str, verify: bool = True) -> bytes:
     try:
         return disk.read_blocks(0, disk.block_count)
     finally:
-        layer = disk
-        while layer is not None:
-            layer.close()
-            layer = layer.parent
+        close_chain(disk)
 
 
 # --- the reference run ---------------------------------------------------------------------

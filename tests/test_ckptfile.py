@@ -26,7 +26,8 @@ import pytest
 
 from ckpt_strategies import (Config, assemble_text, close_disks, disk_pattern, final_state,
                              new_machine, write_disk)
-from minivm.checkpoint import Checkpointer, read_checkpoint, resume
+from minivm.checkpoint import Checkpointer
+from minivm.resume import read_checkpoint, resume
 from minivm.ckptfile import load_checkpoint
 from minivm.cli import main as cli_main
 from minivm.devices import BufferSink, ConsoleInput

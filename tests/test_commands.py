@@ -358,24 +358,27 @@ def test_ctrl_c_simulated_with_stop_requested_keeps_state_consistent(tmp_path):
     h = Harness(tmp_path, SPIN, "spin.asm")
 
     class StopAt:                       # what the SIGINT handler does, at a known tick
-        def __init__(self, tick):
-            self.tick = tick
+        def __init__(self, tick, inner):  # (the session's checkpointer stays below)
+            self.tick, self.inner = tick, inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
 
         def next_tick(self):
             return self.tick
 
         def run_due(self, machine):
             machine.stop_requested = True
-            self.tick = None
+            machine.hooks = self.inner
 
-    h.m.host_tasks.append(StopAt(1000))
+    h.m.hooks = StopAt(1000, h.m.hooks)
     text = h.ok("continue")
     assert text == "interrupted (Ctrl-C) at tick 1000\n=> pc 0 <top>  spin.asm:1  add r1, r1, 1\n"
     assert h.m.regs[1] == 500 and h.m.pc == 0
     assert h.session.toolbar_text().endswith("| interrupted")
     h.ok("step 2")
     assert h.m.regs[1] == 501 and h.m.tick == 1002
-    h.m.host_tasks.append(StopAt(5000))
+    h.m.hooks = StopAt(5000, h.m.hooks)
     assert "interrupted (Ctrl-C) at tick 5000" in h.ok("c")
     assert h.m.stop_requested is False
 
@@ -678,7 +681,8 @@ def test_guest_ckpt_instruction_is_announced(tmp_path):
 
 def test_core_checkpoint_of_a_machine_halted_on_its_last_instruction_resumes(tmp_path):
     from minivm.assembler import assemble
-    from minivm.checkpoint import Checkpointer, read_checkpoint, resume
+    from minivm.checkpoint import Checkpointer
+    from minivm.resume import read_checkpoint, resume
     from minivm.machine import Machine
     from minivm.store import FileStore
     machine = Machine(assemble("    mov r1, 1\n    halt\n", "h.asm"))

@@ -23,10 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from minivm.assembler import assemble
-from minivm.checkpoint import Checkpointer, read_checkpoint, resolve_disk_chain, resume
+from minivm.checkpoint import Checkpointer
+from minivm.resume import read_checkpoint, resolve_disk_chain, resume
 from minivm.container import ContainerWriter, pack, read_container
 from minivm.devices import BufferSink, ConsoleInput
-from minivm.disks import Overlay, describe_chain, open_disk
+from minivm.disks import Overlay, close_chain, describe_chain, open_disk
 from minivm.errors import FormatError, DiskError, MinivmError
 from minivm.machine import Machine
 from minivm.store import FileStore
@@ -87,10 +88,7 @@ def tree_state(folder: Path, skip: Path | None = None) -> dict:
 
 
 def close_machine(machine: Machine) -> None:
-    layer = machine.disk.backing
-    while layer is not None:
-        layer.close()
-        layer = layer.parent
+    close_chain(machine.disk.backing)
 
 
 # --- 1. the guest: memory, ports, its own disk -------------------------------------------------------
@@ -418,3 +416,19 @@ def test_resolve_disk_chain_checks_fingerprints_before_opening(seed, tmp_path):
         chain = resolve_disk_chain(ckpt)
     assert [e["status"] for e in chain] == ["unchanged", "unchanged"]
     assert all(not writes for _, writes in files), files
+
+
+def test_disk_path_from_a_checkpoint_is_shown_escaped(seed, tmp_path):
+    """A checkpoint names a missing disk whose path holds terminal escapes: the
+    message shows them escaped (errors.show), in resume() and in the CLI."""
+    folder, _ = seed
+    target = str(tmp_path / "gone\x1b[2J\n.img")
+    evil = craft(folder / "ck" / "ckpt-0001.mvc", tmp_path / "evil.mvc", target)
+    with pytest.raises(DiskError) as info:
+        resolve_disk_chain(read_checkpoint(str(evil)))
+    message = str(info.value)
+    assert "gone\\x1b[2J\\n.img" in message and "\x1b" not in message and "\n" not in message
+    proc = run_cli("resume", str(evil), "--checkpoint-dir", str(tmp_path / "store"),
+                   input=b"", timeout=8)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and "gone\\x1b[2J\\n.img" in err and "\x1b" not in err, err

@@ -35,10 +35,10 @@ import msgpack
 import pytest
 
 from minivm.assembler import assemble
-from minivm.checkpoint import read_checkpoint, resume
+from minivm.resume import read_checkpoint, resume
 from minivm.container import read_container
 from minivm.devices import BufferSink, ConsoleInput
-from minivm.disks import Overlay, describe_chain, open_disk
+from minivm.disks import Overlay, close_chain, describe_chain, open_disk
 from minivm.errors import MinivmError
 from minivm.machine import Machine
 from minivm.store import FileStore
@@ -336,10 +336,7 @@ def resumed_output(ckpt, run_dir: Path) -> bytes:
         try:
             stop = machine.run(50_000_000)
         finally:
-            layer = machine.disk.backing
-            while layer is not None:
-                layer.close()
-                layer = layer.parent
+            close_chain(machine.disk.backing)
     assert stop.reason == "halt" and machine.regs[0] == 0, stop
     assert (run_dir / "disk.img").read_bytes() == before, "resume wrote to the checkpointed disk"
     return bytes(machine.console.sink.data)

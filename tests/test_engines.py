@@ -38,7 +38,8 @@ from hypothesis import strategies as st
 
 from minivm import bench, compiler
 from minivm.assembler import assemble
-from minivm.checkpoint import Checkpointer, read_checkpoint, resume
+from minivm.checkpoint import Checkpointer
+from minivm.resume import read_checkpoint, resume
 from minivm.devices import BufferSink, ConsoleInput
 from minivm.disks import create_raw_disk, open_disk
 from minivm.machine import Machine

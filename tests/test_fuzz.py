@@ -42,7 +42,8 @@ from hypothesis import strategies as st
 
 from minivm import isa
 from minivm.assembler import AssemblyError, assemble, assemble_file
-from minivm.checkpoint import Checkpointer, read_checkpoint, resume
+from minivm.checkpoint import Checkpointer
+from minivm.resume import read_checkpoint, resume
 from minivm.ckptfile import CHECKPOINT_KIND, CHECKPOINT_VERSION, load_checkpoint
 from minivm.container import ContainerWriter, pack, read_container
 from minivm.devices import BufferSink, ConsoleInput

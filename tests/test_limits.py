@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from minivm.assembler import assemble
-from minivm.checkpoint import Checkpointer, read_checkpoint
+from minivm.checkpoint import Checkpointer
+from minivm.resume import read_checkpoint
 from minivm.container import MAX_FILE_BYTES, AtomicFile
 from minivm.devices import BufferSink, ConsoleInput
 from minivm.disks import open_disk

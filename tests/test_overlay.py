@@ -22,7 +22,8 @@ import pytest
 from ckpt_strategies import (Config, assemble_text, close_disks, disk_pattern, final_state,
                              new_machine, read_checkpoint, read_file_blocks, run_reference,
                              write_disk)
-from minivm.checkpoint import Checkpointer, resume
+from minivm.checkpoint import Checkpointer
+from minivm.resume import resume
 from minivm.devices import BufferSink, ConsoleInput
 from minivm.disks import describe_chain, open_disk
 from minivm.errors import DiskError, MinivmError

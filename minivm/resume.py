@@ -1,0 +1,139 @@
+"""Resume: rebuild a machine from a checkpoint file (SPEC section 4).
+
+* :func:`read_checkpoint` loads and validates a checkpoint file;
+* :func:`resolve_disk_chain` finds each file of the checkpointed disk chain
+  and checks it against its fingerprint (P10);
+* :func:`resume` rebuilds the machine, with a fresh overlay on top of the
+  checkpointed disk so the checkpoint can be resumed again;
+* :func:`export_checkpoint` copies a checkpoint and its disk chain into a
+  folder, to be taken to another machine.
+
+The protocol that writes checkpoints is in checkpoint.py.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from .ckptfile import Checkpoint, load_checkpoint
+from .container import read_file_capped
+from .disks import Overlay, describe_chain, fingerprint_file, locate, open_disk
+from .errors import DiskError, FormatError, MinivmError, show
+from .machine import Machine
+from .store import CheckpointStore, StoreError
+
+
+def read_checkpoint(path: str) -> Checkpoint:
+    what = f"checkpoint '{path}'"
+    ckpt = load_checkpoint(read_file_capped(path, what), what)
+    ckpt.path = os.path.abspath(path)
+    return ckpt
+
+
+def resolve_disk_chain(ckpt: Checkpoint, disk_override: str | None = None,
+                       allow_changed: bool = False) -> list[dict]:
+    """Where each file of the checkpointed disk chain is, checked against its
+    fingerprint; returns the entries, top first, each with a 'resolved' path
+    and 'status' (unchanged / CHANGED). Nothing is opened for writing.
+
+    Paths come from an untrusted file, so each is checked to be a regular
+    file before it is read, and a file whose fingerprint does not match is
+    refused unless ``allow_changed``.
+    """
+    chain = ckpt.disk["chain"]
+    base = os.path.dirname(ckpt.path) if ckpt.path else os.getcwd()
+    top = chain[0]
+    top_path = disk_override or locate(base, top["relpath"], top["path"])
+    if not os.path.exists(top_path):
+        raise DiskError(f"the checkpoint's disk '{show(top['path'])}' is missing (looked for "
+                        f"'{show(top_path)}'); if it moved, give its new place with --disk")
+    found = describe_chain(top_path)
+    if len(found) != len(chain):
+        raise DiskError(f"the checkpoint's disk is a chain of {len(chain)} file(s), but "
+                        f"'{show(top_path)}' leads to {len(found)}")
+    resolved = []
+    for expected, actual in zip(chain, found):
+        fingerprint = fingerprint_file(actual["path"], expected["fingerprint"]["size"])
+        status = "unchanged"
+        if fingerprint != expected["fingerprint"]:
+            if not allow_changed:
+                raise DiskError(
+                    f"disk file '{show(actual['path'])}' has changed since the checkpoint was taken "
+                    f"(expected {expected['fingerprint']['size']} bytes with SHA-256 "
+                    f"{expected['fingerprint']['sha256'][:16]}..., found {fingerprint['size']} "
+                    f"bytes with {fingerprint['sha256'][:16]}...); resuming on it would not "
+                    "reproduce the run (--allow-changed-disk resumes anyway)")
+            status = "CHANGED"
+        resolved.append({**expected, "resolved": actual["path"], "status": status})
+    return resolved
+
+
+def export_checkpoint(ckpt: Checkpoint, folder: str) -> list[str]:
+    """Copy a checkpoint and every file of its disk chain into ``folder``, flat,
+    so the folder can be taken to another machine and resumed there (resume
+    finds each file by its name beside the checkpoint). Returns the paths written."""
+    sources = [ckpt.path]
+    if ckpt.disk is not None:
+        sources += [entry["resolved"] for entry in resolve_disk_chain(ckpt)]
+    names = [os.path.basename(p) for p in sources]
+    if len(set(names)) != len(names):
+        raise MinivmError("two files of this checkpoint have the same name; export cannot "
+                          "put them side by side")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise MinivmError(f"cannot create '{folder}': {exc.strerror}") from None
+    targets = [os.path.join(folder, name) for name in names]
+    for target in targets:
+        if os.path.exists(target):
+            raise MinivmError(f"'{target}' already exists; export will not overwrite it")
+    for source, target in zip(sources, targets):
+        try:
+            shutil.copyfile(source, target)
+        except OSError as exc:
+            raise MinivmError(f"cannot copy '{source}' to '{target}': {exc.strerror}") from None
+    return targets
+
+
+def resume(ckpt: Checkpoint, store: CheckpointStore, *, disk_override: str | None = None,
+           console_sink=None, console_input=None, group_blocks: int | None = None,
+           engine: str = "interp", chain: list[dict] | None = None):
+    """Rebuild the machine a checkpoint describes. Returns (machine, overlay path or None).
+
+    The checkpointed disk is never written: a fresh overlay on top of it takes
+    the resumed run's writes, so the same checkpoint can be resumed again.
+    """
+    disk_layer = None
+    overlay_path = None
+    if ckpt.disk is None:
+        if disk_override:
+            raise MinivmError("this checkpoint was taken with no disk attached; --disk cannot "
+                              "be used when resuming it")
+    else:
+        if chain is None:
+            chain = resolve_disk_chain(ckpt, disk_override)
+        base = open_disk(chain[0]["resolved"], verify=False, writable=False)
+        seq = store.next_sequence()
+        overlay_path = store.overlay_path(f"resume-{seq:04d}")
+        if overlay_path is None:
+            raise StoreError("resuming a checkpoint with a disk needs a folder for the overlay")
+        disk_layer = Overlay.create(overlay_path, base,
+                                    group_blocks or ckpt.disk.get("group_blocks", 8),
+                                    parent_fingerprint=base.fingerprint())
+    state = ckpt.state
+    try:
+        machine = Machine(ckpt.image, memory_size=ckpt.memory_size, disk=disk_layer,
+                          console_sink=console_sink, console_input=console_input,
+                          load_data=False, engine=engine)
+        machine.restore_devices(state)
+        for index, data in ckpt.pages.items():
+            machine.memory.load_page(index, data)
+    except (ValueError, MinivmError) as exc:
+        if disk_layer is not None:
+            disk_layer.close()
+            os.unlink(disk_layer.path)
+        if isinstance(exc, FormatError):
+            raise
+        raise FormatError(f"{ckpt.source} is not a valid checkpoint: {exc}") from None
+    return machine, overlay_path
