@@ -365,7 +365,7 @@ class Checkpointer:
         if self._pending_read_then_write():          # P8
             drained = machine.drain_disk()
         snapshot = machine.memory.share()             # ... mark memory COW ...
-        state = machine.snapshot_devices()            # ... save device state to memory ...
+        state = machine.save_state()                  # ... save device state to memory ...
         inflight = list(machine.disk.queue)
         chain = disk.chain() if disk is not None else None
         if overlay is not None:
@@ -705,7 +705,7 @@ def resume(ckpt: Checkpoint, store: CheckpointStore, *, disk_override: str | Non
         machine = Machine(ckpt.image, memory_size=ckpt.memory_size, disk=disk_layer,
                           console_sink=console_sink, console_input=console_input,
                           load_data=False, engine=engine)
-        machine.restore_devices(state)
+        machine.restore_state(state)
         for index, data in ckpt.pages.items():
             machine.memory.load_page(index, data)
     except (ValueError, MinivmError) as exc:

@@ -1601,7 +1601,7 @@ Examples:  diff ckpt-0001 ckpt-0002      diff before-loop now      diff ckpt-000
             m = self.require_machine()
             pages = {i: bytes(p) for i, p in enumerate(m.memory.pages) if type(p) is not bytes}
             return _View("now", list(m.regs[:isa.NUM_REGS]), m.pc, m.tick, m.halted,
-                         m.snapshot_devices(), m.memory.size, pages, m.disk.backing)
+                         m.save_state(), m.memory.size, pages, m.disk.backing)
         name, path = self._resolve_checkpoint(spec)
         ckpt = read_checkpoint(path)
         cpu = ckpt.state["cpu"]
