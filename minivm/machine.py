@@ -104,8 +104,8 @@ class MemoryDma:
             self.rules.before_read_issued(request)
 
     def land_read(self, request, data: bytes) -> None:
-        snapshots = self.rules.read_targets(request) if self.rules is not None else ()
-        self.memory.land_read(request.addr, data, snapshots)
+        frozen = self.rules.read_targets(request) if self.rules is not None else ()
+        self.memory.land_read(request.addr, data, frozen)
 
     def request_done(self, request) -> None:
         if self.rules is not None:
