@@ -35,7 +35,7 @@ from .errors import GuestFault, MinivmError
 from .isa import WORD_MASK, to_signed
 from .machine import Machine, Stop
 from .memory import PAGE_SIZE, format_size, parse_size
-from .report import index_ranges
+from .report import device_changes, index_ranges
 from .store import CHECKPOINT_SUFFIX, FileStore
 
 #: Pages the background save writes per slice (a slice is every
@@ -1645,21 +1645,7 @@ Examples:  diff ckpt-0001 ckpt-0002      diff before-loop now      diff ckpt-000
                 more = f", and {len(differ) - MAX_LISTED} more" if len(differ) > MAX_LISTED else ""
                 self.say(f"  memory: {len(differ)} page(s) differ: {listed}{more}")
         self.say("  disk: " + self._disk_diff(a, b))
-        devices = []
-        for section in ("timer", "interrupts", "disk", "console"):
-            sa, sb = a.state.get(section, {}), b.state.get(section, {})
-            for key in sorted(set(sa) | set(sb)):
-                if key == "seq":
-                    continue
-                va, vb = sa.get(key), sb.get(key)
-                if va == vb:
-                    continue
-                if key == "queue":
-                    devices.append(f"disk requests in flight {len(va or [])} -> {len(vb or [])}")
-                elif key == "pending":
-                    devices.append(f"pending interrupts {len(va or [])} -> {len(vb or [])}")
-                else:
-                    devices.append(f"{section} {key} {va} -> {vb}")
+        devices = device_changes(a.state, b.state)
         self.say("  devices: " + ("; ".join(devices) if devices else "same"))
 
     def _disk_diff(self, a: _View, b: _View) -> str:

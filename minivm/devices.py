@@ -432,7 +432,7 @@ class Disk:
         Field("latency", Int(0, MAX_DELAY)),
         Field("per_block", Int(0, MAX_DELAY)),
         Field("queue", ListOf(REQUEST_STATE, max_len=lambda limits: limits.max_inflight),
-              put=_put_queue),
+              put=_put_queue, doc="disk requests in flight"),
     ], check=_check)
 
     def save(self) -> dict:
@@ -492,7 +492,7 @@ class InterruptController:
         Field("enabled", Bool()),
         Field("seq", Int(0, MAX_COUNT), attr="_seq"),
         Field("pending", ListOf(PENDING_STATE, max_len=MAX_PENDING_INTERRUPTS),
-              get=lambda irq: sorted(irq._pending), put=_put_pending),
+              get=lambda irq: sorted(irq._pending), put=_put_pending, doc="pending interrupts"),
     ])
 
     def save(self) -> dict:

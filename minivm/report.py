@@ -10,6 +10,7 @@ from .disks import BLOCK_SIZE, describe_chain, fingerprint_file, locate
 from .errors import MinivmError
 from .machine import MACHINE_STATE
 from .memory import PAGE_SIZE, format_size
+from .state import ListOf
 
 
 def _regs_table(regs: list[int]) -> list[str]:
@@ -92,6 +93,32 @@ def describe_checkpoint(ckpt) -> str:
             lines.append(f"  reads in flight that had not landed when the run ended: {late} "
                          "(they land when the checkpoint is resumed)")
     return "\n".join(lines) + "\n"
+
+
+#: The device sections ``diff`` compares, in its order; ``seq`` only orders
+#: interrupts raised at the same tick, so it is not a difference worth showing.
+DIFF_SECTIONS = ("timer", "interrupts", "disk", "console")
+DIFF_HIDDEN = frozenset({"seq"})
+
+
+def device_changes(a: dict, b: dict) -> list[str]:
+    """How two saved machine states (validated) differ in their devices, one
+    phrase per field, read through the declarations: a list (the disk queue,
+    the pending interrupts) by its length and its ``doc``, any other field by
+    its value (``timer period 0 -> 50``)."""
+    changes = []
+    for section in DIFF_SECTIONS:
+        record = MACHINE_STATE.field(section).kind
+        sa, sb = a.get(section, {}), b.get(section, {})
+        for f in sorted(record.fields, key=lambda f: f.name):
+            va, vb = sa.get(f.name), sb.get(f.name)
+            if f.name in DIFF_HIDDEN or va == vb:
+                continue
+            if isinstance(f.kind, ListOf):
+                changes.append(f"{f.doc} {len(va or [])} -> {len(vb or [])}")
+            else:
+                changes.append(f"{section} {f.name} {va} -> {vb}")
+    return changes
 
 
 def index_ranges(indexes, limit: int | None = None) -> str:

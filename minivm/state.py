@@ -341,6 +341,12 @@ class Record(Kind):
         self.apply(obj, self.validate(data, limits))
 
     # --- reading saved data by name ------------------------------------------------
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
     def named(self, data) -> dict:
         """Saved data (already validated) as maps all the way down."""
         if self.as_list:

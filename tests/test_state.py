@@ -359,3 +359,31 @@ def test_requests_in_flight_need_a_disk(busy):
     MACHINE_STATE.validate(saved, Limits(code_size=diskless.ncode, disk_attached=True))
     with pytest.raises(StateError):
         MACHINE_STATE.validate(saved, Limits(code_size=diskless.ncode, disk_attached=False))
+
+
+def _old_device_diff(a: dict, b: dict) -> list[str]:
+    """The REPL diff's device lines as they were computed by key before report.device_changes."""
+    devices = []
+    for section in ("timer", "interrupts", "disk", "console"):
+        sa, sb = a.get(section, {}), b.get(section, {})
+        for key in sorted(set(sa) | set(sb)):
+            va, vb = sa.get(key), sb.get(key)
+            if key == "seq" or va == vb:
+                continue
+            if key == "queue":
+                devices.append(f"disk requests in flight {len(va or [])} -> {len(vb or [])}")
+            elif key == "pending":
+                devices.append(f"pending interrupts {len(va or [])} -> {len(vb or [])}")
+            else:
+                devices.append(f"{section} {key} {va} -> {vb}")
+    return devices
+
+
+def test_device_changes_reads_the_declarations(busy, disk):
+    from minivm.report import device_changes
+    start, now = fresh(disk).save_state(), busy.save_state()
+    changes = device_changes(start, now)
+    assert changes == _old_device_diff(start, now)
+    assert "disk requests in flight 0 -> 4" in changes and "timer period 0 -> 7" in changes
+    assert any(c.startswith("pending interrupts 0 -> ") for c in changes)
+    assert device_changes(now, copy.deepcopy(now)) == []
