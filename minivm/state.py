@@ -7,16 +7,17 @@ declaration does three jobs:
 
 * ``save(obj)`` reads the fields off the live object and returns plain data
   (ints, bools, bytes, lists, maps) that msgpack can store;
-* ``load(data, limits)`` validates saved data against the declaration and
+* ``validate(data, limits)`` checks saved data against the declaration and
   returns it, checked, without touching any device: the first problem is a
   :class:`StateError` that names the field path and the cause
   (``disk.queue[3].block: 2^40 is out of range 0..2^32-1``);
-* ``apply(obj, values)`` puts checked values into a device.
+* ``apply(obj, values)`` puts checked values into a device, and
+  ``restore(obj, data, limits)`` is the two together.
 
 A record may have a ``check(values, limits, path)`` hook for the rules that
 tie fields together (a write carries its data, requests are in id order);
-it runs inside ``load``, on checked values, so a restore either fails before
-anything changes or succeeds whole. :class:`Limits` carries what the
+it runs inside ``validate``, on checked values, so a restore either fails
+before anything changes or succeeds whole. :class:`Limits` carries what the
 restoring machine can live with (its code size, memory size, disk size, how
 many requests may be in flight); a field it leaves as None is not checked
 against it.
