@@ -115,13 +115,13 @@ class CheckpointJob:
     """One checkpoint, from P2 until its file is complete (P4, P5)."""
 
     def __init__(self, checkpointer: "Checkpointer", seq: int, name: str, origin: str,
-                 mode: str, state: dict, snapshot, chain, inflight, pending, location):
+                 mode: str, state: dict, frozen, chain, inflight, pending, location):
         self.checkpointer = checkpointer
         self.seq, self.name, self.origin, self.mode = seq, name, origin, mode
         self.state = state
         self.tick = state["cpu"]["tick"]
         self.pc = state["cpu"]["pc"]
-        self.snapshot = snapshot
+        self.frozen = frozen
         self.chain = chain                 # checkpointed disk layers, top first
         self.inflight_reads = {r.id for r in inflight if r.is_read}
         self.inflight_writes = {r.id for r in inflight if not r.is_read}
@@ -148,7 +148,7 @@ class CheckpointJob:
 
     @property
     def pages_total(self) -> int:
-        return max(self.snapshot.allocated, self.pages_done)
+        return max(self.frozen.allocated, self.pages_done)
 
     def progress(self) -> str:
         if self.status == "saving":
@@ -182,7 +182,7 @@ class CheckpointJob:
                 self._stage = "pages"
             if self._stage == "pages":
                 budget = self._save_pages(budget)
-                if self._scan < self.snapshot.page_count():
+                if self._scan < self.frozen.page_count():
                     return budget
                 self._stage = "wait-disk"
                 self.checkpointer.log(self, "P4", f"{self.pages_saved} pages written")
@@ -197,17 +197,17 @@ class CheckpointJob:
     def _save_pages(self, budget: int) -> int:
         """Write up to ``budget`` pages; scanning empty page-table entries costs
         one unit per SCAN_PER_PAGE entries, so a huge, sparse memory still ends."""
-        snapshot = self.snapshot
-        total = snapshot.page_count()
+        frozen = self.frozen
+        total = frozen.page_count()
         batch = []
         while budget > 0 and self._scan < total:
             stop = min(total, self._scan + SCAN_PER_PAGE)
-            allocated = snapshot.allocated_pages(self._scan, stop)
+            allocated = frozen.allocated_pages(self._scan, stop)
             if len(allocated) > budget:
                 allocated = allocated[:budget]
                 stop = allocated[-1] + 1
             for index in allocated:
-                data = snapshot.page(index)
+                data = frozen.page(index)
                 if data.count(0) != len(data):      # only non-zero pages are stored
                     batch.append((index, data))
             self.pages_done += len(allocated)
@@ -241,7 +241,7 @@ class CheckpointJob:
         self.status = "complete"
         self.finished = time.perf_counter()
         self.finished_tick = self.checkpointer.machine.tick
-        self.snapshot.release()
+        self.frozen.release()
         self.checkpointer.log(self, "done", f"{self.location} is complete and loadable")
 
     def _fail(self, exc: Exception) -> None:
@@ -250,7 +250,7 @@ class CheckpointJob:
         try:
             self.pending.abort()
         finally:
-            self.snapshot.release()
+            self.frozen.release()
         self.checkpointer.log(self, "failed", self.error)
         self.checkpointer.report(f"checkpoint {self.name} failed: {self.error}; "
                                  "the guest keeps running")
@@ -364,19 +364,19 @@ class Checkpointer(Hooks):
         drained = 0
         if self._pending_read_then_write():          # P8
             drained = machine.drain_disk()
-        snapshot = machine.memory.share()             # ... mark memory COW ...
-        state = machine.snapshot_devices()            # ... save device state to memory ...
+        frozen = machine.memory.share()               # ... mark memory COW ...
+        state = machine.save_state()                  # ... save device state to memory ...
         inflight = list(machine.disk.queue)
         chain = disk.chain() if disk is not None else None
         if overlay is not None:
             machine.disk.switch_to(overlay)           # ... switch to the overlay ...
             self._overlays.append(overlay)
-        job = CheckpointJob(self, seq, name, origin, self.mode, state, snapshot, chain,
+        job = CheckpointJob(self, seq, name, origin, self.mode, state, frozen, chain,
                             inflight, pending, location)
         job.p8_drained = drained
         self.jobs.append(job)
         if self.mode == STOP_COPY:                    # baseline: memory saved while stopped
-            self._land_future_reads(snapshot, inflight)
+            self._land_future_reads(frozen, inflight)
             job.inflight_reads.clear()
             job.advance(1 << 30)                      # all but the disk's fingerprint
         job.pause_seconds = time.perf_counter() - stopped   # ... resume.
@@ -399,7 +399,7 @@ class Checkpointer(Hooks):
             sum(o.writes for o in self._overlays),
             {job.name: job.pages_done for job in self.jobs}))
 
-    def _land_future_reads(self, snapshot, queue) -> None:
+    def _land_future_reads(self, frozen, queue) -> None:
         """Stop-and-copy cannot wait for in-flight reads (P5), but it can know
         what they will deliver: the disk serves requests in issue order, so a
         read gets the disk as it is now plus the pending writes queued before
@@ -409,7 +409,7 @@ class Checkpointer(Hooks):
             if request.is_read:
                 data = b"".join(written.get(b) or request.target.read_blocks(b, 1)
                                 for b in request.blocks())
-                self.machine.memory.land_in_snapshot(snapshot, request.addr, data)
+                self.machine.memory.land_in_frozen(frozen, request.addr, data)
             else:
                 for k, b in enumerate(request.blocks()):
                     written[b] = request.data[k * BLOCK_SIZE:(k + 1) * BLOCK_SIZE]
@@ -434,7 +434,7 @@ class Checkpointer(Hooks):
 
     def read_targets(self, request) -> list:
         """P5 (claims 8, 23): a read in flight at a checkpoint lands in its memory too."""
-        return [job.snapshot for job in self.jobs
+        return [job.frozen for job in self.jobs
                 if job.status == "saving" and request.id in job.inflight_reads]
 
     def request_done(self, request) -> None:

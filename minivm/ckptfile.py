@@ -13,8 +13,8 @@ sections, in the order they are written while the guest keeps running (P4):
             path (absolute, and relative to the checkpoint) and fingerprint;
             or nil when no disk is attached
 
-Loading validates every field; the device state is validated again, field by
-field, when it is restored into a machine.
+Loading validates every field: the ``state`` section against the machine's
+declarations (machine.MACHINE_STATE, state.py), the same that restore uses.
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ import os
 from dataclasses import dataclass, field
 
 from .container import ContainerWriter, pack, read_container, unpack_bounded
-from .errors import FormatError, MinivmError
+from .devices import DEFAULT_MAX_INFLIGHT
+from .errors import FormatError
 from .disks import MAX_CHAIN
 from .image import Image
-from .memory import MAX_MEMORY, PAGE_SIZE
+from .machine import MACHINE_STATE
+from .memory import PAGE_SIZE
+from .state import Limits, StateError
 
 CHECKPOINT_KIND = "checkpoint"
 CHECKPOINT_VERSION = 1
@@ -100,13 +103,10 @@ def load_checkpoint(data: bytes, what: str) -> Checkpoint:
     state = unpack_bounded(container.only("state"), what)
     if not isinstance(state, dict):
         raise _bad(what, "its state section is not a map")
-    memory_size = state.get("memory_size")
-    if type(memory_size) is not int or not 1 <= memory_size <= MAX_MEMORY:
-        raise _bad(what, f"memory size {memory_size!r} is out of range")
-    cpu = state.get("cpu")
-    if not isinstance(cpu, dict) or type(cpu.get("tick")) is not int \
-            or type(cpu.get("pc")) is not int:
-        raise _bad(what, "its CPU state has no tick or pc")
+    disk = unpack_bounded(container.only("disk"), what)
+    _check_disk(disk, what)
+    _check_state(image, state, disk, what)
+    memory_size = state["memory_size"]
     page_count = -(-memory_size // PAGE_SIZE)
     pages: dict[int, bytes] = {}
     for chunk in container.all("pages"):
@@ -127,24 +127,24 @@ def load_checkpoint(data: bytes, what: str) -> Checkpoint:
             if index in pages:
                 raise _bad(what, f"page {index} is saved twice")
             pages[index] = blob
-    disk = unpack_bounded(container.only("disk"), what)
-    _check_disk(disk, what)
-    _check_state(image, state, disk, what)
     return Checkpoint(meta, image, state, disk, pages, what, len(data))
 
 
 def _check_state(image: Image, state: dict, disk, what: str) -> None:
-    """Validate the device state with the very code that restores it."""
-    from .machine import Machine
+    """Validate the saved state against the declarations that restore uses.
+
+    The disk itself is not opened here (resume finds and checks it), so
+    queued requests are checked against the disk's size only on resume; they
+    do need the checkpoint to have a disk."""
+    limits = Limits(code_size=len(image.code), max_inflight=DEFAULT_MAX_INFLIGHT,
+                    disk_attached=disk is not None)
     try:
-        machine = Machine(image, memory_size=state["memory_size"], load_data=False)
-        machine.restore_devices(state)
-    except ValueError as exc:
-        if "no disk is attached" in str(exc) and disk is not None:
-            return                       # fine: resume attaches the disk
+        MACHINE_STATE.validate(state, limits)
+    except StateError as exc:
         raise _bad(what, str(exc)) from None
-    except MinivmError as exc:
-        raise _bad(what, str(exc)) from None
+    if len(image.data) > state["memory_size"]:
+        raise _bad(what, f"the program's data ({len(image.data)} bytes) does not fit in its "
+                         f"memory size ({state['memory_size']} bytes)")
 
 
 def _check_disk(disk, what: str) -> None:

@@ -36,7 +36,7 @@ from .errors import GuestFault, MinivmError
 from .isa import WORD_MASK, to_signed
 from .machine import Machine, Stop
 from .memory import PAGE_SIZE, format_size, parse_size
-from .report import index_ranges
+from .report import device_changes, index_ranges
 from .store import CHECKPOINT_SUFFIX, FileStore
 
 #: Pages the background save writes per slice (a slice is every
@@ -1602,7 +1602,7 @@ Examples:  diff ckpt-0001 ckpt-0002      diff before-loop now      diff ckpt-000
             m = self.require_machine()
             pages = {i: bytes(p) for i, p in enumerate(m.memory.pages) if type(p) is not bytes}
             return _View("now", list(m.regs[:isa.NUM_REGS]), m.pc, m.tick, m.halted,
-                         m.snapshot_devices(), m.memory.size, pages, m.disk.backing)
+                         m.save_state(), m.memory.size, pages, m.disk.backing)
         name, path = self._resolve_checkpoint(spec)
         ckpt = read_checkpoint(path)
         cpu = ckpt.state["cpu"]
@@ -1646,21 +1646,7 @@ Examples:  diff ckpt-0001 ckpt-0002      diff before-loop now      diff ckpt-000
                 more = f", and {len(differ) - MAX_LISTED} more" if len(differ) > MAX_LISTED else ""
                 self.say(f"  memory: {len(differ)} page(s) differ: {listed}{more}")
         self.say("  disk: " + self._disk_diff(a, b))
-        devices = []
-        for section in ("timer", "interrupts", "disk", "console"):
-            sa, sb = a.state.get(section, {}), b.state.get(section, {})
-            for key in sorted(set(sa) | set(sb)):
-                if key == "seq":
-                    continue
-                va, vb = sa.get(key), sb.get(key)
-                if va == vb:
-                    continue
-                if key == "queue":
-                    devices.append(f"disk requests in flight {len(va or [])} -> {len(vb or [])}")
-                elif key == "pending":
-                    devices.append(f"pending interrupts {len(va or [])} -> {len(vb or [])}")
-                else:
-                    devices.append(f"{section} {key} {va} -> {vb}")
+        devices = device_changes(a.state, b.state)
         self.say("  devices: " + ("; ".join(devices) if devices else "same"))
 
     def _disk_diff(self, a: _View, b: _View) -> str:

@@ -1,11 +1,14 @@
 """The virtual devices (docs/isa.md, section 4) and the virtual-time event queue.
 
-Each device owns its state and declares it through two methods, in the
-manner of QEMU's VMStateDescription and Firecracker's ``Persist``:
+Each device owns its state and declares it once, as a ``STATE`` record
+(state.py: every saved field with its type and range, in the manner of
+QEMU's VMStateDescription and Firecracker's ``Persist``). From it:
 
-* ``snapshot()`` returns plain data (ints, bytes, lists, dicts) that msgpack
+* ``save()`` returns plain data (ints, bytes, lists, dicts) that msgpack
   can store, and that is the device's *complete* state;
-* ``restore(data)`` puts a fresh device into exactly that state.
+* ``restore(data)`` validates that data against the declaration, then puts
+  the device into exactly that state (or raises
+  :class:`~minivm.state.StateError` and changes nothing).
 
 The checkpoint code only ever calls these two; it never looks inside a
 device. Ports are declared by each device as ``out_ports`` / ``in_ports``
@@ -27,29 +30,15 @@ from typing import Callable, Protocol
 
 from .errors import GuestFault
 from .isa import WORD_MASK, to_signed
+from .state import (MAX_COUNT, MAX_FUTURE, MAX_TICK, Bool, Bytes, CodeAddr, Field, Int,
+                    Limits, ListOf, OneOf, Record, StateError, show)
 
 NO_HANDLER = WORD_MASK            # `out port, -1` clears a handler
 BLOCK_SIZE = 512
 MAX_PENDING_INTERRUPTS = 65536
 DEFAULT_MAX_INFLIGHT = 1024
-
-
-def _check_type(data: dict, key: str, kind, what: str):
-    value = data.get(key)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ValueError(f"{what}: field '{key}' is missing or has the wrong type")
-    return value
-
-
-def _check_handler(data: dict, code_size: int, what: str):
-    if "handler" not in data:
-        raise ValueError(f"{what}: field 'handler' is missing")
-    value = data["handler"]
-    if value is None:
-        return None
-    if type(value) is not int or not 0 <= value < code_size:
-        raise ValueError(f"{what}: handler {value!r} is outside the code")
-    return value
+MAX_REQUEST_BLOCKS = (1 << 32) // BLOCK_SIZE     # a request's DMA fits in the largest memory
+MAX_DELAY = MAX_TICK                             # disk latency and per-block time
 
 
 # --- console ------------------------------------------------------------------------
@@ -139,15 +128,17 @@ class Console:
         self.input_consumed += 1
         return value
 
-    def snapshot(self) -> dict:
-        # Console input is the outside world: only how much was read is state.
-        return {"input_consumed": self.input_consumed, "bytes_written": self.bytes_written}
+    # Console input is the outside world: only how much was read is state.
+    STATE = Record("console", [
+        Field("input_consumed", Int(0, MAX_TICK)),       # one byte per instruction at most
+        Field("bytes_written", Int(0, 11 * MAX_TICK)),   # '-2147483648' is 11 bytes
+    ])
 
-    def restore(self, data: dict) -> None:
-        self.input_consumed = _check_type(data, "input_consumed", int, "console state")
-        self.bytes_written = _check_type(data, "bytes_written", int, "console state")
-        if self.input_consumed < 0 or self.bytes_written < 0:
-            raise ValueError("console state: negative byte counts")
+    def save(self) -> dict:
+        return self.STATE.save(self)
+
+    def restore(self, data: dict, limits: Limits | None = None) -> None:
+        self.STATE.restore(self, data, limits or Limits())
 
 
 # --- timer --------------------------------------------------------------------------
@@ -193,24 +184,27 @@ class Timer:
         self.fired += 1
         return tick, self.handler is not None
 
-    def snapshot(self) -> dict:
-        return {"period": self.period, "handler": self.handler,
-                "next_fire": self.next_fire, "fired": self.fired}
+    @staticmethod
+    def _check(values: dict, limits: Limits, path: str) -> None:
+        if (values["next_fire"] is None) != (values["period"] == 0):
+            raise StateError(f"{path}.next_fire", f"{values['next_fire']} does not match the "
+                             f"period {values['period']} (nil exactly when the timer is stopped)")
 
-    def restore(self, data: dict) -> None:
-        self.period = _check_type(data, "period", int, "timer state")
-        if not 0 <= self.period <= WORD_MASK:
-            raise ValueError("timer state: period out of range")
-        self.handler = _check_handler(data, self.code_size, "timer state")
-        if "next_fire" not in data:
-            raise ValueError("timer state: field 'next_fire' is missing")
-        nxt = data["next_fire"]
-        if nxt is not None and (type(nxt) is not int or nxt < 0):
-            raise ValueError("timer state: next_fire is not a tick")
-        if (nxt is None) != (self.period == 0):
-            raise ValueError("timer state: next_fire does not match the period")
-        self.next_fire = nxt
-        self.fired = _check_type(data, "fired", int, "timer state")
+    STATE = Record("timer", [
+        Field("period", Int(0, WORD_MASK)),
+        Field("handler", CodeAddr(optional=True)),
+        Field("next_fire", Int(0, MAX_FUTURE, optional=True)),
+        Field("fired", Int(0, MAX_TICK)),
+    ], check=_check)
+
+    def save(self) -> dict:
+        return self.STATE.save(self)
+
+    def limits(self) -> Limits:
+        return Limits(code_size=self.code_size)
+
+    def restore(self, data: dict, limits: Limits | None = None) -> None:
+        self.STATE.restore(self, data, limits or self.limits())
 
 
 # --- block disk with asynchronous DMA -------------------------------------------------
@@ -250,15 +244,24 @@ class Request:
     def blocks(self) -> range:
         return range(self.block, self.block + self.count)
 
-    def to_list(self) -> list:
-        return [self.id, self.command, self.block, self.addr, self.count,
-                self.issued, self.done, self.data]
-
     def describe(self) -> str:
         kind = "read " if self.is_read else "write"
         return (f"#{self.id} {kind} blocks {self.block}..{self.block + self.count - 1} "
                 f"{'->' if self.is_read else '<-'} mem 0x{self.addr:x} "
                 f"(issued tick {self.issued}, done at tick {self.done})")
+
+
+#: A request in flight, saved as ``[id, command, block, addr, count, issued, done, data]``.
+REQUEST_STATE = Record("request", [
+    Field("id", Int(1, MAX_COUNT)),
+    Field("command", OneOf(Request.READ, Request.WRITE)),
+    Field("block", Int(0, WORD_MASK)),
+    Field("addr", Int(0, WORD_MASK)),
+    Field("count", Int(0, MAX_REQUEST_BLOCKS)),
+    Field("issued", Int(0, MAX_TICK)),
+    Field("done", Int(0, MAX_FUTURE)),
+    Field("data", Bytes(MAX_REQUEST_BLOCKS * BLOCK_SIZE, optional=True)),
+], as_list=True)
 
 
 class Disk:
@@ -386,56 +389,73 @@ class Disk:
         self.busy_until = now
         return done
 
-    def snapshot(self) -> dict:
-        return {"block": self.reg_block, "addr": self.reg_addr, "count": self.reg_count,
-                "next_id": self.next_id, "last_completed": self.last_completed,
-                "handler": self.handler, "busy_until": self.busy_until,
-                "latency": self.latency, "per_block": self.per_block,
-                "queue": [r.to_list() for r in self.queue]}
-
-    def restore(self, data: dict) -> None:
-        what = "disk state"
-        for key in ("block", "addr", "count"):
-            value = _check_type(data, key, int, what)
-            if not 0 <= value <= WORD_MASK:
-                raise ValueError(f"{what}: register {key} out of range")
-        self.reg_block, self.reg_addr, self.reg_count = data["block"], data["addr"], data["count"]
-        self.next_id = _check_type(data, "next_id", int, what)
-        self.last_completed = _check_type(data, "last_completed", int, what)
-        self.handler = _check_handler(data, self.code_size, what)
-        self.busy_until = _check_type(data, "busy_until", int, what)
-        self.latency = _check_type(data, "latency", int, what)
-        self.per_block = _check_type(data, "per_block", int, what)
-        if self.latency < 0 or self.per_block < 0 or self.next_id < 1:
-            raise ValueError(f"{what}: timing values out of range")
-        queue = _check_type(data, "queue", list, what)
-        if len(queue) > self.max_inflight:
-            raise ValueError(f"{what}: {len(queue)} requests in flight, more than the limit "
-                             f"of {self.max_inflight}")
-        self.queue = deque()
+    @staticmethod
+    def _check(values: dict, limits: Limits, path: str) -> None:
+        """The rules between fields that a real run keeps (so that a hand-made
+        state cannot ask for absurd work): requests in id and time order, below
+        ``next_id``, inside the disk, each write with exactly its data."""
         previous_id, previous_done = 0, 0
-        for item in queue:
-            if (not isinstance(item, list) or len(item) != 8
-                    or not all(type(x) is int for x in item[:7])):
-                raise ValueError(f"{what}: a queued request is malformed")
-            rid, command, block, addr, count, issued, done, payload = item
-            if command not in (1, 2) or count < 0 or block < 0 or addr < 0 or rid <= previous_id \
-                    or rid >= self.next_id or done < previous_done or issued > done:
-                raise ValueError(f"{what}: queued request {rid} has impossible values")
-            if self.backing is not None and block + count > self.backing.block_count:
-                raise ValueError(f"{what}: queued request {rid} is outside the disk")
-            self.dma.check(addr, count * BLOCK_SIZE)
-            if command == Request.WRITE:
-                if not isinstance(payload, bytes) or len(payload) != count * BLOCK_SIZE:
-                    raise ValueError(f"{what}: queued write {rid} has the wrong amount of data")
-            elif payload is not None:
-                raise ValueError(f"{what}: queued read {rid} carries data")
-            self.queue.append(Request(rid, command, block, addr, count, issued, done,
-                                      payload, self.backing))
-            previous_id, previous_done = rid, done
+        for i, r in enumerate(values["queue"]):
+            where = f"{path}.queue[{i}]"
+            if r["id"] <= previous_id or r["id"] >= values["next_id"]:
+                raise StateError(f"{where}.id", f"request {r['id']} is out of order (ids "
+                                 f"increase, from {previous_id + 1} to next_id "
+                                 f"{values['next_id']} - 1)")
+            if r["issued"] > r["done"] or r["done"] < previous_done:
+                raise StateError(f"{where}.done", f"request {r['id']} completes at tick "
+                                 f"{r['done']}, before it was issued ({r['issued']}) or "
+                                 f"before the request ahead of it ({previous_done})")
+            if limits.disk_blocks is not None and r["block"] + r["count"] > limits.disk_blocks:
+                raise StateError(f"{where}.block", f"request {r['id']} for blocks "
+                                 f"{r['block']}..{r['block'] + r['count'] - 1} is outside the "
+                                 f"disk ({limits.disk_blocks} blocks)")
+            if r["command"] == Request.WRITE:
+                if r["data"] is None or len(r["data"]) != r["count"] * BLOCK_SIZE:
+                    raise StateError(f"{where}.data", f"write {r['id']} of {r['count']} "
+                                     f"block(s) carries {show(r['data'])}, expected "
+                                     f"{r['count'] * BLOCK_SIZE} bytes")
+            elif r["data"] is not None:
+                raise StateError(f"{where}.data", f"read {r['id']} carries data")
+            previous_id, previous_done = r["id"], r["done"]
+
+    def _put_queue(self, requests: list[dict]) -> None:
+        self.queue = deque(Request(**r, target=self.backing) for r in requests)
+
+    STATE = Record("disk", [
+        Field("block", Int(0, WORD_MASK), attr="reg_block"),
+        Field("addr", Int(0, WORD_MASK), attr="reg_addr"),
+        Field("count", Int(0, WORD_MASK), attr="reg_count"),
+        Field("next_id", Int(1, MAX_COUNT)),
+        Field("last_completed", Int(0, MAX_COUNT)),
+        Field("handler", CodeAddr(optional=True)),
+        Field("busy_until", Int(0, MAX_FUTURE)),
+        Field("latency", Int(0, MAX_DELAY)),
+        Field("per_block", Int(0, MAX_DELAY)),
+        Field("queue", ListOf(REQUEST_STATE, max_len=lambda limits: limits.max_inflight),
+              put=_put_queue, doc="disk requests in flight"),
+    ], check=_check)
+
+    def save(self) -> dict:
+        return self.STATE.save(self)
+
+    def limits(self) -> Limits:
+        return Limits(code_size=self.code_size, max_inflight=self.max_inflight,
+                      disk_blocks=None if self.backing is None else self.backing.block_count)
+
+    def restore(self, data: dict, limits: Limits | None = None) -> None:
+        self.STATE.restore(self, data, limits or self.limits())
 
 
 # --- interrupts and the event queue ------------------------------------------------------
+
+#: A pending interrupt, saved as ``[tick, priority, seq, source]``.
+PENDING_STATE = Record("interrupt", [
+    Field("tick", Int(0, MAX_FUTURE)),
+    Field("priority", Int(0, 1)),
+    Field("seq", Int(0, MAX_COUNT)),
+    Field("source", OneOf("timer", "disk")),
+], as_list=True)
+
 
 class InterruptController:
     """Enable flag plus the interrupts that are pending, in time order."""
@@ -464,27 +484,22 @@ class InterruptController:
     def pending(self) -> list[tuple[int, str]]:
         return [(t, s) for t, _, _, s in sorted(self._pending)]
 
-    def snapshot(self) -> dict:
-        return {"enabled": self.enabled, "seq": self._seq,
-                "pending": [list(p) for p in sorted(self._pending)]}
-
-    def restore(self, data: dict) -> None:
-        enabled = data.get("enabled")
-        if not isinstance(enabled, bool):
-            raise ValueError("interrupt state: 'enabled' is not a boolean")
-        self.enabled = enabled
-        self._seq = _check_type(data, "seq", int, "interrupt state")
-        pending = _check_type(data, "pending", list, "interrupt state")
-        if len(pending) > MAX_PENDING_INTERRUPTS:
-            raise ValueError("interrupt state: too many pending interrupts")
-        self._pending = []
-        for item in pending:
-            if (not isinstance(item, list) or len(item) != 4
-                    or not all(type(x) is int for x in item[:3])
-                    or item[3] not in ("timer", "disk")):
-                raise ValueError("interrupt state: a pending interrupt is malformed")
-            self._pending.append(tuple(item))
+    def _put_pending(self, items: list[dict]) -> None:
+        self._pending = [(p["tick"], p["priority"], p["seq"], p["source"]) for p in items]
         heapq.heapify(self._pending)
+
+    STATE = Record("interrupts", [
+        Field("enabled", Bool()),
+        Field("seq", Int(0, MAX_COUNT), attr="_seq"),
+        Field("pending", ListOf(PENDING_STATE, max_len=MAX_PENDING_INTERRUPTS),
+              get=lambda irq: sorted(irq._pending), put=_put_pending, doc="pending interrupts"),
+    ])
+
+    def save(self) -> dict:
+        return self.STATE.save(self)
+
+    def restore(self, data: dict, limits: Limits | None = None) -> None:
+        self.STATE.restore(self, data, limits or Limits())
 
 
 class EventQueue:

@@ -22,14 +22,16 @@ import math
 from dataclasses import dataclass
 
 from . import isa
-from .devices import (Console, Disk, EventQueue, InterruptController, Timer,
+from .devices import (BLOCK_SIZE, Console, Disk, EventQueue, InterruptController, Timer,
                       DEFAULT_MAX_INFLIGHT)
 from .errors import GuestFault, MinivmError
 from .interpreter import BAD_BRANCH, BREAK, FAULT, OUTQ_I, OUTQ_R, decode, run_fast
 from .isa import (CALL_I, CALL_R, CKPT, DI, DIV_I, DIV_R, EI, HALT, IN, IRET, JMP_R,
                   LD, LDB, MOD_I, MOD_R, OUT_I, OUT_R, POP, PUSH_I, PUSH_R, RET, ST,
                   STB, WAIT, WORD_MASK, to_signed)
-from .memory import DEFAULT_MEMORY, Memory
+from .memory import DEFAULT_MEMORY, MAX_MEMORY, Memory
+from .state import (MAX_TICK, SELF, Bool, CodeAddr, Field, Int, Limits, ListOf, OneOf, Record,
+                    StateError)
 
 INFINITY = math.inf
 #: Slow-path instructions after which the boundary must run at once (they can
@@ -446,55 +448,74 @@ class Machine:
         self.code[pc] = self._plain_code[pc]
 
     # --- state for checkpoints (P2) and tools ------------------------------------------------
-    def cpu_snapshot(self) -> dict:
-        return {"regs": self.regs[:isa.NUM_REGS], "pc": self.pc, "tick": self.tick,
-                "halted": self.halted, "interrupts_taken": self.interrupts_taken}
+    def save_state(self) -> dict:
+        """The CPU's and every device's complete state, as plain data (P2: 'save
+        device state'), from the declarations (:data:`MACHINE_STATE`)."""
+        return MACHINE_STATE.save(self)
 
-    def snapshot_devices(self) -> dict:
-        """Every device's complete state, as plain data (P2: 'save device state')."""
-        return {"version": STATE_VERSION, "cpu": self.cpu_snapshot(),
-                "memory_size": self.memory.size,
-                "interrupts": self.interrupts.snapshot(),
-                **{name: device.snapshot() for name, device in self.devices.items()}}
+    def state_limits(self) -> Limits:
+        """What this machine can restore: its code, memory, disk and queue sizes."""
+        backing = self.disk.backing
+        return Limits(code_size=self.ncode, memory_size=self.memory.size,
+                      max_inflight=self.disk.max_inflight,
+                      disk_blocks=None if backing is None else backing.block_count,
+                      disk_attached=backing is not None)
 
-    def restore_devices(self, state: dict) -> None:
-        """Inverse of :meth:`snapshot_devices`; raises ValueError on bad data.
+    def restore_state(self, state: dict) -> None:
+        """Inverse of :meth:`save_state`. The whole state is validated against
+        the declarations first (every field, and the rules between them that a
+        real run keeps); bad data raises :class:`~minivm.state.StateError`
+        (a ValueError) and leaves the machine as it was."""
+        MACHINE_STATE.restore(self, state, self.state_limits())
 
-        Every field is checked, and so are the invariants between them that a
-        real run keeps (so a hand-made state cannot ask for absurd work)."""
-        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-            raise ValueError("machine state has an unknown version")
-        cpu = state.get("cpu")
-        if not isinstance(cpu, dict):
-            raise ValueError("machine state has no CPU section")
-        regs = cpu.get("regs")
-        if (not isinstance(regs, list) or len(regs) != isa.NUM_REGS
-                or not all(type(r) is int and 0 <= r <= WORD_MASK for r in regs)):
-            raise ValueError("CPU state: registers must be 16 values in 0 .. 2^32-1")
-        pc, tick = cpu.get("pc"), cpu.get("tick")
-        if type(pc) is not int or not 0 <= pc < self.ncode:
-            raise ValueError(f"CPU state: pc {pc!r} is outside the code")
-        if type(tick) is not int or tick < 0:
-            raise ValueError("CPU state: tick is not a count")
-        halted = cpu.get("halted")
-        if not isinstance(halted, bool):
-            raise ValueError("CPU state: 'halted' is not a boolean")
-        taken = cpu.get("interrupts_taken", 0)
-        if type(taken) is not int or taken < 0:
-            raise ValueError("CPU state: interrupt count is not a count")
-        for name in ("interrupts", *self.devices):
-            if not isinstance(state.get(name), dict):
-                raise ValueError(f"machine state has no '{name}' section")
-        if state.get("memory_size") != self.memory.size:
-            raise ValueError("machine state: memory size does not match")
-        self.regs[:isa.NUM_REGS] = regs
-        self.pc, self.tick, self.halted, self.interrupts_taken = pc, tick, halted, taken
-        self.interrupts.restore(state["interrupts"])
-        for name, device in self.devices.items():
-            device.restore(state[name])
-        if self.console.input_consumed > tick:
-            raise ValueError("console state: more input bytes read than instructions run")
-        if self.console.bytes_written > 11 * tick:
-            raise ValueError("console state: more output than instructions could write")
-        if self.disk.queue and self.disk.backing is None:     # last: see ckptfile._check_state
-            raise ValueError("disk requests are in flight but no disk is attached")
+
+def _put_regs(machine: Machine, regs: list[int]) -> None:
+    machine.regs[:isa.NUM_REGS] = regs
+
+
+def _check_machine(values: dict, limits: Limits, path: str) -> None:
+    """Rules between the sections: what the ticks allow, memory and disk."""
+    tick, console, queue = values["cpu"]["tick"], values["console"], values["disk"]["queue"]
+    size = values["memory_size"]
+    if limits.memory_size is not None and size != limits.memory_size:
+        raise StateError("memory_size", f"{size} bytes does not match the machine's memory "
+                                        f"({limits.memory_size} bytes)")
+    if console["input_consumed"] > tick:
+        raise StateError("console.input_consumed", f"{console['input_consumed']} input bytes "
+                         f"read in {tick} instructions")
+    if console["bytes_written"] > 11 * tick:
+        raise StateError("console.bytes_written", f"{console['bytes_written']} bytes written "
+                         f"in {tick} instructions")
+    for i, r in enumerate(queue):
+        end = r["addr"] + r["count"] * BLOCK_SIZE
+        if end > size:
+            raise StateError(f"disk.queue[{i}].addr", f"DMA range 0x{r['addr']:x}..0x"
+                             f"{max(end, r['addr'] + 1) - 1:x} is out of range: memory is "
+                             f"{size} bytes (0x0 .. 0x{size - 1:x})")
+    if queue and limits.disk_attached is False:
+        raise StateError("disk.queue", f"{len(queue)} request(s) in flight but no disk "
+                                       "is attached")
+
+
+#: The CPU's saved fields (``cpu`` in a checkpoint's state section).
+CPU_STATE = Record("cpu", [
+    Field("regs", ListOf(Int(0, WORD_MASK), min_len=isa.NUM_REGS, max_len=isa.NUM_REGS),
+          get=lambda m: m.regs[:isa.NUM_REGS], put=_put_regs, doc="the registers"),
+    Field("pc", CodeAddr()),
+    Field("tick", Int(0, MAX_TICK)),
+    Field("halted", Bool()),
+    Field("interrupts_taken", Int(0, MAX_TICK), default=0),
+])
+
+#: A machine's whole saved state: the ``state`` section of a checkpoint file
+#: (docs/formats.md). The key order is the order in the file.
+MACHINE_STATE = Record("machine state", [
+    Field("version", OneOf(STATE_VERSION), attr=None, get=lambda m: STATE_VERSION),
+    Field("cpu", CPU_STATE, attr=SELF),
+    Field("memory_size", Int(1, MAX_MEMORY), attr=None, get=lambda m: m.memory.size,
+          doc="the memory size"),
+    Field("interrupts", InterruptController.STATE),
+    Field("console", Console.STATE),
+    Field("timer", Timer.STATE),
+    Field("disk", Disk.STATE),
+], check=_check_machine, prefix="")

@@ -12,12 +12,18 @@ The interpreter's fast path loads through ``pages`` and stores through
 path (:meth:`Memory.make_writable`) allocates the page, or copies it if a
 checkpoint still shares it. That is the cheap COW check on the store path.
 
-Marking memory copy-on-write for a checkpoint (:meth:`Memory.share`, P2) hands
-the current ``pages`` list to the checkpoint as its frozen original and gives
-the machine a fresh copy of the list and an all-``None`` ``writable``: two
-C-level list operations, whatever the guest has touched. The last page of a
-memory whose size is not a multiple of 4096 is simply a shorter bytearray,
-so accesses past the end fail the fast path and are refused by the slow one.
+Marking memory copy-on-write for a checkpoint (:meth:`Memory.share`, P2)
+copies nothing: it returns a :class:`FrozenMemory`, the checkpoint's view of
+memory as it is now, which reads through the machine's own ``pages`` list
+(the same list and the same page objects) except where ``originals`` holds a
+page the machine has since replaced; and it swaps in an all-``None``
+``writable`` table (a spare one, cleared in the background by
+:meth:`Memory.tidy`), so that the first store to each page takes the slow
+path, which moves the page object into every live view's ``originals``
+before the machine writes a copy (P3). So the stop costs the same whatever
+the guest has touched. The last page of a memory whose size is not a
+multiple of 4096 is simply a shorter bytearray, so accesses past the end
+fail the fast path and are refused by the slow one.
 """
 
 from __future__ import annotations
@@ -54,12 +60,12 @@ def format_size(n: int) -> str:
     return f"{n} bytes"
 
 
-class MemorySnapshot:
+class FrozenMemory:
     """The original memory of a checkpoint, frozen at P2 (claims 1, 19, 24).
 
-    The snapshot shares the machine's page objects. Before the machine
-    writes a page the snapshot still sees, it moves the page object here
-    (``originals``) and writes a copy (P3); so a page the snapshot sees is
+    It shares the machine's page objects. Before the machine writes a page
+    the frozen view still sees, it moves the page object here
+    (``originals``) and writes a copy (P3); so a page the view sees is
     never written in place, except by a read that was in flight at the
     checkpoint, which lands in both (P5, P7; see :meth:`Memory.land_read`).
     """
@@ -70,7 +76,7 @@ class MemorySnapshot:
         self.size = memory.size
         self.released = False
         self.allocated = memory.allocated     # pages that are not the zero page
-        self._retired: object = None          # freed with the snapshot, not during P2
+        self._retired: object = None          # freed with the view, not during P2
 
     def _view(self, index: int):
         return self.originals.get(index, self._memory.pages[index])
@@ -91,7 +97,7 @@ class MemorySnapshot:
         """The checkpoint is saved: its pages need no protection any more."""
         if not self.released:
             self.released = True
-            self._memory._live_snapshots.remove(self)
+            self._memory._frozen.remove(self)
             self.originals = {}
             self._retired = None
 
@@ -109,7 +115,7 @@ class Memory:
         self.allocated = 0            # pages that are not the zero page
         self.cow_copies = 0           # memory COW faults since the last share()
         self.copied: set[int] = set()  # pages copied since the last share()
-        self._live_snapshots: list[MemorySnapshot] = []
+        self._frozen: list[FrozenMemory] = []
         self._spare: list | None = None       # an all-None write table, ready for share()
         self._retired_tables: list[list] = []  # old write tables, cleared in the background
         self._tidy_pos = 0                     # how far the oldest one is cleared
@@ -128,9 +134,9 @@ class Memory:
             return page
         current = self.pages[index]
         preserved = False
-        for snap in self._live_snapshots:              # P3: the original stays theirs
-            if index not in snap.originals:
-                snap.originals[index] = current
+        for view in self._frozen:                      # P3: the original stays theirs
+            if index not in view.originals:
+                view.originals[index] = current
                 preserved = True
         if type(current) is bytes:                     # untouched: allocate
             page = bytearray(len(current))
@@ -189,24 +195,24 @@ class Memory:
         self._check(addr, length, verb)
 
     # --- checkpoint interface (P2, P3, P5-P7) -------------------------------------
-    def share(self) -> MemorySnapshot:
+    def share(self) -> FrozenMemory:
         """P2: mark all memory copy-on-write; the current pages become the original.
 
-        O(1): the snapshot shares the page objects, and the machine gets a
+        O(1): the frozen view shares the page objects, and the machine gets a
         ready, all-None write table (so every first store per page takes the
         slow path). Old write tables are cleared later, in the background
         (:meth:`tidy`), instead of being freed or allocated inside the stop.
         """
-        snapshot = MemorySnapshot(self)
+        frozen = FrozenMemory(self)
         table = self._spare if self._spare is not None else [None] * self.page_count
         self._spare = None
         self._retired_tables.append(self.writable)
         self.writable = table
-        snapshot._retired = self.copied
+        frozen._retired = self.copied
         self.copied = set()
         self.cow_copies = 0
-        self._live_snapshots.append(snapshot)
-        return snapshot
+        self._frozen.append(frozen)
+        return frozen
 
     def tidy(self, entries: int = 1 << 16) -> bool:
         """Background work after :meth:`share`: clear up to ``entries`` entries of
@@ -226,7 +232,7 @@ class Memory:
                 self._spare = table
         return bool(self._retired_tables)
 
-    def land_in_snapshot(self, snapshot: MemorySnapshot, addr: int, data: bytes) -> None:
+    def land_in_frozen(self, frozen: FrozenMemory, addr: int, data: bytes) -> None:
         """Write ``data`` into a checkpoint's memory only (stop-and-copy mode puts
         the data of in-flight reads there at the stop; P5)."""
         self._check(addr, len(data), "write")
@@ -234,28 +240,28 @@ class Memory:
         while pos < len(data):
             index, offset = addr >> PAGE_SHIFT, addr & PAGE_MASK
             n = min(len(data) - pos, PAGE_SIZE - offset)
-            original = snapshot.originals.get(index)
+            original = frozen.originals.get(index)
             if original is None:                       # still the live page: copy it
                 original = bytearray(self.pages[index])
-                snapshot.originals[index] = original
+                frozen.originals[index] = original
                 if type(self.pages[index]) is bytes:
-                    snapshot.allocated += 1
+                    frozen.allocated += 1
             elif type(original) is bytes:
                 original = bytearray(original)
-                snapshot.originals[index] = original
-                snapshot.allocated += 1
+                frozen.originals[index] = original
+                frozen.allocated += 1
             original[offset:offset + n] = data[pos:pos + n]
             addr, pos = addr + n, pos + n
 
     def is_shared(self, index: int) -> bool:
         """Is page ``index`` still seen by a checkpoint that is being saved?"""
         return (type(self.pages[index]) is bytearray
-                and any(index not in s.originals for s in self._live_snapshots))
+                and any(index not in s.originals for s in self._frozen))
 
     def unshare_range(self, addr: int, length: int) -> int:
         """P6: COW-fault every still-shared page a new DMA read will write."""
         faulted = 0
-        if length <= 0 or not self._live_snapshots:
+        if length <= 0 or not self._frozen:
             return 0
         for index in range(addr >> PAGE_SHIFT, ((addr + length - 1) >> PAGE_SHIFT) + 1):
             if self.writable[index] is None and self.is_shared(index):
@@ -263,11 +269,11 @@ class Memory:
                 faulted += 1
         return faulted
 
-    def land_read(self, addr: int, data: bytes, snapshots=()) -> None:
+    def land_read(self, addr: int, data: bytes, frozen=()) -> None:
         """A DMA read completes. The data goes to the running memory; for a read
         that was in flight at a checkpoint, also to that checkpoint's original
         page (P5), even where the guest has written the page since (P7)."""
-        if not snapshots:
+        if not frozen:
             self.write_bytes(addr, data)
             return
         self._check(addr, len(data), "write")
@@ -278,12 +284,12 @@ class Memory:
             chunk = data[pos:pos + n]
             live = self.make_writable(index)        # preserves every original first
             live[offset:offset + n] = chunk
-            for snap in snapshots:
-                original = snap.originals[index]
+            for view in frozen:
+                original = view.originals[index]
                 if type(original) is bytes:         # the checkpoint saw zeros here
                     original = bytearray(len(original))
-                    snap.originals[index] = original
-                    snap.allocated += 1
+                    view.originals[index] = original
+                    view.allocated += 1
                 original[offset:offset + n] = chunk
             addr, pos = addr + n, pos + n
 

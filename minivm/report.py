@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 
 from . import isa
+from .devices import Request
 from .disks import BLOCK_SIZE, describe_chain, fingerprint_file, locate
 from .errors import MinivmError
+from .machine import MACHINE_STATE
 from .memory import PAGE_SIZE, format_size
+from .state import ListOf
 
 
 def _regs_table(regs: list[int]) -> list[str]:
@@ -31,7 +34,8 @@ def _disk_status(entry: dict, ckpt) -> str:
 
 
 def describe_checkpoint(ckpt) -> str:
-    state, meta = ckpt.state, ckpt.meta
+    # By name, through the declarations: rows saved as lists become maps.
+    state, meta = MACHINE_STATE.named(ckpt.state), ckpt.meta
     cpu = state["cpu"]
     image = ckpt.image
     pc = cpu["pc"]
@@ -59,16 +63,18 @@ def describe_checkpoint(ckpt) -> str:
         lines.append("  timer: stopped")
     pending = state["interrupts"]["pending"]
     lines.append(f"  pending interrupts: {len(pending)}" +
-                 ("" if not pending else " (" + ", ".join(f"{p[3]} @ tick {p[0]}" for p in pending) + ")"))
+                 ("" if not pending else
+                  " (" + ", ".join(f"{p['source']} @ tick {p['tick']}" for p in pending) + ")"))
     disk = state["disk"]
     queue = disk["queue"]
     lines.append(f"  disk queue: {len(queue)} request(s) in flight; last completed #"
                  f"{disk['last_completed']}; latency {disk['latency']} + {disk['per_block']}/block")
-    for rid, command, block, addr, count, issued, done, _ in queue:
-        kind = "read " if command == 1 else "write"
-        lines.append(f"    #{rid} {kind} blocks {block}..{block + count - 1} "
-                     f"{'->' if command == 1 else '<-'} mem 0x{addr:x}, issued tick {issued}, "
-                     f"completes at tick {done}")
+    for r in queue:
+        read = r["command"] == Request.READ
+        lines.append(f"    #{r['id']} {'read ' if read else 'write'} blocks "
+                     f"{r['block']}..{r['block'] + r['count'] - 1} {'->' if read else '<-'} "
+                     f"mem 0x{r['addr']:x}, issued tick {r['issued']}, "
+                     f"completes at tick {r['done']}")
     if meta.get("p8_drained"):
         lines.append(f"  P8: {meta['p8_drained']} pending request(s) completed before the guest "
                      "resumed (a pending read was followed by a write to the same block)")
@@ -87,6 +93,32 @@ def describe_checkpoint(ckpt) -> str:
             lines.append(f"  reads in flight that had not landed when the run ended: {late} "
                          "(they land when the checkpoint is resumed)")
     return "\n".join(lines) + "\n"
+
+
+#: The device sections ``diff`` compares, in its order; ``seq`` only orders
+#: interrupts raised at the same tick, so it is not a difference worth showing.
+DIFF_SECTIONS = ("timer", "interrupts", "disk", "console")
+DIFF_HIDDEN = frozenset({"seq"})
+
+
+def device_changes(a: dict, b: dict) -> list[str]:
+    """How two saved machine states (validated) differ in their devices, one
+    phrase per field, read through the declarations: a list (the disk queue,
+    the pending interrupts) by its length and its ``doc``, any other field by
+    its value (``timer period 0 -> 50``)."""
+    changes = []
+    for section in DIFF_SECTIONS:
+        record = MACHINE_STATE.field(section).kind
+        sa, sb = a.get(section, {}), b.get(section, {})
+        for f in sorted(record.fields, key=lambda f: f.name):
+            va, vb = sa.get(f.name), sb.get(f.name)
+            if f.name in DIFF_HIDDEN or va == vb:
+                continue
+            if isinstance(f.kind, ListOf):
+                changes.append(f"{f.doc} {len(va or [])} -> {len(vb or [])}")
+            else:
+                changes.append(f"{section} {f.name} {va} -> {vb}")
+    return changes
 
 
 def index_ranges(indexes, limit: int | None = None) -> str:

@@ -126,7 +126,7 @@ def resume(ckpt: Checkpoint, store: CheckpointStore, *, disk_override: str | Non
         machine = Machine(ckpt.image, memory_size=ckpt.memory_size, disk=disk_layer,
                           console_sink=console_sink, console_input=console_input,
                           load_data=False, engine=engine)
-        machine.restore_devices(state)
+        machine.restore_state(state)
         for index, data in ckpt.pages.items():
             machine.memory.load_page(index, data)
     except (ValueError, MinivmError) as exc:

@@ -148,7 +148,7 @@ def disk_contents(machine: Machine) -> bytes | None:
 
 
 def final_state(machine: Machine, stop) -> Final:
-    devices = machine.snapshot_devices()
+    devices = machine.save_state()
     devices["cpu"] = {k: v for k, v in devices["cpu"].items() if k != "interrupts_taken"}
     return Final(stop.reason, bytes(machine.console.sink.data), list(machine.regs[:16]),
                  machine.pc, machine.tick, machine.halted, memory_contents(machine),

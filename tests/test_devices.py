@@ -1,4 +1,4 @@
-"""Devices (docs/isa.md, sections 4 and 5): bad inputs, snapshot/restore, and timing.
+"""Devices (docs/isa.md, sections 4 and 5): bad inputs, save/restore, and timing.
 
 Expected ticks are worked out by hand from docs/isa.md: an instruction runs at
 tick t and leaves the clock at t+1; an event due at T is delivered at the
@@ -189,36 +189,36 @@ def test_ret_with_empty_stack():
     assert "ret" in text and "empty stack" in text and "pc 1" in text
 
 
-# --- snapshot / restore of each device -------------------------------------------------------
+# --- save / restore of each device ---------------------------------------------------------
 
-def test_console_snapshot_round_trip():
+def test_console_save_round_trip():
     console = Console(BufferSink(), ConsoleInput(b"abc"))
     assert console.get_byte() == ord("a")
     assert console.get_byte() == ord("b")
     console.put_number((-1234) & 0xFFFFFFFF)
     console.put_byte(0x10A)
     assert bytes(console.sink.data) == b"-1234\n"
-    state = console.snapshot()
+    state = console.save()
     fresh = Console(BufferSink(), ConsoleInput(b""))
     fresh.restore(state)
-    assert fresh.snapshot() == state
+    assert fresh.save() == state
     assert state["input_consumed"] == 2 and state["bytes_written"] == 6
 
 
-def test_timer_snapshot_round_trip():
+def test_timer_save_round_trip():
     timer = Timer(code_size=10)
     timer.set_handler(7)
     timer.set_period(25, 3)
     assert timer.next_event() == 28
     assert timer.fire() == (28, True)
-    state = timer.snapshot()
+    state = timer.save()
     fresh = Timer(code_size=10)
     fresh.restore(state)
-    assert fresh.snapshot() == state
+    assert fresh.save() == state
     assert fresh.next_event() == 53 and fresh.handler == 7
 
 
-def test_disk_snapshot_round_trip_with_requests_in_flight(disk):
+def test_disk_save_round_trip_with_requests_in_flight(disk):
     memory = Memory(65536)
     memory.write_bytes(0x1000, bytes(range(256)) * 4)
     device = Disk(disk, MemoryDma(memory), code_size=20, latency=30, per_block=4)
@@ -230,16 +230,16 @@ def test_disk_snapshot_round_trip_with_requests_in_flight(disk):
         device.set_count(count)
         device.command(command, tick)
     assert device.in_flight() == 4
-    state = device.snapshot()
+    state = device.save()
     fresh = Disk(disk, MemoryDma(Memory(65536)), code_size=20)
     fresh.restore(state)
-    assert fresh.snapshot() == state
+    assert fresh.save() == state
     assert [r.done for r in fresh.queue] == [48, 82, 112, 146]
     assert fresh.queue[0].data == (bytes(range(256)) * 4)[:1024]
     assert fresh.latency == 30 and fresh.per_block == 4 and fresh.handler == 5
 
 
-def test_interrupt_controller_snapshot_round_trip():
+def test_interrupt_controller_save_round_trip():
     irq = InterruptController()
     irq.raise_irq(50, 1, "disk")
     irq.raise_irq(50, 0, "timer")
@@ -247,15 +247,15 @@ def test_interrupt_controller_snapshot_round_trip():
     assert irq.pop() == (20, "disk")
     irq.raise_irq(70, 0, "timer")
     irq.enabled = True
-    state = irq.snapshot()
+    state = irq.save()
     fresh = InterruptController()
     fresh.restore(state)
-    assert fresh.snapshot() == state
+    assert fresh.save() == state
     assert fresh.enabled
     assert fresh.pending() == [(50, "timer"), (50, "disk"), (70, "timer")]
 
 
-# --- machine-level snapshot / restore -------------------------------------------------------
+# --- machine-level save / restore ---------------------------------------------------------
 
 MIXED = """
 ; the timer and the disk together, with interrupts pending for a while
@@ -306,12 +306,12 @@ dh:     push r1
 
 def _full_state(machine, disk_file):
     pages = {i: machine.memory.page_bytes(i) for i in machine.memory.nonzero_page_indexes()}
-    return (machine.snapshot_devices(), list(machine.regs), pages,
+    return (machine.save_state(), list(machine.regs), pages,
             open(disk_file, "rb").read())
 
 
 @pytest.mark.parametrize("split", [30, 150, 230, 400])
-def test_machine_snapshot_restore(tmp_path, split):
+def test_machine_save_restore(tmp_path, split):
     paths = []
     for name in ("ref.img", "split.img"):
         paths.append(tmp_path / name)
@@ -324,18 +324,18 @@ def test_machine_snapshot_restore(tmp_path, split):
         first = make_machine(MIXED, disk=split_disk)
         assert first.run(split).reason == "limit"
         assert first.tick == split
-        state = first.snapshot_devices()
+        state = first.save_state()
 
         second = make_machine(MIXED, disk=split_disk)
-        second.restore_devices(state)
-        assert second.snapshot_devices() == state
+        second.restore_state(state)
+        assert second.save_state() == state
         # give it the memory too, then it must finish exactly like the reference
         second_memory = Machine(second.image, disk=split_disk, load_data=False,
                                 console_sink=BufferSink(), console_input=ConsoleInput(b""))
         for i in first.memory.nonzero_page_indexes():
             second_memory.memory.load_page(i, first.memory.page_bytes(i))
-        second_memory.restore_devices(state)
-        assert second_memory.snapshot_devices() == state
+        second_memory.restore_state(state)
+        assert second_memory.save_state() == state
         assert second_memory.run(100_000).reason == "halt"
         output = bytes(first.console.sink.data) + bytes(second_memory.console.sink.data)
         assert output == bytes(reference.console.sink.data) == b"d" * 6
@@ -345,16 +345,16 @@ def test_machine_snapshot_restore(tmp_path, split):
         split_disk.close()
 
 
-def test_machine_snapshot_has_in_flight_and_pending(disk):
+def test_machine_save_has_in_flight_and_pending(disk):
     machine = make_machine(MIXED, disk=disk)
     machine.run(100)          # 6 writes issued, timer fired twice, interrupts disabled
-    state = machine.snapshot_devices()
+    state = machine.save_state()
     assert len(state["disk"]["queue"]) == 6
     assert state["interrupts"]["pending"] and not state["interrupts"]["enabled"]
     assert state["timer"]["period"] == 37
     fresh = make_machine(MIXED, disk=disk)
-    fresh.restore_devices(state)
-    assert fresh.snapshot_devices() == state
+    fresh.restore_state(state)
+    assert fresh.save_state() == state
 
 
 # --- timing (docs/isa.md, section 4) ---------------------------------------------------------

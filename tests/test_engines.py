@@ -109,7 +109,7 @@ def observe(m: Machine, stop) -> dict:
         "allocated": memory.allocated,
         "cow_copies": memory.cow_copies,
         "copied": sorted(memory.copied),
-        "devices": m.snapshot_devices(),
+        "devices": m.save_state(),
         "disk": None if backing is None else backing.read_blocks(0, backing.block_count),
     }
 

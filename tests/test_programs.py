@@ -172,7 +172,7 @@ def test_echo_output(data, expected):
 def _state(result):
     m = result.machine
     pages = {i: m.memory.page_bytes(i) for i in m.memory.nonzero_page_indexes()}
-    return (result.output, m.tick, list(m.regs), m.pc, pages, m.snapshot_devices(),
+    return (result.output, m.tick, list(m.regs), m.pc, pages, m.save_state(),
             str(result.stop))
 
 
