@@ -22,7 +22,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from importlib import resources
 
 from lark import Lark, Token, v_args
@@ -99,7 +99,11 @@ def _parser() -> Lark:
     # cache=True: Lark stores the built LALR tables in a temp file keyed by the
     # grammar's hash, which halves the start-up time of `minivm run`.
     return Lark(grammar, parser="lalr", propagate_positions=True,
-                maybe_placeholders=True, cache=True)
+                maybe_placeholders=True, cache=True, start=["start", "expr_start"])
+
+
+def _parse_source(text: str):
+    return _parser().parse(text, start="start")
 
 
 _TOKEN_WORDS = {
@@ -178,7 +182,7 @@ def _parse_error(exc: UnexpectedInput, text: str) -> tuple[Diagnostic, str]:
                 REGISTER_LIKE.match(str(token)):
             message += " (an offset cannot be a register)"
     if isinstance(exc, UnexpectedToken):
-        hint = exc.match_examples(_parser().parse, _EXAMPLES, use_accepts=True)
+        hint = exc.match_examples(_parse_source, _EXAMPLES, use_accepts=True)
         if hint:
             message = f"{hint}: {message}"
     context = exc.get_context(text, span=60)
@@ -214,6 +218,13 @@ class BinOp:
 @dataclass
 class UnOp:
     op: str
+    operand: object
+    pos: Pos
+
+
+@dataclass
+class Deref:
+    """``[expr]`` in a REPL expression: the word of memory at that address."""
     operand: object
     pos: Pos
 
@@ -380,6 +391,13 @@ class _ToStatements(Transformer_NonRecursive):
         op, operand = children
         return UnOp(str(op), operand, _pos(op))
 
+    @v_args(meta=True)
+    def deref(self, meta, children):
+        return Deref(children[0], Pos(meta.line, meta.column))
+
+    def expr_start(self, children):
+        return children[0]
+
 
 # --- stage 3: two passes -------------------------------------------------------
 
@@ -529,33 +547,14 @@ class _Assembler:
 
     # expressions ----------------------------------------------------------------
     def value(self, expr, early: str | None = None, depth: int = 0) -> int:
-        result = self.evaluate(expr, early, depth)
+        result = _evaluate(expr, partial(self.lookup, early=early), depth=depth)
         if not MIN_VALUE <= result <= MAX_VALUE:
             raise _Fail(expr.pos, f"value {result} does not fit in 32 bits "
                                   f"(allowed: {MIN_VALUE} .. {MAX_VALUE})")
         return result
 
     def evaluate(self, expr, early: str | None = None, depth: int = 0) -> int:
-        if depth > MAX_DEPTH:
-            raise _Fail(getattr(expr, "pos", Pos(1, 1)),
-                        f"expression is nested too deeply (more than {MAX_DEPTH} levels, "
-                        "counting the .equ names it uses)")
-        if isinstance(expr, Num):
-            return expr.value
-        if isinstance(expr, Name):
-            return self.lookup(expr, early, depth)
-        if isinstance(expr, UnOp):
-            v = self.evaluate(expr.operand, early, depth + 1)
-            return {"-": -v, "+": v, "~": ~v}[expr.op]
-        if isinstance(expr, BinOp):
-            a = self.evaluate(expr.left, early, depth + 1)
-            b = self.evaluate(expr.right, early, depth + 1)
-            result = _binary(expr, a, b)
-            if result.bit_length() > MAX_INTERMEDIATE_BITS:
-                raise _Fail(expr.pos, "intermediate value is far too large")
-            return result
-        raise _Fail(getattr(expr, "pos", Pos(1, 1)), f"expected an expression, got {_kind_of(expr)}")
-
+        return _evaluate(expr, partial(self.lookup, early=early), depth=depth)
     def lookup(self, name: Name, early: str | None, depth: int = 0) -> int:
         symbol = self.symbols.get(name.name)
         if symbol is None:
@@ -694,7 +693,35 @@ class _Assembler:
         return [base, total & isa.WORD_MASK]
 
 
-def _binary(expr: BinOp, a: int, b: int) -> int:
+def _evaluate(expr, lookup, deref=None, depth: int = 0, max_shift: int = MAX_SHIFT) -> int:
+    """The value of an expression tree (C operators, C division).
+    ``lookup(name, depth=depth)`` gives a Name's value (the assembler passes a
+    partial: no extra Python frame per .equ level); ``deref(address)`` the
+    value of ``[expr]`` (REPL expressions only)."""
+    if depth > MAX_DEPTH:
+        raise _Fail(getattr(expr, "pos", Pos(1, 1)),
+                    f"expression is nested too deeply (more than {MAX_DEPTH} levels, "
+                    "counting the .equ names it uses)")
+    if isinstance(expr, Num):
+        return expr.value
+    if isinstance(expr, Name):
+        return lookup(expr, depth=depth)
+    if isinstance(expr, UnOp):
+        v = _evaluate(expr.operand, lookup, deref, depth + 1, max_shift)
+        return {"-": -v, "+": v, "~": ~v}[expr.op]
+    if isinstance(expr, BinOp):
+        a = _evaluate(expr.left, lookup, deref, depth + 1, max_shift)
+        b = _evaluate(expr.right, lookup, deref, depth + 1, max_shift)
+        result = _binary(expr, a, b, max_shift)
+        if result.bit_length() > MAX_INTERMEDIATE_BITS:
+            raise _Fail(expr.pos, "intermediate value is far too large")
+        return result
+    if isinstance(expr, Deref) and deref is not None:
+        return deref(_evaluate(expr.operand, lookup, deref, depth + 1, max_shift))
+    raise _Fail(getattr(expr, "pos", Pos(1, 1)), f"expected an expression, got {_kind_of(expr)}")
+
+
+def _binary(expr: BinOp, a: int, b: int, max_shift: int = MAX_SHIFT) -> int:
     op = expr.op
     if op == "+":
         return a + b
@@ -710,8 +737,8 @@ def _binary(expr: BinOp, a: int, b: int) -> int:
             q = -q
         return q if op == "/" else a - q * b      # C: truncate toward zero
     if op in ("<<", ">>"):
-        if not 0 <= b <= MAX_SHIFT:
-            raise _Fail(expr.pos, f"shift count {b} is out of range (0 .. {MAX_SHIFT})")
+        if not 0 <= b <= max_shift:
+            raise _Fail(expr.pos, f"shift count {b} is out of range (0 .. {max_shift})")
         return a << b if op == "<<" else a >> b
     if op == "&":
         return a & b
@@ -727,12 +754,80 @@ def _suggest(word: str, choices) -> str:
 
 # --- entry points ---------------------------------------------------------------
 
+class ExpressionError(MinivmError):
+    """An expression that does not parse or cannot be evaluated: one line."""
+
+
+_CLOSERS = {"(": ")", "[": "]"}
+
+
+def _unclosed(text: str) -> list[str]:
+    """The '(' and '[' still open at the end of ``text`` (character literals skipped)."""
+    stack = []
+    for token in re.findall(r"'(?:\\.|[^'\\])'|[\[\]()]", text):
+        if token in _CLOSERS:
+            stack.append(token)
+        elif token in ")]" and stack:
+            stack.pop()
+    return stack
+
+
+def parse_expression(text: str):
+    """The tree of one expression as the REPL writes it (``expr_start`` in
+    grammar.lark): the assembler's operators and literals, names (registers
+    too) and ``[expr]`` memory reads. Raises :class:`ExpressionError`."""
+    if not text.strip():
+        raise ExpressionError("an address or value is missing")
+    semicolon = re.search(r"""^(?:'(?:\\.|[^'\\])'|[^';])*;""", text)
+    if semicolon:                        # ';' starts a comment in assembly, not here
+        raise ExpressionError(f"cannot read '{text[semicolon.end() - 1:].strip()}' in '{text}' "
+                              "(give a number, label, register or expression like 'buf+4')")
+    try:
+        tree = _parser().parse(text, start="expr_start")
+    except UnexpectedCharacters as exc:
+        raise ExpressionError(f"cannot read '{text[exc.pos_in_stream:].strip()}' in '{text}' "
+                              "(give a number, label, register or expression like 'buf+4')") \
+            from None
+    except UnexpectedInput as exc:
+        token = getattr(exc, "token", None)
+        at_end = token is None or token.type == "$END"
+        opened = _unclosed(text if at_end else text[:token.start_pos])
+        if opened:
+            raise ExpressionError(f"missing '{_CLOSERS[opened[-1]]}' in '{text}'") from None
+        if at_end:
+            raise ExpressionError(f"'{text}' ends too early") from None
+        raise ExpressionError(f"unexpected '{token}' in '{text}'") from None
+    builder = _ToStatements([text])
+    expr = builder.transform(tree)
+    if builder.errors:
+        raise ExpressionError(builder.errors[0].message)
+    return expr
+
+
+def evaluate_expression(text: str, lookup, deref, *, max_shift: int = 64) -> int:
+    """Parse and evaluate ``text`` with the assembler's rules (C precedence,
+    division truncating toward zero). ``lookup(name)`` gives a name's value,
+    ``deref(address)`` the word ``[address]`` reads; errors they raise pass
+    through, the evaluator's own become :class:`ExpressionError`."""
+    expr = parse_expression(text)
+    try:
+        return _evaluate(expr, lambda name, depth: lookup(name.name), deref, max_shift=max_shift)
+    except _Fail as exc:
+        message = exc.diagnostic.message
+        if message.startswith("expression is nested too deeply"):
+            message = "that expression is nested too deeply"
+        elif message.startswith("division by zero"):
+            message = f"division by zero in '{text}'"
+        elif message.startswith("shift count"):
+            message = message.split(" (0 ..")[0] + f" in '{text}'"
+        raise ExpressionError(message) from None
+
 def assemble(source: str, filename: str = "<source>") -> Image:
     """Assemble ``source``; raises :class:`AssemblyError` listing every error."""
     text = source if source.endswith("\n") else source + "\n"
     lines = text.split("\n")
     try:
-        tree = _parser().parse(text)
+        tree = _parse_source(text)
     except UnexpectedInput as exc:
         diag, context = _parse_error(exc, text)
         raise AssemblyError(filename, text, [diag], {id(diag): context}) from None

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 
 from .errors import MinivmError, show
+from .interrupts_guard import SigintGuard
 
 EXIT_USAGE = 2
 EXIT_FAULT = 3
@@ -203,30 +203,10 @@ def _console_input(path: str | None):
     return ConsoleInput(stream=stream)
 
 
-class _InterruptFlag:
-    """First Ctrl-C stops the guest at the next boundary; a second one aborts."""
-
-    def __init__(self, machine):
-        self.machine = machine
-        self.previous = None
-
-    def __enter__(self):
-        def handler(signum, frame):
-            if self.machine.stop_requested:
-                raise KeyboardInterrupt
-            self.machine.stop_requested = True
-        self.previous = signal.signal(signal.SIGINT, handler)
-        return self
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self.previous)
-        return False
-
-
 def _execute(machine, args, checkpointer, overlay_note: str | None) -> int:
     if args.trace:
         machine.trace = lambda line: print(line, file=sys.stderr)
-    with _InterruptFlag(machine):
+    with SigintGuard(machine):
         try:
             stop = machine.run(args.max_steps)
         finally:
@@ -250,26 +230,13 @@ def _execute(machine, args, checkpointer, overlay_note: str | None) -> int:
 
 
 def _write_timeline(checkpointer, path: str) -> None:
+    from .container import write_text_atomically
     from .timeline import timeline_svg
     if not checkpointer.jobs:
         _note(f"no checkpoint was taken, so no timeline was written to {path}")
         return
     write_text_atomically(path, timeline_svg(checkpointer))
     _note(f"timeline of {len(checkpointer.jobs)} checkpoint(s) written to {path}")
-
-
-def write_text_atomically(path: str, text: str) -> None:
-    from .container import AtomicFile
-    try:
-        out = AtomicFile(path)
-    except OSError as exc:
-        raise MinivmError(f"cannot write '{path}': {exc.strerror}") from None
-    try:
-        out.file.write(text.encode())
-        out.commit()
-    except OSError as exc:
-        out.abort()
-        raise MinivmError(f"cannot write '{path}': {exc.strerror}") from None
 
 
 def _summarise_checkpoints(checkpointer, overlay_note: str | None) -> None:

@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 import msgpack
 
-from .errors import FormatError
+from .errors import FormatError, MinivmError
 
 #: Largest file the loader will read at all (a checkpoint of 4 GiB of touched
 #: memory would be larger, but is far beyond classroom use; see docs).
@@ -250,6 +250,21 @@ class AtomicFile:
             os.unlink(self.temp_path)
         except OSError:
             pass
+
+
+def write_text_atomically(path: str, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through an :class:`AtomicFile`; an
+    I/O failure is one :class:`MinivmError` line and leaves no partial file."""
+    try:
+        out = AtomicFile(path)
+    except OSError as exc:
+        raise MinivmError(f"cannot write '{path}': {exc.strerror}") from None
+    try:
+        out.file.write(text.encode())
+        out.commit()
+    except OSError as exc:
+        out.abort()
+        raise MinivmError(f"cannot write '{path}': {exc.strerror}") from None
 
 
 def fsync_dir(folder: str) -> None:

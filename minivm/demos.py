@@ -63,8 +63,7 @@ def list_demos() -> str:
 
 
 def run_demo(name: str, *, pause: bool, checkpoint_dir: str | None = None) -> int:
-    from .commands import Session
-    from .repl import run_batch
+    from .repl import Session, run_batch
     demos = available()
     if name not in demos:
         import difflib

@@ -1,4 +1,4 @@
-"""The REPL's command layer (minivm/commands.py), driven without a terminal."""
+"""The REPL's command layer (minivm/repl/: core, registry, commands/), driven without a terminal."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from minivm.commands import COMMANDS, Session
+from minivm.repl import COMMANDS, Session
 from minivm.disks import create_raw_disk
 
 CALLS = """\
@@ -716,3 +716,41 @@ def test_core_watch_sees_a_dma_read_landing(tmp_path):
     h.ok("watch buf")
     text = h.ok("continue")
     assert "Watchpoint 1: word at 0x0 <buf> changed 0 -> 1096040772" in text
+
+
+# --- the dispatcher and the shared expression grammar --------------------------------------
+
+def test_the_dispatcher_checks_machine_and_arity_once(tmp_path):
+    h = Harness(tmp_path)
+    for line in ("regs", "i r", "step", "x msg", "checkpoint", "run"):
+        assert "no program loaded" in h.fails(line), line
+    assert "give an expression" in h.fails("print")
+    assert h.ok("print 6 * 7") == "6 * 7 = 42  (0x0000002a)\n"      # no machine needed
+    calls = Harness(tmp_path, CALLS, "calls.asm")
+    assert "'run' takes no arguments" in calls.fails("run 5")
+    assert "too many arguments; usage: next [N]" in calls.fails("next 1 2")
+    assert "usage: mem ADDR [N] (put an expression" in calls.fails("x msg 4 4")
+    calls.ok("run")
+    assert "nothing to step" in calls.fails("next")
+    assert "nothing to continue" in calls.fails("c")
+
+
+def test_expressions_use_the_assembler_rules_with_registers_and_memory(calls):
+    calls.ok("step 2")
+    assert calls.ok("p -7 / 2") == "-7 / 2 = -3  (0xfffffffd)\n"          # C: toward zero
+    assert calls.ok("p -7 % 2") == "-7 % 2 = -1  (0xffffffff)\n"
+    assert calls.ok("p [[counter] + msg]").endswith(calls.ok("p [msg]").split(" = ")[1])
+    assert calls.ok("p ~r1 & 0xff") == "~r1 & 0xff = 254  (0x000000fe)\n"
+    assert calls.ok("p tick * 2 + pc") == "tick * 2 + pc = 6\n"
+    assert calls.fails("p 1 << 65") == "error: shift count 65 is out of range in '1 << 65'\n"
+    assert calls.fails("p 1 2") == "error: unexpected '2' in '1 2'\n"
+    assert calls.fails("p [msg") == "error: missing ']' in '[msg'\n"
+    assert calls.fails("p 1 +") == "error: '1 +' ends too early\n"
+    assert calls.fails("p 1 ; 2").startswith("error: cannot read '; 2' in '1 ; 2'")
+    assert calls.fails("p $x").startswith("error: cannot read '$x' in '$x'")
+    assert "no label or register named 'r16'" in calls.fails("p r16")
+
+
+def test_a_deeply_nested_expression_is_one_line(calls):
+    assert calls.ok("p " + "(" * 300 + "1" + ")" * 300).endswith(" = 1\n")  # no tree depth
+    assert calls.fails("p " + "-" * 300 + "1") == "error: that expression is nested too deeply\n"

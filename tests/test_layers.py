@@ -22,14 +22,10 @@ LAYERS = {
     "memory": 2, "devices": 2, "disks": 2, "state": 2, "engine": 2, "machine": 2,
     "interpreter": 2, "compiler": 2,
     "checkpoint": 3, "resume": 3, "ckptfile": 3, "store": 3,
-    "report": 4, "timeline": 4, "repl": 4, "commands": 4, "demos": 4, "cli": 4,
+    "report": 4, "timeline": 4, "repl": 4, "interrupts_guard": 4, "demos": 4, "cli": 4,
     "bench": 4, "__main__": 4,
 }
 
-#: Edges allowed for now, each to be deleted by the branch that removes it.
-KNOWN = {
-    ("minivm.commands", "minivm.cli"),   # removed by the repl branch
-}
 
 
 def _modules() -> dict[str, Path]:
@@ -53,7 +49,9 @@ def _imports(name: str, path: Path, modules) -> set[str]:
             if node.level:
                 up = package.split(".")[:len(package.split(".")) - node.level + 1]
                 base = ".".join(up + ([base] if base else []))
-            targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            # ``from pkg import sub`` imports the submodule; ``from mod import name``, mod.
+            subs = [f"{base}.{alias.name}" for alias in node.names]
+            targets = [t for t in subs if t in modules] or [base]
         else:
             continue
         found.update(t for t in targets if t in modules and t != name)
@@ -70,8 +68,7 @@ def _layer(name: str) -> int | None:
 
 def _graph():
     modules = _modules()
-    return {name: _imports(name, path, modules) - {t for (s, t) in KNOWN if s == name}
-            for name, path in modules.items()}
+    return {name: _imports(name, path, modules) for name, path in modules.items()}
 
 
 def test_every_module_has_a_layer():
@@ -108,14 +105,6 @@ def test_no_import_cycle():
     for name in sorted(graph):
         if name not in state:
             visit(name)
-
-
-def test_known_exceptions_still_exist():
-    """An allowance whose edge is gone must be deleted from KNOWN."""
-    modules = _modules()
-    stale = [edge for edge in KNOWN
-             if edge[0] not in modules or edge[1] not in _imports(edge[0], modules[edge[0]], modules)]
-    assert not stale, f"{stale}: no longer imported; delete from KNOWN in tests/test_layers.py"
 
 
 def test_the_checker_sees_function_level_and_package_imports(tmp_path):

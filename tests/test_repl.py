@@ -1,4 +1,4 @@
-"""The REPL's interactive layer (minivm/repl.py): prompt_toolkit on a pipe
+"""The REPL's interactive layer (minivm/repl/frontend.py): prompt_toolkit on a pipe
 input with DummyOutput, scripted mode, and the classroom demo transcript."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from minivm import repl
-from minivm.commands import Session
+from minivm.repl import Session
 from minivm.repl import ReplCompleter, interact, make_prompt_session, open_history, run_batch
 
 from support import run_cli

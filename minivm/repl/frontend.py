@@ -1,4 +1,5 @@
-"""``minivm repl``: the interactive layer over the command layer (commands.py).
+"""``minivm repl``: the interactive layer over the session (core.py) and its
+commands (registry.py, commands/).
 
 * Interactive (stdin is a terminal): a prompt_toolkit ``PromptSession`` with a
   prompt that shows the machine state (``minivm[tick 1042 pc 17]>``), Tab
@@ -9,7 +10,7 @@
   history, and a bottom toolbar with tick, pc, source line and the checkpoint
   being saved. ``patch_stdout`` keeps guest output from corrupting the prompt.
   Ctrl-C while the guest runs stops it at the next instruction boundary
-  (``Machine.stop_requested``, see ``Session._running``); Ctrl-C at the prompt
+  (``Machine.stop_requested``, see ``Session.running``); Ctrl-C at the prompt
   clears the line; Ctrl-D quits. Enter on an empty line repeats
   step/next/continue/x, as in gdb.
 * Scripted (``--batch FILE``, or commands on a pipe): the same commands, each
@@ -31,9 +32,10 @@ from prompt_toolkit.completion import (Completer, Completion, NestedCompleter, P
 from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.patch_stdout import patch_stdout
 
-from . import isa
-from .commands import COMMANDS, INFO_TOPICS, Session
-from .errors import MinivmError
+from .. import isa
+from ..errors import MinivmError
+from .core import Session
+from .registry import COMMANDS, INFO_TOPICS
 
 BANNER = ("minivm REPL - 'help' lists the commands, Tab completes, Ctrl-C stops the guest, "
           "Ctrl-D quits")
@@ -74,12 +76,12 @@ class ReplCompleter(Completer):
 
     def _checkpoint_names(self) -> list[str]:
         s = self.session
-        return sorted({job.name for job in s.jobs} | set(s.store.names()))
+        return sorted(s.checkpoints.names() | set(s.store.names()))
 
     def nested(self) -> NestedCompleter:
         s = self.session
         names = self._checkpoint_names()
-        numbers = sorted(set(s.breakpoints) | set(s.watchpoints))
+        numbers = s.breakpoints.numbers()
         key = (id(s.image), tuple(names), tuple(numbers))
         if key != self._key:
             self._nested = self._build(names, [str(n) for n in numbers])

@@ -1,0 +1,168 @@
+"""What a session keeps besides its machine: the breakpoint book (breakpoints,
+watchpoints and their shared numbering) and the checkpoint book (the
+checkpoints taken, the console input each one's run had been fed, summaries
+of checkpoint files from earlier sessions)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..resume import read_checkpoint
+from ..errors import MinivmError
+
+
+@dataclass
+class Breakpoint:
+    number: int
+    pc: int
+    spec: str
+    hits: int = 0
+
+
+@dataclass
+class Watchpoint:
+    number: int
+    addr: int
+    spec: str
+    hits: int = 0
+
+
+class Breakpoints:
+    """Breakpoints and watchpoints, numbered together from 1 (as in gdb).
+    The book only records; the session mirrors it into the machine."""
+
+    def __init__(self):
+        self.breaks: dict[int, Breakpoint] = {}
+        self.watches: dict[int, Watchpoint] = {}
+        self._next_number = 1
+
+    def __len__(self) -> int:
+        return len(self.breaks) + len(self.watches)
+
+    def numbers(self) -> list[int]:
+        return sorted(set(self.breaks) | set(self.watches))
+
+    def __contains__(self, number: int) -> bool:
+        return number in self.breaks or number in self.watches
+
+    def _number(self) -> int:
+        number = self._next_number
+        self._next_number += 1
+        return number
+
+    def add_break(self, pc: int, spec: str) -> Breakpoint:
+        bp = Breakpoint(self._number(), pc, spec)
+        self.breaks[bp.number] = bp
+        return bp
+
+    def add_watch(self, addr: int, spec: str) -> Watchpoint:
+        wp = Watchpoint(self._number(), addr, spec)
+        self.watches[wp.number] = wp
+        return wp
+
+    def break_at(self, pc: int) -> Breakpoint | None:
+        return next((bp for bp in self.breaks.values() if bp.pc == pc), None)
+
+    def watch_at(self, addr: int) -> Watchpoint | None:
+        return next((wp for wp in self.watches.values() if wp.addr == addr), None)
+
+    def hit_breaks(self, pc: int) -> list[Breakpoint]:
+        """Count a stop at ``pc``; the breakpoints that caused it."""
+        hit = [bp for bp in self.breaks.values() if bp.pc == pc]
+        for bp in hit:
+            bp.hits += 1
+        return hit
+
+    def hit_watches(self, addr: int) -> list[Watchpoint]:
+        hit = [wp for wp in self.watches.values() if wp.addr == addr]
+        for wp in hit:
+            wp.hits += 1
+        return hit
+
+    def remove(self, number: int, machine) -> None:
+        """Forget ``number``; clear it in ``machine`` (if any) unless another
+        breakpoint is at the same pc."""
+        if number in self.breaks:
+            bp = self.breaks.pop(number)
+            if machine is not None and self.break_at(bp.pc) is None:
+                machine.clear_breakpoint(bp.pc)
+        else:
+            wp = self.watches.pop(number)
+            if machine is not None:
+                machine.watches.pop(wp.addr, None)
+
+    def clear(self) -> None:
+        self.breaks.clear()
+        self.watches.clear()
+
+    def install(self, machine) -> None:
+        """Set every breakpoint and watch in a new machine."""
+        for bp in self.breaks.values():
+            machine.set_breakpoint(bp.pc)
+        for wp in self.watches.values():
+            if wp.addr + 4 <= machine.memory.size:
+                machine.watches[wp.addr] = machine.memory.load_word(wp.addr)
+
+
+class CheckpointBook:
+    """The checkpoints of a session and what restoring one needs."""
+
+    #: files larger than this are listed without being read
+    LARGE = 16 << 20
+
+    def __init__(self):
+        self.jobs: list = []                   # every checkpoint taken in this session
+        self._input: dict[str, bytearray] = {}
+        self._announced: set[int] = set()
+        self._file_meta: dict = {}
+
+    def add(self, job, input_log: bytearray) -> None:
+        """A checkpoint taken while the run had been fed ``input_log``."""
+        self.jobs.append(job)
+        self._input[job.name] = input_log
+
+    def __contains__(self, job) -> bool:
+        return job in self.jobs
+
+    def names(self) -> set[str]:
+        return {job.name for job in self.jobs}
+
+    def saving(self) -> list:
+        return [job for job in self.jobs if job.status == "saving"]
+
+    def find(self, name: str):
+        """The newest job called ``name``, or None."""
+        return next((job for job in reversed(self.jobs) if job.name == name), None)
+
+    def input_lineage(self, name: str) -> bytearray | None:
+        return self._input.get(name)
+
+    def to_announce(self) -> list:
+        """Jobs that completed or failed and have not been announced yet."""
+        done = []
+        for job in self.jobs:
+            if job.status == "saving" or id(job) in self._announced:
+                continue
+            self._announced.add(id(job))
+            done.append(job)
+        return done
+
+    def file_summary(self, path: str) -> tuple[str, str]:
+        """(tick, state) of a checkpoint file from an earlier session, cached
+        by path, modification time and size."""
+        try:
+            stat = os.stat(path)
+        except OSError as exc:
+            return "?", f"unreadable: {exc.strerror}"
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        if key not in self._file_meta:
+            if stat.st_size > self.LARGE:
+                self._file_meta[key] = ("?", "complete (earlier session, not read: large)")
+            else:
+                try:
+                    ckpt = read_checkpoint(path)
+                    self._file_meta[key] = (str(ckpt.tick), "complete (earlier session)")
+                except MinivmError as exc:
+                    self._file_meta[key] = ("?", f"unreadable: {exc}")
+        return self._file_meta[key]

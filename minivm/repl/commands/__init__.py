@@ -1,0 +1,5 @@
+"""The REPL's commands, one module per group as 'help' lists them. Importing
+this package registers them all in :data:`minivm.repl.registry.COMMANDS`, in
+the order 'help' shows them."""
+
+from . import running, breakpoints, inspecting, checkpoints, session  # noqa: F401  (registers)

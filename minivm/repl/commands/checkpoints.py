@@ -1,0 +1,223 @@
+"""Commands for checkpoints (docs/protocol.md): timeline, checkpoint, commit,
+checkpoints, sync, restore, diff."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from ... import isa
+from ...resume import read_checkpoint, resolve_disk_chain, resume
+from ...container import write_text_atomically
+from ...devices import ConsoleInput
+from ...errors import MinivmError
+from .. import render
+from ..parsing import CommandError, split_args
+from ..places import show_path
+from ..registry import command
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+
+
+@command("timeline", usage="timeline FILE.svg", group="checkpoints", min_args=1,
+         needs="machine", summary="draw this session's checkpoints over time as SVG")
+def timeline(s, args: str) -> None:
+    """
+    Writes a picture of what the checkpoints taken since the program was loaded
+    did over virtual time: each stop window (P2), the disk requests in flight
+    (those in flight at a checkpoint are the P5 cases), the pages saved in the
+    background (P4), memory copy-on-write faults and overlay writes (P3).
+    Example:  timeline demo.svg
+    """
+    from ...timeline import timeline_svg
+    if not s.checkpointer.jobs:
+        raise CommandError("no checkpoint has been taken yet ('checkpoint' takes one)")
+    write_text_atomically(args, timeline_svg(s.checkpointer))
+    s.say(f"timeline of {len(s.checkpointer.jobs)} checkpoint(s) written to {args}")
+
+
+@command("checkpoint", aliases=("ckpt", "cp"), usage="checkpoint [NAME]", group="checkpoints",
+         needs="machine", summary="take a checkpoint now (saved in the background)")
+def checkpoint(s, args: str) -> None:
+    """
+    Takes a checkpoint at the current instruction boundary with the protocol of
+    docs/protocol.md: a copy-on-write disk overlay (P1), a short stop that marks
+    memory copy-on-write and saves the device state (P2); the pages are then
+    written to the checkpoint folder while the guest runs (P4) - 'checkpoints',
+    'pages' and the toolbar show the progress; 'sync' finishes at once. NAME
+    defaults to ckpt-NNNN.
+    Examples:  checkpoint      checkpoint before-loop      ckpt
+    """
+    m = s.machine
+    if m.fault is not None or m.halted:
+        raise CommandError(f"the machine has {'halted' if m.halted else 'faulted'}: there is "
+                           "nothing left to checkpoint ('diff CKPT now' compares states)")
+    name = args or None
+    if name is not None:
+        if not NAME_RE.match(name) or name == "now":
+            raise CommandError(f"'{name}' cannot name a checkpoint: use letters, digits, "
+                               "'-', '_' and '.', not starting with '.' (and not 'now')")
+        if name in s.checkpoints.names() or name in s.store.names():
+            raise CommandError(f"there is already a checkpoint named '{name}' "
+                               "('checkpoints' lists them)")
+    job = s.checkpointer.take("repl", name)
+    s.checkpoints.add(job, s.input_log)
+    s.say(f"checkpoint {job.name} at tick {job.tick}, {s.describe(job.pc)}")
+    s.say_lines(render.checkpoint_notes(job, m))
+
+
+@command("commit", usage="commit", group="checkpoints", needs="machine",
+         summary="merge the disk overlay into its parent (P10), live")
+def commit(s, args: str) -> None:
+    """
+    The VM switches to a fresh overlay at once, and the overlay it was using is
+    merged into its parent as soon as no pending write still targets it
+    (docs/protocol.md, P10); the guest keeps running meanwhile. Checkpoints whose
+    disk is that parent no longer match it afterwards (their fingerprint changes).
+    Example:  commit
+    """
+    s.say(s.checkpointer.commit_disk())
+
+
+@command("checkpoints", aliases=("ckpts",), usage="checkpoints", group="checkpoints",
+         summary="list checkpoints: tick, saving/complete/failed, size")
+def checkpoints(s, args: str) -> None:
+    """
+    Lists the checkpoints of this session and those found in the checkpoint
+    folder: name, tick, state (saving with progress, complete, failed) and size.
+    Also: 'info checkpoints', 'i c'.
+    Example:  checkpoints
+    """
+    rows = []
+    for job in s.jobs:
+        if job.status == "saving":
+            state, size = f"saving, {job.pages_done} of {job.pages_total} pages", "-"
+        elif job.status == "complete":
+            state, size = f"complete, {job.pages_saved} page(s)", f"{job.bytes_written} B"
+        else:
+            state, size = f"failed: {job.error}", "-"
+        rows.append((job.name, str(job.tick), state, size, show_path(job.location)))
+    seen = s.checkpoints.names()
+    for name in s.store.names():
+        if name in seen:
+            continue
+        path = s.store.location(name)
+        tick, state = s.checkpoints.file_summary(path)
+        try:
+            size = f"{os.path.getsize(path)} B"
+        except OSError:
+            size = "?"
+        rows.append((name, tick, state, size, show_path(path)))
+    if not rows:
+        s.say(f"no checkpoints yet in {show_path(s.store.folder)} "
+              "('checkpoint [NAME]' takes one)")
+        return
+    s.say_lines(render.checkpoint_table(rows))
+
+
+@command("sync", usage="sync", group="checkpoints", needs="machine",
+         summary="finish saving checkpoints now (guest stays put)")
+def sync(s, args: str) -> None:
+    """
+    Checkpoints are saved in the background while the guest runs; 'sync' writes
+    the rest now. A checkpoint that still waits for a disk read in flight at the
+    checkpoint (P5) cannot finish until the guest runs on; 'sync' says so.
+    Example:  sync
+    """
+    saving = [job for job in s.checkpointer.jobs if job.status == "saving"]
+    if not saving:
+        s.say("no checkpoint is saving")
+        return
+    for job in saving:
+        s.checkpointer.sync()
+        if job.status == "saving":
+            s.say(f"{job.name} still waits for in-flight disk requests (P5); "
+                  "'continue' or 'step' so they can complete")
+
+
+@command("restore", aliases=("resume",), usage="restore NAME|FILE", group="checkpoints",
+         complete="checkpoint", min_args=1,
+         missing="give a checkpoint; usage: restore NAME|FILE ('checkpoints' lists them)",
+         summary="go back to a checkpoint (by name or file)")
+def restore(s, args: str) -> None:
+    """
+    Rebuilds the machine from a checkpoint and makes it the current one, as
+    'minivm resume' does: registers, memory, devices, disk queue, tick. The disk
+    it checkpointed is not written: a fresh overlay takes the new writes.
+    Breakpoints and watches stay. Console input you fed since the checkpoint's
+    point is fed again, so 'restore' + 'continue' replays the same run.
+    Examples:  restore ckpt-0001      restore before-loop      restore old/ckpt-0003.mvc
+    """
+    name, path = s.resolve_checkpoint(args)
+    ckpt = read_checkpoint(path)
+    consumed = ckpt.state.get("console", {}).get("input_consumed", 0)
+    lineage = s.checkpoints.input_lineage(name)
+    log = bytearray(lineage) if lineage is not None and len(lineage) >= consumed \
+        else bytearray(consumed)
+    replay = bytes(log[consumed:])
+    machine, overlay = resume(ckpt, s.store, console_sink=s.sink(),
+                              console_input=ConsoleInput(replay))
+    s.install(machine, ckpt.image, f"{show_path(path)}")
+    s.input_log = log
+    s.say(f"restored {name} (tick {machine.tick}) from {show_path(path)}")
+    if machine.halted:
+        s.say("the checkpoint was taken after the program halted")
+    else:
+        s.say(f"=> {s.describe(machine.pc)}")
+    if replay:
+        s.say(f"  console input: {len(replay)} byte(s) fed after that point are fed again")
+    if overlay:
+        s.say(f"  disk writes now go to {show_path(overlay)}; the checkpointed disk "
+              "stays unchanged")
+
+
+@command("diff", usage="diff A B", group="checkpoints", complete="checkpoint2",
+         min_args=1, max_args=2, missing="usage: diff A B (checkpoint names or files, or 'now')",
+         too_many="usage: diff A B (checkpoint names or files, or 'now')",
+         summary="compare two checkpoints, or one and 'now'")
+def diff(s, args: str) -> None:
+    """
+    Compares two checkpoints, or a checkpoint and the running machine ('now'):
+    registers, pc and tick, memory pages (with how many bytes differ in each),
+    disk blocks, and device state (timer, disk queue, console counters).
+    Examples:  diff ckpt-0001 ckpt-0002      diff before-loop now      diff ckpt-0001
+    """
+    parts = split_args(args)
+    if len(parts) == 1:
+        parts.append("now")
+    a = _view(s, parts[0])
+    try:
+        b = _view(s, parts[1])
+        try:
+            s.say_lines(render.state_diff(a, b))
+        finally:
+            for close in b.closers:
+                close()
+    finally:
+        for close in a.closers:
+            close()
+
+
+def _view(s, spec: str) -> render.View:
+    """What diff compares: the running machine ('now') or a checkpoint file,
+    with its disk opened read-only (the caller closes it)."""
+    if spec == "now":
+        m = s.require_machine()
+        pages = {i: bytes(p) for i, p in enumerate(m.memory.pages) if type(p) is not bytes}
+        return render.View("now", list(m.regs[:isa.NUM_REGS]), m.pc, m.tick, m.halted,
+                           m.save_state(), m.memory.size, pages, m.disk.backing)
+    name, path = s.resolve_checkpoint(spec)
+    ckpt = read_checkpoint(path)
+    cpu = ckpt.state["cpu"]
+    view = render.View(name, list(cpu["regs"]), cpu["pc"], cpu["tick"], cpu["halted"],
+                       ckpt.state, ckpt.memory_size, dict(ckpt.pages))
+    if ckpt.disk is not None:
+        from ...disks import open_disk
+        try:
+            chain = resolve_disk_chain(ckpt, None)
+            top = open_disk(chain[0]["resolved"])
+            view.disk = top
+            view.closers = tuple(layer.close for layer in top.chain())
+        except MinivmError as exc:
+            view.disk_note = str(exc)
+    return view

@@ -1,0 +1,436 @@
+"""The REPL's :class:`Session`: a machine (or none yet), its breakpoint and
+checkpoint books, and the command boundary (docs/repl.md).
+
+Nothing here needs a terminal: the front end (frontend.py) and the tests call
+:meth:`Session.execute` with a line of text, and everything the session has
+to say - its own messages and the guest's console output, in the order they
+happen - goes to one text stream (``out``, default ``sys.stdout``).
+
+The session uses only the machine's public interface (docs/architecture.md):
+``Machine.run`` with ``max_ticks`` for stepping, ``set_breakpoint`` and a
+temporary breakpoint for ``next``, ``watches``, ``stop_requested`` for
+Ctrl-C, ``Checkpointer.take("repl", name)`` for checkpoints and
+``checkpoint.read_checkpoint`` + ``resume`` for ``restore``. The commands
+themselves are in ``commands/``, one module per group.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from contextlib import contextmanager
+
+from .. import isa
+from ..assembler import evaluate_expression
+from ..checkpoint import Checkpointer
+from ..devices import ConsoleInput
+from ..errors import GuestFault, MinivmError
+from ..interrupts_guard import SigintGuard
+from ..machine import Machine
+from ..memory import format_size, parse_size
+from ..store import CHECKPOINT_SUFFIX, FileStore
+from . import render
+from .books import Breakpoints, CheckpointBook
+from .output import GuestSink, Output
+from .parsing import CommandError
+from .places import Places, show_path
+from .registry import Command, invoke, resolve_command
+
+#: Pages the background save writes per slice (a slice is every
+#: checkpoint.SLICE_TICKS guest ticks). A fixed number instead of the
+#: host-time budget `minivm run` uses, so that a REPL session (and a classroom
+#: transcript) shows the same saving progress every time.
+REPL_PAGES_PER_SLICE = 16
+REG_RE = re.compile(r"^(?:r(\d{1,2})|sp)$", re.IGNORECASE)
+
+
+def register_index(name: str) -> int | None:
+    """r0..r15 or sp -> its index; anything else -> None."""
+    match = REG_RE.match(name)
+    if not match or (match.group(1) is not None and int(match.group(1)) >= isa.NUM_REGS):
+        return None
+    return isa.SP if match.group(1) is None else int(match.group(1))
+
+
+class Session:
+    """One REPL session: a machine (or none yet), breakpoints, checkpoints."""
+
+    def __init__(self, program: str | None = None, *, mem: str = "1M", disk: str | None = None,
+                 disk_latency: int = 100, disk_per_block: int = 10,
+                 checkpoint_dir: str = "checkpoints", out=None,
+                 pages_per_slice: int = REPL_PAGES_PER_SLICE, handle_sigint: bool = True):
+        self.out = Output(out)
+        self.memory_size = parse_size(mem, "memory size")
+        self.disk_path = disk
+        self.disk_latency = disk_latency
+        self.disk_per_block = disk_per_block
+        self.store = FileStore(checkpoint_dir)
+        self.pages_per_slice = pages_per_slice
+        self.handle_sigint = handle_sigint
+        self.image = None
+        self.places: Places | None = None
+        self.program_path: str | None = None
+        self.origin = ""                       # what the machine came from
+        self.machine: Machine | None = None
+        self.checkpointer: Checkpointer | None = None
+        self.checkpoints = CheckpointBook()
+        self.breakpoints = Breakpoints()
+        self.errors = 0
+        self.quit_requested = False
+        self.last_stop = ""
+        self.last_command: Command | None = None
+        self.prev_regs: list[int] | None = None  # before the last run/step: regs marks changes
+        self.x_next: tuple[int, int] | None = None  # where a bare 'x' continues
+        self.pause_hook = None                 # called by 'pause' (minivm demo: wait for Enter)
+        self.input_log = bytearray()           # console input of this run's lineage
+        self.sigint_seen = False
+        if program is not None:
+            self.load(program)
+
+    @property
+    def jobs(self) -> list:
+        """Every checkpoint taken in this session."""
+        return self.checkpoints.jobs
+
+    # ==== the command boundary ========================================================
+    def execute(self, line: str) -> bool:
+        """Run one command line; returns False if it was an error. Never raises
+        for anything a user can do: errors are printed as one line (or a few,
+        for an assembly error with its caret) and the session goes on."""
+        text = line.strip()
+        if not text or text.startswith("#"):
+            return True
+        word, _, rest = text.partition(" ")
+        try:
+            cmd = resolve_command(word)
+            self.last_command = cmd
+            try:
+                invoke(self, cmd, rest.strip())
+            finally:
+                self.report_jobs()
+            return True
+        except GuestFault as exc:          # e.g. 'set' out of range: not a guest fault
+            self.error(exc.reason)
+        except MinivmError as exc:
+            self.error(str(exc))
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            self.error(f"{exc.strerror or exc}{where}")
+        except KeyboardInterrupt:
+            self.error("interrupted; the session goes on ('status' shows where the machine is)")
+        except RecursionError:
+            self.error("that expression is nested too deeply")
+        except Exception as exc:           # a bug, but never a traceback at the prompt
+            self.error(f"internal error: {type(exc).__name__}: {exc} (please report this; "
+                       "the session goes on)")
+        finally:
+            self.out.flush()
+        return False
+
+    def error(self, message: str) -> None:
+        self.errors += 1
+        self.out.text(f"error: {message}")
+
+    def say(self, message: str = "") -> None:
+        self.out.text(message)
+
+    def say_lines(self, lines: list[str]) -> None:
+        for line in lines:
+            self.out.text(line)
+
+    # ==== state shown by the prompt and toolbar =========================================
+    def prompt_text(self) -> str:
+        m = self.machine
+        if m is None:
+            return "minivm> "
+        if m.fault is not None:
+            return f"minivm[fault tick {m.tick} pc {m.pc}]> "
+        if m.halted:
+            return f"minivm[halted tick {m.tick}]> "
+        return f"minivm[tick {m.tick} pc {m.pc}]> "
+
+    def saving_status(self) -> str:
+        parts = []
+        for job in self.checkpoints.saving():
+            text = f"saving {job.name}: {job.pages_done} of {job.pages_total} pages"
+            if job.inflight_reads:
+                text += f" (waiting for {len(job.inflight_reads)} in-flight read(s), P5)"
+            parts.append(text)
+        return "; ".join(parts)
+
+    def toolbar_text(self) -> str:
+        m = self.machine
+        if m is None:
+            return " no program loaded: 'load PROG' (Tab completes file names) | 'help' lists commands"
+        fields = [f" tick {m.tick}"]
+        if m.fault is not None:
+            fields.append(f"FAULT at pc {m.pc} {self.loc(m.pc)}")
+        elif m.halted:
+            fields.append(f"halted, exit status {m.regs[0] & 0xFF}")
+        else:
+            fields.append(self.describe(m.pc))
+        saving = self.saving_status()
+        if saving:
+            fields.append(saving)
+        elif self.last_stop:
+            fields.append(self.last_stop)
+        return " | ".join(fields)
+
+    # ==== what commands need ===========================================================
+    def require_machine(self) -> Machine:
+        if self.machine is None:
+            raise CommandError("no program loaded; 'load PROG' first (or 'restore CKPT')")
+        return self.machine
+
+    def check_runnable(self, verb: str) -> Machine:
+        m = self.require_machine()
+        if m.fault is not None:
+            raise CommandError(f"the machine has faulted ({m.fault.reason}); "
+                               "'restore' a checkpoint or 'reset' to start again")
+        if m.halted:
+            raise CommandError(f"the program has halted (exit status {m.regs[0] & 0xFF}); "
+                               f"nothing to {verb}: 'run' or 'reset' starts it again")
+        return m
+
+    # ==== names, locations, values =======================================================
+    def label_of(self, pc: int) -> str:
+        return self.places.label_of(pc)
+
+    def source_of(self, pc: int) -> str:
+        return self.places.source_of(pc)
+
+    def describe(self, pc: int) -> str:
+        return self.places.describe(pc)
+
+    def loc(self, pc: int) -> str:
+        return self.places.loc(pc)
+
+    def data_label_at(self, addr: int) -> str:
+        return self.places.data_label_at(addr) if self.places else ""
+
+    show_path = staticmethod(show_path)
+
+    def name_value(self, name: str, want: str) -> int:
+        """A name in an expression: a register, pc, tick, a label or .equ name.
+        ``want`` ("code", "data" or "value") refuses the wrong kind of label."""
+        index = register_index(name)
+        if index is not None:
+            return self.require_machine().regs[index]
+        if name.lower() == "pc":
+            return self.require_machine().pc
+        if name.lower() == "tick":
+            return self.require_machine().tick
+        if self.image is None:
+            raise CommandError(f"'{name}' is not known: no program is loaded")
+        symbol = self.image.symbols.get(name)
+        if symbol is None:
+            close = difflib.get_close_matches(name, list(self.image.symbols), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise CommandError(f"no label or register named '{name}'{hint}")
+        section, value = symbol
+        if want == "code" and section == "data":
+            raise CommandError(f"'{name}' is a data label (byte address {value:#x}), "
+                               "not a code address")
+        if want == "data" and section == "text":
+            raise CommandError(f"'{name}' is a code label (instruction {value}); this needs a "
+                               "memory address (a data label, number or register)")
+        return value
+
+    def read_word(self, addr: int) -> int:
+        m = self.require_machine()
+        self.check_addr(addr, 4)
+        return m.memory.load_word(addr)
+
+    def check_addr(self, addr: int, length: int = 1) -> None:
+        size = self.require_machine().memory.size
+        if not 0 <= addr or addr + length > size:
+            raise CommandError(f"address {addr:#x} is outside memory "
+                               f"({format_size(size)}, 0x0 .. {size - 1:#x})")
+
+    def evaluate(self, text: str, want: str = "value") -> int:
+        """A command argument's value, with the assembler's expression rules
+        (grammar.lark ``expr_start``) and the session's names."""
+        return evaluate_expression(text, lambda name: self.name_value(name, want), self.read_word)
+
+    def code_address(self, text: str) -> int:
+        """A breakpoint/disasm location: label, number, expression or file:line."""
+        m = self.require_machine()
+        line = re.fullmatch(r"(?P<file>[^\s:]*):(?P<line>\d+)", text)
+        if line:
+            return self._line_address(line.group("file"), int(line.group("line")))
+        pc = self.evaluate(text, "code")
+        if not 0 <= pc < m.ncode:
+            raise CommandError(f"no instruction at {pc}: the code has {m.ncode} "
+                               f"instructions (0..{m.ncode - 1})")
+        return pc
+
+    def _line_address(self, filename: str, line: int) -> int:
+        image = self.image
+        source = image.source_file
+        if filename and filename not in (source, os.path.basename(source)):
+            raise CommandError(f"the program comes from '{source}', not '{filename}' "
+                               f"(give {os.path.basename(source)}:LINE or :LINE)")
+        candidates = [(ln, pc) for pc, ln in enumerate(image.lines) if ln >= line]
+        if not candidates:
+            last = max(image.lines) if image.lines else 0
+            raise CommandError(f"line {line} is after the last instruction "
+                               f"({os.path.basename(source)}:{last})")
+        best_line = min(ln for ln, _ in candidates)
+        pc = min(pc for ln, pc in candidates if ln == best_line)
+        if best_line != line:
+            self.say(f"(line {line} has no instruction; using line {best_line})")
+        return pc
+
+    # ==== machines: load, reset, restore =================================================
+    def sink(self) -> GuestSink:
+        return GuestSink(self.out)
+
+    def install(self, machine: Machine, image, origin: str) -> None:
+        """Make ``machine`` the session's machine (after load, reset or restore)."""
+        self._retire_machine()
+        same = self.image is not None and self.image.same_program(image)
+        self.image = image
+        self.places = Places(image)
+        self.machine = machine
+        self.origin = origin
+        self.checkpointer = Checkpointer(machine, self.store, pages_per_slice=self.pages_per_slice,
+                                         report=lambda msg: self.say(f"note: {msg}"))
+        book = self.breakpoints
+        if not same and len(book):
+            self.say(f"(a different program: {len(book.breaks)} breakpoint(s) and "
+                     f"{len(book.watches)} watchpoint(s) deleted)")
+            book.clear()
+        book.install(machine)
+        self.prev_regs = None
+        self.x_next = None
+        self.last_stop = ""
+
+    def _retire_machine(self) -> None:
+        """The current machine is being replaced: finish its checkpoints (as
+        `minivm run` does when a run ends) and close its disk files."""
+        if self.machine is None:
+            return
+        if self.checkpointer is not None:
+            self.checkpointer.finish_all()
+        self.report_jobs()
+        top = self.machine.disk.backing
+        if top is not None:
+            for layer in top.chain():
+                layer.close()
+        self.machine = None
+        self.checkpointer = None
+
+    def close(self) -> None:
+        """End of the session: checkpoints still saving are completed."""
+        saving = [job.name for job in self.checkpoints.saving()]
+        if saving:
+            self.say(f"finishing {', '.join(saving)} before quitting ...")
+        self._retire_machine()
+        self.out.flush()
+
+    def new_machine(self, image) -> Machine:
+        from ..disks import open_disk
+        disk = open_disk(self.disk_path) if self.disk_path else None
+        try:
+            return Machine(image, memory_size=self.memory_size, disk=disk,
+                           console_sink=self.sink(), console_input=ConsoleInput(),
+                           disk_latency=self.disk_latency, disk_per_block=self.disk_per_block)
+        except BaseException:
+            if disk is not None:
+                disk.close()
+            raise
+
+    def load(self, path: str) -> None:
+        from ..program import load_program
+        image = load_program(path)
+        machine = self.new_machine(image)
+        self.program_path = path
+        self.input_log = bytearray()
+        self.install(machine, image, path)
+        data = f", {len(image.data)} data bytes" if image.data else ""
+        self.say(f"loaded {path}: {len(image.code)} instructions{data}; "
+                 f"memory {format_size(self.memory_size)}"
+                 + (f"; disk {show_path(self.disk_path)}" if self.disk_path else ""))
+        self.say(f"=> {self.describe(machine.pc)}")
+
+    def reset(self) -> None:
+        """A fresh machine at tick 0 with the program re-read (edits are picked up)."""
+        self.require_machine()
+        if self.program_path is None:
+            image, origin = self.image, self.origin
+        else:
+            from ..program import load_program
+            image, origin = load_program(self.program_path), self.program_path
+        machine = self.new_machine(image)
+        self.input_log = bytearray()
+        self.install(machine, image, origin)
+        self.say("reset: a fresh machine at tick 0")
+        self.say(f"=> {self.describe(machine.pc)}")
+
+    # ==== running ============================================================================
+    @contextmanager
+    def running(self):
+        """Around anything that runs the guest: Ctrl-C stops it at the next
+        instruction boundary (:class:`SigintGuard`); checkpoints the guest took
+        with 'ckpt' join the book; when nothing can run any more, saves finish."""
+        m = self.machine
+        self.prev_regs = list(m.regs[:isa.NUM_REGS]) + [m.pc]
+        m.stop_requested = False
+        jobs_before = len(self.checkpointer.jobs)
+        guard = SigintGuard(m, enabled=self.handle_sigint)
+        try:
+            with guard:
+                yield m
+        finally:
+            self.sigint_seen = guard.seen
+            m.stop_requested = False
+            for job in self.checkpointer.jobs[jobs_before:]:
+                if job not in self.checkpoints:
+                    self.checkpoints.add(job, self.input_log)
+                    self.say(f"(the guest took checkpoint {job.name} at tick {job.tick} "
+                             "with 'ckpt')")
+                    self.say_lines(render.checkpoint_notes(job, m))
+            if m.halted or m.fault is not None:
+                # Nothing will run any more: complete the saves now (as `minivm run` does).
+                self.checkpointer.finish_all()
+
+    # ==== checkpoints ==============================================================================
+    def report_jobs(self) -> None:
+        """Announce each checkpoint once, when it completes or fails."""
+        for job in self.checkpoints.to_announce():
+            if job.status == "complete":
+                self.say(f"checkpoint {job.name} is complete: {job.pages_saved} page(s) "
+                         f"-> {show_path(job.location)}")
+            else:
+                self.say(f"checkpoint {job.name} failed: {job.error}")
+
+    def resolve_checkpoint(self, spec: str) -> tuple[str, str]:
+        """(name, path) of a checkpoint given by name or file path; one still
+        saving is finished first."""
+        job = self.checkpoints.find(spec)
+        if job is not None:
+            if job.status == "saving":
+                if self.checkpointer is not None and job in self.checkpointer.jobs:
+                    self.checkpointer.sync()
+                    self.report_jobs()
+                if job.status == "saving":
+                    raise CommandError(f"{job.name} is still saving and waits for disk "
+                                       "requests in flight (P5); 'continue' or 'step' a "
+                                       "little first")
+            if job.status == "failed":
+                raise CommandError(f"{job.name} failed: {job.error}")
+            return job.name, job.location
+        if spec in self.store.names():
+            return spec, self.store.location(spec)
+        if os.path.isfile(spec):
+            name = os.path.basename(spec)
+            if name.endswith(CHECKPOINT_SUFFIX):
+                name = name[:-len(CHECKPOINT_SUFFIX)]
+            return name, spec
+        known = sorted(self.checkpoints.names() | set(self.store.names()))
+        close = difflib.get_close_matches(spec, known, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        listing = f" (known: {', '.join(known[:8])}{' ...' if len(known) > 8 else ''})" \
+            if known else " (none taken yet)"
+        raise CommandError(f"no checkpoint named '{spec}'{hint}{listing}; or give a .mvc file path")

@@ -1,0 +1,75 @@
+"""Where things are in a program image: labels, source lines, file:line."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from .parsing import strip_comment
+
+_LABEL_PREFIX = re.compile(r"^\s*(?:[A-Za-z_][A-Za-z0-9_.]*:\s*)+")
+
+
+def show_path(path: str) -> str:
+    """A path for messages: relative to the current folder when inside it."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+class Places:
+    """Names and locations for the instructions and data of one image."""
+
+    def __init__(self, image):
+        self.image = image
+        self._code_labels = sorted((v, n) for n, (sec, v) in image.symbols.items()
+                                   if sec == "text")
+
+    def label_of(self, pc: int) -> str:
+        """``<loop>`` or ``<loop+2>``: the nearest code label at or before pc."""
+        best = None
+        for value, name in self._code_labels:
+            if value <= pc:
+                best = (value, name)
+            else:
+                break
+        if best is None:
+            return ""
+        return f"<{best[1]}>" if best[0] == pc else f"<{best[1]}+{pc - best[0]}>"
+
+    def source_of(self, pc: int) -> str:
+        """The instruction as written, without its comment or a label before it."""
+        return _LABEL_PREFIX.sub("", strip_comment(self.image.source_text(pc)))
+
+    def describe(self, pc: int) -> str:
+        """``pc 3 <loop>  fib.asm:15  out 0x01, r1`` (pc, label, line, source)."""
+        if not 0 <= pc < len(self.image.code):
+            return f"pc {pc} (past the last instruction)"
+        label = self.label_of(pc)
+        return f"pc {pc}{' ' + label if label else ''}  {self.loc(pc)}  {self.source_of(pc)}"
+
+    def loc(self, pc: int) -> str:
+        """``fib.asm:15``: the source file's name (not its folder) and line."""
+        image = self.image
+        if 0 <= pc < len(image.lines):
+            return f"{os.path.basename(image.source_file)}:{image.lines[pc]}"
+        return image.location(pc)
+
+    def data_label_at(self, addr: int) -> str:
+        names = sorted(n for n, (sec, v) in self.image.symbols.items()
+                       if sec == "data" and v == addr)
+        return f" <{names[0]}>" if names else ""
+
+    def data_marks(self) -> dict[int, list[str]]:
+        """address -> the data labels there."""
+        marks: dict[int, list[str]] = {}
+        for name, (sec, v) in self.image.symbols.items():
+            if sec == "data":
+                marks.setdefault(v, []).append(name)
+        return marks
+
+    def handler(self, pc: int | None) -> str:
+        """An interrupt handler's address for messages: ``4 <on_tick>`` or none."""
+        return "none" if pc is None else f"{pc} {self.label_of(pc)}".rstrip()
