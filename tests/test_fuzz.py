@@ -29,7 +29,6 @@ import io
 import os
 import resource
 import tempfile
-import time
 import traceback
 import tracemalloc
 from contextlib import contextmanager
@@ -151,8 +150,8 @@ def exercise_checkpoint(data: bytes, folder: Path, *, inspect: bool = True,
     """
     path = folder / "fuzz-input.mvc"
     path.write_bytes(data)
-    with time_limit(20, "loading, inspecting and resuming a checkpoint"):
-        start = time.perf_counter()
+    # time_limit only detects a hang (generous, so a loaded host cannot trip it).
+    with time_limit(60, "loading, inspecting and resuming a checkpoint"):
         try:
             ckpt = read_checkpoint(str(path))
         except MinivmError as exc:
@@ -180,7 +179,6 @@ def exercise_checkpoint(data: bytes, folder: Path, *, inspect: bool = True,
             finally:
                 close_machine(machine)
         assert stop.reason in ("halt", "fault", "limit"), stop
-        assert time.perf_counter() - start < 10
     return "resumed"
 
 
@@ -210,14 +208,13 @@ def exercise_image(data: bytes) -> str:
 def check_assemble(text: str, filename: str = "fuzz.asm") -> Image | AssemblyError:
     """Assemble untrusted text: an Image, or an AssemblyError whose every
     diagnostic has a position that its report names; never anything else."""
-    start = time.perf_counter()
-    with time_limit(30, "assembling"):
+    # Only a hang detector (generous, so a loaded host cannot trip it): no
+    # assertion here may depend on how fast the host is.
+    with time_limit(60, "assembling"):
         try:
             result = assemble(text, filename)
         except AssemblyError as exc:
             result = exc
-    elapsed = time.perf_counter() - start
-    assert elapsed < 2.0, f"assembling {len(text)} characters took {elapsed:.1f} s"
     if isinstance(result, AssemblyError):
         report = str(result)
         assert result.diagnostics, "an AssemblyError without diagnostics"
@@ -553,17 +550,16 @@ def test_seed_checkpoints_resume(seeds):
 
 @contextmanager
 def bounded(seconds: float = 2.0, megabytes: float = 200.0):
-    """The body finishes within ``seconds`` and allocates at most ``megabytes`` at its peak."""
+    """The body allocates at most ``megabytes`` at its peak (deterministic), and
+    does not hang: ``seconds`` is what it should take, and only a run 30 times
+    longer (at least a minute) fails, so a loaded host cannot trip it."""
     tracemalloc.start()
-    start = time.perf_counter()
     try:
-        with time_limit(max(seconds * 5, 10), "a hostile input"):
+        with time_limit(max(seconds * 30, 60), "a hostile input"):
             yield
     finally:
-        elapsed = time.perf_counter() - start
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-    assert elapsed < seconds, f"took {elapsed:.2f} s"
     assert peak < megabytes * 1e6, f"peak allocation {peak / 1e6:.0f} MB"
 
 
