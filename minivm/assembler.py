@@ -732,10 +732,8 @@ def _binary(expr: BinOp, a: int, b: int, max_shift: int = MAX_SHIFT) -> int:
     if op in ("/", "%"):
         if b == 0:
             raise _Fail(expr.pos, f"division by zero in expression ('{op}')")
-        q = abs(a) // abs(b)
-        if (a < 0) != (b < 0):
-            q = -q
-        return q if op == "/" else a - q * b      # C: truncate toward zero
+        # C: truncate toward zero, the same primitives the engines' div and mod use
+        return isa.trunc_div(a, b) if op == "/" else isa.trunc_mod(a, b)
     if op in ("<<", ">>"):
         if not 0 <= b <= max_shift:
             raise _Fail(expr.pos, f"shift count {b} is out of range (0 .. {max_shift})")
