@@ -15,7 +15,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from minivm.assembler import assemble  # noqa: E402
-from minivm.interpreter import run_fast  # noqa: E402
+from minivm.engine.reference import run_fast  # noqa: E402
 from minivm.machine import Machine  # noqa: E402
 
 N = 3_000_000

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 
 from .assembler import assemble
 from .devices import BufferSink, ConsoleInput
+from .engine import ENGINES
 from .machine import Machine
 
-ENGINES = ("interp", "blocks")
 
 #: Every duration is CPU time of this (single-threaded) process: on a shared,
 #: busy machine wall time also counts the time other jobs held the CPU.
@@ -201,8 +201,8 @@ def guest_run(image, engine: str, expect: bytes | None = None) -> tuple[int, flo
     For the blocks engine the compiled-code cache is emptied first, so the
     time includes compiling every region, as on a first run."""
     if engine == "blocks":
-        from . import compiler
-        compiler._CODE_CACHE.clear()
+        from .engine import blocks
+        blocks.clear_code_cache()
     m = Machine(image, console_sink=BufferSink(), console_input=ConsoleInput(),
                 engine=engine)
     start = _clock()

@@ -60,7 +60,7 @@ def _tick_list(text: str) -> list[int]:
 
 def _add_execution_options(p: argparse.ArgumentParser) -> None:
     from .checkpoint import COW, MODES
-    from .machine import ENGINES
+    from .engine import ENGINES
     p.add_argument("--input", metavar="FILE",
                    help="console input for port 0x02 (default: standard input)")
     p.add_argument("--max-steps", type=_positive_int, metavar="N",

@@ -7,12 +7,12 @@
   checkpoint, a slice of a background save),
   then device events due now (timer before disk), then at most one interrupt
   delivery, then the stop conditions;
-* the hot loop (:func:`~minivm.interpreter.run_fast`) up to the *deadline*,
+* the hot loop (:func:`~minivm.engine.reference.run_fast`) up to the *deadline*,
   the earliest tick at which the boundary has work to do, so that the check
   per instruction is the ``for`` loop's own bound and nothing more.
 
 Instructions the hot loop hands back run through :meth:`Machine.step_slow`,
-which is exact and fully checked. Faults are raised as
+which is exact and fully checked (minivm/engine/exact.py). Faults are raised as
 :class:`~minivm.errors.GuestFault` and reported with pc, tick and source line.
 """
 
@@ -25,10 +25,11 @@ from . import isa
 from .devices import (BLOCK_SIZE, Console, Disk, EventQueue, InterruptController, Timer,
                       DEFAULT_MAX_INFLIGHT)
 from .errors import GuestFault, MinivmError
-from .interpreter import BAD_BRANCH, BREAK, FAULT, OUTQ_I, OUTQ_R, decode, run_fast
-from .isa import (CALL_I, CALL_R, CKPT, DI, DIV_I, DIV_R, EI, HALT, IN, IRET, JMP_R,
-                  LD, LDB, MOD_I, MOD_R, OUT_I, OUT_R, POP, PUSH_I, PUSH_R, RET, ST,
-                  STB, WAIT, WORD_MASK, to_signed)
+from .engine import ENGINES, select_engine  # noqa: F401  (ENGINES: re-exported for callers)
+from .engine.decode import BREAK, FAULT, decode
+from .engine.exact import step_exact
+from .engine.reference import run_fast
+from .isa import OUT_I, OUT_R, WORD_MASK
 from .memory import DEFAULT_MEMORY, MAX_MEMORY, Memory
 from .state import (MAX_TICK, SELF, Bool, CodeAddr, Field, Int, Limits, ListOf, OneOf, Record,
                     StateError)
@@ -37,38 +38,11 @@ INFINITY = math.inf
 #: Slow-path instructions after which the boundary must run at once (they can
 #: change what is scheduled, enable interrupts, or stop the machine). Others
 #: (a COW store, a division, a register jump) go straight back to the batch.
-NEEDS_BOUNDARY = frozenset({OUT_R, OUT_I, EI, DI, IRET, WAIT, CKPT, HALT, BREAK, FAULT})
+NEEDS_BOUNDARY = isa.by_category(isa.SYSTEM) | {OUT_R, OUT_I, BREAK, FAULT}
 #: Longest stretch the hot loop runs before the boundary looks at the stop
 #: flag (Ctrl-C in the REPL); about a millisecond or two of guest time.
 SLICE = 1 << 14
 STATE_VERSION = 1
-
-
-_IMM_BRANCH = frozenset({isa.BEQ_I, isa.BNE_I, isa.BLT_I, isa.BLE_I, isa.BGT_I, isa.BGE_I})
-
-
-def _branch_taken(op: int, x: int, y: int) -> bool:
-    """The condition of branch ``op`` on two 32-bit words (signed compares)."""
-    name = isa.OPCODES[op].mnemonic
-    if name in ("beq", "bne"):
-        return (x == y) == (name == "beq")
-    x, y = to_signed(x), to_signed(y)
-    return {"blt": x < y, "ble": x <= y, "bgt": x > y, "bge": x >= y}[name]
-
-
-ENGINES = ("interp", "blocks")
-
-
-def select_engine(name: str):
-    """The execution engine: a function ``engine(machine, deadline)`` with the
-    contract of :func:`~minivm.interpreter.run_fast`. ``interp`` is the
-    per-instruction reference; ``blocks`` compiles basic blocks (compiler.py)."""
-    if name == "interp":
-        return run_fast
-    if name == "blocks":
-        from .compiler import run_blocks
-        return run_blocks
-    raise MinivmError(f"unknown engine '{name}' (choose from {', '.join(ENGINES)})")
 
 
 @dataclass
@@ -310,111 +284,17 @@ class Machine:
             return
 
     # --- the slow, exact path ------------------------------------------------------------
-    def _jump_target(self, target: int, what: str) -> int:
-        if target >= self.ncode:
-            raise GuestFault(f"bad jump target {to_signed(target)} ({what}): the code has "
-                             f"{self.ncode} instructions (0..{self.ncode - 1})")
-        return target
-
-    def _pop(self, what: str) -> int:
-        sp = self.regs[isa.SP]
-        if sp == self.memory.size & WORD_MASK:
-            raise GuestFault(f"'{what}' with an empty stack (sp = 0x{sp:x}, the top of memory)")
-        value = self.memory.load_word(sp)
-        return value
-
     def step_slow(self) -> Stop | None:
-        """Execute the instruction at pc exactly, with every check."""
-        op, a, b, c = self.code[self.pc]
-        regs, mem, t = self.regs, self.memory, self.tick
-        nxt = self.pc + 1
-        if op == BREAK:
-            return self._breakpoint()
-        if op == FAULT:
-            if not c:                     # ran off the end: name the last instruction
-                self.pc = b - 1
-            raise GuestFault(a)
-        if op == BAD_BRANCH:
-            if _branch_taken(a, regs[b[0]], b[1] if a in _IMM_BRANCH else regs[b[1]]):
-                raise GuestFault(f"bad jump target {to_signed(c)}: the code has {self.ncode} "
-                                 f"instructions (0..{self.ncode - 1})")
-            self.pc, self.tick = nxt, t + 1
-            return None
-        if op in (LD, LDB, ST, STB):
-            addr = (regs[b] + c) & WORD_MASK
-            if op == LD:
-                regs[a] = mem.load_word(addr)
-            elif op == LDB:
-                regs[a] = mem.load_byte(addr)
-            elif op == ST:
-                mem.store_word(addr, regs[a])
-            else:
-                mem.store_byte(addr, regs[a])
-        elif op in (PUSH_R, PUSH_I, CALL_I, CALL_R):
-            value = regs[a] if op == PUSH_R else a if op == PUSH_I else nxt
-            if op == CALL_R:
-                nxt = self._jump_target(regs[a], "call through a register")
-            elif op == CALL_I:
-                nxt = a
-            sp = (regs[isa.SP] - 4) & WORD_MASK
-            try:
-                mem.store_word(sp, value)
-            except GuestFault as fault:
-                raise GuestFault(f"stack overflow: {fault.reason}") from None
-            regs[isa.SP] = sp
-        elif op in (POP, RET, IRET):
-            value = self._pop(isa.OPCODES[op].mnemonic)
-            if op != POP:
-                value = self._jump_target(value, f"return address popped by '{isa.OPCODES[op].mnemonic}'")
-            regs[isa.SP] = (regs[isa.SP] + 4) & WORD_MASK
-            if op == POP:
-                regs[a] = value
-            else:
-                nxt = value
-                if op == IRET:
-                    self.interrupts.enabled = True
-        elif op == JMP_R:
-            nxt = self._jump_target(regs[a], "jump through a register")
-        elif op in (DIV_R, DIV_I, MOD_R, MOD_I):
-            x = to_signed(regs[b])
-            y = to_signed(regs[c] if op in (DIV_R, MOD_R) else c)
-            if y == 0:
-                raise GuestFault(f"division by zero ('{isa.OPCODES[op].mnemonic}' of {x} by 0)")
-            q = abs(x) // abs(y)
-            if (x < 0) != (y < 0):
-                q = -q
-            regs[a] = (q if op in (DIV_R, DIV_I) else x - q * y) & WORD_MASK
-        elif op in (OUT_R, OUTQ_R):
-            a(regs[b], t)
-        elif op in (OUT_I, OUTQ_I):
-            a(b, t)
-        elif op == IN:
-            regs[a] = b(t) & WORD_MASK
-        elif op == EI:
-            self.interrupts.enabled = True
-        elif op == DI:
-            self.interrupts.enabled = False
-        elif op == HALT:                  # the machine stops *at* its halt
-            self.halted = True
-            self.tick = t + 1
-            return Stop("halt")
-        elif op == WAIT:
-            due = self.events.next_tick()
-            if due is None:
-                raise GuestFault("'wait' with nothing scheduled: the timer is stopped and the "
-                                 "disk is idle, so no event can ever come")
-            self.pc, self.tick = nxt, max(t + 1, due)
-            return None
-        elif op == CKPT:
-            self.pc, self.tick = nxt, t + 1
-            self._hooks.on_ckpt(self)
-            return None
-        else:
-            raise AssertionError(f"opcode {op} should never reach the slow path")
-        self.pc, self.tick = nxt, t + 1
-        return Stop("halt") if self.halted else None
+        """Execute the instruction at pc exactly, with every check (generated
+        from the semantics table: :func:`minivm.engine.exact.step_exact`)."""
+        return step_exact(self)
 
-    def _breakpoint(self) -> Stop | None:
+    def stop(self, reason: str, detail=None) -> Stop:
+        """A Stop for the exact path to return."""
+        return Stop(reason, detail)
+
+    def breakpoint_stop(self) -> Stop | None:
+        """At a planted breakpoint: stop, unless the run is continuing from it."""
         if self._resume_break != (self.pc, self.tick):
             return Stop("breakpoint", self.pc)
         self._resume_break = None        # continuing from it: run the real instruction once

@@ -8,6 +8,7 @@ import re
 import pytest
 from hypothesis import assume, given, strategies as st
 
+from minivm.engine import ENGINES
 from minivm import isa
 from minivm.assembler import AssemblyError, assemble
 from minivm.devices import BufferSink, ConsoleInput
@@ -261,25 +262,13 @@ def test_generated_programs_with_faults_round_trip_and_run_the_same(source):
     assert machine.tick <= MAX_TICKS
 
 
-def _engines() -> list[str]:
-    from minivm import machine
-    names = []
-    for name in getattr(machine, "ENGINES", ("interp",)):
-        try:
-            machine.select_engine(name)
-        except ModuleNotFoundError as exc:    # an engine still being written
-            if exc.name and exc.name.startswith("minivm."):
-                continue
-            raise
-        names.append(name)
-    return names
 
 
 @given(programs(allow_faults=True))
 def test_generated_programs_run_the_same_on_every_engine(source):
     image = assemble(source, "gen.asm")
     results = []
-    for name in _engines():
+    for name in ENGINES:
         machine = Machine(image, console_sink=BufferSink(), console_input=ConsoleInput(b""),
                           engine=name)
         stop = machine.run(10 * MAX_TICKS)

@@ -1,6 +1,6 @@
-"""The ``blocks`` engine (minivm/compiler.py) against the ``interp`` reference.
+"""The ``blocks`` engine (minivm/engine/blocks.py) against the ``interp`` reference.
 
-Both engines promise the same contract (interpreter.run_fast), so every run
+Both engines promise the same contract (engine.reference.run_fast), so every run
 here is made twice, once per engine, and everything observable must be
 identical: stop reason and fault message (reason, pc, tick, source line),
 console output, registers, pc, tick, every byte of memory, page allocation
@@ -14,10 +14,10 @@ DMA; stores into pages shared with a checkpoint (COW); faults in the middle
 of compiled code; word accesses straddling a page (legal); address
 wrap-around; breakpoints set and cleared after code was compiled; and random
 programs from two generators (our own ``chaos_programs`` with arbitrary
-control flow, and tests/strategies.py's ``programs`` when it exists).
+control flow, and tests/strategies.py's ``programs``).
 
-The compiler normally compiles a region at its second visit; most tests run
-with ``compiler.THRESHOLD = 1`` as well, so that even short programs run
+The blocks engine normally compiles a region at its 16th visit; most tests run
+with ``blocks.THRESHOLD = 1`` as well, so that even short programs run
 almost entirely in compiled code.
 """
 
@@ -36,33 +36,34 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minivm import bench, compiler
+from minivm import bench
 from minivm.assembler import assemble
 from minivm.checkpoint import Checkpointer
 from minivm.resume import read_checkpoint, resume
 from minivm.devices import BufferSink, ConsoleInput
 from minivm.disks import create_raw_disk, open_disk
+from minivm.engine import ENGINES, blocks
 from minivm.machine import Machine
 from minivm.store import FileStore
+from strategies import programs
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = sorted((ROOT / "programs").glob("*.asm"))
 INPUT = b"Hello, minivm!\nSecond line: 12345\n"
 DISK_SIZE = 64 * 1024
 MAX_TICKS = 5_000_000
-ENGINES = ("interp", "blocks")
 
 
 # --- running one program on one engine -----------------------------------------------------
 
 @contextlib.contextmanager
 def threshold(value):
-    saved = compiler.THRESHOLD
-    compiler.THRESHOLD = value
+    saved = blocks.THRESHOLD
+    blocks.THRESHOLD = value
     try:
         yield
     finally:
-        compiler.THRESHOLD = saved
+        blocks.THRESHOLD = saved
 
 
 def new_machine(image, engine: str, folder: Path, *, memory_size: int = 1 << 20,
@@ -165,7 +166,7 @@ def image_of(path: Path):
 
 # --- the programs in programs/ ---------------------------------------------------------------
 
-@pytest.fixture(params=[1, compiler.THRESHOLD], ids=["eager", "default"])
+@pytest.fixture(params=[1, blocks.THRESHOLD], ids=["eager", "default"])
 def eager(request):
     with threshold(request.param):
         yield request.param
@@ -182,7 +183,7 @@ def test_program_same_on_both_engines(path, eager, tmp_path):
     assert final["tick"] > 0
     if eager == 1 and final["tick"] > 50:
         # the comparison means something only if compiled code ran
-        assert runs["blocks"][1]._blocks_state.regions
+        assert blocks.state_of(runs["blocks"][1]).regions
 
 
 @pytest.mark.parametrize("path", PROGRAMS, ids=lambda p: p.name)
@@ -346,7 +347,7 @@ def test_cow_stores_into_shared_pages(tmp_path):
     assert final["stop"] == "halt"
     assert len(cp.jobs) == 2
     assert final["regs"][4] == 4                  # the straddling word round-trips
-    assert m._blocks_state.regions
+    assert blocks.state_of(m).regions
     for job in cp.jobs:
         ckpt = read_checkpoint(job.location)
         assert ckpt.state["cpu"]["tick"] == job.tick
@@ -365,7 +366,7 @@ def test_cow_faults_happen_inside_compiled_code(tmp_path):
         m.run(13_000)        # past the fill loop (compiled) and the first ckpt
         cp.finish_all()
         assert m.memory.cow_copies > 0
-        assert any(pc in m._blocks_state.regions for pc in range(6, 13))
+        assert any(pc in blocks.state_of(m).regions for pc in range(6, 13))
 
 
 FAULT_CASES = {
@@ -582,9 +583,9 @@ loop:   stb r1, [r1 + 8]
     assert f"(pc 1, tick {1 + 3 * n})" in final["stop"]
     assert "memory access out of range" in final["stop"]
     m = runs["blocks"][1]
-    assert "for i in range(k):" in compiler.region_source(m, 1)
-    assert compiler.region_source(m, 1).count("[r1 + 8]") == 0     # constant folded
-    assert compiler.region_source(m, 1).count("x = r1 + 8") == 4   # four copies
+    assert "for i in range(k):" in blocks.region_source(m, 1)
+    assert blocks.region_source(m, 1).count("[r1 + 8]") == 0     # constant folded
+    assert blocks.region_source(m, 1).count("x = r1 + 8") == 4   # four copies
 
 
 def test_memory_size_not_a_multiple_of_the_page(tmp_path):
@@ -765,11 +766,11 @@ def test_region_cache_is_dropped_when_code_changes(tmp_path):
     with threshold(1):
         m = new_machine(image, "blocks", tmp_path, disk=False)
         m.run(200)
-        before = m._blocks_state
+        before = blocks.state_of(m)
         assert before.regions
         m.set_breakpoint(2)
         assert m.run(10_000).reason == "breakpoint"
-        assert m._blocks_state is not before
+        assert blocks.state_of(m) is not before
 
 
 # --- random programs -------------------------------------------------------------------------
@@ -874,7 +875,7 @@ def chaos_check(source: str, memory: int, eager_compile: bool, schedule=None,
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         image = assemble(source, "chaos.asm")
-        with threshold(1 if eager_compile else compiler.THRESHOLD):
+        with threshold(1 if eager_compile else blocks.THRESHOLD):
             runs = run_both(image, folder, max_ticks=max_ticks, memory_size=memory,
                             schedule=schedule, latency=7, per_block=2)
             if schedule:
@@ -897,19 +898,9 @@ def test_random_programs_with_checkpoints(program, schedule):
     chaos_check(source, memory, True, schedule=schedule)
 
 
-_HAVE_STRATEGIES = importlib.util.find_spec("strategies") is not None or \
-    (Path(__file__).parent / "strategies.py").exists()
-
-
-@pytest.mark.skipif(not _HAVE_STRATEGIES, reason="tests/strategies.py is not there")
 @settings(max_examples=int(os.environ.get("MINIVM_EXAMPLES", 40)))
 @given(st.data())
 def test_generated_programs_same_on_both_engines(data):
-    sys.path.insert(0, str(Path(__file__).parent))
-    try:
-        from strategies import programs
-    finally:
-        sys.path.pop(0)
     source = data.draw(programs(allow_faults=True))
     chaos_check(source, 1 << 20, data.draw(st.booleans()), max_ticks=50_000)
 
@@ -919,7 +910,7 @@ def test_generated_programs_same_on_both_engines(data):
 def test_loop_with_one_path_back_runs_as_a_range_loop(tmp_path):
     m = new_machine(assemble(bench.ALU_LOOP.format(n=10), "r.asm"), "blocks", tmp_path,
                     disk=False)
-    source = compiler.region_source(m, 1)
+    source = blocks.region_source(m, 1)
     assert "for i in range(k):" in source and "while True" not in source
     body = source.split("for i in range(k):")[1].split("else:")[0]
     assert body.count("r3 = r3 ^ r2") == 4                 # unrolled 4 times
@@ -940,9 +931,9 @@ def test_entering_a_compiled_loop_in_the_middle(tmp_path):
                      for size in [101, 3, 7] * 100]
             seen[engine] = (trail, observe(m, m.run()))
     assert seen["interp"] == seen["blocks"]
-    st = m._blocks_state
+    st = blocks.state_of(m)
     assert 1 in st.regions and 2 in st.regions
-    mid = compiler.region_source(m, 2, stop=1)
+    mid = blocks.region_source(m, 2, stop=1)
     assert "for i in range" not in mid and "while True:\n            if t > lim" not in mid
     assert [root for root, _ in st.loops[2]] == [1]        # region 2 has no loop
 
@@ -951,7 +942,7 @@ def test_longer_loop_is_not_unrolled(tmp_path):
     source = "mov r1, 10\nloop: " + "\n".join(["add r2, r2, 1"] * 8) + \
         "\nsub r1, r1, 1\nbne r1, 0, loop\nhalt\n"
     m = new_machine(assemble(source, "r.asm"), "blocks", tmp_path, disk=False)
-    body = compiler.region_source(m, 1).split("for i in range(k):")[1]
+    body = blocks.region_source(m, 1).split("for i in range(k):")[1]
     assert body.count("r1 = r1 - 1") == 1 and "continue" in body
     assert run_source_both(source, tmp_path / "run", disk=False)["blocks"][0]["regs"][2] == 80
 

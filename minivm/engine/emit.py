@@ -1,318 +1,36 @@
-"""The ``blocks`` engine: hot code compiled to Python functions.
+"""The ``blocks`` engine's emitter: a region (minivm.engine.regions) -> Python source.
 
-:func:`run_blocks` has exactly the contract of
-:func:`~minivm.interpreter.run_fast`: run from ``m.pc`` at ``m.tick`` until
-the clock reads ``deadline`` (return None, ``m.tick == deadline``) or until an
-instruction needs the slow path (return its opcode, with ``m.pc`` and
-``m.tick`` naming that instruction, not yet executed, with none of its
-effects; ``Machine.run`` uses the opcode to decide whether the boundary must
-run before the engine is called again).
-
-How it works
-------------
-
-*Cold code* runs through ``run_fast`` one basic block at a time (the driver
-gives it a deadline ``tick + length of the block``). The driver counts how
-often each block start is reached; at the ``THRESHOLD``-th visit (16) it
-compiles a *region* rooted at that pc.
-
-A region is a tree of paths through the decoded code, grown breadth first
-from the root: straight-line instructions are emitted in order; a
-conditional branch emits ``if cond:`` with the taken path inside and the
-fall-through path after it; ``jmp label`` and ``call label`` are followed
-(``call`` pushes its return address); a ``ret`` whose matching ``call`` is
-on the same path is followed with a guard on the popped address. A path
-ends with
-
-* ``continue`` when it comes back to the root (the region is a loop),
-* an *exit* (``pc = target; break``) when it reaches a pc already on the
-  path, grows past ``MAX_PATH`` instructions or the region's budget is spent,
-* a *hand-back* (``pc = ~pc; break``) at an instruction run_fast also hands
-  back (halt, wait, ckpt, ei, di, iret, ``out`` to a rescheduling port,
-  FAULT, BREAK),
-* a *dynamic exit* at ``jmp rs``/``call rs``/an unmatched ``ret``, which
-  hands back exactly like run_fast when the target is outside the code.
-
-A run often resumes in the middle of a hot loop (the clock stopped there,
-or an interrupt handler returned there). A region rooted there would be the
-same loop again, rotated; when its loop covers exactly the pcs of an
-existing region's loop, its paths stop at that region's root instead, so it
-is a short prologue that hands over to the compiled loop.
-
-The region becomes one Python function (generated source, compiled once and
-cached by source text, so another machine running the same program only
-pays for ``exec``). Registers live in locals for the whole call and are
-written back on every way out. Every instruction does the same Python-level
-operations as run_fast (loads through ``pages``, stores through
-``writable``, so a store into a shared or untouched page raises and a
-word straddling a page raises), with cheaper arithmetic where it gives the
-same result (``x = a + b; if x > M: x -= 2**32`` instead of ``& M``; signed
-compares without xor).
-
-Time: each path's length is known when it is compiled, so the clock is
-only updated when a path ends (``t += L``). A region runs only if its
-longest path fits before the deadline; a loop checks this once per
-iteration, and a loop with a single path back to the root runs as
-``for i in range(k)`` with ``k`` computed from the deadline, so it pays
-nothing per iteration for the clock (a short one also has its body
-repeated up to 4 times per step). Near the deadline (less room than the
-region may need) the driver runs the last few ticks with ``run_fast``.
-
-Faults: the function body sits in one ``try`` (zero cost in 3.11). When an
-instruction's fast path raises (IndexError, TypeError, struct.error,
-ZeroDivisionError, GuestFault), the handler looks up the line number of the
-traceback in a table (line -> pc, position on the path), writes the
-registers back as they are (the faulting instruction has assigned nothing)
-and hands that instruction back with its exact tick.
-
-Breakpoints: ``Machine.set_breakpoint`` replaces an entry of ``m.code``. At
-every call the driver compares the entries its regions were built from
-(one C-level ``itemgetter`` and tuple compare) and drops everything if one
-changed.
+Registers live in locals for the whole call and are written back on every
+way out; every instruction does the same Python-level memory operations as
+the reference loop, with cheaper arithmetic where it gives the same result
+(each such spelling is checked against the semantics table by
+tests/test_semantics.py). See docs/performance.md, "How the blocks engine
+works".
 """
 
 from __future__ import annotations
 
-from collections import deque
-from operator import itemgetter
-
-from . import isa
-from .isa import to_signed
-from .interpreter import FAST_PATH_ERRORS, OUTQ_I, OUTQ_R, _WORD, run_fast
-from .isa import (ADD_I, ADD_R, AND_I, AND_R, BEQ_I, BEQ_R, BGE_I, BGE_R, BGT_I,
+from .. import isa
+from ..isa import (ADD_I, ADD_R, AND_I, AND_R, BEQ_I, BEQ_R, BGE_I, BGE_R, BGT_I,
                   BGT_R, BLE_I, BLE_R, BLT_I, BLT_R, BNE_I, BNE_R, CALL_I, CALL_R,
                   DIV_I, DIV_R, IN, JMP_I, JMP_R, LD, LDB, MOD_I, MOD_R, MOV_I,
                   MOV_R, MUL_I, MUL_R, NEG, NOP, NOT, OR_I, OR_R, POP, PUSH_I,
                   PUSH_R, RET, SAR_I, SAR_R, SHL_I, SHL_R, SHR_I, SHR_R, ST, STB,
-                  SUB_I, SUB_R, XOR_I, XOR_R)
+                  SUB_I, SUB_R, XOR_I, XOR_R, to_signed)
+from .decode import OUTQ_I, OUTQ_R
+from .regions import Seg, build, loop_pcs, registers, ticks_needed, walk
 
-#: Visits of a block start (through run_fast) before a region is compiled there.
-THRESHOLD = 16
-#: Longest path through a region, in instructions.
-MAX_PATH = 48
-#: Instructions per region (over all its paths).
-BUDGET = 160
 #: A loop with one path back to its root, of at most UNROLL_MAX_LEN
 #: instructions per iteration and UNROLL_MAX_SIZE instructions in all, has
 #: its body repeated up to 4 times (UNROLL_TICKS // length) per ``for`` step.
 UNROLL_MAX_LEN = 8
 UNROLL_MAX_SIZE = 24
 UNROLL_TICKS = 16
-#: Compiled code objects kept across machines, keyed by source text.
-CODE_CACHE_SIZE = 4096
 
 M = isa.WORD_MASK
 S = isa.SIGN_BIT
 W = 1 << 32
 ZERO = isa.ZERO_REG
-SP = isa.SP
-
-_BRANCHES = {BEQ_R, BEQ_I, BNE_R, BNE_I, BLT_R, BLT_I, BLE_R, BLE_I, BGT_R, BGT_I,
-             BGE_R, BGE_I}
-_CONTROL = _BRANCHES | {JMP_I, JMP_R, CALL_I, CALL_R, RET}
-#: Everything the compiled code runs itself; any other opcode (halt, wait,
-#: ckpt, ei, di, iret, out to a rescheduling port, FAULT, BREAK) is handed back.
-_COMPILED = _CONTROL | {NOP, MOV_R, MOV_I, ADD_R, ADD_I, SUB_R, SUB_I, MUL_R, MUL_I,
-                        DIV_R, DIV_I, MOD_R, MOD_I, AND_R, AND_I, OR_R, OR_I, XOR_R,
-                        XOR_I, SHL_R, SHL_I, SHR_R, SHR_I, SAR_R, SAR_I, NOT, NEG,
-                        LD, LDB, ST, STB, PUSH_R, PUSH_I, POP, IN, OUTQ_R, OUTQ_I}
-
-_CODE_CACHE: dict = {}
-
-
-# --- the driver ----------------------------------------------------------------------
-
-class _State:
-    """Per-machine compiled regions and hotness counts."""
-
-    __slots__ = ("regions", "counts", "bblen", "cover", "getter", "expect", "loops")
-
-    def __init__(self, code: list):
-        self.regions: dict = {}          # pc -> (function, ticks needed)
-        self.counts: dict = {}           # pc -> visits through the cold path
-        self.loops: dict = {}            # pc on a compiled loop -> [(root, its loop pcs)]
-        self.bblen = _block_lengths(code)
-        self.cover: list = []            # pcs whose instructions the regions used
-        self.getter = None
-        self.expect = None
-
-    def add_cover(self, code: list, pcs) -> None:
-        self.cover = sorted(set(self.cover).union(pcs))
-        cover = self.cover if len(self.cover) > 1 else self.cover * 2
-        self.getter = itemgetter(*cover)
-        self.expect = self.getter(code)
-
-
-def _block_lengths(code: list) -> list:
-    """For each pc, instructions up to and including the next control transfer."""
-    n = len(code)
-    out = [1] * n
-    for pc in range(n - 2, -1, -1):
-        op = code[pc][0]
-        if op in _COMPILED and op not in _CONTROL and out[pc + 1] < 64:
-            out[pc] = out[pc + 1] + 1
-    return out
-
-
-def _state(m) -> _State:
-    st = m.__dict__.get("_blocks_state")
-    code = m.code
-    if st is not None and st.getter is not None:
-        try:
-            same = st.getter(code) == st.expect
-        except IndexError:
-            same = False
-        if not same:                      # a breakpoint was set or cleared
-            st = None
-    if st is None or len(st.bblen) != len(code):
-        st = _State(code)
-        m._blocks_state = st
-    return st
-
-
-def run_blocks(m, deadline: int):
-    """Run from ``m.pc`` until the clock reads ``deadline`` (see module doc)."""
-    st = _state(m)
-    regions = st.regions
-    counts = st.counts
-    bblen = st.bblen
-    regs = m.regs
-    pages = m.memory.pages
-    writable = m.memory.writable
-    pc = m.pc
-    t = m.tick
-    while t < deadline:
-        entry = regions.get(pc)
-        if entry is None:
-            n = counts.get(pc, 0) + 1
-            counts[pc] = n
-            if n >= THRESHOLD:
-                entry = regions[pc] = _compile_region(m, st, pc)
-        if entry is not None:
-            if deadline - t >= entry[1]:
-                pc, t = entry[0](regs, pages, writable, t, deadline)
-                if pc < 0:
-                    pc = ~pc
-                    m.pc = pc
-                    m.tick = t
-                    return m.code[pc][0]
-                continue
-            # fewer ticks left than the region may need: finish with run_fast
-            m.pc = pc
-            m.tick = t
-            return run_fast(m, deadline)
-        # cold code: one basic block through run_fast
-        m.pc = pc
-        m.tick = t
-        end = t + bblen[pc]
-        op = run_fast(m, end if end < deadline else deadline)
-        if op is not None:
-            return op
-        pc = m.pc
-        t = m.tick
-    m.pc = pc
-    m.tick = deadline
-    return None
-
-
-# --- region building --------------------------------------------------------------------
-
-class _Seg:
-    """One stretch of a path: straight-line items, then how it ends."""
-
-    __slots__ = ("items", "term", "pcs")
-
-    def __init__(self):
-        self.items: list = []            # ("I", pc, j) | ("R", pc, j, expected return pc)
-        self.term = None                 # see _build
-        self.pcs: list = []              # every pc the stretch goes through
-
-
-def _build(code: list, ncode: int, root: int, stop=None):
-    """The tree of paths from ``root`` (breadth first, within the budget).
-
-    ``stop``: the root of an already compiled region whose loop is the very
-    loop this one would make (``root`` is in the middle of it: the clock
-    stopped there, or an interrupt returned there); paths end there, an exit
-    to that region, rather than compile the same loop again, rotated.
-
-    Terminators: ("loop", L) back to the root after L instructions;
-    ("exit", pc, L); ("slow", pc, L) hand back the instruction at pc;
-    ("dyn", pc, L) jmp/call through a register or ret, executed at L;
-    ("br", pc, j, taken, fallthrough).
-    """
-    top = _Seg()
-    queue = deque([(top, root, 0, (), ())])
-    budget = BUDGET
-    covered = set()
-    while queue:
-        seg, pc, j, path, stack = queue.popleft()
-        onpath = set(path)
-        while True:
-            if j and pc == root:
-                seg.term = ("loop", j)
-                break
-            if pc in onpath or j >= MAX_PATH or budget <= 0 or pc == stop:
-                seg.term = ("exit", pc, j)
-                break
-            covered.add(pc)
-            op, a, b, c = code[pc]
-            if op not in _COMPILED:
-                seg.term = ("slow", pc, j)
-                break
-            onpath.add(pc)
-            seg.pcs.append(pc)
-            budget -= 1
-            if op in _BRANCHES:
-                taken, fall = _Seg(), _Seg()
-                seg.term = ("br", pc, j, taken, fall)
-                here = tuple(onpath)
-                queue.append((taken, c, j + 1, here, stack))
-                queue.append((fall, pc + 1, j + 1, here, stack))
-                break
-            if op == JMP_I:
-                pc, j = a, j + 1
-                continue
-            if op == CALL_I:
-                seg.items.append(("I", pc, j))
-                stack = stack + (pc + 1,)
-                pc, j = a, j + 1
-                continue
-            if op == RET and stack and stack[-1] < ncode:
-                seg.items.append(("R", pc, j, stack[-1]))
-                pc, stack, j = stack[-1], stack[:-1], j + 1
-                continue
-            if op in (RET, JMP_R, CALL_R):
-                seg.term = ("dyn", pc, j)
-                break
-            seg.items.append(("I", pc, j))
-            pc, j = pc + 1, j + 1
-    return top, covered
-
-
-def _walk(seg):
-    """Every segment of the tree."""
-    todo = [seg]
-    while todo:
-        s = todo.pop()
-        yield s
-        if s.term[0] == "br":
-            todo.append(s.term[3])
-            todo.append(s.term[4])
-
-
-_READS = {MOV_R: "b", ADD_R: "bc", SUB_R: "bc", MUL_R: "bc", DIV_R: "bc", MOD_R: "bc",
-          AND_R: "bc", OR_R: "bc", XOR_R: "bc", SHL_R: "bc", SHR_R: "bc", SAR_R: "bc",
-          ADD_I: "b", SUB_I: "b", MUL_I: "b", DIV_I: "b", MOD_I: "b", AND_I: "b",
-          OR_I: "b", XOR_I: "b", SHL_I: "b", SHR_I: "b", SAR_I: "b", NOT: "b", NEG: "b",
-          LD: "b", LDB: "b", ST: "ab", STB: "ab", PUSH_R: "a", OUTQ_R: "b",
-          JMP_R: "a", CALL_R: "a",
-          **{op: ("ab" if op in (BEQ_R, BNE_R, BLT_R, BLE_R, BGT_R, BGE_R) else "a")
-             for op in _BRANCHES}}
-_WRITES_A = {MOV_R, MOV_I, ADD_R, ADD_I, SUB_R, SUB_I, MUL_R, MUL_I, DIV_R, DIV_I,
-             MOD_R, MOD_I, AND_R, AND_I, OR_R, OR_I, XOR_R, XOR_I, SHL_R, SHL_I, SHR_R,
-             SHR_I, SAR_R, SAR_I, NOT, NEG, LD, LDB, POP, IN}
-_USES_SP = {PUSH_R, PUSH_I, POP, CALL_I, CALL_R, RET}
 
 
 def _lt_imm(r: str, v: int) -> str:
@@ -337,7 +55,7 @@ def _ge_imm(r: str, v: int) -> str:
     return f"({r} < {S} or {r} >= {v + W})"
 
 
-class _Emitter:
+class Emitter:
     def __init__(self, code: list, ncode: int, root: int):
         self.code = code
         self.ncode = ncode
@@ -373,7 +91,7 @@ class _Emitter:
             self.put(d, f"t += {self.ticks(n)}")
 
     # -- the tree ------------------------------------------------------------------------
-    def segment(self, seg: _Seg, d: int) -> None:
+    def segment(self, seg: Seg, d: int) -> None:
         items = seg.items
         term = seg.term
         guard = self.fast_guard(items[-1], term) if items and term[0] == "br" else None
@@ -413,7 +131,7 @@ class _Emitter:
         else:
             self.dynamic(term[1], term[2], d)
 
-    def has_loop(self, seg: _Seg) -> bool:
+    def has_loop(self, seg: Seg) -> bool:
         key = id(seg)
         if key not in self._loops:
             term = seg.term
@@ -421,7 +139,7 @@ class _Emitter:
                 term[0] == "br" and (self.has_loop(term[3]) or self.has_loop(term[4])))
         return self._loops[key]
 
-    def main_path(self, seg: _Seg, d: int) -> None:
+    def main_path(self, seg: Seg, d: int) -> None:
         """One copy of the body of an unrolled loop: the path back to the root
         runs straight on (into the next copy); every other way out is an
         ``if`` holding its subtree, which ends in ``break``."""
@@ -650,7 +368,7 @@ class _Emitter:
             put(d, f"{self.port(a)}({rb})", at)
         elif op == OUTQ_I:
             put(d, f"{self.port(a)}({b})", at)
-        else:                                   # pragma: no cover - _build filters
+        else:                                   # pragma: no cover - build filters
             raise AssertionError(f"opcode {op} is not compiled")
 
     def push(self, d: int, value: str, at) -> None:
@@ -700,76 +418,19 @@ class _Emitter:
             self.dynamic_tail(d, pc, n, "y", f"r15 = x + 4 if x < {W - 4} else x - {W - 4}")
 
 
-def _need(top: _Seg) -> tuple[int, list]:
-    """Ticks a run of the region may take (longest path, counting a handed-back
-    or dynamic instruction as one), and the lengths of the paths that loop."""
-    need = 1
-    loops = []
-    for seg in _walk(top):
-        term = seg.term
-        kind = term[0]
-        if kind == "loop":
-            loops.append(term[1])
-            need = max(need, term[1])
-        elif kind == "exit":
-            need = max(need, term[2])
-        elif kind in ("slow", "dyn"):
-            need = max(need, term[2] + 1)
-        for item in seg.items:
-            if item[0] == "R":
-                need = max(need, item[2] + 1)
-    return need, loops
 
 
-def _registers(code: list, top: _Seg) -> tuple[list, list]:
-    """Registers the region reads or writes, and those it writes."""
-    used, written = set(), set()
-    pcs = []
-    for seg in _walk(top):
-        pcs.extend(item[1] for item in seg.items)
-        term = seg.term
-        if term[0] in ("br", "dyn"):
-            pcs.append(term[1])
-    for pc in pcs:
-        op, a, b, c = code[pc]
-        for field in _READS.get(op, ""):
-            r = {"a": a, "b": b, "c": c}[field]
-            if r != ZERO:
-                used.add(r)
-        if op in _WRITES_A:
-            used.add(a)
-            written.add(a)
-        if op in _USES_SP:
-            used.add(SP)
-            written.add(SP)
-    return sorted(used), sorted(written)
-
-
-def _loop_pcs(top: _Seg) -> set:
-    """The pcs on the region's paths back to its root."""
-    looping: dict = {}
-
-    def loops(seg) -> bool:
-        if id(seg) not in looping:
-            term = seg.term
-            looping[id(seg)] = term[0] == "loop" or (
-                term[0] == "br" and (loops(term[3]) | loops(term[4])))
-        return looping[id(seg)]
-
-    return {pc for seg in _walk(top) if loops(seg) for pc in seg.pcs}
-
-
-def _generate(code: list, ncode: int, root: int, stop=None):
+def emit_region(code: list, ncode: int, root: int, stop=None):
     """Source of the region at ``root``: (source, line table, ticks needed,
     port functions in parameter order, pcs covered, pcs on its loops)."""
-    top, covered = _build(code, ncode, root, stop)
-    need, loops = _need(top)
-    used, written = _registers(code, top)
-    em = _Emitter(code, ncode, root)
+    top, covered = build(code, ncode, root, stop)
+    need, loops = ticks_needed(top)
+    used, written = registers(code, top)
+    em = Emitter(code, ncode, root)
     unroll = 1
     if len(loops) == 1:
         em.form, em.loop_len = "range", loops[0]
-        size = sum(len(seg.items) + 1 for seg in _walk(top))
+        size = sum(len(seg.items) + 1 for seg in walk(top))
         if loops[0] <= UNROLL_MAX_LEN and size <= UNROLL_MAX_SIZE:
             unroll = min(4, UNROLL_TICKS // loops[0])
     elif loops:
@@ -823,36 +484,6 @@ def _generate(code: list, ncode: int, root: int, stop=None):
     first = len(head) + 1                      # line numbers start at 1
     lines = {first + index: at for index, at in em.where.items()}
     source = "\n".join(head + em.lines + tail) + "\n"
-    return source, lines, need, ports, covered, _loop_pcs(top)
+    return source, lines, need, ports, covered, loop_pcs(top)
 
 
-def _compile_region(m, st: _State, root: int):
-    code = m.code
-    generated = _generate(code, m.ncode, root)
-    loop_pcs = generated[-1]
-    for other, pcs in st.loops.get(root, ()):
-        if pcs == loop_pcs:                 # the same cycle, entered elsewhere
-            generated = _generate(code, m.ncode, root, other)
-            break
-    source, lines, need, ports, covered, loop_pcs = generated
-    compiled = _CODE_CACHE.get(source)
-    if compiled is None:
-        if len(_CODE_CACHE) >= CODE_CACHE_SIZE:
-            _CODE_CACHE.clear()
-        compiled = _CODE_CACHE[source] = compile(source, f"<minivm region {root}>", "exec")
-    namespace = {"unpack": _WORD.unpack_from, "pack": _WORD.pack_into,
-                 "FAST_PATH_ERRORS": FAST_PATH_ERRORS, "LINES": lines}
-    for index, fn in enumerate(ports):
-        namespace[f"P{index}"] = fn
-    exec(compiled, namespace)
-    st.add_cover(code, sorted(covered))
-    if loop_pcs:
-        entry = (root, frozenset(loop_pcs))
-        for pc in loop_pcs:
-            st.loops.setdefault(pc, []).append(entry)
-    return namespace["region"], need
-
-
-def region_source(m, pc: int, stop=None) -> str:
-    """The generated source of the region at ``pc`` (for docs and debugging)."""
-    return _generate(m.code, m.ncode, pc, stop)[0]

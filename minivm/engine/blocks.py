@@ -1,0 +1,156 @@
+"""The ``blocks`` engine: hot code compiled to Python functions.
+
+:func:`run_blocks` has exactly the contract of
+:func:`~minivm.engine.reference.run_fast`. Cold code runs through the
+reference loop one basic block at a time; a block start reached
+``THRESHOLD`` times gets a compiled *region* (built by
+:mod:`minivm.engine.regions`, written by :mod:`minivm.engine.emit`). How it
+works, and why it is exact: docs/performance.md, "How the blocks engine
+works".
+"""
+
+from __future__ import annotations
+
+from operator import itemgetter
+from weakref import WeakKeyDictionary
+
+from .decode import FAST_PATH_ERRORS, WORD
+from .emit import emit_region
+from .reference import run_fast
+from .regions import block_lengths
+
+#: Visits of a block start (through run_fast) before a region is compiled there.
+THRESHOLD = 16
+#: Compiled code objects kept across machines, keyed by source text.
+CODE_CACHE_SIZE = 4096
+
+_CODE_CACHE: dict = {}
+#: Each machine's compiled regions and counts, kept beside it (not in it).
+_STATES: "WeakKeyDictionary" = WeakKeyDictionary()
+
+
+def clear_code_cache() -> None:
+    """Forget every compiled region's code (a benchmark's first run then
+    pays for compiling, as a fresh process does)."""
+    _CODE_CACHE.clear()
+
+
+# --- the driver ----------------------------------------------------------------------
+
+class _State:
+    """Per-machine compiled regions and hotness counts."""
+
+    __slots__ = ("regions", "counts", "bblen", "cover", "getter", "expect", "loops")
+
+    def __init__(self, code: list):
+        self.regions: dict = {}          # pc -> (function, ticks needed)
+        self.counts: dict = {}           # pc -> visits through the cold path
+        self.loops: dict = {}            # pc on a compiled loop -> [(root, its loop pcs)]
+        self.bblen = block_lengths(code)
+        self.cover: list = []            # pcs whose instructions the regions used
+        self.getter = None
+        self.expect = None
+
+    def add_cover(self, code: list, pcs) -> None:
+        self.cover = sorted(set(self.cover).union(pcs))
+        cover = self.cover if len(self.cover) > 1 else self.cover * 2
+        self.getter = itemgetter(*cover)
+        self.expect = self.getter(code)
+
+
+def state_of(m):
+    """The machine's compiled regions and counts (None before its first run)."""
+    return _STATES.get(m)
+
+
+def _state(m) -> _State:
+    st = _STATES.get(m)
+    code = m.code
+    if st is not None and st.getter is not None:
+        try:
+            same = st.getter(code) == st.expect
+        except IndexError:
+            same = False
+        if not same:                      # a breakpoint was set or cleared
+            st = None
+    if st is None or len(st.bblen) != len(code):
+        st = _State(code)
+        _STATES[m] = st
+    return st
+
+
+def run_blocks(m, deadline: int):
+    """Run from ``m.pc`` until the clock reads ``deadline`` (see module doc)."""
+    st = _state(m)
+    regions = st.regions
+    counts = st.counts
+    bblen = st.bblen
+    regs = m.regs
+    pages = m.memory.pages
+    writable = m.memory.writable
+    pc = m.pc
+    t = m.tick
+    while t < deadline:
+        entry = regions.get(pc)
+        if entry is None:
+            n = counts.get(pc, 0) + 1
+            counts[pc] = n
+            if n >= THRESHOLD:
+                entry = regions[pc] = _compile_region(m, st, pc)
+        if entry is not None:
+            if deadline - t >= entry[1]:
+                pc, t = entry[0](regs, pages, writable, t, deadline)
+                if pc < 0:
+                    pc = ~pc
+                    m.pc = pc
+                    m.tick = t
+                    return m.code[pc][0]
+                continue
+            # fewer ticks left than the region may need: finish with run_fast
+            m.pc = pc
+            m.tick = t
+            return run_fast(m, deadline)
+        # cold code: one basic block through run_fast
+        m.pc = pc
+        m.tick = t
+        end = t + bblen[pc]
+        op = run_fast(m, end if end < deadline else deadline)
+        if op is not None:
+            return op
+        pc = m.pc
+        t = m.tick
+    m.pc = pc
+    m.tick = deadline
+    return None
+
+
+def _compile_region(m, st: _State, root: int):
+    code = m.code
+    generated = emit_region(code, m.ncode, root)
+    loop_pcs = generated[-1]
+    for other, pcs in st.loops.get(root, ()):
+        if pcs == loop_pcs:                 # the same cycle, entered elsewhere
+            generated = emit_region(code, m.ncode, root, other)
+            break
+    source, lines, need, ports, covered, loop_pcs = generated
+    compiled = _CODE_CACHE.get(source)
+    if compiled is None:
+        if len(_CODE_CACHE) >= CODE_CACHE_SIZE:
+            _CODE_CACHE.clear()
+        compiled = _CODE_CACHE[source] = compile(source, f"<minivm region {root}>", "exec")
+    namespace = {"unpack": WORD.unpack_from, "pack": WORD.pack_into,
+                 "FAST_PATH_ERRORS": FAST_PATH_ERRORS, "LINES": lines}
+    for index, fn in enumerate(ports):
+        namespace[f"P{index}"] = fn
+    exec(compiled, namespace)
+    st.add_cover(code, sorted(covered))
+    if loop_pcs:
+        entry = (root, frozenset(loop_pcs))
+        for pc in loop_pcs:
+            st.loops.setdefault(pc, []).append(entry)
+    return namespace["region"], need
+
+
+def region_source(m, pc: int, stop=None) -> str:
+    """The generated source of the region at ``pc`` (for docs and debugging)."""
+    return emit_region(m.code, m.ncode, pc, stop)[0]

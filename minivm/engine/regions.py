@@ -1,0 +1,190 @@
+"""The ``blocks`` engine's region builder: which paths through hot code to compile.
+
+A region is a tree of paths through the decoded code, grown breadth first
+from a root pc (see docs/performance.md, "How the blocks engine works"):
+straight-line instructions in order, a conditional branch as a fork, static
+jumps and calls followed, a ``ret`` whose ``call`` is on the same path
+followed with a guard. :func:`build` makes the tree; the emitter
+(:mod:`minivm.engine.emit`) turns it into Python source.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .. import isa
+from ..isa import (CALL_I, CALL_R, IN, JMP_I, JMP_R, OUT_I, OUT_R, RET)
+from .decode import OUTQ_I, OUTQ_R
+
+#: Longest path through a region, in instructions.
+MAX_PATH = 48
+#: Instructions per region (over all its paths).
+BUDGET = 160
+
+ZERO = isa.ZERO_REG
+SP = isa.SP
+
+BRANCHES = isa.by_category(isa.BRANCH)
+CONTROL = isa.by_category(isa.BRANCH, isa.JUMP)
+#: Everything the compiled code runs itself; any other opcode (halt, wait,
+#: ckpt, ei, di, iret, out to a rescheduling port, FAULT, BREAK) is handed back.
+COMPILED = (isa.by_category(isa.NONE, isa.MOVE, isa.ALU, isa.LOAD, isa.STORE, isa.BRANCH,
+                            isa.JUMP, isa.STACK) | {IN, OUTQ_R, OUTQ_I})
+#: Decoded-only opcodes, as the ISA opcode whose metadata they share.
+_AS_ISA = {OUTQ_R: OUT_R, OUTQ_I: OUT_I}
+
+
+def block_lengths(code: list) -> list:
+    """For each pc, instructions up to and including the next control transfer."""
+    n = len(code)
+    out = [1] * n
+    for pc in range(n - 2, -1, -1):
+        op = code[pc][0]
+        if op in COMPILED and op not in CONTROL and out[pc + 1] < 64:
+            out[pc] = out[pc + 1] + 1
+    return out
+
+
+
+
+class Seg:
+    """One stretch of a path: straight-line items, then how it ends."""
+
+    __slots__ = ("items", "term", "pcs")
+
+    def __init__(self):
+        self.items: list = []            # ("I", pc, j) | ("R", pc, j, expected return pc)
+        self.term = None                 # see build
+        self.pcs: list = []              # every pc the stretch goes through
+
+
+def build(code: list, ncode: int, root: int, stop=None):
+    """The tree of paths from ``root`` (breadth first, within the budget).
+
+    ``stop``: the root of an already compiled region whose loop is the very
+    loop this one would make (``root`` is in the middle of it: the clock
+    stopped there, or an interrupt returned there); paths end there, an exit
+    to that region, rather than compile the same loop again, rotated.
+
+    Terminators: ("loop", L) back to the root after L instructions;
+    ("exit", pc, L); ("slow", pc, L) hand back the instruction at pc;
+    ("dyn", pc, L) jmp/call through a register or ret, executed at L;
+    ("br", pc, j, taken, fallthrough).
+    """
+    top = Seg()
+    queue = deque([(top, root, 0, (), ())])
+    budget = BUDGET
+    covered = set()
+    while queue:
+        seg, pc, j, path, stack = queue.popleft()
+        onpath = set(path)
+        while True:
+            if j and pc == root:
+                seg.term = ("loop", j)
+                break
+            if pc in onpath or j >= MAX_PATH or budget <= 0 or pc == stop:
+                seg.term = ("exit", pc, j)
+                break
+            covered.add(pc)
+            op, a, b, c = code[pc]
+            if op not in COMPILED:
+                seg.term = ("slow", pc, j)
+                break
+            onpath.add(pc)
+            seg.pcs.append(pc)
+            budget -= 1
+            if op in BRANCHES:
+                taken, fall = Seg(), Seg()
+                seg.term = ("br", pc, j, taken, fall)
+                here = tuple(onpath)
+                queue.append((taken, c, j + 1, here, stack))
+                queue.append((fall, pc + 1, j + 1, here, stack))
+                break
+            if op == JMP_I:
+                pc, j = a, j + 1
+                continue
+            if op == CALL_I:
+                seg.items.append(("I", pc, j))
+                stack = stack + (pc + 1,)
+                pc, j = a, j + 1
+                continue
+            if op == RET and stack and stack[-1] < ncode:
+                seg.items.append(("R", pc, j, stack[-1]))
+                pc, stack, j = stack[-1], stack[:-1], j + 1
+                continue
+            if op in (RET, JMP_R, CALL_R):
+                seg.term = ("dyn", pc, j)
+                break
+            seg.items.append(("I", pc, j))
+            pc, j = pc + 1, j + 1
+    return top, covered
+
+
+def walk(seg):
+    """Every segment of the tree."""
+    todo = [seg]
+    while todo:
+        s = todo.pop()
+        yield s
+        if s.term[0] == "br":
+            todo.append(s.term[3])
+            todo.append(s.term[4])
+
+def ticks_needed(top: Seg) -> tuple[int, list]:
+    """Ticks a run of the region may take (longest path, counting a handed-back
+    or dynamic instruction as one), and the lengths of the paths that loop."""
+    need = 1
+    loops = []
+    for seg in walk(top):
+        term = seg.term
+        kind = term[0]
+        if kind == "loop":
+            loops.append(term[1])
+            need = max(need, term[1])
+        elif kind == "exit":
+            need = max(need, term[2])
+        elif kind in ("slow", "dyn"):
+            need = max(need, term[2] + 1)
+        for item in seg.items:
+            if item[0] == "R":
+                need = max(need, item[2] + 1)
+    return need, loops
+
+
+def registers(code: list, top: Seg) -> tuple[list, list]:
+    """Registers the region reads or writes, and those it writes."""
+    used, written = set(), set()
+    pcs = []
+    for seg in walk(top):
+        pcs.extend(item[1] for item in seg.items)
+        term = seg.term
+        if term[0] in ("br", "dyn"):
+            pcs.append(term[1])
+    for pc in pcs:
+        op, a, b, c = code[pc]
+        meta = isa.OPCODES[_AS_ISA.get(op, op)]
+        for field in meta.reads:
+            r = {"a": a, "b": b, "c": c}[field]
+            if r != ZERO:
+                used.add(r)
+        if meta.writes:
+            used.add(a)
+            written.add(a)
+        if meta.uses_sp:
+            used.add(SP)
+            written.add(SP)
+    return sorted(used), sorted(written)
+
+
+def loop_pcs(top: Seg) -> set:
+    """The pcs on the region's paths back to its root."""
+    looping: dict = {}
+
+    def loops(seg) -> bool:
+        if id(seg) not in looping:
+            term = seg.term
+            looping[id(seg)] = term[0] == "loop" or (
+                term[0] == "br" and (loops(term[3]) | loops(term[4])))
+        return looping[id(seg)]
+
+    return {pc for seg in walk(top) if loops(seg) for pc in seg.pcs}
