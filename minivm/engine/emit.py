@@ -33,29 +33,21 @@ W = 1 << 32
 ZERO = isa.ZERO_REG
 
 
-def _lt_imm(r: str, v: int) -> str:
-    """signed(r) < v for a constant v."""
-    if v <= -S:
-        return "False"
-    if v > S - 1:
-        return "True"
+def _signed_compare(r: str, v: int, less: bool) -> str:
+    """``signed(r) < v`` (less) or ``signed(r) >= v`` (not less) for a
+    constant v, on the unsigned word r, without xor: two range tests."""
+    if v <= -S or v > S - 1:                        # always one way
+        return str((v > S - 1) == less)
     if v >= 0:
-        return f"({r} < {v} or {r} > {S - 1})"
-    return f"({S - 1} < {r} < {v + W})"
-
-
-def _ge_imm(r: str, v: int) -> str:
-    """signed(r) >= v for a constant v."""
-    if v <= -S:
-        return "True"
-    if v > S - 1:
-        return "False"
-    if v >= 0:
-        return f"({v} <= {r} < {S})"
-    return f"({r} < {S} or {r} >= {v + W})"
+        return f"({r} < {v} or {r} > {S - 1})" if less else f"({v} <= {r} < {S})"
+    return f"({S - 1} < {r} < {v + W})" if less else f"({r} < {S} or {r} >= {v + W})"
 
 
 class Emitter:
+    """Writes one region's function, line by line, remembering which pc
+    (and position on its path) each line belongs to, so that a fault inside
+    the compiled code is handed back at the exact instruction and tick."""
+
     def __init__(self, code: list, ncode: int, root: int):
         self.code = code
         self.ncode = ncode
@@ -243,12 +235,12 @@ class Emitter:
             return ra if b == 0 else f"{ra} != {b}"
         v = to_signed(b ^ S)                  # decode() pre-flipped the sign bit
         if op == BLT_I:
-            return _lt_imm(ra, v)
+            return _signed_compare(ra, v, True)
         if op == BLE_I:
-            return _lt_imm(ra, v + 1)
+            return _signed_compare(ra, v + 1, True)
         if op == BGT_I:
-            return _ge_imm(ra, v + 1)
-        return _ge_imm(ra, v)               # BGE_I
+            return _signed_compare(ra, v + 1, False)
+        return _signed_compare(ra, v, False)    # BGE_I
 
     def address(self, d: int, base: int, off: int, at) -> tuple[str, str]:
         """(page index, offset) expressions of ``[base + off]``; may emit ``x = ...``.
