@@ -115,3 +115,26 @@ def test_the_checker_sees_function_level_and_package_imports(tmp_path):
     assert _imports("minivm.pkg.inner", modules["minivm.pkg.inner"], modules) == {"minivm.cli"}
     assert _layer("minivm.engine.blocks") == 2 and _layer("minivm.repl.session") == 4
     assert _layer("minivm.newthing") is None and _layer("minivm") == 0
+
+
+#: Written by ``python -m minivm.engine.generate`` (one long dispatch chain each).
+GENERATED = {ROOT / "engine" / "reference.py", ROOT / "engine" / "exact.py"}
+MAX_CLASS_LINES = 400
+MAX_FUNCTION_LINES = 120
+
+
+def test_no_class_or_function_too_long_to_read():
+    """Outside generated code, no class over 400 lines and no function over
+    120: past that, a unit does more than one thing."""
+    too_long = []
+    for name, path in _modules().items():
+        if path in GENERATED:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            size = getattr(node, "end_lineno", 0) - getattr(node, "lineno", 0) + 1
+            if isinstance(node, ast.ClassDef) and size > MAX_CLASS_LINES or \
+                    isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) \
+                    and size > MAX_FUNCTION_LINES:
+                too_long.append(f"{name}.{node.name}: {size} lines")
+    assert not too_long, too_long
+    assert all(path.exists() for path in GENERATED)
