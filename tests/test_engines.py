@@ -1012,7 +1012,7 @@ def test_bench_quick_has_every_row(capsys):
     assert results.bare > 0
     names = [w[0] for w in bench.WORKLOADS]
     assert [(r.workload, r.engine) for r in results.rows] == [
-        (name, engine) for name in names for engine in ("interp", "blocks")]
+        (name, engine) for name in names for engine in ENGINES]
     for row in results.rows:
         assert row.instructions > 50_000 and row.rate > 0 and row.ratio > 0
     if importlib.util.find_spec("py65") is not None:
