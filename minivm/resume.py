@@ -1,4 +1,4 @@
-"""Resume: rebuild a machine from a checkpoint file (SPEC section 4).
+"""Resume: rebuild a machine from a checkpoint file (docs/contract.md, sections 5-6; docs/protocol.md).
 
 * :func:`read_checkpoint` loads and validates a checkpoint file;
 * :func:`resolve_disk_chain` finds each file of the checkpointed disk chain
