@@ -1,4 +1,6 @@
-"""Resume: rebuild a machine from a checkpoint file (docs/contract.md, sections 5-6; docs/protocol.md).
+"""Resume: rebuild a machine from a checkpoint file.
+
+The rules are in docs/contract.md (sections 5-6) and docs/protocol.md.
 
 * :func:`read_checkpoint` loads and validates a checkpoint file;
 * :func:`resolve_disk_chain` finds each file of the checkpointed disk chain
