@@ -19,6 +19,7 @@ from ..isa import (ADD_I, ADD_R, AND_I, AND_R, BEQ_I, BEQ_R, BGE_I, BGE_R, BGT_I
                   SUB_I, SUB_R, XOR_I, XOR_R, to_signed)
 from .decode import OUTQ_I, OUTQ_R
 from .regions import Seg, build, loop_pcs, registers, ticks_needed, walk
+from .semantics import inline
 
 #: A loop with one path back to its root, of at most UNROLL_MAX_LEN
 #: instructions per iteration and UNROLL_MAX_SIZE instructions in all, has
@@ -31,6 +32,12 @@ M = isa.WORD_MASK
 S = isa.SIGN_BIT
 W = 1 << 32
 ZERO = isa.ZERO_REG
+
+#: Instructions the emitter writes exactly as the semantics table does
+#: (registers as locals): it has no faster spelling for them. Every other
+#: one it spells its own way, proven equal by tests/test_semantics.py.
+_AS_IN_TABLE = frozenset({MOV_R, MOV_I, MUL_R, MUL_I, AND_R, AND_I, OR_R, OR_I, XOR_R, XOR_I,
+                          SHL_R, SHR_R, SHR_I, SAR_R, NOT, NEG})
 
 
 def _signed_compare(r: str, v: int, less: bool) -> str:
@@ -271,10 +278,8 @@ class Emitter:
         ra, rb, rc = f"r{a}", f"r{b}", f"r{c}"
         if op == NOP or op == JMP_I:
             return
-        if op == MOV_R:
-            put(d, f"{ra} = {rb}", at)
-        elif op == MOV_I:
-            put(d, f"{ra} = {b}", at)
+        if op in _AS_IN_TABLE:
+            put(d, inline(isa.OPCODES[op].name, a, b, c), at)
         elif op == ADD_R:
             put(d, f"{ra} = {rb} + {rc}", at)
             put(d, f"if {ra} > {M}: {ra} -= {W}", at)
@@ -291,26 +296,8 @@ class Emitter:
             else:
                 put(d, f"{ra} = {rb} - {W - delta}", at)
                 put(d, f"if {ra} < 0: {ra} += {W}", at)
-        elif op == MUL_R:
-            put(d, f"{ra} = ({rb} * {rc}) & {M}", at)
-        elif op == MUL_I:
-            put(d, f"{ra} = ({rb} * {c}) & {M}", at)
-        elif op in (AND_R, OR_R, XOR_R):
-            sym = {AND_R: "&", OR_R: "|", XOR_R: "^"}[op]
-            put(d, f"{ra} = {rb} {sym} {rc}", at)
-        elif op in (AND_I, OR_I, XOR_I):
-            sym = {AND_I: "&", OR_I: "|", XOR_I: "^"}[op]
-            put(d, f"{ra} = {rb} {sym} {c}", at)
-        elif op == SHL_R:
-            put(d, f"{ra} = ({rb} << ({rc} & 31)) & {M}", at)
         elif op == SHL_I:
             put(d, f"{ra} = ({rb} << {c}) & {M}" if c else f"{ra} = {rb}", at)
-        elif op == SHR_R:
-            put(d, f"{ra} = {rb} >> ({rc} & 31)", at)
-        elif op == SHR_I:
-            put(d, f"{ra} = {rb} >> {c}", at)
-        elif op == SAR_R:
-            put(d, f"{ra} = ((({rb} ^ {S}) - {S}) >> ({rc} & 31)) & {M}", at)
         elif op == SAR_I:
             if c:
                 high = (M << (32 - c)) & M
@@ -332,10 +319,6 @@ class Emitter:
                 put(d, f"{ra} = q & {M}", at)
             else:
                 put(d, f"{ra} = (x - q * {y}) & {M}", at)
-        elif op == NOT:
-            put(d, f"{ra} = {rb} ^ {M}", at)
-        elif op == NEG:
-            put(d, f"{ra} = -{rb} & {M}", at)
         elif op in (LD, LDB, ST, STB):
             page, offset = self.address(d, b, c, at)
             if op == LD:

@@ -45,6 +45,8 @@ equal to this table on edge values.
 
 from __future__ import annotations
 
+import re
+
 from .. import isa
 from .decode import BAD_BRANCH, BREAK, FAULT, OUTQ_I, OUTQ_R
 
@@ -211,3 +213,19 @@ def branch_bodies() -> dict:
         out[name + "_R"] = cond.replace("x", "regs[a]").replace("y", "regs[b]")
         out[name + "_I"] = cond.replace("x", "regs[a]").replace("y ^ S", "b").replace("y", "b")
     return out
+
+
+def inline(name: str, a: int, b: int, c: int) -> str:
+    """One plain (macro-free, one-line) table entry for a decoded instruction,
+    with registers as the locals ``r0``..``r15`` and operands and constants as
+    literals: how the blocks emitter spells an instruction it has no faster
+    spelling for. ``inline("ADD_I", 1, 2, 5) == "r1 = (r2 + 5) & 4294967295"``."""
+    body = INSTRUCTIONS[name].strip()
+    operands = {"a": a, "b": b, "c": c}
+    body = re.sub(r"regs\[([abc])\]", lambda mo: f"r{operands[mo.group(1)]}", body)
+    body = re.sub(r"\b([abc])\b", lambda mo: str(operands[mo.group(1)]), body)
+    body = re.sub(r"\b(M|S)\b",
+                  lambda mo: str(isa.WORD_MASK if mo.group(1) == "M" else isa.SIGN_BIT), body)
+    if "\n" in body or "(" in body.split("=", 1)[0] or re.search(r"[A-Z]{2,}\(", body):
+        raise ValueError(f"{name} is not a plain one-line entry: {body!r}")
+    return body
