@@ -256,7 +256,7 @@ class Session:
         env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
         return subprocess.run(["bash", "-c", f"(exit {self.status}); {command}"],
                               cwd=self.folder, stdout=subprocess.PIPE, env=env,
-                              stderr=subprocess.STDOUT, timeout=30)
+                              stderr=subprocess.STDOUT, timeout=120)
 
     def show(self, text: str) -> str:
         return text.replace(str(self.folder), PLACEHOLDER)

@@ -14,7 +14,7 @@ from minivm.machine import CPU_STATE, MACHINE_STATE
 from minivm.state import (MAX_LIST, Bool, Bytes, CodeAddr, Field, Int, Limits, ListOf, OneOf,
                           Record, StateError, _bound, flatten, show_int)
 
-from support import make_machine, time_limit
+from support import bounded, make_machine
 
 BUSY = """
 ; the timer running, interrupts pending (disabled), writes and a read in flight
@@ -253,7 +253,8 @@ def test_every_field_refuses_hostile_values(busy, disk):
     before = target.save_state()
     ckpt_limits = Limits(code_size=target.ncode, max_inflight=1024, disk_attached=True)
     for shown, label, bad in cases:
-        with time_limit(5, f"restoring {shown} = {label}"):
+        # a huge count or size must be refused, not allocated (and must not hang)
+        with bounded(f"restoring {shown} = {label}", megabytes=16):
             with pytest.raises(StateError) as info:
                 target.restore_state(bad)
             message = str(info.value)
