@@ -6,7 +6,7 @@ import os
 
 from . import isa
 from .devices import Request
-from .disks import BLOCK_SIZE, describe_chain, fingerprint_file, locate
+from .disks import BLOCK_SIZE, close_chain, describe_chain, fingerprint_file, locate, open_disk
 from .errors import MinivmError
 from .machine import MACHINE_STATE
 from .memory import PAGE_SIZE, format_size
@@ -146,7 +146,6 @@ def describe_disk(path: str) -> str:
             lines.append(f"{indent}{entry['path']}: raw disk image, {size} bytes, "
                          f"{size // BLOCK_SIZE} blocks of {BLOCK_SIZE}")
         else:
-            from .disks import open_disk
             try:
                 overlay = open_disk(entry["path"], verify=False, writable=False)
             except MinivmError as exc:
@@ -159,9 +158,5 @@ def describe_disk(path: str) -> str:
                              f"of {overlay.group_blocks} blocks written; parent "
                              f"{'fingerprint recorded' if fp else 'not yet sealed'}; on top of:")
             finally:
-                overlay.close()
-                parent = overlay.parent
-                while parent is not None:
-                    parent.close()
-                    parent = parent.parent
+                close_chain(overlay)
     return "\n".join(lines) + "\n"

@@ -21,12 +21,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ckpt_strategies import close_disks
 from minivm.assembler import assemble
 from minivm.checkpoint import Checkpointer
 from minivm.resume import read_checkpoint, resolve_disk_chain, resume
 from minivm.container import ContainerWriter, pack, read_container
 from minivm.devices import BufferSink, ConsoleInput
-from minivm.disks import Overlay, close_chain, describe_chain, open_disk
+from minivm.disks import Overlay, describe_chain, open_disk
 from minivm.errors import FormatError, DiskError, MinivmError
 from minivm.machine import Machine
 from minivm.store import FileStore
@@ -84,10 +85,6 @@ def tree_state(folder: Path, skip: Path | None = None) -> dict:
             info = p.lstat()
             out[str(p)] = (info.st_size, info.st_mtime_ns)
     return out
-
-
-def close_machine(machine: Machine) -> None:
-    close_chain(machine.disk.backing)
 
 
 # --- 1. the guest: memory, ports, its own disk -------------------------------------------------------
@@ -192,7 +189,7 @@ def seed(tmp_path_factory):
     cp = Checkpointer(machine, FileStore(str(folder / "ck")), schedule=[900])
     machine.run(5_000_000)
     cp.finish_all()
-    close_machine(machine)
+    close_disks(machine)
     assert [job.status for job in cp.jobs] == ["complete", "complete"]
     return folder, bytes(machine.console.sink.data)
 
@@ -257,7 +254,7 @@ def test_resume_refuses_disk_chain_naming_other_files(seed, tmp_path, name):
         with pytest.raises((DiskError, FormatError)) as info:
             ckpt = read_checkpoint(str(evil))
             machine, _ = resume(ckpt, FileStore(str(store)))
-            close_machine(machine)
+            close_disks(machine)
     message = str(info.value)
     assert message and "Traceback" not in message
     allowed_reads = {str(evil), os.path.abspath(target) if "\x00" not in target else None,
@@ -346,7 +343,7 @@ def test_resume_opens_only_its_chain_and_never_writes_it(seed, tmp_path):
         machine, overlay = resume(ckpt, FileStore(str(store)), console_sink=BufferSink(),
                                   console_input=ConsoleInput(b""))
         stop = machine.run(5_000_000)
-        close_machine(machine)
+        close_disks(machine)
     assert stop.reason == "halt"
     assert output.endswith(bytes(machine.console.sink.data))
     opened = {}

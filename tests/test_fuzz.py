@@ -37,6 +37,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ckpt_strategies import close_disks
 from minivm import isa
 from minivm.assembler import AssemblyError, assemble, assemble_file
 from minivm.checkpoint import Checkpointer
@@ -96,13 +97,6 @@ def image_bytes(image: Image) -> bytes:
                            [("image", image.to_bytes_payload())])
 
 
-def close_machine(machine: Machine) -> None:
-    layer = machine.disk.backing
-    while layer is not None:
-        layer.close()
-        layer = layer.parent
-
-
 # --- seeds: real images and checkpoints ---------------------------------------------------------
 
 SEED_IMAGES = [assemble(src, str(path)) for src, path in zip(SOURCES, PROGRAM_PATHS)]
@@ -123,7 +117,7 @@ def _make_checkpoint(folder: Path, program: str, *, disk: bool, schedule=()) -> 
     cp = Checkpointer(machine, FileStore(str(folder / "ck")), schedule=list(schedule))
     machine.run(5_000_000)
     cp.finish_all()
-    close_machine(machine)
+    close_disks(machine)
     assert cp.jobs and all(job.status == "complete" for job in cp.jobs)
     return Path(cp.jobs[0].location)
 
@@ -175,7 +169,7 @@ def exercise_checkpoint(data: bytes, folder: Path, *, inspect: bool = True,
                 assert_clean(exc)
                 return "stopped with an error"
             finally:
-                close_machine(machine)
+                close_disks(machine)
         assert stop.reason in ("halt", "fault", "limit"), stop
     return "resumed"
 
@@ -708,7 +702,7 @@ def test_out_of_range_values(seeds, edit, words):
             ckpt.path = str(path)           # its disk chain resolves beside the seed
             with tempfile.TemporaryDirectory() as store:
                 machine, _ = resume(ckpt, FileStore(store))
-                close_machine(machine)
+                close_disks(machine)
     assert words in assert_clean(info.value), str(info.value)
 
 
@@ -790,7 +784,7 @@ def test_resume_hostile_group_blocks_regression(seeds, value):
                 try:
                     machine.run(MAX_TICKS)
                 finally:
-                    close_machine(machine)
+                    close_disks(machine)
         except MinivmError as exc:
             assert_clean(exc)
 
@@ -876,7 +870,7 @@ def test_interpreter_random_programs(program, with_disk, console):
             assert all(job.status == "complete" for job in cp.jobs), \
                 [job.progress() for job in cp.jobs]
         finally:
-            close_machine(machine)
+            close_disks(machine)
 
 
 def test_interpreter_fault_names_pc_and_line():

@@ -25,7 +25,7 @@ from minivm.checkpoint import Checkpointer
 from minivm.resume import read_checkpoint, resume
 from minivm.container import MAX_FILE_BYTES, AtomicFile
 from minivm.devices import BufferSink, ConsoleInput
-from minivm.disks import open_disk
+from minivm.disks import close_chain, open_disk
 from minivm.errors import FormatError, MinivmError
 from minivm.machine import Machine
 from minivm.program import load_program
@@ -335,10 +335,7 @@ def _run_guest(tmp_path: Path, tag: str, store_class=None, schedule=()):
     disk = machine.disk.backing.read_blocks(0, 32)      # through the overlay chain
     final = (stop.reason, bytes(machine.console.sink.data), list(machine.regs),
              machine.tick, machine.memory.read_bytes(0, 1 << 20), disk)
-    layer = machine.disk.backing
-    while layer is not None:
-        layer.close()
-        layer = layer.parent
+    close_chain(machine.disk.backing)
     return final, cp, reports
 
 
