@@ -30,8 +30,9 @@ from lark.visitors import Transformer_NonRecursive
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from . import isa
+from .container import read_program_file
 from .errors import MinivmError, show
-from .image import Image
+from .image import MAX_DATA, Image
 
 MIN_VALUE = -(1 << 31)
 MAX_VALUE = (1 << 32) - 1
@@ -41,7 +42,6 @@ MAX_VALUE = (1 << 32) - 1
 MAX_INTERMEDIATE_BITS = 4096
 MAX_SHIFT = 4096
 MAX_DEPTH = 200           # nesting of an expression, counting .equ names it uses
-MAX_DATA_BYTES = 64 << 20
 MAX_ERRORS = 20
 REGISTER_LIKE = re.compile(r"(?i)^(r\d+|sp)$")
 
@@ -528,8 +528,8 @@ class _Assembler:
             if align < 1:
                 raise _Fail(stmt.pos, f".align needs a positive alignment, got {align}")
             size = -self.data_size % align
-        if self.data_size + size > MAX_DATA_BYTES:
-            raise _Fail(stmt.pos, f"the data section would grow past {MAX_DATA_BYTES} bytes")
+        if self.data_size + size > MAX_DATA:
+            raise _Fail(stmt.pos, f"the data section would grow past {MAX_DATA} bytes")
         self.data_items.append((self.data_size, stmt))
         self.data_size += size
         return section
@@ -849,22 +849,8 @@ def assemble(source: str, filename: str = "<source>") -> Image:
     return image
 
 
-def read_source(path: str) -> str:
-    """Read a source file, turning every I/O and encoding problem into an error."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_DATA_BYTES + 1)
-    except FileNotFoundError:
-        raise MinivmError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise MinivmError(f"{path}: is a directory, not a program") from None
-    except PermissionError:
-        raise MinivmError(f"{path}: cannot read the file (permission denied)") from None
-    except OSError as exc:
-        raise MinivmError(f"{path}: cannot read the file ({exc.strerror})") from None
-    if len(raw) > MAX_DATA_BYTES:
-        raise MinivmError(f"{path}: the file is larger than {MAX_DATA_BYTES} bytes; "
-                          "that is not an assembly program")
+def decode_source(raw: bytes, path: str) -> str:
+    """A source file's bytes as text; not UTF-8 is an error that points at the byte."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -881,4 +867,5 @@ def read_source(path: str) -> str:
 
 
 def assemble_file(path: str) -> Image:
-    return assemble(read_source(path), path)
+    """Read (container.read_program_file: capped, regular files only) and assemble."""
+    return assemble(decode_source(read_program_file(path), path), path)

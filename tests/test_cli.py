@@ -3,14 +3,18 @@ memory sizes and the asm/disasm round trip (docs/isa.md, docs/contract.md sectio
 
 from __future__ import annotations
 
+import os
 import random
 import re
 
 import pytest
 
+from minivm.assembler import assemble_file
+from minivm.errors import MinivmError
 from minivm.image import load_image
+from minivm.program import load_program
 
-from support import PROGRAMS, run_cli
+from support import PROGRAMS, run_cli, time_limit
 
 LOCATION = re.compile(r"(?m)^(?P<file>\S+?):(?P<line>\d+):(?P<col>\d+): ")
 
@@ -113,6 +117,20 @@ def test_directory_instead_of_program(tmp_path):
     _no_traceback(proc)
     assert proc.returncode != 0
     _one_paragraph(proc.stderr.decode())
+
+
+@pytest.mark.parametrize("command", ["run", "asm"])
+def test_fifo_instead_of_program(tmp_path, command):
+    """`asm` read its source with a plain open(), so a FIFO blocked it for ever;
+    both commands now read programs the same way (container.read_program_file)."""
+    fifo = tmp_path / "prog.asm"
+    os.mkfifo(fifo)
+    with time_limit(60, f"minivm {command} on a FIFO"), pytest.raises(MinivmError) as info:
+        (assemble_file if command == "asm" else load_program)(str(fifo))
+    assert "is not a regular file" in str(info.value)
+    proc = run_cli(command, str(fifo), input=b"", timeout=60)
+    _no_traceback(proc)
+    assert proc.returncode == 2 and "is not a regular file" in proc.stderr.decode()
 
 
 # --- asm / disasm ------------------------------------------------------------------------
