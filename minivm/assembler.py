@@ -353,15 +353,19 @@ class _ToStatements(Transformer_NonRecursive):
     def mem_abs(self, meta, children):
         return Mem(None, [("+", children[0])], Pos(meta.line, meta.column))
 
-    def string(self, children):
-        (token,) = children
-        pos = _pos(token)
+    def _quoted(self, token) -> str | None:
+        """The unescaped body of a string or character literal; None (and the
+        error recorded) for an unknown escape."""
         try:
-            text = _unescape(str(token)[1:-1], pos)
+            return _unescape(str(token)[1:-1], _pos(token))
         except _LiteralError as exc:
             self.errors.append(Diagnostic(exc.pos, exc.message))
-            text = ""
-        return Str(text.encode("utf-8"), pos)
+            return None
+
+    def string(self, children):
+        (token,) = children
+        text = self._quoted(token)
+        return Str((text or "").encode("utf-8"), _pos(token))
 
     def number(self, children):
         (token,) = children
@@ -372,10 +376,8 @@ class _ToStatements(Transformer_NonRecursive):
     def char(self, children):
         (token,) = children
         pos = _pos(token)
-        try:
-            text = _unescape(str(token)[1:-1], pos)
-        except _LiteralError as exc:
-            self.errors.append(Diagnostic(exc.pos, exc.message))
+        text = self._quoted(token)
+        if text is None:
             return Num(0, pos)
         if len(text) != 1:
             self.errors.append(Diagnostic(pos, "a character literal holds exactly one character"))
