@@ -15,9 +15,9 @@ import os
 
 import pytest
 
-from ckpt_strategies import (MODES, Config, assemble_text, close_disks, disk_pattern,
-                             new_machine, read_checkpoint, write_disk)
-from minivm.checkpoint import Checkpointer
+from ckpt_strategies import (Config, assemble_text, close_disks, disk_pattern, new_machine,
+                             read_checkpoint, write_disk)
+from minivm.checkpoint import MODES, Checkpointer
 from minivm.disks import close_chain, open_disk
 from minivm.store import FileStore
 
