@@ -51,7 +51,7 @@ from minivm.image import IMAGE_KIND, IMAGE_VERSION, Image, image_from_bytes
 from minivm.machine import Machine
 from minivm.report import describe_checkpoint
 from minivm.store import FileStore, MemoryStore
-from support import Hang, bounded, time_limit
+from support import Hang, bounded, run_cli, time_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM_PATHS = sorted((ROOT / "programs").glob("*.asm"))
@@ -752,7 +752,6 @@ def test_cli_inspect_and_repl_restore_hostile_state(seeds, tmp_path, field_path,
     state has a wrong value: a clean error, no traceback, no 'internal error'
     (the REPL's restore reads console.input_consumed before validating it and
     allocates a bytearray of that size)."""
-    from support import run_cli
     blob, path = _hostile_checkpoint(seeds, "state", field_path, value)
     evil = path.parent / f"hostile-{tmp_path.name}.mvc"
     evil.write_bytes(blob)

@@ -11,6 +11,7 @@ import pytest
 from minivm import isa
 from minivm.disks import create_raw_disk, open_disk
 from minivm.machine import CPU_STATE, MACHINE_STATE
+from minivm.report import device_changes
 from minivm.state import (MAX_LIST, Bool, Bytes, CodeAddr, Field, Int, Limits, ListOf, OneOf,
                           Record, StateError, _bound, flatten, show_int)
 
@@ -381,7 +382,6 @@ def _old_device_diff(a: dict, b: dict) -> list[str]:
 
 
 def test_device_changes_reads_the_declarations(busy, disk):
-    from minivm.report import device_changes
     start, now = fresh(disk).save_state(), busy.save_state()
     changes = device_changes(start, now)
     assert changes == _old_device_diff(start, now)
