@@ -4,8 +4,8 @@ Three small stages, in the manner of Lark's own examples:
 
 1. ``grammar.lark`` + Lark's LALR parser (``propagate_positions``) give a
    parse tree; syntax errors become diagnostics with the line, a caret and
-   the expected tokens in words (``UnexpectedInput.get_context`` and
-   ``match_examples``).
+   the expected tokens in words (``match_examples``); the source shown
+   under a message is escaped (``errors.show``).
 2. :class:`_ToStatements`, a Transformer, turns the tree into plain
    statements (labels, instructions, directives) with positions.
 3. Two passes: :meth:`_Assembler.layout` assigns every label its address and
@@ -30,8 +30,9 @@ from lark.visitors import Transformer_NonRecursive
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from . import isa
-from .errors import MinivmError
-from .image import Image
+from .container import read_program_file
+from .errors import MinivmError, show
+from .image import MAX_DATA, Image
 
 MIN_VALUE = -(1 << 31)
 MAX_VALUE = (1 << 32) - 1
@@ -41,7 +42,6 @@ MAX_VALUE = (1 << 32) - 1
 MAX_INTERMEDIATE_BITS = 4096
 MAX_SHIFT = 4096
 MAX_DEPTH = 200           # nesting of an expression, counting .equ names it uses
-MAX_DATA_BYTES = 64 << 20
 MAX_ERRORS = 20
 REGISTER_LIKE = re.compile(r"(?i)^(r\d+|sp)$")
 
@@ -74,21 +74,24 @@ class AssemblyError(MinivmError):
         super().__init__("\n".join(parts).rstrip("\n"))
 
 
-def _printable(text: str) -> str:
-    return "".join(ch if ch.isprintable() or ch == "\t" else "?" for ch in text)
-
-
 def _caret(lines: list[str], pos: Pos) -> str:
     """The source line and a caret under ``pos`` (same shape as Lark's)."""
     if not 1 <= pos.line <= len(lines) or not lines[pos.line - 1].strip():
         return ""
-    text = _printable(lines[pos.line - 1].rstrip("\r"))
+    text = lines[pos.line - 1].rstrip("\r")
     col = max(pos.column - 1, 0)
+    start, end = 0, len(text)
     if len(text) > 100:                     # a window around the column, as Lark does
-        start = max(col - 40, 0)
-        text, col = text[start:col + 40], col - start
-    pad = "".join("\t" if ch == "\t" else " " for ch in text[:col])
-    return f"{text}\n{pad}^\n"
+        start, end = max(col - 40, 0), col + 40
+    return _pointing(text[start:col], text[col:end])
+
+
+def _pointing(before: str, after: str) -> str:
+    """The text either side of a column, shown escaped (errors.show), and a
+    caret under the column: the padding copies the tabs, so it lines up."""
+    before, after = show(before, keep="\t"), show(after, keep="\t")
+    pad = "".join("\t" if ch == "\t" else " " for ch in before)
+    return f"{before}{after}\n{pad}^\n"
 
 
 # --- stage 1: parsing ---------------------------------------------------------
@@ -158,7 +161,7 @@ def _describe_token(token: Token) -> str:
         return "end of line"
     if token.type == "$END":
         return "end of file"
-    return f"'{_printable(str(token))}'"
+    return f"'{show(token)}'"
 
 
 def _parse_error(exc: UnexpectedInput, text: str) -> tuple[Diagnostic, str]:
@@ -171,8 +174,7 @@ def _parse_error(exc: UnexpectedInput, text: str) -> tuple[Diagnostic, str]:
             message = ("bad character literal: it holds exactly one character or escape, "
                        "like 'A' or '\\n'")
         else:
-            shown = char if char.isprintable() else repr(char)[1:-1]
-            message = (f"unexpected character '{shown}'; expected "
+            message = (f"unexpected character '{show(char)}'; expected "
                        f"{_in_words(exc.allowed or ())}")
     else:
         assert isinstance(exc, UnexpectedToken)
@@ -185,12 +187,13 @@ def _parse_error(exc: UnexpectedInput, text: str) -> tuple[Diagnostic, str]:
         hint = exc.match_examples(_parse_source, _EXAMPLES, use_accepts=True)
         if hint:
             message = f"{hint}: {message}"
-    context = exc.get_context(text, span=60)
-    return Diagnostic(pos, message), _printable_context(context)
-
-
-def _printable_context(context: str) -> str:
-    return "\n".join(_printable(line) for line in context.split("\n"))
+    # the context Lark's get_context(text, span=60) gives, but shown escaped
+    at = exc.pos_in_stream or 0
+    before = text[max(at - 60, 0):at].rsplit("\n", 1)[-1]
+    after = text[at:at + 60].split("\n", 1)[0]
+    if after.endswith("\r"):
+        after = after[:-1]
+    return Diagnostic(pos, message), _pointing(before, after)
 
 
 # --- stage 2: the tree as statements -----------------------------------------
@@ -279,7 +282,7 @@ def _unescape(body: str, pos: Pos) -> str:
             nxt = body[i + 1] if i + 1 < len(body) else ""
             if nxt not in _ESCAPES:
                 raise _LiteralError(
-                    f"unknown escape '\\{_printable(nxt)}' (known: \\n \\t \\r \\0 \\\\ \\' \\\")",
+                    f"unknown escape '\\{show(nxt)}' (known: \\n \\t \\r \\0 \\\\ \\' \\\")",
                     Pos(pos.line, pos.column + 1 + i))
             out.append(_ESCAPES[nxt])
             i += 2
@@ -350,15 +353,19 @@ class _ToStatements(Transformer_NonRecursive):
     def mem_abs(self, meta, children):
         return Mem(None, [("+", children[0])], Pos(meta.line, meta.column))
 
-    def string(self, children):
-        (token,) = children
-        pos = _pos(token)
+    def _quoted(self, token) -> str | None:
+        """The unescaped body of a string or character literal; None (and the
+        error recorded) for an unknown escape."""
         try:
-            text = _unescape(str(token)[1:-1], pos)
+            return _unescape(str(token)[1:-1], _pos(token))
         except _LiteralError as exc:
             self.errors.append(Diagnostic(exc.pos, exc.message))
-            text = ""
-        return Str(text.encode("utf-8"), pos)
+            return None
+
+    def string(self, children):
+        (token,) = children
+        text = self._quoted(token)
+        return Str((text or "").encode("utf-8"), _pos(token))
 
     def number(self, children):
         (token,) = children
@@ -369,10 +376,8 @@ class _ToStatements(Transformer_NonRecursive):
     def char(self, children):
         (token,) = children
         pos = _pos(token)
-        try:
-            text = _unescape(str(token)[1:-1], pos)
-        except _LiteralError as exc:
-            self.errors.append(Diagnostic(exc.pos, exc.message))
+        text = self._quoted(token)
+        if text is None:
             return Num(0, pos)
         if len(text) != 1:
             self.errors.append(Diagnostic(pos, "a character literal holds exactly one character"))
@@ -525,8 +530,8 @@ class _Assembler:
             if align < 1:
                 raise _Fail(stmt.pos, f".align needs a positive alignment, got {align}")
             size = -self.data_size % align
-        if self.data_size + size > MAX_DATA_BYTES:
-            raise _Fail(stmt.pos, f"the data section would grow past {MAX_DATA_BYTES} bytes")
+        if self.data_size + size > MAX_DATA:
+            raise _Fail(stmt.pos, f"the data section would grow past {MAX_DATA} bytes")
         self.data_items.append((self.data_size, stmt))
         self.data_size += size
         return section
@@ -846,22 +851,8 @@ def assemble(source: str, filename: str = "<source>") -> Image:
     return image
 
 
-def read_source(path: str) -> str:
-    """Read a source file, turning every I/O and encoding problem into an error."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(MAX_DATA_BYTES + 1)
-    except FileNotFoundError:
-        raise MinivmError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise MinivmError(f"{path}: is a directory, not a program") from None
-    except PermissionError:
-        raise MinivmError(f"{path}: cannot read the file (permission denied)") from None
-    except OSError as exc:
-        raise MinivmError(f"{path}: cannot read the file ({exc.strerror})") from None
-    if len(raw) > MAX_DATA_BYTES:
-        raise MinivmError(f"{path}: the file is larger than {MAX_DATA_BYTES} bytes; "
-                          "that is not an assembly program")
+def decode_source(raw: bytes, path: str) -> str:
+    """A source file's bytes as text; not UTF-8 is an error that points at the byte."""
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -878,4 +869,5 @@ def read_source(path: str) -> str:
 
 
 def assemble_file(path: str) -> Image:
-    return assemble(read_source(path), path)
+    """Read (container.read_program_file: capped, regular files only) and assemble."""
+    return assemble(decode_source(read_program_file(path), path), path)

@@ -31,6 +31,8 @@ from .errors import FormatError, MinivmError
 #: Largest file the loader will read at all (a checkpoint of 4 GiB of touched
 #: memory would be larger, but is far beyond classroom use; see docs).
 MAX_FILE_BYTES = 1 << 30
+#: Largest program file (an image or an assembly source) minivm will read.
+MAX_PROGRAM_BYTES = 64 << 20
 
 
 def magic_of(kind: str) -> bytes:
@@ -217,6 +219,15 @@ def read_file_capped(path: str, what: str, limit: int = MAX_FILE_BYTES) -> bytes
     if len(data) != info.st_size:
         raise FormatError(f"{what} changed size while being read")
     return data
+
+
+def read_program_file(path: str) -> bytes:
+    """The bytes of a program file, an image or a source, refused as any
+    untrusted file is (:func:`read_file_capped`), the path first in the message."""
+    try:
+        return read_file_capped(path, f"'{path}'", limit=MAX_PROGRAM_BYTES)
+    except FormatError as exc:
+        raise MinivmError(f"{path}: cannot load the program: {exc}") from None
 
 
 class AtomicFile:

@@ -43,6 +43,17 @@ MAX_DELAY = MAX_TICK                             # disk latency and per-block ti
 
 # --- console ------------------------------------------------------------------------
 
+def handler_address(value: int, code_size: int, device: str) -> int | None:
+    """What ``out`` to a device's handler port sets: a code address, or None
+    for -1 (no handler); anything else is a guest fault."""
+    if value == NO_HANDLER:
+        return None
+    if value < code_size:
+        return value
+    raise GuestFault(f"bad handler address {to_signed(value)} for the {device}: the code "
+                     f"has {code_size} instructions (use a code label, or -1 to clear)")
+
+
 class ConsoleInput:
     """Bytes the guest can read: a file's contents, a stream, or REPL input."""
 
@@ -163,13 +174,7 @@ class Timer:
         self.next_fire = tick + value if value else None
 
     def set_handler(self, value: int, tick: int = 0) -> None:
-        if value == NO_HANDLER:
-            self.handler = None
-        elif value < self.code_size:
-            self.handler = value
-        else:
-            raise GuestFault(f"bad handler address {to_signed(value)} for the timer: the code "
-                             f"has {self.code_size} instructions (use a code label, or -1 to clear)")
+        self.handler = handler_address(value, self.code_size, self.name)
 
     def read_tick(self, tick: int) -> int:
         return tick & WORD_MASK
@@ -299,13 +304,7 @@ class Disk:
         self.reg_count = value
 
     def set_handler(self, value: int, tick: int = 0) -> None:
-        if value == NO_HANDLER:
-            self.handler = None
-        elif value < self.code_size:
-            self.handler = value
-        else:
-            raise GuestFault(f"bad handler address {to_signed(value)} for the disk: the code "
-                             f"has {self.code_size} instructions (use a code label, or -1 to clear)")
+        self.handler = handler_address(value, self.code_size, self.name)
 
     def in_flight(self, tick: int = 0) -> int:
         return len(self.queue)

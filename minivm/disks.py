@@ -481,8 +481,7 @@ def open_disk(path: str, verify: bool = True, writable: bool = True):
             top = depth == len(headers) - 1
             layer = _open_overlay_file(overlay_path, layer, writable and top)
     except BaseException:
-        for opened in layer.chain():
-            opened.close()
+        close_chain(layer)
         raise
     return layer
 

@@ -6,14 +6,16 @@ its message and never a traceback.
 """
 
 
-def show(text) -> str:
-    """A string from a file (a path, a name), fit to print in a message: every
-    unprintable character is escaped as Python writes it (\\n, \\x1b, \\u200b),
-    so a file cannot move the cursor or clear the terminal."""
+def show(text, keep: str = "") -> str:
+    """A string from a file (a path, a name, a source line), fit to print in a
+    message: every unprintable character is escaped as Python writes it (\\n,
+    \\x1b, \\u200b), so a file cannot move the cursor or clear the terminal.
+    Characters in ``keep`` stay as they are (a tab in a source line that a
+    caret is drawn under)."""
     text = str(text)
     if text.isprintable():
         return text
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    return "".join(ch if ch.isprintable() or ch in keep else repr(ch)[1:-1] for ch in text)
 
 
 class MinivmError(Exception):

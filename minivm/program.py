@@ -7,18 +7,14 @@ running an ``.mvb`` image never pays for the parser.
 
 from __future__ import annotations
 
-from .container import read_file_capped
-from .errors import FormatError, MinivmError
+from .container import read_program_file
 from .image import Image, image_from_bytes, is_image_bytes
 
 
 def load_program(path: str) -> Image:
-    """An image file or an assembly source, whichever ``path`` holds."""
-    try:
-        data = read_file_capped(path, f"'{path}'", limit=64 << 20)
-    except FormatError as exc:
-        raise MinivmError(f"{path}: cannot load the program: {exc}") from None
+    """An image file or an assembly source, whichever ``path`` holds (read once)."""
+    data = read_program_file(path)
     if is_image_bytes(data):
         return image_from_bytes(data, f"image '{path}'")
-    from .assembler import assemble_file       # only for a source: Lark is slow to import
-    return assemble_file(path)
+    from .assembler import assemble, decode_source   # only for a source: Lark is slow to import
+    return assemble(decode_source(data, path), path)

@@ -1,4 +1,9 @@
-"""Readable summaries of checkpoints and disk files (``inspect``, ``disk info``)."""
+"""Readable summaries of checkpoints and disk files (``inspect``, ``disk info``).
+
+Every string that comes from a file - names, paths, the program's source
+lines, the metadata a checkpoint records - is printed through errors.show,
+so a hostile file cannot put terminal escapes or line breaks on the screen.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,8 @@ import os
 
 from . import isa
 from .devices import Request
-from .disks import BLOCK_SIZE, describe_chain, fingerprint_file, locate
-from .errors import MinivmError
+from .disks import BLOCK_SIZE, close_chain, describe_chain, fingerprint_file, locate, open_disk
+from .errors import MinivmError, show
 from .machine import MACHINE_STATE
 from .memory import PAGE_SIZE, format_size
 from .state import ListOf
@@ -25,12 +30,12 @@ def _disk_status(entry: dict, ckpt) -> str:
     base = os.path.dirname(ckpt.path) if ckpt.path else os.getcwd()
     candidate = locate(base, entry["relpath"], entry["path"])
     if not os.path.exists(candidate):
-        return f"{entry['path']} (MISSING)"
+        return f"{show(entry['path'])} (MISSING)"
     try:
         ok = fingerprint_file(candidate, entry["fingerprint"]["size"]) == entry["fingerprint"]
     except (OSError, MinivmError) as exc:
-        return f"{candidate} (cannot be read: {exc})"
-    return f"{candidate} ({'present, unchanged' if ok else 'CHANGED since the checkpoint'})"
+        return f"{show(candidate)} (cannot be read: {show(exc)})"
+    return f"{show(candidate)} ({'present, unchanged' if ok else 'CHANGED since the checkpoint'})"
 
 
 def describe_checkpoint(ckpt) -> str:
@@ -39,12 +44,13 @@ def describe_checkpoint(ckpt) -> str:
     cpu = state["cpu"]
     image = ckpt.image
     pc = cpu["pc"]
-    lines = [f"checkpoint {meta.get('name', '?')}  ({ckpt.source}, {ckpt.file_size} bytes)",
-             f"  taken at tick {cpu['tick']} by {meta.get('origin', '?')} "
-             f"({meta.get('mode', '?')} mode), minivm {meta.get('minivm', '?')}",
-             f"  program {image.source_file}: {len(image.code)} instructions, "
+    lines = [f"checkpoint {show(meta.get('name', '?'))}  ({show(ckpt.source)}, "
+             f"{ckpt.file_size} bytes)",
+             f"  taken at tick {cpu['tick']} by {show(meta.get('origin', '?'))} "
+             f"({show(meta.get('mode', '?'))} mode), minivm {show(meta.get('minivm', '?'))}",
+             f"  program {show(image.source_file)}: {len(image.code)} instructions, "
              f"{len(image.data)} data bytes",
-             f"  pc {pc}  {image.location(pc)}: {image.source_text(pc)}",
+             f"  pc {pc}  {show(image.location(pc))}: {show(image.source_text(pc))}",
              f"  halted: {'yes' if cpu['halted'] else 'no'}; interrupts "
              f"{'enabled' if state['interrupts']['enabled'] else 'disabled'}",
              "  registers:"]
@@ -62,9 +68,8 @@ def describe_checkpoint(ckpt) -> str:
     else:
         lines.append("  timer: stopped")
     pending = state["interrupts"]["pending"]
-    lines.append(f"  pending interrupts: {len(pending)}" +
-                 ("" if not pending else
-                  " (" + ", ".join(f"{p['source']} @ tick {p['tick']}" for p in pending) + ")"))
+    raised = ", ".join(f"{show(p['source'])} @ tick {p['tick']}" for p in pending)
+    lines.append(f"  pending interrupts: {len(pending)}" + (f" ({raised})" if pending else ""))
     disk = state["disk"]
     queue = disk["queue"]
     lines.append(f"  disk queue: {len(queue)} request(s) in flight; last completed #"
@@ -76,8 +81,8 @@ def describe_checkpoint(ckpt) -> str:
                      f"mem 0x{r['addr']:x}, issued tick {r['issued']}, "
                      f"completes at tick {r['done']}")
     if meta.get("p8_drained"):
-        lines.append(f"  P8: {meta['p8_drained']} pending request(s) completed before the guest "
-                     "resumed (a pending read was followed by a write to the same block)")
+        lines.append(f"  P8: {show(meta['p8_drained'])} pending request(s) completed before "
+                     "the guest resumed (a pending read was followed by a write to the same block)")
     lines.append(f"  console: {state['console']['input_consumed']} input byte(s) consumed "
                  "(a resumed run reads its own input from the start)")
     if ckpt.disk is None:
@@ -86,8 +91,8 @@ def describe_checkpoint(ckpt) -> str:
         lines.append("  disk chain (the checkpointed disk, top first):")
         for entry in ckpt.disk["chain"]:
             fp = entry["fingerprint"]
-            lines.append(f"    {entry['kind']:<7} {_disk_status(entry, ckpt)}")
-            lines.append(f"            {fp['size']} bytes, sha256 {fp['sha256'][:16]}...")
+            lines.append(f"    {show(entry['kind']):<7} {_disk_status(entry, ckpt)}")
+            lines.append(f"            {fp['size']} bytes, sha256 {show(fp['sha256'][:16])}...")
         late = ckpt.disk.get("reads_not_landed") or []
         if late:
             lines.append(f"  reads in flight that had not landed when the run ended: {late} "
@@ -117,7 +122,7 @@ def device_changes(a: dict, b: dict) -> list[str]:
             if isinstance(f.kind, ListOf):
                 changes.append(f"{f.doc} {len(va or [])} -> {len(vb or [])}")
             else:
-                changes.append(f"{section} {f.name} {va} -> {vb}")
+                changes.append(f"{section} {f.name} {show(va)} -> {show(vb)}")
     return changes
 
 
@@ -143,25 +148,21 @@ def describe_disk(path: str) -> str:
         indent = "  " * depth
         size = os.path.getsize(entry["path"])
         if entry["kind"] == "raw":
-            lines.append(f"{indent}{entry['path']}: raw disk image, {size} bytes, "
+            lines.append(f"{indent}{show(entry['path'])}: raw disk image, {size} bytes, "
                          f"{size // BLOCK_SIZE} blocks of {BLOCK_SIZE}")
         else:
-            from .disks import open_disk
             try:
                 overlay = open_disk(entry["path"], verify=False, writable=False)
             except MinivmError as exc:
-                lines.append(f"{indent}{entry['path']}: overlay, unreadable: {exc}")
+                lines.append(f"{indent}{show(entry['path'])}: overlay, unreadable: "
+                             f"{show(exc)}")
                 break
             try:
                 groups = overlay.groups()
                 fp = entry.get("parent_fingerprint")
-                lines.append(f"{indent}{entry['path']}: overlay, {len(groups)} block group(s) "
-                             f"of {overlay.group_blocks} blocks written; parent "
+                lines.append(f"{indent}{show(entry['path'])}: overlay, {len(groups)} block "
+                             f"group(s) of {overlay.group_blocks} blocks written; parent "
                              f"{'fingerprint recorded' if fp else 'not yet sealed'}; on top of:")
             finally:
-                overlay.close()
-                parent = overlay.parent
-                while parent is not None:
-                    parent.close()
-                    parent = parent.parent
+                close_chain(overlay)
     return "\n".join(lines) + "\n"

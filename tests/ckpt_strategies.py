@@ -47,7 +47,6 @@ PROGRAMS = ROOT / "programs"
 DISK_PORTS = range(0x20, 0x27)
 DISK_SIZE = 64 * 1024
 MAX_TICKS = 5_000_000
-MODES = ("cow", "stop-copy")
 
 
 # --- programs ----------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Import from other tests::
 
-    from tests.strategies import programs, expressions, MAX_TICKS
+    from strategies import programs, expressions, MAX_TICKS
 
 * :func:`programs` draws assembly source text (``str``) of a valid program
   that always terminates within :data:`MAX_TICKS` ticks.

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tracemalloc
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,3 +74,19 @@ def time_limit(seconds: float, what: str):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+@contextmanager
+def bounded(what: str, *, megabytes: float, hang_after: float = 60):
+    """The body allocates at most ``megabytes`` MiB at its peak (counted by
+    tracemalloc, so the same on every host) and does not hang: ``hang_after``
+    seconds is a generous hang guard, not a speed requirement."""
+    tracemalloc.start()
+    try:
+        with time_limit(hang_after, what):
+            yield
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < megabytes * (1 << 20), \
+        f"{what} allocated {peak / (1 << 20):.1f} MiB at its peak (the bound is {megabytes} MiB)"

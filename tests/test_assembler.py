@@ -648,3 +648,25 @@ def test_error_report_never_a_traceback_for_garbage():
         report = str(error_report(src))
         assert re.search(rf"{FILE}:\d+:\d+: ", report), (src, report)
         assert "Traceback" not in report
+
+
+@pytest.mark.parametrize("src, shown, caret_col", [
+    # a parse error (Lark's context) and a later-stage error (the assembler's own caret)
+    ("mov r1, \x1b[2J ,\nhalt\n", "mov r1, \\x1b[2J ,", 8),
+    ("\tmov r1, \x07x\nhalt\n", "\tmov r1, \\x07x", 9),
+    ("\tmov r1, nowhere ; \x1b[2J\u200b\nhalt\n", "\tmov r1, nowhere ; \\x1b[2J\\u200b", 9),
+    # an escape before the column: the caret moves with it, under the shown text
+    ("halt\n.data\n.byte '\x1b', nowhere\n", ".byte '\\x1b', nowhere", 14),
+    ("halt\n.data\n\t.ascii \"\x1b[2J\" ,,\n", "\t.ascii \"\\x1b[2J\" ,,", 19),
+])
+def test_source_lines_in_errors_are_shown_escaped(src, shown, caret_col):
+    """A control character in a source line is shown as errors.show escapes it:
+    the report cannot clear the terminal, and the caret still lines up (tabs
+    are kept, and the padding copies them)."""
+    report = str(error_report(src))
+    assert "\x1b" not in report and "\x07" not in report and "\u200b" not in report, report
+    lines = report.split("\n")
+    assert shown in lines, report
+    caret = lines[lines.index(shown) + 1]
+    assert caret.endswith("^") and set(caret[:-1]) <= {" ", "\t"}, caret
+    assert len(caret[:-1]) == caret_col and caret[:-1].count("\t") == shown[:caret_col].count("\t")

@@ -3,14 +3,18 @@ memory sizes and the asm/disasm round trip (docs/isa.md, docs/contract.md sectio
 
 from __future__ import annotations
 
+import os
 import random
 import re
 
 import pytest
 
+from minivm.assembler import assemble_file
+from minivm.errors import MinivmError
 from minivm.image import load_image
+from minivm.program import load_program
 
-from support import PROGRAMS, run_cli
+from support import PROGRAMS, run_cli, time_limit
 
 LOCATION = re.compile(r"(?m)^(?P<file>\S+?):(?P<line>\d+):(?P<col>\d+): ")
 
@@ -115,6 +119,20 @@ def test_directory_instead_of_program(tmp_path):
     _one_paragraph(proc.stderr.decode())
 
 
+@pytest.mark.parametrize("command", ["run", "asm"])
+def test_fifo_instead_of_program(tmp_path, command):
+    """`asm` read its source with a plain open(), so a FIFO blocked it for ever;
+    both commands now read programs the same way (container.read_program_file)."""
+    fifo = tmp_path / "prog.asm"
+    os.mkfifo(fifo)
+    with time_limit(60, f"minivm {command} on a FIFO"), pytest.raises(MinivmError) as info:
+        (assemble_file if command == "asm" else load_program)(str(fifo))
+    assert "is not a regular file" in str(info.value)
+    proc = run_cli(command, str(fifo), input=b"", timeout=60)
+    _no_traceback(proc)
+    assert proc.returncode == 2 and "is not a regular file" in proc.stderr.decode()
+
+
 # --- asm / disasm ------------------------------------------------------------------------
 
 ALL_PROGRAMS = ["hello.asm", "fib.asm", "sieve.asm", "bubble_sort.asm", "timer_clock.asm",
@@ -147,10 +165,11 @@ def test_assembled_image_keeps_source_locations_for_faults(tmp_path):
     assert "division by zero" in err and "f.asm:3" in err and "pc 2" in err
 
 
-@pytest.mark.parametrize("name", ALL_PROGRAMS)
-def test_disasm_round_trip(tmp_path, name):
+def asm_disasm_asm(tmp_path, source) -> tuple:
+    """`asm` the source, `disasm` the image, `asm` the listing: both images."""
     image = tmp_path / "prog.mvb"
-    assert run_cli("asm", str(PROGRAMS / name), "-o", str(image)).returncode == 0
+    proc = run_cli("asm", str(source), "-o", str(image))
+    assert proc.returncode == 0, proc.stderr.decode()
     listing = run_cli("disasm", str(image))
     assert listing.returncode == 0, listing.stderr.decode()
     relisted = tmp_path / "listing.asm"
@@ -158,7 +177,13 @@ def test_disasm_round_trip(tmp_path, name):
     again = tmp_path / "again.mvb"
     proc = run_cli("asm", str(relisted), "-o", str(again))
     assert proc.returncode == 0, proc.stderr.decode() + listing.stdout.decode()
-    assert load_image(str(image)).same_program(load_image(str(again)))
+    return load_image(str(image)), load_image(str(again))
+
+
+@pytest.mark.parametrize("name", ALL_PROGRAMS)
+def test_disasm_round_trip(tmp_path, name):
+    first, second = asm_disasm_asm(tmp_path, PROGRAMS / name)
+    assert first.same_program(second)
 
 
 def test_disasm_round_trip_of_tricky_source(tmp_path):
@@ -182,16 +207,7 @@ def test_disasm_round_trip_of_tricky_source(tmp_path):
         "        .asciz \"q\\\"\\n\"\n"
         "        .word -2147483648, 4294967295\n"
         ".entry start\n")
-    image = tmp_path / "t.mvb"
-    assert run_cli("asm", str(src), "-o", str(image)).returncode == 0
-    listing = run_cli("disasm", str(image))
-    assert listing.returncode == 0, listing.stderr.decode()
-    relisted = tmp_path / "l.asm"
-    relisted.write_bytes(listing.stdout)
-    again = tmp_path / "again.mvb"
-    proc = run_cli("asm", str(relisted), "-o", str(again))
-    assert proc.returncode == 0, proc.stderr.decode()
-    first, second = load_image(str(image)), load_image(str(again))
+    first, second = asm_disasm_asm(tmp_path, src)
     assert first.entry == 2
     assert first.same_program(second)
 

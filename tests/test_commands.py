@@ -10,8 +10,13 @@ import threading
 
 import pytest
 
-from minivm.repl import COMMANDS, Session
+from minivm.assembler import assemble
+from minivm.checkpoint import FIRST_SLICE_TICKS, Checkpointer
 from minivm.disks import create_raw_disk
+from minivm.machine import Machine
+from minivm.repl import COMMANDS, Session
+from minivm.resume import read_checkpoint, resume
+from minivm.store import FileStore
 
 CALLS = """\
 .equ N, 3
@@ -593,7 +598,6 @@ def test_pages_before_and_after_a_checkpoint_and_after_a_store(tmp_path):
     assert h.m.memory.page_kind(1) == "copied"
     h.ok("delete")
     h.ok("b wait + 1")
-    from minivm.checkpoint import FIRST_SLICE_TICKS
     for _ in range(FIRST_SLICE_TICKS + 2):       # past the first background-save batch only
         h.m.run(max_ticks=1)
     text = h.ok("pages")                         # one page per slice: page 0 is saved
@@ -680,11 +684,6 @@ def test_guest_ckpt_instruction_is_announced(tmp_path):
 
 
 def test_core_checkpoint_of_a_machine_halted_on_its_last_instruction_resumes(tmp_path):
-    from minivm.assembler import assemble
-    from minivm.checkpoint import Checkpointer
-    from minivm.resume import read_checkpoint, resume
-    from minivm.machine import Machine
-    from minivm.store import FileStore
     machine = Machine(assemble("    mov r1, 1\n    halt\n", "h.asm"))
     assert machine.run().reason == "halt" and machine.pc == 1   # stopped at its halt
     store = FileStore(str(tmp_path))

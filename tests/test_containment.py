@@ -13,7 +13,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,17 +21,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ckpt_strategies import close_disks
 from minivm.assembler import assemble
 from minivm.checkpoint import Checkpointer
 from minivm.resume import read_checkpoint, resolve_disk_chain, resume
 from minivm.container import ContainerWriter, pack, read_container
 from minivm.devices import BufferSink, ConsoleInput
-from minivm.disks import Overlay, close_chain, describe_chain, open_disk
+from minivm.disks import Overlay, describe_chain, open_disk
 from minivm.errors import FormatError, DiskError, MinivmError
 from minivm.machine import Machine
 from minivm.store import FileStore
 
-from support import run_cli, time_limit
+from support import bounded, run_cli, time_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
@@ -85,10 +85,6 @@ def tree_state(folder: Path, skip: Path | None = None) -> dict:
             info = p.lstat()
             out[str(p)] = (info.st_size, info.st_mtime_ns)
     return out
-
-
-def close_machine(machine: Machine) -> None:
-    close_chain(machine.disk.backing)
 
 
 # --- 1. the guest: memory, ports, its own disk -------------------------------------------------------
@@ -193,7 +189,7 @@ def seed(tmp_path_factory):
     cp = Checkpointer(machine, FileStore(str(folder / "ck")), schedule=[900])
     machine.run(5_000_000)
     cp.finish_all()
-    close_machine(machine)
+    close_disks(machine)
     assert [job.status for job in cp.jobs] == ["complete", "complete"]
     return folder, bytes(machine.console.sink.data)
 
@@ -242,22 +238,23 @@ def hostile_target(folder: Path, name: str) -> str:
 @pytest.mark.parametrize("name", HOSTILE)
 def test_resume_refuses_disk_chain_naming_other_files(seed, tmp_path, name):
     """resume() refuses a chain naming a system file, a FIFO, a directory, a device,
-    a /proc file...: a clean DiskError, quickly, opening nothing else and writing nothing."""
+    a /proc file...: a clean DiskError, without blocking or reading the file, opening
+    nothing else and writing nothing."""
     folder, _ = seed
     target = hostile_target(tmp_path, name)
     evil = craft(folder / "ck" / "ckpt-0001.mvc", tmp_path / "evil.mvc", target)
     store = tmp_path / "store"
     watched = {p: os.stat(p) for p in ("/etc/passwd",) if os.path.exists(p)}
     before = tree_state(tmp_path)
-    start = time.perf_counter()
-    with opened_files() as files, time_limit(5, f"resuming a checkpoint naming {name!r}"):
+    # a FIFO must not block (the hang guard) and /dev/zero must not be read (the memory bound)
+    with opened_files() as files, \
+            bounded(f"resuming a checkpoint naming {name!r}", megabytes=16):
         # Refused either by the loader (a path that cannot name a file at all,
         # e.g. one with a NUL byte) or by resume (a file that is not the disk).
         with pytest.raises((DiskError, FormatError)) as info:
             ckpt = read_checkpoint(str(evil))
             machine, _ = resume(ckpt, FileStore(str(store)))
-            close_machine(machine)
-    assert time.perf_counter() - start < 5
+            close_disks(machine)
     message = str(info.value)
     assert message and "Traceback" not in message
     allowed_reads = {str(evil), os.path.abspath(target) if "\x00" not in target else None,
@@ -282,7 +279,7 @@ def test_cli_resume_refuses_disk_chain_naming_other_files(seed, tmp_path, name):
     before = tree_state(tmp_path)
     for command in (["resume", str(evil), "--checkpoint-dir", str(tmp_path / "store")],
                     ["inspect", str(evil)]):
-        proc = run_cli(*command, input=b"", timeout=8)
+        proc = run_cli(*command, input=b"", timeout=60)
         err = proc.stderr.decode(errors="replace")
         assert "Traceback" not in err, err
         if command[0] == "resume":
@@ -327,7 +324,7 @@ def test_overlay_chain_loop_is_refused(tmp_path):
     overlay._write_header()
     overlay.close()
     raw.close()
-    with time_limit(10, "a looping overlay chain"):
+    with time_limit(60, "a looping overlay chain"):
         for fn in (describe_chain, open_disk):
             with pytest.raises(DiskError, match="longer than"):
                 fn(str(tmp_path / "loop.cow"))
@@ -346,7 +343,7 @@ def test_resume_opens_only_its_chain_and_never_writes_it(seed, tmp_path):
         machine, overlay = resume(ckpt, FileStore(str(store)), console_sink=BufferSink(),
                                   console_input=ConsoleInput(b""))
         stop = machine.run(5_000_000)
-        close_machine(machine)
+        close_disks(machine)
     assert stop.reason == "halt"
     assert output.endswith(bytes(machine.console.sink.data))
     opened = {}
@@ -429,6 +426,6 @@ def test_disk_path_from_a_checkpoint_is_shown_escaped(seed, tmp_path):
     message = str(info.value)
     assert "gone\\x1b[2J\\n.img" in message and "\x1b" not in message and "\n" not in message
     proc = run_cli("resume", str(evil), "--checkpoint-dir", str(tmp_path / "store"),
-                   input=b"", timeout=8)
+                   input=b"")
     err = proc.stderr.decode()
     assert proc.returncode == 2 and "gone\\x1b[2J\\n.img" in err and "\x1b" not in err, err

@@ -45,6 +45,7 @@ from minivm.store import FileStore
 
 ROOT = Path(__file__).resolve().parent.parent
 KILLS = int(os.environ.get("MINIVM_KILLS", "0")) or None
+HANG_SECONDS = 120       # a run that takes longer is hung (it takes a few seconds)
 SEED = int(os.environ.get("MINIVM_KILL_SEED", str(random.SystemRandom().randrange(1 << 30))))
 
 #: Touches 1024 pages (4 MiB) per phase, so each checkpoint file is ~4 MB and
@@ -197,7 +198,8 @@ def setup(tmp_path_factory):
     (run_dir / "disk.img").write_bytes(initial)
     start = time.perf_counter()
     proc = subprocess.run(cli_run_args(guest, run_dir), cwd=run_dir, env=env(),
-                          capture_output=True, stdin=subprocess.DEVNULL, timeout=120)
+                          capture_output=True, stdin=subprocess.DEVNULL,
+                          timeout=HANG_SECONDS)
     ref.run_seconds = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr.decode()
     assert proc.stdout == ref.output
@@ -229,7 +231,9 @@ def run_and_kill(cmd, cwd: Path, watch: Path, trigger) -> tuple[set, str]:
     try:
         while proc.poll() is None:
             elapsed = time.perf_counter() - start
-            assert elapsed < 60, "the guest ran far longer than expected"
+            # host time only picks kill points (the triggers); this is a hang guard, as
+            # generous as the uninterrupted run's timeout, not a speed requirement
+            assert elapsed < HANG_SECONDS, f"the guest ran over {HANG_SECONDS} s: a hang"
             entries = {}
             try:
                 with os.scandir(watch) as it:

@@ -21,8 +21,9 @@ import sys
 
 import pytest
 
-from minivm.resume import read_checkpoint
 from minivm.demos import available, demos_folder, run_demo
+from minivm.program import load_program
+from minivm.resume import read_checkpoint
 
 from support import ROOT, run_cli
 
@@ -117,7 +118,6 @@ def test_demo_runs_cleanly(name, demo):
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_demo_programs_are_commented_and_assemble(name):
-    from minivm.program import load_program
     loads = [line.split()[1] for line in (DEMOS / f"{name}.demo").read_text().splitlines()
              if line.startswith("load ")]
     assert loads, f"{name}.demo loads no program"

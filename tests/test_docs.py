@@ -64,6 +64,7 @@ import pytest
 from minivm import cli, isa
 from minivm.assembler import AssemblyError, assemble
 from minivm.machine import Machine
+from minivm.repl import BANNER
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "README.md"]
@@ -229,7 +230,6 @@ class Session:
                 stdin = (self.folder / words[at + 1]).read_bytes()
                 words = words[:at] + words[at + 2:]
             if words[:1] == ["repl"]:
-                from minivm.repl import BANNER
                 typed = [m.group(1) for m in map(PROMPT_RE.match, expected.splitlines()) if m]
                 assert typed, f"{where}: a REPL session shows the commands after its prompts"
                 status, text = run_minivm(words, self.folder,
@@ -256,7 +256,7 @@ class Session:
         env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
         return subprocess.run(["bash", "-c", f"(exit {self.status}); {command}"],
                               cwd=self.folder, stdout=subprocess.PIPE, env=env,
-                              stderr=subprocess.STDOUT, timeout=30)
+                              stderr=subprocess.STDOUT, timeout=120)
 
     def show(self, text: str) -> str:
         return text.replace(str(self.folder), PLACEHOLDER)

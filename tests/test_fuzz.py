@@ -30,8 +30,6 @@ import os
 import resource
 import tempfile
 import traceback
-import tracemalloc
-from contextlib import contextmanager
 from pathlib import Path
 
 import msgpack
@@ -39,6 +37,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ckpt_strategies import close_disks
 from minivm import isa
 from minivm.assembler import AssemblyError, assemble, assemble_file
 from minivm.checkpoint import Checkpointer
@@ -52,7 +51,7 @@ from minivm.image import IMAGE_KIND, IMAGE_VERSION, Image, image_from_bytes
 from minivm.machine import Machine
 from minivm.report import describe_checkpoint
 from minivm.store import FileStore, MemoryStore
-from support import Hang, time_limit
+from support import Hang, bounded, run_cli, time_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAM_PATHS = sorted((ROOT / "programs").glob("*.asm"))
@@ -98,13 +97,6 @@ def image_bytes(image: Image) -> bytes:
                            [("image", image.to_bytes_payload())])
 
 
-def close_machine(machine: Machine) -> None:
-    layer = machine.disk.backing
-    while layer is not None:
-        layer.close()
-        layer = layer.parent
-
-
 # --- seeds: real images and checkpoints ---------------------------------------------------------
 
 SEED_IMAGES = [assemble(src, str(path)) for src, path in zip(SOURCES, PROGRAM_PATHS)]
@@ -125,7 +117,7 @@ def _make_checkpoint(folder: Path, program: str, *, disk: bool, schedule=()) -> 
     cp = Checkpointer(machine, FileStore(str(folder / "ck")), schedule=list(schedule))
     machine.run(5_000_000)
     cp.finish_all()
-    close_machine(machine)
+    close_disks(machine)
     assert cp.jobs and all(job.status == "complete" for job in cp.jobs)
     return Path(cp.jobs[0].location)
 
@@ -177,13 +169,13 @@ def exercise_checkpoint(data: bytes, folder: Path, *, inspect: bool = True,
                 assert_clean(exc)
                 return "stopped with an error"
             finally:
-                close_machine(machine)
+                close_disks(machine)
         assert stop.reason in ("halt", "fault", "limit"), stop
     return "resumed"
 
 
 def exercise_image(data: bytes) -> str:
-    with time_limit(20, "loading and running an image"):
+    with time_limit(60, "loading and running an image"):
         try:
             image = image_from_bytes(data, "image 'fuzz.mvb'")
         except MinivmError as exc:
@@ -548,21 +540,6 @@ def test_seed_checkpoints_resume(seeds):
 
 # --- hand-crafted hostile msgpack -----------------------------------------------------------------
 
-@contextmanager
-def bounded(seconds: float = 2.0, megabytes: float = 200.0):
-    """The body allocates at most ``megabytes`` at its peak (deterministic), and
-    does not hang: ``seconds`` is what it should take, and only a run 30 times
-    longer (at least a minute) fails, so a loaded host cannot trip it."""
-    tracemalloc.start()
-    try:
-        with time_limit(max(seconds * 30, 60), "a hostile input"):
-            yield
-    finally:
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-    assert peak < megabytes * 1e6, f"peak allocation {peak / 1e6:.0f} MB"
-
-
 HUGE_HEADERS = {
     "bin32-4GB": b"\xc6\xff\xff\xff\xff",
     "str32-4GB": b"\xdb\xff\xff\xff\xff",
@@ -593,7 +570,7 @@ def test_huge_declared_lengths(seeds, what):
     """A length header claiming gigabytes is refused at once, with bounded memory."""
     path, seed = seeds[0]
     for where, data in _hostile_files(seed, HUGE_HEADERS[what]).items():
-        with bounded():
+        with bounded("a hostile input", megabytes=200):
             with pytest.raises(FormatError) as info:
                 load_checkpoint(data, "checkpoint 'hostile.mvc'")
         assert "hostile.mvc" in assert_clean(info.value), where
@@ -606,7 +583,7 @@ def test_deep_nesting(seeds, depth, unit):
     path, seed = seeds[0]
     blob = unit * depth + b"\xc0"
     for where, data in _hostile_files(seed, blob).items():
-        with bounded():
+        with bounded("a hostile input", megabytes=200):
             with pytest.raises(FormatError) as info:
                 load_checkpoint(data, "checkpoint 'hostile.mvc'")
         assert_clean(info.value)
@@ -617,7 +594,7 @@ def test_image_huge_declared_lengths(what):
     blob = HUGE_HEADERS[what]
     for data in (msgpack.packb("minivm-image") + blob + bytes(32),
                  container_bytes(IMAGE_KIND, {"version": 1}, [("image", blob + bytes(16))])):
-        with bounded():
+        with bounded("a hostile input", megabytes=200):
             with pytest.raises(FormatError):
                 image_from_bytes(data, "image 'hostile.mvb'")
 
@@ -719,13 +696,13 @@ def _pages_edit(fn):
 def test_out_of_range_values(seeds, edit, words):
     path, seed = seeds[0]
     blob = _patched_state(seed, edit)
-    with bounded(seconds=5):
+    with bounded("a hostile input", megabytes=200, hang_after=150):
         with pytest.raises(FormatError) as info:
             ckpt = load_checkpoint(blob, "checkpoint 'hostile.mvc'")
             ckpt.path = str(path)           # its disk chain resolves beside the seed
             with tempfile.TemporaryDirectory() as store:
                 machine, _ = resume(ckpt, FileStore(store))
-                close_machine(machine)
+                close_disks(machine)
     assert words in assert_clean(info.value), str(info.value)
 
 
@@ -775,7 +752,6 @@ def test_cli_inspect_and_repl_restore_hostile_state(seeds, tmp_path, field_path,
     state has a wrong value: a clean error, no traceback, no 'internal error'
     (the REPL's restore reads console.input_consumed before validating it and
     allocates a bytearray of that size)."""
-    from support import run_cli
     blob, path = _hostile_checkpoint(seeds, "state", field_path, value)
     evil = path.parent / f"hostile-{tmp_path.name}.mvc"
     evil.write_bytes(blob)
@@ -798,7 +774,7 @@ def test_resume_hostile_group_blocks_regression(seeds, value):
     first disk write then fails with MemoryError (2^32 blocks of 512 bytes),
     OverflowError or TypeError. It must be refused cleanly, in bounded memory."""
     blob, path = _hostile_checkpoint(seeds, "disk", ("group_blocks",), value)
-    with bounded(seconds=5):
+    with bounded("a hostile input", megabytes=200, hang_after=150):
         try:
             ckpt = load_checkpoint(blob, "checkpoint 'hostile.mvc'")
             ckpt.path = str(path)
@@ -807,7 +783,7 @@ def test_resume_hostile_group_blocks_regression(seeds, value):
                 try:
                     machine.run(MAX_TICKS)
                 finally:
-                    close_machine(machine)
+                    close_disks(machine)
         except MinivmError as exc:
             assert_clean(exc)
 
@@ -856,7 +832,7 @@ def random_programs(draw):
 
 
 def check_run(machine: Machine) -> str:
-    with time_limit(20, "running 2000 ticks"):
+    with time_limit(60, "running 2000 ticks"):
         stop = machine.run(MAX_TICKS)
     assert stop.reason in ("halt", "fault", "limit"), stop
     if stop.reason == "fault":
@@ -893,7 +869,7 @@ def test_interpreter_random_programs(program, with_disk, console):
             assert all(job.status == "complete" for job in cp.jobs), \
                 [job.progress() for job in cp.jobs]
         finally:
-            close_machine(machine)
+            close_disks(machine)
 
 
 def test_interpreter_fault_names_pc_and_line():

@@ -15,10 +15,10 @@ import os
 
 import pytest
 
-from ckpt_strategies import (MODES, Config, assemble_text, close_disks, disk_pattern,
-                             new_machine, read_checkpoint, write_disk)
-from minivm.checkpoint import Checkpointer
-from minivm.disks import open_disk
+from ckpt_strategies import (Config, assemble_text, close_disks, disk_pattern, new_machine,
+                             read_checkpoint, write_disk)
+from minivm.checkpoint import MODES, Checkpointer
+from minivm.disks import close_chain, open_disk
 from minivm.store import FileStore
 
 PAGE = 4096
@@ -408,8 +408,7 @@ def test_p9_cow_fault_waits_for_pending_write_to_the_group(tmp_path):
         assert_bytes(overlay.read_blocks(0, overlay.block_count),
                      disk_with((16, expected_group)), "ongoing disk")
     finally:
-        overlay.close()
-        overlay.parent.close()
+        close_chain(overlay)
     assert_bytes(run.parent_file(), disk_with((16, b"\x33" * 1024)),
                  "checkpointed disk (the earlier write, not the partial one)")
 

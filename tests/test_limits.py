@@ -16,23 +16,22 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import time
-import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from minivm.assembler import assemble
 from minivm.checkpoint import Checkpointer
-from minivm.resume import read_checkpoint
+from minivm.resume import read_checkpoint, resume
 from minivm.container import MAX_FILE_BYTES, AtomicFile
 from minivm.devices import BufferSink, ConsoleInput
-from minivm.disks import open_disk
-from minivm.errors import FormatError
+from minivm.disks import close_chain, open_disk
+from minivm.errors import FormatError, MinivmError
 from minivm.machine import Machine
+from minivm.program import load_program
 from minivm.store import FileStore, PendingCheckpoint
 
-from support import run_cli
+from support import bounded, run_cli
 
 
 def no_traceback(proc) -> str:
@@ -88,12 +87,12 @@ def test_memory_size_out_of_range(tmp_path, mem):
     assert "memory size" in err and "4G" in err, err
 
 
+TOP_OF_4G = "mov r1, 0xFFFFFFFC\nmov r2, 42\nst r2, [r1]\nckpt\nld r0, [r1]\nhalt\n"
+
+
 def test_4g_memory_checkpoint_and_resume(tmp_path):
-    """4 GiB is accepted; a checkpoint of it holds only the touched pages, and
-    saving it scans the page table in bounded time."""
-    prog = write(tmp_path / "top.asm", "mov r1, 0xFFFFFFFC\nmov r2, 42\nst r2, [r1]\n"
-                                       "ckpt\nld r0, [r1]\nhalt\n")
-    start = time.perf_counter()
+    """4 GiB is accepted; a checkpoint of it holds only the touched pages."""
+    prog = write(tmp_path / "top.asm", TOP_OF_4G)
     proc = run_cli("run", prog, "--mem", "4G", "--checkpoint-dir", str(tmp_path / "ck"),
                    input=b"")
     assert proc.returncode == 42, no_traceback(proc)
@@ -101,7 +100,28 @@ def test_4g_memory_checkpoint_and_resume(tmp_path):
     assert ckpt.stat().st_size < 64 * 1024
     proc = run_cli("resume", str(ckpt), "--checkpoint-dir", str(tmp_path / "ck2"), input=b"")
     assert proc.returncode == 42, no_traceback(proc)
-    assert time.perf_counter() - start < 30
+
+
+def test_4g_memory_costs_page_tables_not_pages(tmp_path):
+    """Running, checkpointing and resuming a 4 GiB machine that touches one page
+    allocates that page and the page tables (8 bytes an entry, a million
+    entries a table), never memory in proportion to its 4 GiB."""
+    image = assemble(TOP_OF_4G, "top.asm")
+    with bounded("a 4 GiB machine: run, checkpoint, resume", megabytes=128):
+        machine = Machine(image, memory_size=1 << 32, console_sink=BufferSink(),
+                          console_input=ConsoleInput(b""))
+        cp = Checkpointer(machine, FileStore(str(tmp_path / "ck")))
+        assert machine.run(1000).reason == "halt" and machine.regs[0] == 42
+        cp.finish_all()
+        (job,) = cp.jobs
+        assert job.status == "complete", job.progress()
+        assert machine.memory.allocated == 1
+        ckpt = read_checkpoint(job.location)
+        assert sorted(ckpt.pages) == [(1 << 20) - 1]
+        resumed, _ = resume(ckpt, FileStore(str(tmp_path / "ck2")), console_sink=BufferSink(),
+                            console_input=ConsoleInput(b""))
+        assert resumed.run(1000).reason == "halt" and resumed.regs[0] == 42
+        assert resumed.memory.allocated == 1
 
 
 DISK_WRITES = """
@@ -147,34 +167,27 @@ def sparse(path: Path, size: int) -> Path:
 
 def test_checkpoint_over_the_size_cap_is_refused_unread(tmp_path):
     big = sparse(tmp_path / "big.mvc", MAX_FILE_BYTES + 1)
-    tracemalloc.start()
-    start = time.perf_counter()
-    try:
-        with pytest.raises(FormatError) as info:
-            read_checkpoint(str(big))
-    finally:
-        elapsed = time.perf_counter() - start
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+    with bounded("refusing a checkpoint over the size cap", megabytes=16), \
+            pytest.raises(FormatError) as info:
+        read_checkpoint(str(big))
     assert f"{MAX_FILE_BYTES + 1} bytes, more than the {MAX_FILE_BYTES}-byte limit" \
         in str(info.value)
-    assert elapsed < 0.5 and peak < 16 << 20, (elapsed, peak)
     for command in ("inspect", "resume"):
-        start = time.perf_counter()
         proc = run_cli(command, str(big), input=b"")
         err = no_traceback(proc)
         assert proc.returncode == 2 and f"{MAX_FILE_BYTES}-byte limit" in err, err
-        assert time.perf_counter() - start < 10
 
 
 @pytest.mark.parametrize("name", ["big.mvb", "big.asm"])
 def test_program_over_the_size_cap_is_refused_unread(tmp_path, name):
     big = sparse(tmp_path / name, (64 << 20) + 1)
-    start = time.perf_counter()
+    with bounded("refusing a program over the size cap", megabytes=16), \
+            pytest.raises(MinivmError) as info:
+        load_program(str(big))
+    assert "67108864-byte limit" in str(info.value)
     proc = run_cli("run", str(big), input=b"")
     err = no_traceback(proc)
     assert proc.returncode == 2 and "67108864-byte limit" in err, err
-    assert time.perf_counter() - start < 10
 
 
 def test_loading_a_small_checkpoint_allocates_little(tmp_path):
@@ -187,14 +200,8 @@ def test_loading_a_small_checkpoint_allocates_little(tmp_path):
     proc = run_cli("run", prog, "--checkpoint-dir", str(tmp_path / "ck"), input=b"")
     assert proc.returncode == 7, no_traceback(proc)
     path = tmp_path / "ck" / "ckpt-0001.mvc"
-    tracemalloc.start()
-    try:
+    with bounded(f"loading a {path.stat().st_size}-byte checkpoint", megabytes=64):
         read_checkpoint(str(path))
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < 64 << 20, f"loading a {path.stat().st_size}-byte checkpoint allocated " \
-                            f"{peak >> 20} MiB at its peak"
 
 
 @pytest.mark.parametrize("kind", ["/dev/zero", "fifo", "/proc/self/pagemap"])
@@ -202,31 +209,14 @@ def test_checkpoint_path_that_is_not_a_regular_file(tmp_path, kind):
     """`minivm resume PATH` / `inspect PATH` where PATH is a device, a FIFO (say,
     inside a tarball from a classmate) or a /proc file: refused at once, without
     blocking on the FIFO and without reading 1 GiB first."""
-    import signal
     path = kind
     if kind == "fifo":
         path = str(tmp_path / "ckpt-0001.mvc")
         os.mkfifo(path)
-
-    class Blocked(BaseException):
-        pass
-
-    def on_alarm(signum, frame):
-        raise Blocked(f"reading {kind} as a checkpoint blocked for 5 s")
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(5)
-    tracemalloc.start()
-    start = time.perf_counter()
-    try:
-        with pytest.raises(FormatError) as info:
-            read_checkpoint(path)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-    assert time.perf_counter() - start < 1
-    assert peak < 64 << 20, f"{peak >> 20} MiB allocated to refuse {kind}"
+    # a blocked open of the FIFO is the hang; reading /dev/zero shows as memory
+    with bounded(f"refusing {kind} as a checkpoint", megabytes=16), \
+            pytest.raises(FormatError) as info:
+        read_checkpoint(path)
     assert str(info.value)
 
 
@@ -345,10 +335,7 @@ def _run_guest(tmp_path: Path, tag: str, store_class=None, schedule=()):
     disk = machine.disk.backing.read_blocks(0, 32)      # through the overlay chain
     final = (stop.reason, bytes(machine.console.sink.data), list(machine.regs),
              machine.tick, machine.memory.read_bytes(0, 1 << 20), disk)
-    layer = machine.disk.backing
-    while layer is not None:
-        layer.close()
-        layer = layer.parent
+    close_chain(machine.disk.backing)
     return final, cp, reports
 
 

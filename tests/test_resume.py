@@ -31,10 +31,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ckpt_strategies import (DISK_SIZE, MODES, Config, assemble_text, check_checkpointed_disk,
+from ckpt_strategies import (DISK_SIZE, Config, assemble_text, check_checkpointed_disk,
                              check_resumed, ckpt_programs, disk_pattern, gen_config,
                              list_programs, program_image, read_checkpoint, run_original,
                              run_reference, uses_disk)
+from minivm.checkpoint import COW, MODES, STOP_COPY
 from support import run_cli
 
 CORPUS = list_programs()
@@ -158,7 +159,7 @@ def check_program(image, config, ref, workdir: Path, ks, single, *, check_disk=F
                 if check_disk and mode == "cow" and config.disk_content is not None \
                         and not original.p8:
                     check_checkpointed_disk(ref, config, job)
-    cow, stop_copy = results["cow"], results["stop-copy"]
+    cow, stop_copy = results[COW], results[STOP_COPY]
     assert cow.keys() == stop_copy.keys()
     for key in cow:
         diffs = cow[key].differences(stop_copy[key], skip=())

@@ -25,6 +25,7 @@ from .. import isa
 from ..assembler import evaluate_expression
 from ..checkpoint import Checkpointer
 from ..devices import ConsoleInput
+from ..disks import close_chain, open_disk
 from ..errors import GuestFault, MinivmError
 from ..interrupts_guard import SigintGuard
 from ..machine import Machine
@@ -314,10 +315,7 @@ class Session:
         if self.checkpointer is not None:
             self.checkpointer.finish_all()
         self.report_jobs()
-        top = self.machine.disk.backing
-        if top is not None:
-            for layer in top.chain():
-                layer.close()
+        close_chain(self.machine.disk.backing)
         self.machine = None
         self.checkpointer = None
 
@@ -330,15 +328,13 @@ class Session:
         self.out.flush()
 
     def new_machine(self, image) -> Machine:
-        from ..disks import open_disk
         disk = open_disk(self.disk_path) if self.disk_path else None
         try:
             return Machine(image, memory_size=self.memory_size, disk=disk,
                            console_sink=self.sink(), console_input=ConsoleInput(),
                            disk_latency=self.disk_latency, disk_per_block=self.disk_per_block)
         except BaseException:
-            if disk is not None:
-                disk.close()
+            close_chain(disk)
             raise
 
     def load(self, path: str) -> None:
