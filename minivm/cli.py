@@ -361,9 +361,13 @@ def cmd_disk(args) -> int:
         finally:
             close_chain(overlay)
         target = show(chain[1]["path"])
+        further = ""
+        if chain[1]["kind"] == "overlay" and merged:
+            further = (f"; {target} is an overlay itself: 'minivm disk commit {target}' "
+                       f"carries them on into {show(chain[2]['path'])}")
         _note(f"committed {merged} block group(s) from {show(args.overlay)} into {target}"
               + (f"; checkpoints that used {target} as their disk no longer match it"
-                 if merged else " (nothing to merge; it is unchanged)"))
+                 if merged else " (nothing to merge; it is unchanged)") + further)
         return 0
     raise MinivmError("give a disk action: create, info or commit (see 'minivm disk --help')")
 
