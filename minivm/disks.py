@@ -265,10 +265,17 @@ class Overlay(_Layer):
 
     def set_parent_fingerprint(self, fingerprint: dict) -> None:
         """The parent will not change any more: record how to recognise it.
-        (An overlay opened read-only, below a resumed run, already has it.)"""
-        if self.header.get("parent_fingerprint") != fingerprint:
-            self.header["parent_fingerprint"] = fingerprint
-            self._write_header()
+        (An overlay opened read-only, below a resumed run, already has it:
+        as its parent_fingerprint, or as its committed_as once it was committed.)"""
+        recorded = self.header.get("parent_fingerprint")
+        if fingerprint == recorded or (recorded is not None
+                                       and fingerprint == self.header.get("committed_as")):
+            return
+        if not self._writable:
+            raise DiskError(f"overlay '{show(self.path)}' is opened read-only, and its parent "
+                            f"'{show(self.parent.path)}' no longer matches it")
+        self.header["parent_fingerprint"] = fingerprint
+        self._write_header()
 
     def reparent(self, parent, fingerprint: dict | None) -> None:
         self.parent = parent

@@ -43,6 +43,7 @@ from minivm.devices import BufferSink, ConsoleInput
 from minivm.disks import close_chain, fingerprint_file, open_disk
 from minivm.errors import DiskError
 from minivm.machine import Machine
+from minivm.report import describe_checkpoint
 from minivm.resume import open_chain, read_checkpoint, resolve_disk_chain, resume
 from minivm.store import FileStore
 
@@ -122,12 +123,17 @@ def pristine(tmp_path_factory):
 
 
 def resumed(folder: Path, name: str, store: Path) -> bytes:
-    """Resume a checkpoint of ``folder`` to the end; its console output."""
+    """Resume a checkpoint of ``folder`` to the end, taking the guest's later
+    checkpoints as ``minivm resume`` does (they seal the resumed chain); its
+    console output."""
     machine, _ = resume(read_checkpoint(str(folder / "ck" / f"{name}.mvc")),
                         FileStore(str(store)), console_sink=BufferSink(),
                         console_input=ConsoleInput(b""))
+    cp = Checkpointer(machine, FileStore(str(store)))
     try:
         assert machine.run(5_000_000).reason == "halt"
+        cp.finish_all()
+        assert all(job.status == "complete" for job in cp.jobs), [j.status for j in cp.jobs]
     finally:
         close_disks(machine)
     return bytes(machine.console.sink.data)
@@ -443,3 +449,22 @@ def test_commit_failing_at_every_point(pristine, tmp_path, monkeypatch, overlay,
         outcomes.append((calls[n - 1], status, "unchanged" in err))
         shutil.rmtree(work)
     assert ("replace", 2, True) in outcomes, outcomes
+
+
+def test_inspect_and_resume_agree_after_a_commit(pristine, tmp_path):
+    """inspect says what resume does: after committing ckpt-0001.cow, ckpt-0002's
+    disk.img is the committed parent (it reads the same), ckpt-0001's is CHANGED."""
+    folder, _ = pristine
+    work = copy(folder, tmp_path / "w")
+    assert commit(work, "ck/ckpt-0001.cow")[0] == 0
+    two = describe_checkpoint(read_checkpoint(str(work / "ck" / "ckpt-0002.mvc")))
+    assert "committed into from ckpt-0001.cow; the chain reads the same" in two, two
+    assert "CHANGED" not in two, two
+    one = describe_checkpoint(read_checkpoint(str(work / "ck" / "ckpt-0001.mvc")))
+    assert "CHANGED since the checkpoint" in one, one
+    err = io.StringIO()
+    with redirect_stderr(err):
+        assert cli.main(["resume", str(work / "ck" / "ckpt-0002.mvc"), "--checkpoint-dir",
+                         str(tmp_path / "r")]) == 0
+    assert "(committed into from ckpt-0001.cow; the chain reads the same; opened read-only)" \
+        in err.getvalue(), err.getvalue()
