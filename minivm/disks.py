@@ -450,6 +450,20 @@ def _scan_records(path: str, fd: int, header: dict) -> dict:
     return records
 
 
+def _peek_overlay_header(path: str) -> dict | None:
+    """An overlay's header, read through a read-only descriptor; None for a
+    file that is not an overlay (a raw disk)."""
+    fd = _open_rw(path, "disk file", writable=False)
+    try:
+        if os.pread(fd, len(magic_of(OVERLAY_KIND)), 0) != magic_of(OVERLAY_KIND):
+            return None
+        return _read_overlay_header(path, fd)
+    except OSError as exc:
+        raise DiskError(f"disk file '{show(path)}' cannot be read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
 def describe_chain(path: str) -> list[dict]:
     """Resolve the files a disk chain names, without opening them for writing.
 
@@ -461,16 +475,10 @@ def describe_chain(path: str) -> list[dict]:
     current = os.path.abspath(path)
     for _ in range(MAX_CHAIN):
         check_regular_file(current, "disk file")
-        with open(current, "rb") as f:
-            head = f.read(len(magic_of(OVERLAY_KIND)))
-        if head != magic_of(OVERLAY_KIND):
+        header = _peek_overlay_header(current)
+        if header is None:
             entries.append({"path": current, "kind": "raw"})
             return entries
-        fd = os.open(current, os.O_RDONLY)
-        try:
-            header = _read_overlay_header(current, fd)
-        finally:
-            os.close(fd)
         entries.append({"path": current, "kind": "overlay",
                         "parent_fingerprint": header.get("parent_fingerprint"),
                         "committed_as": header.get("committed_as")})
@@ -507,18 +515,9 @@ def open_disk(path: str, verify: bool = True, writable: bool = True):
         if len(headers) > MAX_CHAIN:
             raise DiskError(f"disk chain starting at '{show(path)}' is longer than {MAX_CHAIN} files")
         check_regular_file(current, "disk file")
-        try:
-            with open(current, "rb") as f:
-                head = f.read(len(magic_of(OVERLAY_KIND)))
-        except PermissionError:
-            raise DiskError(f"disk file '{show(current)}' cannot be read (permission denied)") from None
-        if head != magic_of(OVERLAY_KIND):
+        header = _peek_overlay_header(current)
+        if header is None:
             break
-        fd = os.open(current, os.O_RDONLY)
-        try:
-            header = _read_overlay_header(current, fd)
-        finally:
-            os.close(fd)
         headers.append((current, header))
         current = resolve_parent(os.path.abspath(current), header)
     layer = RawDisk(current, writable and not headers)
@@ -597,6 +596,9 @@ def commit_overlay(overlay: Overlay, progress=None):
     the same commit again is always safe. Returns (groups merged, the
     reopened parent).
     """
+    if not overlay._writable:
+        raise DiskError(f"overlay '{show(overlay.path)}' is opened read-only; a commit "
+                        "notes its result in the overlay")
     parent = overlay.parent
     target = parent.path
     temp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.commit.tmp")
