@@ -344,23 +344,30 @@ def cmd_disk(args) -> int:
         sys.stdout.write(describe_disk(args.file))
         return 0
     if args.disk_command == "commit":
-        from .disks import AlreadyCommitted
+        from .disks import already_committed, close_chain
         chain = describe_chain(args.overlay)
         if chain[0]["kind"] != "overlay":
-            raise MinivmError(f"'{args.overlay}' is a raw disk image, not an overlay")
+            raise MinivmError(f"'{show(args.overlay)}' is a raw disk image, not an overlay")
+        # Only the named overlay is opened for writing (for its committed_as);
+        # every file below it is read-only, and the parent is replaced, not written.
+        overlay = open_disk(args.overlay, writable=True)
         try:
-            overlay = open_disk(args.overlay)
-        except AlreadyCommitted as done:
-            _note(f"{done}; nothing to do")
-            return 0
-        try:
+            if already_committed(overlay):
+                _note(f"overlay '{show(args.overlay)}' has already been committed into "
+                      f"'{show(chain[1]['path'])}'; nothing to do")
+                return 0
             merged, parent = commit_overlay(overlay)
             parent.close()
         finally:
-            overlay.close()
-        _note(f"committed {merged} block group(s) from {args.overlay} into {chain[1]['path']}"
-              + (f"; checkpoints that used {chain[1]['path']} as their disk no longer match it"
-                 if merged else " (nothing to merge; it is unchanged)"))
+            close_chain(overlay)
+        target = show(chain[1]["path"])
+        further = ""
+        if chain[1]["kind"] == "overlay" and merged:
+            further = (f"; {target} is an overlay itself: 'minivm disk commit {target}' "
+                       f"carries them on into {show(chain[2]['path'])}")
+        _note(f"committed {merged} block group(s) from {show(args.overlay)} into {target}"
+              + (f"; checkpoints that used {target} as their disk no longer match it"
+                 if merged else " (nothing to merge; it is unchanged)") + further)
         return 0
     raise MinivmError("give a disk action: create, info or commit (see 'minivm disk --help')")
 

@@ -9,6 +9,8 @@ its parent (a raw disk or another overlay, so overlays chain). Layout::
     0 .. 4095    header: msgpack magic "minivm-overlay", then a map with the
                  format version, the parent's path and, once the parent no
                  longer changes, the parent's fingerprint (size + SHA-256)
+                 and, after a commit, the fingerprint the parent has once it
+                 holds this overlay (``committed_as``, outside the fingerprint)
     4096 ..      records, one per block group, in the order they were first
                  written: b"MVGR", group index (u32), CRC-32 of the data (u32),
                  then group_blocks * 512 bytes
@@ -17,6 +19,10 @@ A write that covers only part of a group not yet in the overlay first copies
 the group from the parent (a disk COW fault, P3). The fingerprint lets a
 checkpoint or a child overlay detect a parent that was changed or replaced
 (P10). ``commit_overlay`` merges an overlay into its parent (P10, claims 3-5).
+
+Every file below the top of a chain is opened read-only, and so is a whole
+chain opened for reading (``open_disk(..., writable=False)``): a layer is
+opened for writing only when its caller says so.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import msgpack
 
 from .container import fsync_dir, magic_of
 from .devices import BLOCK_SIZE
-from .errors import DiskError, FormatError
+from .errors import DiskError, FormatError, MinivmError, show
 
 DEFAULT_GROUP_BLOCKS = 8
 OVERLAY_KIND = "overlay"
@@ -48,11 +54,11 @@ def check_regular_file(path: str, what: str) -> int:
     try:
         info = os.stat(path)
     except FileNotFoundError:
-        raise DiskError(f"{what} '{path}' does not exist") from None
+        raise DiskError(f"{what} '{show(path)}' does not exist") from None
     except OSError as exc:
-        raise DiskError(f"{what} '{path}' cannot be examined: {exc.strerror}") from None
+        raise DiskError(f"{what} '{show(path)}' cannot be examined: {exc.strerror}") from None
     if not stat.S_ISREG(info.st_mode):
-        raise DiskError(f"{what} '{path}' is not a regular file")
+        raise DiskError(f"{what} '{show(path)}' is not a regular file")
     return info.st_size
 
 
@@ -62,6 +68,13 @@ def fingerprint_file(path: str, expected_size: int | None = None) -> dict:
     Reads no more than the size the file system reports (a /proc file may
     report 0 and stream forever); with ``expected_size``, a file of another
     size is answered without reading it at all.
+
+    An overlay's ``committed_as`` (the note a commit leaves in its header) is
+    not part of the fingerprint: the SHA-256 is taken over the header as it
+    was without it. A commit changes what the overlay's parent holds, never
+    what reading through the overlay gives, so checkpoints and child overlays
+    that recorded the overlay's fingerprint still match it after a commit
+    (or after one that was killed or failed half-way).
     """
     size = check_regular_file(path, "disk file")
     if expected_size is not None and size != expected_size:
@@ -69,30 +82,52 @@ def fingerprint_file(path: str, expected_size: int | None = None) -> dict:
     digest = hashlib.sha256()
     done = 0
     with open(path, "rb") as f:
+        first = f.read(min(HEADER_SIZE, size))
+        done = len(first)
+        digest.update(_fingerprinted_header(first))
         while done < size and (chunk := f.read(min(1 << 20, size - done))):
             digest.update(chunk)
             done += len(chunk)
         if done != size or f.read(1):
-            raise DiskError(f"disk file '{path}' changed size while being read")
+            raise DiskError(f"disk file '{show(path)}' changed size while being read")
     return {"size": size, "sha256": digest.hexdigest()}
 
 
-def _open_rw(path: str, what: str, writable: bool = True):
+def _fingerprinted_header(first: bytes) -> bytes:
+    """The first HEADER_SIZE bytes of a file as its fingerprint sees them: an
+    overlay header without its ``committed_as``; anything else as it is."""
+    if len(first) < HEADER_SIZE or not first.startswith(magic_of(OVERLAY_KIND)):
+        return first
+    try:
+        header = _parse_overlay_header(first, "overlay")
+    except FormatError:
+        return first
+    if "committed_as" not in header:
+        return first
+    header = {k: v for k, v in header.items() if k != "committed_as"}
+    try:
+        return _header_block(header)
+    except DiskError:
+        return first
+
+
+def _open_rw(path: str, what: str, writable: bool):
+    """A descriptor on a disk file: read-write only when ``writable`` says so
+    (no default: every caller says which it means)."""
     try:
         return os.open(path, os.O_RDWR if writable else os.O_RDONLY)
     except FileNotFoundError:
-        raise DiskError(f"{what} '{path}' does not exist") from None
+        raise DiskError(f"{what} '{show(path)}' does not exist") from None
     except IsADirectoryError:
-        raise DiskError(f"{what} '{path}' is a directory, not a disk image") from None
+        raise DiskError(f"{what} '{show(path)}' is a directory, not a disk image") from None
     except PermissionError:
-        raise DiskError(f"{what} '{path}' cannot be opened for writing (permission denied); "
-                        "minivm writes to the disk image, so it must be writable") from None
+        if not writable:
+            raise DiskError(f"{what} '{show(path)}' cannot be read (permission denied)") from None
+        raise DiskError(f"{what} '{show(path)}' cannot be opened for writing (permission "
+                        "denied); minivm writes to the disk image, so it must be "
+                        "writable") from None
     except OSError as exc:
-        raise DiskError(f"{what} '{path}' cannot be opened: {exc.strerror}") from None
-
-
-class AlreadyCommitted(DiskError):
-    """The overlay's parent already holds the overlay (a commit finished)."""
+        raise DiskError(f"{what} '{show(path)}' cannot be opened: {exc.strerror}") from None
 
 
 class _Layer:
@@ -136,7 +171,7 @@ class RawDisk(_Layer):
 
     kind = "raw"
 
-    def __init__(self, path: str, writable: bool = True):
+    def __init__(self, path: str, writable: bool):
         self.path = os.path.abspath(path)
         check_regular_file(path, "disk image")
         self._fd = _open_rw(path, "disk image", writable)
@@ -144,7 +179,7 @@ class RawDisk(_Layer):
         size = os.fstat(self._fd).st_size
         if size % BLOCK_SIZE:
             os.close(self._fd)
-            raise DiskError(f"disk image '{path}' is {size} bytes, not a multiple of "
+            raise DiskError(f"disk image '{show(path)}' is {size} bytes, not a multiple of "
                             f"{BLOCK_SIZE} (the block size); create one with "
                             "'minivm disk create FILE SIZE'")
         self.block_count = size // BLOCK_SIZE
@@ -153,14 +188,14 @@ class RawDisk(_Layer):
     def read_blocks(self, block: int, count: int) -> bytes:
         data = os.pread(self._fd, count * BLOCK_SIZE, block * BLOCK_SIZE)
         if len(data) != count * BLOCK_SIZE:
-            raise DiskError(f"disk image '{self.path}' shrank while in use")
+            raise DiskError(f"disk image '{show(self.path)}' shrank while in use")
         return data
 
     def write_blocks(self, block: int, data: bytes) -> None:
         try:
             os.pwrite(self._fd, data, block * BLOCK_SIZE)
         except OSError as exc:
-            raise DiskError(f"cannot write disk image '{self.path}': {exc.strerror}") from None
+            raise DiskError(f"cannot write disk image '{show(self.path)}': {exc.strerror}") from None
 
     def fingerprint(self) -> dict:
         return fingerprint_file(self.path)
@@ -170,12 +205,12 @@ def create_raw_disk(path: str, size: int) -> None:
     if size % BLOCK_SIZE or size < 0:
         raise DiskError(f"disk size {size} is not a multiple of {BLOCK_SIZE} bytes")
     if os.path.exists(path):
-        raise DiskError(f"'{path}' already exists; minivm will not overwrite it")
+        raise DiskError(f"'{show(path)}' already exists; minivm will not overwrite it")
     try:
         with open(path, "xb") as f:
             f.truncate(size)
     except OSError as exc:
-        raise DiskError(f"cannot create disk image '{path}': {exc.strerror}") from None
+        raise DiskError(f"cannot create disk image '{show(path)}': {exc.strerror}") from None
 
 
 def _relpath(target: str, start_dir: str) -> str:
@@ -200,6 +235,7 @@ class Overlay(_Layer):
         self.block_count = header["block_count"]
         self._records = records        # group index -> record slot
         self._writable = True
+        self.parent_committed = False  # the parent is what a commit of this overlay made
         self.cow_faults = 0
         self.writes = 0
 
@@ -217,27 +253,29 @@ class Overlay(_Layer):
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
-            raise DiskError(f"overlay '{path}' already exists; minivm will not overwrite it") from None
+            raise DiskError(f"overlay '{show(path)}' already exists; minivm will not overwrite it") from None
         except OSError as exc:
-            raise DiskError(f"cannot create overlay '{path}': {exc.strerror}") from None
+            raise DiskError(f"cannot create overlay '{show(path)}': {exc.strerror}") from None
         overlay = cls(path, fd, header, parent, {})
         overlay._write_header()
         return overlay
 
     def _write_header(self) -> None:
-        blob = magic_of(OVERLAY_KIND) + msgpack.packb(self.header, use_bin_type=True)
-        if len(blob) > HEADER_SIZE - 36:
-            raise DiskError(f"overlay '{self.path}': parent path is too long")
-        digest = hashlib.sha256(blob).digest()
-        padded = blob + b"\0" * (HEADER_SIZE - 32 - len(blob)) + digest
-        os.pwrite(self._fd, padded, 0)
+        os.pwrite(self._fd, _header_block(self.header, self.path), 0)
 
     def set_parent_fingerprint(self, fingerprint: dict) -> None:
         """The parent will not change any more: record how to recognise it.
-        (An overlay opened read-only, below a resumed run, already has it.)"""
-        if self.header.get("parent_fingerprint") != fingerprint:
-            self.header["parent_fingerprint"] = fingerprint
-            self._write_header()
+        (An overlay opened read-only, below a resumed run, already has it:
+        as its parent_fingerprint, or as its committed_as once it was committed.)"""
+        recorded = self.header.get("parent_fingerprint")
+        if fingerprint == recorded or (recorded is not None
+                                       and fingerprint == self.header.get("committed_as")):
+            return
+        if not self._writable:
+            raise DiskError(f"overlay '{show(self.path)}' is opened read-only, and its parent "
+                            f"'{show(self.parent.path)}' no longer matches it")
+        self.header["parent_fingerprint"] = fingerprint
+        self._write_header()
 
     def reparent(self, parent, fingerprint: dict | None) -> None:
         self.parent = parent
@@ -319,7 +357,7 @@ class Overlay(_Layer):
         try:
             os.pwrite(self._fd, record, self._slot_offset(slot))
         except OSError as exc:
-            raise DiskError(f"cannot write overlay '{self.path}': {exc.strerror}") from None
+            raise DiskError(f"cannot write overlay '{show(self.path)}': {exc.strerror}") from None
 
     def groups(self) -> list[int]:
         return sorted(self._records)
@@ -333,9 +371,27 @@ class Overlay(_Layer):
 
 
 
+def _header_block(header: dict, path: str = "") -> bytes:
+    """An overlay's first HEADER_SIZE bytes for ``header``: magic, map, zero
+    padding, SHA-256 of magic and map."""
+    blob = magic_of(OVERLAY_KIND) + msgpack.packb(header, use_bin_type=True)
+    if len(blob) > HEADER_SIZE - 36:
+        raise DiskError(f"overlay '{show(path)}': parent path is too long")
+    digest = hashlib.sha256(blob).digest()
+    return blob + b"\0" * (HEADER_SIZE - 32 - len(blob)) + digest
+
+
 def _read_overlay_header(path: str, fd: int) -> dict:
-    what = f"overlay '{path}'"
-    raw = os.pread(fd, HEADER_SIZE, 0)
+    return _parse_overlay_header(os.pread(fd, HEADER_SIZE, 0), path)
+
+
+def _valid_fingerprint(fp) -> bool:
+    return (isinstance(fp, dict) and isinstance(fp.get("sha256"), str)
+            and isinstance(fp.get("size"), int))
+
+
+def _parse_overlay_header(raw: bytes, path: str) -> dict:
+    what = f"overlay '{show(path)}'"
     if len(raw) < HEADER_SIZE:
         raise FormatError(f"{what} is truncated (its header is incomplete)")
     magic = magic_of(OVERLAY_KIND)
@@ -366,9 +422,10 @@ def _read_overlay_header(path: str, fd: int) -> dict:
     if not 1 <= header["group_blocks"] <= 4096 or not 0 <= header["block_count"] < 1 << 40:
         raise FormatError(f"{what} has a corrupt header (sizes out of range)")
     fp = header.get("parent_fingerprint")
-    if fp is not None and not (isinstance(fp, dict) and isinstance(fp.get("sha256"), str)
-                               and isinstance(fp.get("size"), int)):
+    if fp is not None and not _valid_fingerprint(fp):
         raise FormatError(f"{what} has a corrupt header (parent fingerprint)")
+    if "committed_as" in header and not _valid_fingerprint(header["committed_as"]):
+        raise FormatError(f"{what} has a corrupt header (committed_as)")
     return header
 
 
@@ -385,7 +442,7 @@ def _scan_records(path: str, fd: int, header: dict) -> dict:
         content = blob[_RECORD.size:]
         if magic != _RECORD_MAGIC or group >= ngroups or group in records \
                 or zlib.crc32(content) != crc:
-            raise FormatError(f"overlay '{path}' is corrupt: block group record {slot} is damaged")
+            raise FormatError(f"overlay '{show(path)}' is corrupt: block group record {slot} is damaged")
         records[group] = slot
         slot += 1
     # A partial record at the end is a write that a crash cut short; it was
@@ -393,30 +450,40 @@ def _scan_records(path: str, fd: int, header: dict) -> dict:
     return records
 
 
+def _peek_overlay_header(path: str) -> dict | None:
+    """An overlay's header, read through a read-only descriptor; None for a
+    file that is not an overlay (a raw disk)."""
+    fd = _open_rw(path, "disk file", writable=False)
+    try:
+        if os.pread(fd, len(magic_of(OVERLAY_KIND)), 0) != magic_of(OVERLAY_KIND):
+            return None
+        return _read_overlay_header(path, fd)
+    except OSError as exc:
+        raise DiskError(f"disk file '{show(path)}' cannot be read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
 def describe_chain(path: str) -> list[dict]:
     """Resolve the files a disk chain names, without opening them for writing.
 
     Returns one entry per file, top first: path, kind and (for overlays) the
-    parent fingerprint recorded in the header.
+    parent fingerprint recorded in the header and ``committed_as`` (None
+    unless the overlay was committed).
     """
     entries = []
     current = os.path.abspath(path)
     for _ in range(MAX_CHAIN):
         check_regular_file(current, "disk file")
-        with open(current, "rb") as f:
-            head = f.read(len(magic_of(OVERLAY_KIND)))
-        if head != magic_of(OVERLAY_KIND):
+        header = _peek_overlay_header(current)
+        if header is None:
             entries.append({"path": current, "kind": "raw"})
             return entries
-        fd = os.open(current, os.O_RDONLY)
-        try:
-            header = _read_overlay_header(current, fd)
-        finally:
-            os.close(fd)
         entries.append({"path": current, "kind": "overlay",
-                        "parent_fingerprint": header.get("parent_fingerprint")})
+                        "parent_fingerprint": header.get("parent_fingerprint"),
+                        "committed_as": header.get("committed_as")})
         current = resolve_parent(current, header)
-    raise DiskError(f"disk chain starting at '{path}' is longer than {MAX_CHAIN} files")
+    raise DiskError(f"disk chain starting at '{show(path)}' is longer than {MAX_CHAIN} files")
 
 
 def locate(folder: str, relpath: str, abspath: str) -> str:
@@ -446,47 +513,43 @@ def open_disk(path: str, verify: bool = True, writable: bool = True):
     current = path
     while True:
         if len(headers) > MAX_CHAIN:
-            raise DiskError(f"disk chain starting at '{path}' is longer than {MAX_CHAIN} files")
+            raise DiskError(f"disk chain starting at '{show(path)}' is longer than {MAX_CHAIN} files")
         check_regular_file(current, "disk file")
-        try:
-            with open(current, "rb") as f:
-                head = f.read(len(magic_of(OVERLAY_KIND)))
-        except PermissionError:
-            raise DiskError(f"disk file '{current}' cannot be read (permission denied)") from None
-        if head != magic_of(OVERLAY_KIND):
+        header = _peek_overlay_header(current)
+        if header is None:
             break
-        fd = os.open(current, os.O_RDONLY)
-        try:
-            header = _read_overlay_header(current, fd)
-        finally:
-            os.close(fd)
         headers.append((current, header))
         current = resolve_parent(os.path.abspath(current), header)
     layer = RawDisk(current, writable and not headers)
     try:
         for depth, (overlay_path, header) in enumerate(reversed(headers)):
             expected = header.get("parent_fingerprint")
+            committed = False
             if verify and expected is not None:
                 actual = layer.fingerprint()
-                if actual != expected and actual == header.get("committed_as"):
-                    raise AlreadyCommitted(f"overlay '{overlay_path}' has already been committed "
-                                           f"into '{layer.path}'")
-                if actual != expected:
-                    raise DiskError(f"overlay '{overlay_path}' was made on top of '{layer.path}', "
-                                    "but that file has changed since (its size or contents "
-                                    "differ); the overlay cannot be used on the changed file")
+                # A parent the overlay was committed into holds the overlay's own
+                # groups on top of what it held: reading through the overlay gives
+                # exactly what it gave, so the overlay (and all above it) still works.
+                committed = actual != expected and actual == header.get("committed_as")
+                if actual != expected and not committed:
+                    raise DiskError(f"overlay '{show(overlay_path)}' was made on top of "
+                                    f"'{show(layer.path)}', but that file has changed since "
+                                    "(its size or contents differ); the overlay cannot be "
+                                    "used on the changed file")
             if layer.block_count != header["block_count"]:
-                raise DiskError(f"overlay '{overlay_path}' expects a {header['block_count']}-block "
-                                f"parent, but '{layer.path}' has {layer.block_count} blocks")
+                raise DiskError(f"overlay '{show(overlay_path)}' expects a "
+                                f"{header['block_count']}-block parent, but "
+                                f"'{show(layer.path)}' has {layer.block_count} blocks")
             top = depth == len(headers) - 1
             layer = _open_overlay_file(overlay_path, layer, writable and top)
+            layer.parent_committed = committed
     except BaseException:
         close_chain(layer)
         raise
     return layer
 
 
-def _open_overlay_file(path: str, parent, writable: bool = True) -> Overlay:
+def _open_overlay_file(path: str, parent, writable: bool) -> Overlay:
     fd = _open_rw(path, "overlay", writable)
     try:
         header = _read_overlay_header(path, fd)
@@ -498,22 +561,54 @@ def _open_overlay_file(path: str, parent, writable: bool = True) -> Overlay:
         raise
 
 
+def already_committed(overlay: Overlay) -> bool:
+    """True when committing ``overlay`` would change nothing: its parent is the
+    file an earlier commit of it made (it matches ``committed_as``, checked by
+    ``open_disk``) and already holds every block group the overlay has now.
+    Reads the overlay's groups from both files, so it is never a guess."""
+    if not getattr(overlay, "parent_committed", False):
+        return False
+    for group in overlay.groups():
+        start = group * overlay.group_blocks
+        n = min(overlay.group_blocks, overlay.block_count - start)
+        if overlay.parent.read_blocks(start, n) != overlay.group_data(group)[:n * BLOCK_SIZE]:
+            return False
+    return True
+
+
 def commit_overlay(overlay: Overlay, progress=None):
     """Merge ``overlay`` into its parent (P10, claims 3-4), atomically.
 
     The parent is copied beside itself, the overlay's groups are applied to
-    the copy, the copy is fsynced and renamed over the parent. A crash at
-    any point leaves the parent either untouched or fully committed, and the
-    overlay intact. Returns (groups merged, the reopened parent).
+    the copy, the copy is fsynced, its fingerprint is noted in the overlay's
+    header as ``committed_as`` (fsynced), and the copy is renamed over the
+    parent. What a commit changes: the parent's content (at the rename, all
+    at once) and the overlay's ``committed_as``, which no fingerprint covers
+    (``fingerprint_file``). So reading through the overlay, or through any
+    file above it, gives the same data before, during and after the commit,
+    and every checkpoint whose chain holds the overlay stays resumable; only
+    the parent itself, read on its own, changes.
+
+    A crash or an error before the rename leaves every file as it was (the
+    overlay's header is put back on an error; after a crash its
+    ``committed_as`` names a file that never came to be, which matches
+    nothing); a crash after it leaves the parent fully committed. Running
+    the same commit again is always safe. Returns (groups merged, the
+    reopened parent).
     """
+    if not overlay._writable:
+        raise DiskError(f"overlay '{show(overlay.path)}' is opened read-only; a commit "
+                        "notes its result in the overlay")
     parent = overlay.parent
     target = parent.path
     temp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.commit.tmp")
     groups = overlay.groups()
+    old_header = dict(overlay.header)
+    renamed = False
     try:
         shutil.copyfile(target, temp)
-        merged = (RawDisk(temp) if parent.kind == "raw"
-                  else _open_overlay_file(temp, parent.parent))
+        merged = (RawDisk(temp, writable=True) if parent.kind == "raw"
+                  else _open_overlay_file(temp, parent.parent, writable=True))
         try:
             for i, group in enumerate(groups):
                 start = group * overlay.group_blocks
@@ -524,21 +619,41 @@ def commit_overlay(overlay: Overlay, progress=None):
             merged.sync()
         finally:
             merged.close()
-        # Say what the parent will be, before it is: a commit cut short after
-        # the rename is then recognised as done, not as a changed parent.
+        # Say what the parent will be, before it is: after the rename the
+        # overlay (and every file above it) is then recognised as still
+        # valid on the committed parent, not refused as made on a changed one.
         overlay.header["committed_as"] = fingerprint_file(temp)
         overlay._write_header()
         overlay.sync()
         os.replace(temp, target)
+        renamed = True
         fsync_dir(os.path.dirname(target))
-    except OSError as exc:
+    except (OSError, MinivmError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        if renamed:
+            raise DiskError(f"committed into '{show(target)}', but its folder could not be "
+                            f"synced ({reason}); a power failure now may undo the "
+                            "commit: run it again") from None
+        _undo_commit(overlay, old_header, temp)
+        raise DiskError(f"cannot commit into '{show(target)}': {reason}; "
+                        "it is unchanged, and so is the overlay") from None
+    parent.close()                      # its descriptor still names the old file
+    reopened = (RawDisk(target, writable=False) if parent.kind == "raw"
+                else _open_overlay_file(target, parent.parent, writable=False))
+    return len(groups), reopened
+
+
+def _undo_commit(overlay: Overlay, old_header: dict, temp: str) -> None:
+    """After a commit failed before its rename: drop the copy and put the
+    overlay's header back. Never raises (it runs after a failure)."""
+    try:
+        os.unlink(temp)
+    except OSError:
+        pass
+    if overlay.header != old_header:
+        overlay.header = old_header
         try:
-            os.unlink(temp)
+            overlay._write_header()
+            overlay.sync()
         except OSError:
             pass
-        raise DiskError(f"cannot commit into '{target}': {exc.strerror}; "
-                        "it is unchanged") from None
-    parent.close()                      # its descriptor still names the old file
-    reopened = (RawDisk(target) if parent.kind == "raw"
-                else _open_overlay_file(target, parent.parent))
-    return len(groups), reopened

@@ -15,6 +15,7 @@ from .disks import BLOCK_SIZE, close_chain, describe_chain, fingerprint_file, lo
 from .errors import MinivmError, show
 from .machine import MACHINE_STATE
 from .memory import PAGE_SIZE, format_size
+from .resume import resolve_disk_chain
 from .state import ListOf
 
 
@@ -89,9 +90,16 @@ def describe_checkpoint(ckpt) -> str:
         lines.append("  disk: none attached")
     else:
         lines.append("  disk chain (the checkpointed disk, top first):")
-        for entry in ckpt.disk["chain"]:
+        try:                  # as resume sees it (a parent committed into reads the same)
+            found = resolve_disk_chain(ckpt, allow_changed=True)
+        except (OSError, MinivmError):
+            found = None
+        for i, entry in enumerate(ckpt.disk["chain"]):
             fp = entry["fingerprint"]
-            lines.append(f"    {show(entry['kind']):<7} {_disk_status(entry, ckpt)}")
+            status = (_disk_status(entry, ckpt) if found is None or found[i]["status"]
+                      in ("unchanged", "CHANGED") else
+                      f"{show(found[i]['resolved'])} (present, {show(found[i]['status'])})")
+            lines.append(f"    {show(entry['kind']):<7} {status}")
             lines.append(f"            {fp['size']} bytes, sha256 {show(fp['sha256'][:16])}...")
         late = ckpt.disk.get("reads_not_landed") or []
         if late:

@@ -4,7 +4,8 @@ The rules are in docs/contract.md (sections 5-6) and docs/protocol.md.
 
 * :func:`read_checkpoint` loads and validates a checkpoint file;
 * :func:`resolve_disk_chain` finds each file of the checkpointed disk chain
-  and checks it against its fingerprint (P10);
+  and checks it against its fingerprint (P10); :func:`open_chain` opens it,
+  read-only;
 * :func:`resume` rebuilds the machine, with a fresh overlay on top of the
   checkpointed disk so the checkpoint can be resumed again;
 * :func:`export_checkpoint` copies a checkpoint and its disk chain into a
@@ -20,7 +21,7 @@ import shutil
 
 from .ckptfile import Checkpoint, load_checkpoint
 from .container import read_file_capped
-from .disks import Overlay, describe_chain, fingerprint_file, locate, open_disk
+from .disks import Overlay, close_chain, describe_chain, fingerprint_file, locate, open_disk
 from .errors import DiskError, FormatError, MinivmError, show
 from .machine import Machine
 from .store import CheckpointStore, StoreError
@@ -55,10 +56,21 @@ def resolve_disk_chain(ckpt: Checkpoint, disk_override: str | None = None,
         raise DiskError(f"the checkpoint's disk is a chain of {len(chain)} file(s), but "
                         f"'{show(top_path)}' leads to {len(found)}")
     resolved = []
+    above = None                       # the entry above this one in the chain, as found
     for expected, actual in zip(chain, found):
         fingerprint = fingerprint_file(actual["path"], expected["fingerprint"]["size"])
+        committed_as = above.get("committed_as") if above else None
+        if fingerprint != expected["fingerprint"] and committed_as:
+            # (a file of an unexpected size was not read; the commit's may be that size)
+            fingerprint = fingerprint_file(actual["path"], committed_as["size"])
         status = "unchanged"
-        if fingerprint != expected["fingerprint"]:
+        if fingerprint != expected["fingerprint"] and _committed_into(above, expected,
+                                                                      fingerprint):
+            # The overlay above was committed into this file: the file changed,
+            # but only in groups the overlay holds, so the chain reads the same.
+            status = (f"committed into from {show(os.path.basename(above['path']))}; "
+                      "the chain reads the same")
+        elif fingerprint != expected["fingerprint"]:
             if not allow_changed:
                 raise DiskError(
                     f"disk file '{show(actual['path'])}' has changed since the checkpoint was taken "
@@ -68,7 +80,26 @@ def resolve_disk_chain(ckpt: Checkpoint, disk_override: str | None = None,
                     "reproduce the run (--allow-changed-disk resumes anyway)")
             status = "CHANGED"
         resolved.append({**expected, "resolved": actual["path"], "status": status})
+        above = actual
     return resolved
+
+
+def _committed_into(above: dict | None, expected: dict, fingerprint: dict) -> bool:
+    """Whether the file below ``above`` (an entry of describe_chain) is what a
+    commit of ``above`` made of the file the checkpoint recorded: ``above``
+    was made on exactly that file and notes the file's fingerprint now as
+    ``committed_as``. (``above`` itself was checked against its own recorded
+    fingerprint first, which a commit does not change.)"""
+    return (above is not None and above["kind"] == "overlay"
+            and above.get("parent_fingerprint") == expected["fingerprint"]
+            and above.get("committed_as") == fingerprint)
+
+
+def open_chain(chain: list[dict]):
+    """Open a checkpoint's disk chain, as resolve_disk_chain found it, for
+    reading only: the one way every path (resume, the REPL's restore and
+    diff) opens a checkpointed disk. The caller closes it (disks.close_chain)."""
+    return open_disk(chain[0]["resolved"], verify=False, writable=False)
 
 
 def export_checkpoint(ckpt: Checkpoint, folder: str) -> list[str]:
@@ -115,14 +146,19 @@ def resume(ckpt: Checkpoint, store: CheckpointStore, *, disk_override: str | Non
     else:
         if chain is None:
             chain = resolve_disk_chain(ckpt, disk_override)
-        base = open_disk(chain[0]["resolved"], verify=False, writable=False)
-        seq = store.next_sequence()
-        overlay_path = store.overlay_path(f"resume-{seq:04d}")
-        if overlay_path is None:
-            raise StoreError("resuming a checkpoint with a disk needs a folder for the overlay")
-        disk_layer = Overlay.create(overlay_path, base,
-                                    group_blocks or ckpt.disk.get("group_blocks", 8),
-                                    parent_fingerprint=base.fingerprint())
+        base = open_chain(chain)
+        try:
+            seq = store.next_sequence()
+            overlay_path = store.overlay_path(f"resume-{seq:04d}")
+            if overlay_path is None:
+                raise StoreError("resuming a checkpoint with a disk needs a folder for the "
+                                 "overlay")
+            disk_layer = Overlay.create(overlay_path, base,
+                                        group_blocks or ckpt.disk.get("group_blocks", 8),
+                                        parent_fingerprint=base.fingerprint())
+        except BaseException:
+            close_chain(base)
+            raise
     state = ckpt.state
     try:
         machine = Machine(ckpt.image, memory_size=ckpt.memory_size, disk=disk_layer,
@@ -133,7 +169,7 @@ def resume(ckpt: Checkpoint, store: CheckpointStore, *, disk_override: str | Non
             machine.memory.load_page(index, data)
     except (ValueError, MinivmError) as exc:
         if disk_layer is not None:
-            disk_layer.close()
+            close_chain(disk_layer)
             os.unlink(disk_layer.path)
         if isinstance(exc, FormatError):
             raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -24,7 +25,9 @@ from hypothesis import strategies as st
 from ckpt_strategies import close_disks
 from minivm.assembler import assemble
 from minivm.checkpoint import Checkpointer
-from minivm.resume import read_checkpoint, resolve_disk_chain, resume
+from minivm.repl import Session
+from minivm.report import describe_checkpoint, describe_disk
+from minivm.resume import export_checkpoint, read_checkpoint, resolve_disk_chain, resume
 from minivm.container import ContainerWriter, pack, read_container
 from minivm.devices import BufferSink, ConsoleInput
 from minivm.disks import Overlay, describe_chain, open_disk
@@ -429,3 +432,87 @@ def test_disk_path_from_a_checkpoint_is_shown_escaped(seed, tmp_path):
                    input=b"")
     err = proc.stderr.decode()
     assert proc.returncode == 2 and "gone\\x1b[2J\\n.img" in err and "\x1b" not in err, err
+
+
+# --- 3. every path that reads a checkpoint opens its disk chain read-only ---------------------------
+
+#: Run inside a child ``python -m minivm``: an audit hook appends every file opened
+#: for writing to the file named by MINIVM_TEST_WRITES, then minivm runs as usual.
+_WRITES_HOOK = """
+import os, sys
+log = os.environ["MINIVM_TEST_WRITES"]
+W = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+def hook(event, args):
+    if event == "open" and not isinstance(args[0], int):
+        path, mode, flags = args
+        writes = (bool(flags & W) if isinstance(flags, int)
+                  else any(c in (mode or "") for c in "wax+"))
+        if writes and os.fsdecode(path) != log:
+            with open(log, "a") as f:
+                f.write(os.path.abspath(os.fsdecode(path)) + "\\n")
+sys.addaudithook(hook)
+from minivm.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _read_only_seed(seed, tmp_path) -> tuple[Path, set]:
+    """A copy of the seed whose disk chain files are mode 0o444."""
+    folder, _ = seed
+    work = tmp_path / "ro"
+    shutil.copytree(folder, work)
+    chain = {str(work / "disk.img"), str(work / "ck" / "ckpt-0001.cow")}
+    for path in chain:
+        os.chmod(path, 0o444)
+    return work, chain
+
+
+def test_every_path_opens_the_checkpointed_disk_read_only(seed, tmp_path):
+    """resume, the REPL's restore and diff (file against now, file against file),
+    inspect, disk info, export: with the chain files made read-only (0o444), each
+    works, and none opens a file of the chain for writing (seen by the audit hook,
+    which also catches what root's permissions would let through). Found: diff
+    opened the checkpointed disk with O_RDWR."""
+    work, chain = _read_only_seed(seed, tmp_path)
+    ck = work / "ck"
+    before = {p: Path(p).read_bytes() for p in chain}
+    out = io.StringIO()
+    with opened_files() as files:
+        ckpt = read_checkpoint(str(ck / "ckpt-0002.mvc"))
+        machine, _ = resume(ckpt, FileStore(str(tmp_path / "s1")), console_sink=BufferSink(),
+                            console_input=ConsoleInput(b""))
+        assert machine.run(5_000_000).reason == "halt"
+        close_disks(machine)
+        session = Session(out=out, checkpoint_dir=str(tmp_path / "s2"))
+        for line in (f"restore {ck / 'ckpt-0002.mvc'}", f"diff {ck / 'ckpt-0001.mvc'} now",
+                     f"diff {ck / 'ckpt-0001.mvc'} {ck / 'ckpt-0002.mvc'}", "continue",
+                     f"restore {ck / 'ckpt-0001.mvc'}", "continue"):
+            assert session.execute(line), (line, out.getvalue())
+        session.execute("quit")
+        describe_checkpoint(read_checkpoint(str(ck / "ckpt-0002.mvc")))
+        describe_disk(str(ck / "ckpt-0002.cow"))
+        export_checkpoint(read_checkpoint(str(ck / "ckpt-0002.mvc")), str(tmp_path / "exp"))
+    text = out.getvalue()
+    assert "disk: same" in text or "disk:" in text, text
+    assert "error" not in text.lower(), text
+    writes = sorted({p for p, w in files if w and p in chain})
+    assert not writes, f"a checkpointed disk file was opened for writing: {writes}"
+    assert {p: Path(p).read_bytes() for p in chain} == before
+    # The same through the command line, in a child process with the audit hook.
+    log = tmp_path / "writes.log"
+    environment = dict(os.environ, MINIVM_TEST_WRITES=str(log),
+                       PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    batch = tmp_path / "batch.txt"
+    batch.write_text(f"restore {ck / 'ckpt-0002.mvc'}\ndiff {ck / 'ckpt-0001.mvc'} now\n"
+                     "continue\n")
+    for args in (["resume", str(ck / "ckpt-0002.mvc"), "--checkpoint-dir", str(tmp_path / "c1")],
+                 ["repl", "--batch", str(batch)],
+                 ["inspect", str(ck / "ckpt-0002.mvc")],
+                 ["disk", "info", str(ck / "ckpt-0002.cow")],
+                 ["export", str(ck / "ckpt-0002.mvc"), str(tmp_path / "exp2")]):
+        proc = subprocess.run([sys.executable, "-c", _WRITES_HOOK, *args], input=b"",
+                              capture_output=True, env=environment, timeout=120, cwd=tmp_path)
+        assert proc.returncode == 0, (args, proc.stderr.decode())
+        written = set(log.read_text().split()) if log.exists() else set()
+        assert not written & chain, f"minivm {args[0]} opened {written & chain} for writing"
+    assert {p: Path(p).read_bytes() for p in chain} == before

@@ -7,7 +7,7 @@ import os
 import re
 
 from ... import isa
-from ...resume import read_checkpoint, resolve_disk_chain, resume
+from ...resume import open_chain, read_checkpoint, resolve_disk_chain, resume
 from ...container import write_text_atomically
 from ...devices import ConsoleInput
 from ...errors import MinivmError
@@ -212,10 +212,9 @@ def _view(s, spec: str) -> render.View:
     view = render.View(name, list(cpu["regs"]), cpu["pc"], cpu["tick"], cpu["halted"],
                        ckpt.state, ckpt.memory_size, dict(ckpt.pages))
     if ckpt.disk is not None:
-        from ...disks import open_disk
         try:
             chain = resolve_disk_chain(ckpt, None)
-            top = open_disk(chain[0]["resolved"])
+            top = open_chain(chain)
             view.disk = top
             view.closers = tuple(layer.close for layer in top.chain())
         except MinivmError as exc:
