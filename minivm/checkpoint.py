@@ -44,6 +44,7 @@ flight are sent to the overlay so the checkpointed disk is final at once.
 
 from __future__ import annotations
 
+import bisect
 import os
 import time
 from dataclasses import dataclass
@@ -416,12 +417,21 @@ class Checkpointer(Hooks):
 
     def _pending_read_then_write(self) -> bool:
         """P8 (claim 16): a pending read followed by a pending write to a common block."""
-        queue = list(self.machine.disk.queue)
-        for i, first in enumerate(queue):
-            if first.is_read:
-                for later in queue[i + 1:]:
-                    if not later.is_read and set(first.blocks()) & set(later.blocks()):
-                        return True
+        starts: list[int] = []          # the blocks of the reads so far, as disjoint
+        ends: list[int] = []            # intervals [starts[k], ends[k]), sorted
+        for request in self.machine.disk.queue:   # one pass, not pairs: up to 65,536 requests
+            lo, hi = request.block, request.block + request.count
+            if lo == hi:
+                continue
+            k = bisect.bisect_right(ends, lo)         # the first interval ending after lo
+            if not request.is_read:
+                if k < len(starts) and starts[k] < hi:
+                    return True
+                continue
+            j = bisect.bisect_left(starts, hi, lo=k)  # intervals [k, j) touch [lo, hi)
+            if k < j:
+                lo, hi = min(lo, starts[k]), max(hi, ends[j - 1])
+            starts[k:j], ends[k:j] = [lo], [hi]
         return False
 
     # --- in-flight DMA rules (machine.Hooks; the machine's DMA port calls these) ---

@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 
 from .container import ContainerWriter, pack, read_container, unpack_bounded
-from .devices import DEFAULT_MAX_INFLIGHT
+from .devices import MAX_INFLIGHT
 from .errors import FormatError
 from .disks import MAX_CHAIN
 from .image import Image
@@ -136,8 +136,7 @@ def _check_state(image: Image, state: dict, disk, what: str) -> None:
     The disk itself is not opened here (resume finds and checks it), so
     queued requests are checked against the disk's size only on resume; they
     do need the checkpoint to have a disk."""
-    limits = Limits(code_size=len(image.code), max_inflight=DEFAULT_MAX_INFLIGHT,
-                    disk_attached=disk is not None)
+    limits = Limits(code_size=len(image.code), disk_attached=disk is not None)
     try:
         MACHINE_STATE.validate(state, limits)
     except StateError as exc:
@@ -158,7 +157,8 @@ def _check_disk(disk, what: str) -> None:
         raise _bad(what, f"its disk COW group size {group!r} is not 1 .. 4096 blocks")
     for key in ("reads_not_landed", "writes_not_done"):
         ids = disk.get(key, [])
-        if not isinstance(ids, list) or len(ids) > 4096 or not all(type(i) is int for i in ids):
+        if not isinstance(ids, list) or len(ids) > MAX_INFLIGHT \
+                or not all(type(i) is int for i in ids):
             raise _bad(what, f"its disk section's '{key}' is malformed")
     for entry in disk["chain"]:
         if not isinstance(entry, dict):
