@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .container import ContainerWriter, pack, read_container, unpack_bounded
+from .container import MAX_FILE_BYTES, ContainerWriter, pack, read_container, unpack_bounded
 from .devices import MAX_INFLIGHT
 from .errors import FormatError
 from .disks import MAX_CHAIN
@@ -33,7 +33,16 @@ from .state import Limits, StateError
 
 CHECKPOINT_KIND = "checkpoint"
 CHECKPOINT_VERSION = 1
-PAGES_PER_CHUNK = 64
+#: The most sections a checkpoint file may have: the container reader takes a
+#: section index of at most 4096 entries (container.read_container).
+MAX_SECTIONS = 4096
+#: The most ``pages`` sections: all but meta, image, state and disk.
+MAX_PAGES_SECTIONS = MAX_SECTIONS - 4
+#: The fewest pages the writer puts in a ``pages`` section (all but the last
+#: hold at least this many), so that even a file of MAX_FILE_BYTES has no more
+#: than MAX_PAGES_SECTIONS of them, however the background save is paced.
+PAGES_PER_SECTION = 256
+assert MAX_FILE_BYTES // (PAGES_PER_SECTION * PAGE_SIZE) + 1 <= MAX_PAGES_SECTIONS
 
 
 @dataclass
@@ -109,7 +118,11 @@ def load_checkpoint(data: bytes, what: str) -> Checkpoint:
     memory_size = state["memory_size"]
     page_count = -(-memory_size // PAGE_SIZE)
     pages: dict[int, bytes] = {}
-    for chunk in container.all("pages"):
+    chunks = container.all("pages")
+    if len(chunks) > MAX_PAGES_SECTIONS:
+        raise _bad(what, f"it has {len(chunks)} pages sections, more than the "
+                         f"{MAX_PAGES_SECTIONS} a checkpoint may have")
+    for chunk in chunks:
         items = unpack_bounded(chunk, what)
         if not isinstance(items, list):
             raise _bad(what, "a pages section is not a list")
