@@ -252,3 +252,15 @@ def test_a_checkpoint_with_the_most_requests_in_flight_resumes(tmp_path):
     assert resumed.run(10_000_000).reason == "halt"
     assert resumed.regs[0] == MAX_INFLIGHT
     close_chain(m.disk.backing, resumed.disk.backing)
+
+
+def test_the_repl_takes_the_limits_too(tmp_path):
+    """`minivm repl` accepts the machine options of `run`; it used to ignore
+    --max-inflight (the run faulted, the REPL did not)."""
+    prog, img = program(tmp_path, 5), disk(tmp_path)
+    batch = tmp_path / "cmds.txt"
+    batch.write_text(f"load {prog}\nrun\n")
+    proc = run_cli("repl", "--disk", img, "--max-inflight", "3", "--disk-latency", "100000",
+                   "--batch", str(batch), input=b"", cwd=tmp_path)
+    out = proc.stdout.decode() + err_of(proc)
+    assert "too many disk requests in flight (the limit is 3)" in out, out
