@@ -44,14 +44,16 @@ flight are sent to the overlay so the checkpointed disk is final at once.
 
 from __future__ import annotations
 
+import bisect
 import os
 import time
 from dataclasses import dataclass
 
 from . import __version__
-from .ckptfile import CheckpointWriter, chain_entry
+from .ckptfile import PAGES_PER_SECTION, CheckpointWriter, chain_entry
+from .container import MAX_FILE_BYTES
 from .devices import BLOCK_SIZE
-from .disks import Overlay, commit_overlay
+from .disks import MAX_CHAIN, Overlay, commit_overlay
 from .errors import MinivmError
 from .machine import Hooks, Machine
 from .store import CheckpointStore, StoreError
@@ -143,6 +145,7 @@ class CheckpointJob:
         self.finished: float | None = None
         self.finished_tick: int | None = None
         self._scan = 0
+        self._batch: list = []             # pages examined, not yet in a section
         self._stage = "state"
         self._writer = CheckpointWriter(pending.file, {"name": name, "tick": self.tick})
 
@@ -178,16 +181,19 @@ class CheckpointJob:
                 self.checkpointer.log(self, "P4", "device state written to the store")
             if self._stage == "wait-reads":
                 if self.inflight_reads:
+                    self.pending.suspend()          # no open file while it waits
                     return budget                   # P5: memory waits for those reads
                 self._stage = "pages"
             if self._stage == "pages":
                 budget = self._save_pages(budget)
                 if self._scan < self.frozen.page_count():
+                    self.pending.suspend()          # closed until the next batch
                     return budget
                 self._stage = "wait-disk"
                 self.checkpointer.log(self, "P4", f"{self.pages_saved} pages written")
             if self._stage == "wait-disk":
                 if not self.checkpointer.chain_sealed(self.chain):
+                    self.pending.suspend()
                     return budget
                 self._finish()
         except (OSError, MinivmError) as exc:
@@ -213,10 +219,21 @@ class CheckpointJob:
             self.pages_done += len(allocated)
             budget -= max(1, len(allocated))
             self._scan = stop
-        if batch:
-            self._writer.pages(batch)
-            self.pages_saved += len(batch)
+        self._batch += batch
+        if self._batch and (len(self._batch) >= PAGES_PER_SECTION or self._scan >= total):
+            self._writer.pages(self._batch)     # few, big sections (ckptfile.MAX_PAGES_SECTIONS)
+            self.pages_saved += len(self._batch)
+            self._batch = []
+            self._check_size()
         return budget
+
+    def _check_size(self) -> None:
+        """Never write a file the loader will refuse (container.MAX_FILE_BYTES)."""
+        if self._writer.bytes_written > MAX_FILE_BYTES:
+            raise MinivmError(
+                f"the checkpoint would be larger than {MAX_FILE_BYTES} bytes, the most "
+                f"minivm loads (container.MAX_FILE_BYTES): the guest's memory holds more "
+                f"than that in non-zero pages ({self.pages_saved} pages written so far)")
 
     def _meta(self) -> dict:
         return {"name": self.name, "seq": self.seq, "tick": self.tick, "pc": self.pc,
@@ -236,6 +253,7 @@ class CheckpointJob:
                     "writes_not_done": self.writes_not_done}
         self._writer.disk(disk)
         self._writer.finish()
+        self._check_size()
         self.bytes_written = self._writer.bytes_written
         self.pending.commit()
         self.status = "complete"
@@ -289,6 +307,7 @@ class Checkpointer(Hooks):
         self._cow_base = 0                     # COW faults counted before the last share()
         self._overlays: list = []              # every overlay this run has written to
         self._schedule = sorted(set(schedule))
+        self._start_tick = machine.tick
         self._pages_per_slice = (default_save_rate() if pages_per_slice is None
                                  else pages_per_slice)
         self._slice_ticks = slice_ticks
@@ -337,9 +356,14 @@ class Checkpointer(Hooks):
         if self._commit is not None:
             raise MinivmError("a disk commit is waiting for pending writes (P10); take the "
                               "checkpoint once it has completed")
+        disk = machine.disk.backing
+        if disk is not None and len(disk.chain()) > MAX_CHAIN:
+            raise MinivmError(f"the disk is a chain of {len(disk.chain())} files, more than "
+                              f"the {MAX_CHAIN} a checkpoint may name (disks.MAX_CHAIN): one "
+                              "overlay per checkpoint; commit them to go on "
+                              "('minivm disk commit')")
         seq = self.store.next_sequence()
         name = name or f"ckpt-{seq:04d}"
-        disk = machine.disk.backing
         location = self.store.location(name)
 
         # P1: create the COW overlay over the disk in use, while the VM runs.
@@ -371,6 +395,7 @@ class Checkpointer(Hooks):
         if overlay is not None:
             machine.disk.switch_to(overlay)           # ... switch to the overlay ...
             self._overlays.append(overlay)
+            disk.park()     # below the top now: its file is closed until it is used
         job = CheckpointJob(self, seq, name, origin, self.mode, state, frozen, chain,
                             inflight, pending, location)
         job.p8_drained = drained
@@ -380,13 +405,22 @@ class Checkpointer(Hooks):
             job.inflight_reads.clear()
             job.advance(1 << 30)                      # all but the disk's fingerprint
         job.pause_seconds = time.perf_counter() - stopped   # ... resume.
+        if job.status == "saving":
+            try:
+                pending.suspend()                     # no open file until its first batch
+            except OSError as exc:
+                job._fail(exc)
         self.log(job, "P1", f"overlay {overlay.path}" if overlay else "no disk attached")
         self.log(job, "P2", f"stopped {job.pause_seconds * 1e6:.0f} us; "
                             f"{len(inflight)} request(s) in flight"
                             + (f"; P8: {drained} pending request(s) completed first" if drained else ""))
+        # The first batch comes soon; never later than one already due (taking a
+        # checkpoint every 100 ticks must not put every save off for ever).
         self._interval = min(FIRST_SLICE_TICKS, self._slice_ticks)
-        self._next_slice = machine.tick + self._interval
-        self._last_slice_host = time.perf_counter()
+        first = machine.tick + self._interval
+        if self._next_slice is None or first < self._next_slice:
+            self._next_slice = first
+            self._last_slice_host = time.perf_counter()
         self.sample()
         return job
 
@@ -416,12 +450,21 @@ class Checkpointer(Hooks):
 
     def _pending_read_then_write(self) -> bool:
         """P8 (claim 16): a pending read followed by a pending write to a common block."""
-        queue = list(self.machine.disk.queue)
-        for i, first in enumerate(queue):
-            if first.is_read:
-                for later in queue[i + 1:]:
-                    if not later.is_read and set(first.blocks()) & set(later.blocks()):
-                        return True
+        starts: list[int] = []          # the blocks of the reads so far, as disjoint
+        ends: list[int] = []            # intervals [starts[k], ends[k]), sorted
+        for request in self.machine.disk.queue:   # one pass, not pairs: up to 65,536 requests
+            lo, hi = request.block, request.block + request.count
+            if lo == hi:
+                continue
+            k = bisect.bisect_right(ends, lo)         # the first interval ending after lo
+            if not request.is_read:
+                if k < len(starts) and starts[k] < hi:
+                    return True
+                continue
+            j = bisect.bisect_left(starts, hi, lo=k)  # intervals [k, j) touch [lo, hi)
+            if k < j:
+                lo, hi = min(lo, starts[k]), max(hi, ends[j - 1])
+            starts[k:j], ends[k:j] = [lo], [hi]
         return False
 
     # --- in-flight DMA rules (machine.Hooks; the machine's DMA port calls these) ---
@@ -463,10 +506,19 @@ class Checkpointer(Hooks):
                 continue
             if not force and self.machine.disk.pending_for(layer):
                 return
-            layer.sync()
-            fingerprint = layer.fingerprint()
+            try:
+                layer.sync()
+                fingerprint = layer.fingerprint()
+                chain[i - 1].set_parent_fingerprint(fingerprint)
+            except (OSError, MinivmError) as exc:
+                # The checkpoints that name this layer cannot be completed:
+                # each fails (reported), and the guest goes on.
+                for job in self.saving():
+                    if job.chain is not None and any(x is layer for x in job.chain):
+                        job._fail(exc)
+                return
             self._fingerprints[id(layer)] = fingerprint
-            chain[i - 1].set_parent_fingerprint(fingerprint)
+            layer.park()                              # only read from now on: close it
 
     def chain_sealed(self, chain) -> bool:
         return chain is None or all(id(layer) in self._fingerprints for layer in chain)
@@ -486,11 +538,27 @@ class Checkpointer(Hooks):
     def run_due(self, machine: Machine) -> None:
         now = machine.tick
         if self._schedule and self._schedule[0] <= now:
+            due = []
             while self._schedule and self._schedule[0] <= now:
-                self._schedule.pop(0)
+                due.append(self._schedule.pop(0))
+            if due[0] < now:
+                self._note_merged([t for t in due if t < now], now)
             self._take_or_report("host")
         if self._next_slice is not None and self._next_slice <= now:
             self.background_slice()
+
+    def _note_merged(self, due: list[int], now: int) -> None:
+        """--checkpoint-at ticks the clock passed without a boundary at them: one
+        checkpoint, now, stands for them all; say so."""
+        asked = ", ".join(map(str, due[:10])) + (", ..." if len(due) > 10 else "")
+        them = "it" if len(due) == 1 else f"these {len(due)} ticks"
+        if now == self._start_tick:
+            why = f"the run starts at tick {now}, after {them}"
+        else:
+            why = (f"the clock jumped past {them} in one step (a 'wait' runs until the "
+                   "next device event)")
+        self.report(f"--checkpoint-at {asked}: {why}, so one checkpoint is taken at tick "
+                    f"{now} for {'it' if len(due) == 1 else 'them'}")
 
     def background_slice(self) -> None:
         """P4 in the background: one batch of saving work between guest batches.
@@ -517,7 +585,13 @@ class Checkpointer(Hooks):
                 break
         self.seal_layers()
         if self._commit is not None:
-            self._try_commit()
+            try:
+                self._try_commit()
+            except (OSError, MinivmError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                self.report(f"the commit of {os.path.basename(self._commit[0].path)} "
+                            f"failed: {reason}; the guest keeps running")
+                self._commit = None
         self.sample()
         end = time.perf_counter()
         if spent:

@@ -22,8 +22,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .container import ContainerWriter, pack, read_container, unpack_bounded
-from .devices import DEFAULT_MAX_INFLIGHT
+from .container import MAX_FILE_BYTES, ContainerWriter, pack, read_container, unpack_bounded
+from .devices import MAX_INFLIGHT
 from .errors import FormatError
 from .disks import MAX_CHAIN
 from .image import Image
@@ -33,7 +33,16 @@ from .state import Limits, StateError
 
 CHECKPOINT_KIND = "checkpoint"
 CHECKPOINT_VERSION = 1
-PAGES_PER_CHUNK = 64
+#: The most sections a checkpoint file may have: the container reader takes a
+#: section index of at most 4096 entries (container.read_container).
+MAX_SECTIONS = 4096
+#: The most ``pages`` sections: all but meta, image, state and disk.
+MAX_PAGES_SECTIONS = MAX_SECTIONS - 4
+#: The fewest pages the writer puts in a ``pages`` section (all but the last
+#: hold at least this many), so that even a file of MAX_FILE_BYTES has no more
+#: than MAX_PAGES_SECTIONS of them, however the background save is paced.
+PAGES_PER_SECTION = 256
+assert MAX_FILE_BYTES // (PAGES_PER_SECTION * PAGE_SIZE) + 1 <= MAX_PAGES_SECTIONS
 
 
 @dataclass
@@ -109,7 +118,11 @@ def load_checkpoint(data: bytes, what: str) -> Checkpoint:
     memory_size = state["memory_size"]
     page_count = -(-memory_size // PAGE_SIZE)
     pages: dict[int, bytes] = {}
-    for chunk in container.all("pages"):
+    chunks = container.all("pages")
+    if len(chunks) > MAX_PAGES_SECTIONS:
+        raise _bad(what, f"it has {len(chunks)} pages sections, more than the "
+                         f"{MAX_PAGES_SECTIONS} a checkpoint may have")
+    for chunk in chunks:
         items = unpack_bounded(chunk, what)
         if not isinstance(items, list):
             raise _bad(what, "a pages section is not a list")
@@ -136,8 +149,7 @@ def _check_state(image: Image, state: dict, disk, what: str) -> None:
     The disk itself is not opened here (resume finds and checks it), so
     queued requests are checked against the disk's size only on resume; they
     do need the checkpoint to have a disk."""
-    limits = Limits(code_size=len(image.code), max_inflight=DEFAULT_MAX_INFLIGHT,
-                    disk_attached=disk is not None)
+    limits = Limits(code_size=len(image.code), disk_attached=disk is not None)
     try:
         MACHINE_STATE.validate(state, limits)
     except StateError as exc:
@@ -158,7 +170,8 @@ def _check_disk(disk, what: str) -> None:
         raise _bad(what, f"its disk COW group size {group!r} is not 1 .. 4096 blocks")
     for key in ("reads_not_landed", "writes_not_done"):
         ids = disk.get(key, [])
-        if not isinstance(ids, list) or len(ids) > 4096 or not all(type(i) is int for i in ids):
+        if not isinstance(ids, list) or len(ids) > MAX_INFLIGHT \
+                or not all(type(i) is int for i in ids):
             raise _bad(what, f"its disk section's '{key}' is malformed")
     for entry in disk["chain"]:
         if not isinstance(entry, dict):

@@ -98,8 +98,11 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--disk-per-block", type=_nonneg_int, default=10, metavar="TICKS",
                    help="extra ticks per block transferred (default 10)")
     p.add_argument("--max-inflight", type=_positive_int, default=1024, metavar="N",
-                   help="most disk requests in flight at once; one more is a guest "
-                        "fault (default 1024)")
+                   help="most disk requests in flight at once, up to 65536; one more is "
+                        "a guest fault (default 1024; saved in checkpoints)")
+    p.add_argument("--max-inflight-bytes", default="64M", metavar="SIZE",
+                   help="most bytes the disk requests in flight may move at once, up to "
+                        "256M; more is a guest fault (default 64M; saved in checkpoints)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -262,19 +265,22 @@ def _make_checkpointer(machine, args):
 # --- commands --------------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
-    from .devices import StreamSink
+    from .devices import StreamSink, check_inflight_limits
     from .program import load_program
     from .disks import open_disk
     from .machine import Machine
     from .memory import parse_size
     image = load_program(args.program)
     memory_size = parse_size(args.mem, "memory size")
+    max_inflight_bytes = parse_size(args.max_inflight_bytes, "--max-inflight-bytes size")
+    check_inflight_limits(args.max_inflight, max_inflight_bytes)
     disk = open_disk(args.disk) if args.disk else None
     machine = Machine(image, memory_size=memory_size, disk=disk,
                       console_sink=StreamSink(sys.stdout.buffer),
                       console_input=_console_input(args.input),
                       disk_latency=args.disk_latency, disk_per_block=args.disk_per_block,
-                      max_inflight=args.max_inflight, engine=args.engine)
+                      max_inflight=args.max_inflight, max_inflight_bytes=max_inflight_bytes,
+                      engine=args.engine)
     return _execute(machine, args, _make_checkpointer(machine, args), None)
 
 

@@ -28,15 +28,25 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from .errors import GuestFault
+from .container import MAX_FILE_BYTES
+from .errors import GuestFault, MinivmError
 from .isa import WORD_MASK, to_signed
-from .state import (MAX_COUNT, MAX_FUTURE, MAX_TICK, Bool, Bytes, CodeAddr, Field, Int,
-                    Limits, ListOf, OneOf, Record, StateError, show)
+from .state import (MAX_COUNT, MAX_FUTURE, MAX_LIST, MAX_TICK, Bool, Bytes, CodeAddr, Field,
+                    Int, Limits, ListOf, OneOf, Record, StateError, show)
 
 NO_HANDLER = WORD_MASK            # `out port, -1` clears a handler
 BLOCK_SIZE = 512
 MAX_PENDING_INTERRUPTS = 65536
 DEFAULT_MAX_INFLIGHT = 1024
+#: The most ``--max-inflight`` may be: every request in flight is saved in a
+#: checkpoint's disk queue, and a saved list holds at most this many items.
+MAX_INFLIGHT = MAX_LIST
+#: Bytes the requests in flight may move at once (reads and writes): a write
+#: holds its data from issue to completion, and a checkpoint saves that data.
+DEFAULT_MAX_INFLIGHT_BYTES = 64 << 20
+#: The most ``--max-inflight-bytes`` may be: a checkpoint's saved queue must
+#: leave room in a file minivm will load (container.MAX_FILE_BYTES) for memory.
+MAX_INFLIGHT_BYTES = MAX_FILE_BYTES // 4
 MAX_REQUEST_BLOCKS = (1 << 32) // BLOCK_SIZE     # a request's DMA fits in the largest memory
 MAX_DELAY = MAX_TICK                             # disk latency and per-block time
 
@@ -269,6 +279,18 @@ REQUEST_STATE = Record("request", [
 ], as_list=True)
 
 
+def check_inflight_limits(max_inflight: int, max_inflight_bytes: int) -> None:
+    """The run's in-flight limits, as ``--max-inflight`` / ``--max-inflight-bytes``
+    give them: within what a checkpoint can save and resume (one rule for both)."""
+    if type(max_inflight) is not int or not 1 <= max_inflight <= MAX_INFLIGHT:
+        raise MinivmError(f"--max-inflight {max_inflight} is out of range: 1 .. {MAX_INFLIGHT} "
+                         "requests (a checkpoint saves every request in flight)")
+    if type(max_inflight_bytes) is not int or not 0 <= max_inflight_bytes <= MAX_INFLIGHT_BYTES:
+        raise MinivmError(f"--max-inflight-bytes {max_inflight_bytes} is out of range: 0 .. "
+                         f"{MAX_INFLIGHT_BYTES} bytes (a checkpoint saves the data of every "
+                         "write in flight)")
+
+
 class Disk:
     """Ports 0x20-0x23 (set up and issue), 0x24/0x25 (status), 0x26 (handler)."""
 
@@ -276,13 +298,17 @@ class Disk:
     priority = 1
 
     def __init__(self, backing, dma: DmaPort, code_size: int, latency: int = 100,
-                 per_block: int = 10, max_inflight: int = DEFAULT_MAX_INFLIGHT):
+                 per_block: int = 10, max_inflight: int = DEFAULT_MAX_INFLIGHT,
+                 max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES):
+        check_inflight_limits(max_inflight, max_inflight_bytes)
         self.backing = backing            # current top disk layer (None: no disk)
         self.dma = dma
         self.code_size = code_size
         self.latency = latency
         self.per_block = per_block
         self.max_inflight = max_inflight
+        self.max_inflight_bytes = max_inflight_bytes
+        self.inflight_bytes = 0           # bytes the queued requests move (reads and writes)
         self.reg_block = self.reg_addr = self.reg_count = 0
         self.next_id = 1
         self.last_completed = 0
@@ -337,6 +363,11 @@ class Disk:
                              f"({count} blocks) is outside memory") from None
         if len(self.queue) >= self.max_inflight:
             raise GuestFault(f"too many disk requests in flight (the limit is {self.max_inflight})")
+        if self.inflight_bytes + nbytes > self.max_inflight_bytes:
+            raise GuestFault(f"too many bytes in flight: this request moves {nbytes} bytes "
+                             f"({count} blocks), and {self.inflight_bytes} bytes are in "
+                             f"flight already; the limit is {self.max_inflight_bytes} bytes "
+                             "(--max-inflight-bytes)")
         start = max(tick, self.busy_until)
         done = start + self.latency + self.per_block * count
         request = Request(self.next_id, value, block, addr, count, tick, done,
@@ -348,6 +379,7 @@ class Disk:
         self.next_id += 1
         self.busy_until = done
         self.queue.append(request)
+        self.inflight_bytes += nbytes
 
     def next_event(self) -> int | None:
         return self.queue[0].done if self.queue else None
@@ -357,6 +389,7 @@ class Disk:
         request = self.queue[0]
         self.complete(request)          # if the host write fails, it stays queued
         self.queue.popleft()
+        self.inflight_bytes -= request.count * BLOCK_SIZE
         return request.done, self.handler is not None
 
     def complete(self, request: Request) -> None:
@@ -384,6 +417,7 @@ class Disk:
             request.done = now
             self.complete(request)
             self.queue.popleft()
+            self.inflight_bytes -= request.count * BLOCK_SIZE
             done.append(request)
         self.busy_until = now
         return done
@@ -393,8 +427,17 @@ class Disk:
         """The rules between fields that a real run keeps (so that a hand-made
         state cannot ask for absurd work): requests in id and time order, below
         ``next_id``, inside the disk, each write with exactly its data."""
+        queue = values["queue"]
+        if len(queue) > values["max_inflight"]:
+            raise StateError(f"{path}.queue", f"{len(queue)} requests in flight, more than "
+                             f"the run's limit of {values['max_inflight']} (max_inflight)")
+        nbytes = sum(r["count"] for r in queue) * BLOCK_SIZE
+        if nbytes > values["max_inflight_bytes"]:
+            raise StateError(f"{path}.queue", f"the requests in flight move {nbytes} bytes, "
+                             f"more than the run's limit of {values['max_inflight_bytes']} "
+                             "(max_inflight_bytes)")
         previous_id, previous_done = 0, 0
-        for i, r in enumerate(values["queue"]):
+        for i, r in enumerate(queue):
             where = f"{path}.queue[{i}]"
             if r["id"] <= previous_id or r["id"] >= values["next_id"]:
                 raise StateError(f"{where}.id", f"request {r['id']} is out of order (ids "
@@ -419,6 +462,7 @@ class Disk:
 
     def _put_queue(self, requests: list[dict]) -> None:
         self.queue = deque(Request(**r, target=self.backing) for r in requests)
+        self.inflight_bytes = sum(r.count for r in self.queue) * BLOCK_SIZE
 
     STATE = Record("disk", [
         Field("block", Int(0, WORD_MASK), attr="reg_block"),
@@ -430,7 +474,13 @@ class Disk:
         Field("busy_until", Int(0, MAX_FUTURE)),
         Field("latency", Int(0, MAX_DELAY)),
         Field("per_block", Int(0, MAX_DELAY)),
-        Field("queue", ListOf(REQUEST_STATE, max_len=lambda limits: limits.max_inflight),
+        # The run's limits (--max-inflight, --max-inflight-bytes) are saved, so
+        # that a resumed run faults where the original would (older files:
+        # the defaults of their time).
+        Field("max_inflight", Int(1, MAX_INFLIGHT), default=DEFAULT_MAX_INFLIGHT),
+        Field("max_inflight_bytes", Int(0, MAX_INFLIGHT_BYTES),
+              default=DEFAULT_MAX_INFLIGHT_BYTES),
+        Field("queue", ListOf(REQUEST_STATE, max_len=MAX_INFLIGHT),
               put=_put_queue, doc="disk requests in flight"),
     ], check=_check)
 
@@ -438,7 +488,7 @@ class Disk:
         return self.STATE.save(self)
 
     def limits(self) -> Limits:
-        return Limits(code_size=self.code_size, max_inflight=self.max_inflight,
+        return Limits(code_size=self.code_size,
                       disk_blocks=None if self.backing is None else self.backing.block_count)
 
     def restore(self, data: dict, limits: Limits | None = None) -> None:

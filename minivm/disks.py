@@ -33,6 +33,7 @@ import shutil
 import stat
 import struct
 import zlib
+from collections import OrderedDict
 
 import msgpack
 
@@ -45,6 +46,10 @@ OVERLAY_KIND = "overlay"
 OVERLAY_VERSION = 1
 HEADER_SIZE = 4096
 MAX_CHAIN = 4096          # overlays in one chain (one per checkpoint of a run)
+#: Layers below the top (read only, "parked") that keep a descriptor open at
+#: once; the others are reopened when read. Bounds the open files of a run
+#: with thousands of checkpoints, whatever ``ulimit -n`` allows.
+MAX_OPEN_PARKED = 32
 _RECORD = struct.Struct("<4sII")
 _RECORD_MAGIC = b"MVGR"
 
@@ -130,14 +135,63 @@ def _open_rw(path: str, what: str, writable: bool):
         raise DiskError(f"{what} '{show(path)}' cannot be opened: {exc.strerror}") from None
 
 
+_open_parked: "OrderedDict[int, _Layer]" = OrderedDict()   # parked layers with an open fd
+
+
 class _Layer:
     """What every disk layer file has: a descriptor, a parent (None for a raw
-    image), and the chain from it down to the raw image."""
+    image), and the chain from it down to the raw image.
+
+    A layer that is only read from now on (below the top of a chain) can be
+    *parked*: its descriptor is closed, and reopened (the same file, checked
+    by device and inode) when it is next used; at most MAX_OPEN_PARKED parked
+    layers are open at once, the least recently used closed first."""
 
     path: str
     parent: "_Layer | None"
-    _fd: int | None
     _writable: bool
+    _fd_value: int | None = None
+    _parked = False
+    _file_id: tuple | None = None
+
+    @property
+    def _fd(self) -> int | None:
+        if self._parked:
+            return self._unpark()
+        return self._fd_value
+
+    @_fd.setter
+    def _fd(self, fd: int | None) -> None:
+        self._fd_value = fd
+
+    def park(self) -> None:
+        """Close the descriptor until the layer is used again (see the class)."""
+        if self._parked or self._fd_value is None:
+            return
+        info = os.fstat(self._fd_value)
+        self._file_id = (info.st_dev, info.st_ino)
+        os.close(self._fd_value)
+        self._fd_value = None
+        self._parked = True
+
+    def _unpark(self) -> int:
+        fd = self._fd_value
+        if fd is not None:
+            _open_parked.move_to_end(id(self))
+            return fd
+        fd = _open_rw(self.path, "disk file", self._writable)
+        info = os.fstat(fd)
+        if (info.st_dev, info.st_ino) != self._file_id:
+            os.close(fd)
+            raise DiskError(f"disk file '{self.path}' was replaced while this run was "
+                            "using it")
+        while len(_open_parked) >= MAX_OPEN_PARKED:
+            _, old = _open_parked.popitem(last=False)
+            os.close(old._fd_value)
+            old._fd_value = None
+        self._fd_value = fd
+        _open_parked[id(self)] = self
+        return fd
 
     def chain(self) -> list:
         """This layer and every one below it, top first."""
@@ -152,9 +206,11 @@ class _Layer:
             os.fsync(self._fd)
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        _open_parked.pop(id(self), None)
+        self._parked = False
+        if self._fd_value is not None:
+            os.close(self._fd_value)
+            self._fd_value = None
 
 
 def close_chain(*tops) -> None:
@@ -541,6 +597,7 @@ def open_disk(path: str, verify: bool = True, writable: bool = True):
                                 f"{header['block_count']}-block parent, but "
                                 f"'{show(layer.path)}' has {layer.block_count} blocks")
             top = depth == len(headers) - 1
+            layer.park()                          # read only from now on
             layer = _open_overlay_file(overlay_path, layer, writable and top)
             layer.parent_committed = committed
     except BaseException:

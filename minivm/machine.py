@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from . import isa
 from .devices import (BLOCK_SIZE, Console, Disk, EventQueue, InterruptController, Timer,
-                      DEFAULT_MAX_INFLIGHT)
+                      DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_INFLIGHT_BYTES)
 from .errors import GuestFault, MinivmError
 from .engine import ENGINES, select_engine  # noqa: F401  (ENGINES: re-exported for callers)
 from .engine.decode import BREAK, FAULT, decode
@@ -128,6 +128,7 @@ class Machine:
     def __init__(self, image, *, memory_size: int = DEFAULT_MEMORY, disk=None,
                  console_sink=None, console_input=None, disk_latency: int = 100,
                  disk_per_block: int = 10, max_inflight: int = DEFAULT_MAX_INFLIGHT,
+                 max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
                  load_data: bool = True, engine: str = "interp"):
         self.image = image
         self.engine = select_engine(engine)
@@ -150,7 +151,8 @@ class Machine:
         self.timer = Timer(ncode)
         self.dma = MemoryDma(self.memory)
         self._hooks: Hooks = NO_HOOKS     # see Hooks; the checkpointer sets it
-        self.disk = Disk(disk, self.dma, ncode, disk_latency, disk_per_block, max_inflight)
+        self.disk = Disk(disk, self.dma, ncode, disk_latency, disk_per_block, max_inflight,
+                         max_inflight_bytes)
         self.interrupts = InterruptController()
         self.events = EventQueue([self.timer, self.disk])
         self.devices = {d.name: d for d in (self.console, self.timer, self.disk)}
@@ -334,10 +336,10 @@ class Machine:
         return MACHINE_STATE.save(self)
 
     def state_limits(self) -> Limits:
-        """What this machine can restore: its code, memory, disk and queue sizes."""
+        """What this machine can restore: its code, memory and disk sizes (the
+        in-flight limits are the saved run's own, part of its disk state)."""
         backing = self.disk.backing
         return Limits(code_size=self.ncode, memory_size=self.memory.size,
-                      max_inflight=self.disk.max_inflight,
                       disk_blocks=None if backing is None else backing.block_count,
                       disk_attached=backing is not None)
 

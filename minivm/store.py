@@ -29,17 +29,49 @@ class StoreError(MinivmError):
 
 
 class PendingCheckpoint:
-    """A checkpoint being written: a binary sink plus commit/abort."""
+    """A checkpoint being written: a binary sink plus commit/abort, and
+    suspend: nothing will be written for a while (between two batches of the
+    background save), so a file store closes its file until the next write."""
 
-    def __init__(self, sink, commit, abort):
+    def __init__(self, sink, commit, abort, suspend=None):
         self.file = sink
-        self._commit, self._abort = commit, abort
+        self._commit, self._abort, self._suspend = commit, abort, suspend
 
     def commit(self) -> None:
         self._commit()
 
     def abort(self) -> None:
         self._abort()
+
+    def suspend(self) -> None:
+        if self._suspend is not None:
+            self._suspend()
+
+
+class _TempFile:
+    """The temp file of a checkpoint being saved, closed while it waits (between
+    batches, or for the disk, P5) and reopened for appending at the next
+    write: many checkpoints saving at once hold no descriptor each."""
+
+    def __init__(self, out: AtomicFile):
+        self._out = out
+        self._open = True
+
+    def write(self, data: bytes) -> int:
+        if not self._open:
+            fd = os.open(self._out.temp_path, os.O_WRONLY | os.O_APPEND)   # never created anew
+            self._out.file = os.fdopen(fd, "ab")
+            self._open = True
+        return self._out.file.write(data)
+
+    def suspend(self) -> None:
+        if self._open:
+            self._open = False
+            self._out.file.close()
+
+    def commit(self) -> None:
+        self.write(b"")                 # reopened if it was closed
+        self._out.commit()
 
 
 class CheckpointStore:
@@ -106,7 +138,8 @@ class FileStore(CheckpointStore):
         except OSError as exc:
             raise StoreError(f"cannot write in '{self.folder}': {exc.strerror}") from None
         self.reserve(name)
-        return PendingCheckpoint(out.file, out.commit, out.abort)
+        sink = _TempFile(out)
+        return PendingCheckpoint(sink, sink.commit, out.abort, sink.suspend)
 
     def load(self, name: str) -> bytes:
         path = name if os.sep in name or name.endswith(CHECKPOINT_SUFFIX) else self.location(name)

@@ -109,7 +109,8 @@ def test_machine_round_trip_and_same_future(busy, disk):
 
 def _old_format(m) -> dict:
     """The state section exactly as the hand-written snapshot code made it before
-    the declarations: the file format must not change."""
+    the declarations: the file format must not change (except for the in-flight
+    limits, saved since issue 12; older files load with their defaults)."""
     d, irq, t, c = m.disk, m.interrupts, m.timer, m.console
     return {"version": 1,
             "cpu": {"regs": m.regs[:16], "pc": m.pc, "tick": m.tick, "halted": m.halted,
@@ -123,7 +124,8 @@ def _old_format(m) -> dict:
             "disk": {"block": d.reg_block, "addr": d.reg_addr, "count": d.reg_count,
                      "next_id": d.next_id, "last_completed": d.last_completed,
                      "handler": d.handler, "busy_until": d.busy_until, "latency": d.latency,
-                     "per_block": d.per_block,
+                     "per_block": d.per_block, "max_inflight": d.max_inflight,
+                     "max_inflight_bytes": d.max_inflight_bytes,
                      "queue": [[r.id, r.command, r.block, r.addr, r.count, r.issued, r.done,
                                 r.data] for r in d.queue]}}
 

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from .. import isa
 from ..assembler import evaluate_expression
 from ..checkpoint import Checkpointer
-from ..devices import ConsoleInput
+from ..devices import DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_INFLIGHT_BYTES, ConsoleInput
 from ..disks import close_chain, open_disk
 from ..errors import GuestFault, MinivmError
 from ..interrupts_guard import SigintGuard
@@ -59,6 +59,8 @@ class Session:
 
     def __init__(self, program: str | None = None, *, mem: str = "1M", disk: str | None = None,
                  disk_latency: int = 100, disk_per_block: int = 10,
+                 max_inflight: int = DEFAULT_MAX_INFLIGHT,
+                 max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
                  checkpoint_dir: str = "checkpoints", out=None,
                  pages_per_slice: int = REPL_PAGES_PER_SLICE, handle_sigint: bool = True):
         self.out = Output(out)
@@ -66,6 +68,7 @@ class Session:
         self.disk_path = disk
         self.disk_latency = disk_latency
         self.disk_per_block = disk_per_block
+        self.max_inflight, self.max_inflight_bytes = max_inflight, max_inflight_bytes
         self.store = FileStore(checkpoint_dir)
         self.pages_per_slice = pages_per_slice
         self.handle_sigint = handle_sigint
@@ -332,7 +335,9 @@ class Session:
         try:
             return Machine(image, memory_size=self.memory_size, disk=disk,
                            console_sink=self.sink(), console_input=ConsoleInput(),
-                           disk_latency=self.disk_latency, disk_per_block=self.disk_per_block)
+                           disk_latency=self.disk_latency, disk_per_block=self.disk_per_block,
+                           max_inflight=self.max_inflight,
+                           max_inflight_bytes=self.max_inflight_bytes)
         except BaseException:
             close_chain(disk)
             raise

@@ -33,7 +33,9 @@ from prompt_toolkit.history import FileHistory, InMemoryHistory
 from prompt_toolkit.patch_stdout import patch_stdout
 
 from .. import isa
+from ..devices import DEFAULT_MAX_INFLIGHT
 from ..errors import MinivmError
+from ..memory import parse_size
 from .core import Session
 from .registry import COMMANDS, INFO_TOPICS
 
@@ -210,6 +212,9 @@ def main(args) -> int:
     session = Session(mem=args.mem, disk=args.disk,
                       disk_latency=getattr(args, "disk_latency", 100),
                       disk_per_block=getattr(args, "disk_per_block", 10),
+                      max_inflight=getattr(args, "max_inflight", DEFAULT_MAX_INFLIGHT),
+                      max_inflight_bytes=parse_size(getattr(args, "max_inflight_bytes", "64M"),
+                                                    "--max-inflight-bytes size"),
                       checkpoint_dir=getattr(args, "checkpoint_dir", None) or "checkpoints")
     if lines is None and not sys.stdin.isatty():
         lines = sys.stdin                  # line by line, as they arrive on the pipe
