@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 import msgpack
 
-from .errors import FormatError, MinivmError
+from .errors import FormatError, MinivmError, show
 
 #: Largest file the loader will read at all (a checkpoint of 4 GiB of touched
 #: memory would be larger, but is far beyond classroom use; see docs).
@@ -68,7 +68,7 @@ def describe_msgpack_error(exc: Exception) -> str:
     if isinstance(exc, msgpack.StackError):
         return "its data is nested too deeply"
     text = str(exc) or type(exc).__name__
-    return text[:200]
+    return show(text[:200])
 
 
 class ContainerWriter:
@@ -164,7 +164,7 @@ def read_container(data: bytes, kind: str, version: int, what: str) -> Container
                     raise FormatError(f"{what} is corrupt: unexpected bytes after its end marker")
                 return Container(kind, header, sections)
             if not isinstance(payload, bytes):
-                raise FormatError(f"{what} is corrupt: section '{name}' is not binary data")
+                raise FormatError(f"{what} is corrupt: section '{show(name)}' is not binary data")
             sections.append((name, payload))
     except msgpack.OutOfData:
         raise FormatError(f"{what} is incomplete: it ends before its end marker "
@@ -187,7 +187,7 @@ def _verify_trailer(data, end_offset, trailer, sections, what) -> None:
         if (not isinstance(entry, list) or len(entry) != 3 or entry[0] != name
                 or entry[1] != len(payload)
                 or entry[2] != hashlib.sha256(payload).digest()):
-            raise FormatError(f"{what} is corrupt: section '{name}' fails its checksum")
+            raise FormatError(f"{what} is corrupt: section '{show(name)}' fails its checksum")
 
 
 def read_file_capped(path: str, what: str, limit: int = MAX_FILE_BYTES) -> bytes:
@@ -225,9 +225,9 @@ def read_program_file(path: str) -> bytes:
     """The bytes of a program file, an image or a source, refused as any
     untrusted file is (:func:`read_file_capped`), the path first in the message."""
     try:
-        return read_file_capped(path, f"'{path}'", limit=MAX_PROGRAM_BYTES)
+        return read_file_capped(path, f"'{show(path)}'", limit=MAX_PROGRAM_BYTES)
     except FormatError as exc:
-        raise MinivmError(f"{path}: cannot load the program: {exc}") from None
+        raise MinivmError(f"{show(path)}: cannot load the program: {exc}") from None
 
 
 class AtomicFile:
@@ -269,13 +269,13 @@ def write_text_atomically(path: str, text: str) -> None:
     try:
         out = AtomicFile(path)
     except OSError as exc:
-        raise MinivmError(f"cannot write '{path}': {exc.strerror}") from None
+        raise MinivmError(f"cannot write '{show(path)}': {exc.strerror}") from None
     try:
         out.file.write(text.encode())
         out.commit()
     except OSError as exc:
         out.abort()
-        raise MinivmError(f"cannot write '{path}': {exc.strerror}") from None
+        raise MinivmError(f"cannot write '{show(path)}': {exc.strerror}") from None
 
 
 def fsync_dir(folder: str) -> None:

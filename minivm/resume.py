@@ -27,7 +27,7 @@ from .store import CheckpointStore, StoreError
 
 
 def read_checkpoint(path: str) -> Checkpoint:
-    what = f"checkpoint '{path}'"
+    what = f"checkpoint '{show(path)}'"
     ckpt = load_checkpoint(read_file_capped(path, what), what)
     ckpt.path = os.path.abspath(path)
     return ckpt
