@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 
+from .devices import MAX_DELAY
 from .errors import MinivmError, show
 from .interrupts_guard import SigintGuard
 
@@ -93,13 +94,20 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mem", default="1M", metavar="SIZE",
                    help="memory size, e.g. 64K, 1M, 4G (default 1M)")
     p.add_argument("--disk", metavar="FILE", help="raw disk image (size a multiple of 512)")
-    p.add_argument("--disk-latency", type=_nonneg_int, default=100, metavar="TICKS",
+    p.add_argument("--disk-latency", type=_delay, default=100, metavar="TICKS",
                    help="ticks every disk request takes (default 100)")
-    p.add_argument("--disk-per-block", type=_nonneg_int, default=10, metavar="TICKS",
+    p.add_argument("--disk-per-block", type=_delay, default=10, metavar="TICKS",
                    help="extra ticks per block transferred (default 10)")
     p.add_argument("--max-inflight", type=_positive_int, default=1024, metavar="N",
                    help="most disk requests in flight at once; one more is a guest "
                         "fault (default 1024)")
+
+
+def _delay(text: str) -> int:
+    value = _nonneg_int(text)
+    if value > MAX_DELAY:
+        raise argparse.ArgumentTypeError(f"'{text}' is more than the limit of {MAX_DELAY} ticks")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from .. import isa
 from ..assembler import evaluate_expression
 from ..checkpoint import Checkpointer
-from ..devices import ConsoleInput
+from ..devices import MAX_DELAY, ConsoleInput
 from ..disks import close_chain, open_disk
 from ..errors import GuestFault, MinivmError
 from ..interrupts_guard import SigintGuard
@@ -32,7 +32,7 @@ from ..machine import Machine
 from ..memory import format_size, parse_size
 from ..store import CHECKPOINT_SUFFIX, FileStore
 from . import render
-from .books import Breakpoints, CheckpointBook
+from .books import Breakpoints, CheckpointBook, InputLog
 from .output import GuestSink, Output
 from .parsing import CommandError
 from .places import Places, show_path
@@ -63,6 +63,9 @@ class Session:
                  pages_per_slice: int = REPL_PAGES_PER_SLICE, handle_sigint: bool = True):
         self.out = Output(out)
         self.memory_size = parse_size(mem, "memory size")
+        for what, value in (("disk latency", disk_latency), ("disk per-block time", disk_per_block)):
+            if not 0 <= value <= MAX_DELAY:
+                raise MinivmError(f"the {what} {value} is outside 0..{MAX_DELAY} ticks")
         self.disk_path = disk
         self.disk_latency = disk_latency
         self.disk_per_block = disk_per_block
@@ -84,7 +87,7 @@ class Session:
         self.prev_regs: list[int] | None = None  # before the last run/step: regs marks changes
         self.x_next: tuple[int, int] | None = None  # where a bare 'x' continues
         self.pause_hook = None                 # called by 'pause' (minivm demo: wait for Enter)
-        self.input_log = bytearray()           # console input of this run's lineage
+        self.input_log = InputLog()           # console input of this run's lineage
         self.sigint_seen = False
         if program is not None:
             self.load(program)
@@ -342,7 +345,7 @@ class Session:
         image = load_program(path)
         machine = self.new_machine(image)
         self.program_path = path
-        self.input_log = bytearray()
+        self.input_log = InputLog()
         self.install(machine, image, path)
         data = f", {len(image.data)} data bytes" if image.data else ""
         self.say(f"loaded {path}: {len(image.code)} instructions{data}; "
@@ -359,7 +362,7 @@ class Session:
             from ..program import load_program
             image, origin = load_program(self.program_path), self.program_path
         machine = self.new_machine(image)
-        self.input_log = bytearray()
+        self.input_log = InputLog()
         self.install(machine, image, origin)
         self.say("reset: a fresh machine at tick 0")
         self.say(f"=> {self.describe(machine.pc)}")
