@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from .container import ContainerWriter, pack, read_container, unpack_bounded
 from .devices import DEFAULT_MAX_INFLIGHT
-from .errors import FormatError, show
+from .errors import FormatError, OutOfMemory, show
 from .disks import MAX_CHAIN
 from .image import Image
 from .machine import MACHINE_STATE
@@ -95,6 +95,15 @@ def _bad(what: str, why: str) -> FormatError:
 
 
 def load_checkpoint(data: bytes, what: str) -> Checkpoint:
+    """Parse and validate a checkpoint file's bytes. A valid file the host has
+    no memory for is :class:`OutOfMemory`, never a corrupt file."""
+    try:
+        return _load_checkpoint(data, what)
+    except MemoryError:
+        raise OutOfMemory(what, len(data)) from None
+
+
+def _load_checkpoint(data: bytes, what: str) -> Checkpoint:
     container = read_container(data, CHECKPOINT_KIND, CHECKPOINT_VERSION, what)
     meta = unpack_bounded(container.only("meta"), what)
     if not isinstance(meta, dict):

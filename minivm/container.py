@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 import msgpack
 
-from .errors import FormatError, MinivmError, show
+from .errors import FormatError, MinivmError, OutOfMemory, show
 
 #: Largest file the loader will read at all (a checkpoint of 4 GiB of touched
 #: memory would be larger, but is far beyond classroom use; see docs).
@@ -54,8 +54,10 @@ def unpack_bounded(data: bytes, what: str, *, max_items: int = 1 << 22):
         unpacker.feed(data)
         obj = unpacker.unpack()
         extra = unpacker.tell() != len(data)
+    except MemoryError:
+        raise OutOfMemory(what, len(data)) from None
     except (msgpack.OutOfData, ValueError, TypeError, msgpack.ExtraData,
-            msgpack.FormatError, msgpack.StackError, MemoryError) as exc:
+            msgpack.FormatError, msgpack.StackError) as exc:
         raise FormatError(f"{what} is corrupt: {describe_msgpack_error(exc)}") from None
     if extra:
         raise FormatError(f"{what} is corrupt: unexpected bytes after its data")
@@ -169,8 +171,10 @@ def read_container(data: bytes, kind: str, version: int, what: str) -> Container
     except msgpack.OutOfData:
         raise FormatError(f"{what} is incomplete: it ends before its end marker "
                           "(truncated, or still being written)") from None
+    except MemoryError:
+        raise OutOfMemory(what, len(data)) from None
     except (ValueError, TypeError, msgpack.FormatError, msgpack.StackError,
-            msgpack.ExtraData, MemoryError) as exc:
+            msgpack.ExtraData) as exc:
         raise FormatError(f"{what} is corrupt: {describe_msgpack_error(exc)}") from None
 
 
@@ -208,6 +212,8 @@ def read_file_capped(path: str, what: str, limit: int = MAX_FILE_BYTES) -> bytes
                 raise FormatError(f"{what} is {info.st_size} bytes, more than the {limit}-byte "
                                   "limit for files minivm will load")
             data = f.read(info.st_size + 1)
+    except MemoryError:
+        raise OutOfMemory(what, info.st_size) from None
     except FileNotFoundError:
         raise FormatError(f"{what} does not exist") from None
     except IsADirectoryError:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from . import isa
 from .container import (is_container, pack, read_container, read_file_capped,
                         unpack_bounded, write_atomically)
-from .errors import FormatError, show
+from .errors import FormatError, OutOfMemory, show
 
 IMAGE_KIND = "image"
 IMAGE_VERSION = 1
@@ -91,9 +91,12 @@ def is_image_bytes(data: bytes) -> bool:
 
 
 def image_from_bytes(data: bytes, what: str) -> Image:
-    container = read_container(data, IMAGE_KIND, IMAGE_VERSION, what)
-    payload = container.only("image")
-    return Image.from_dict(unpack_bounded(payload, what), what)
+    try:
+        container = read_container(data, IMAGE_KIND, IMAGE_VERSION, what)
+        payload = container.only("image")
+        return Image.from_dict(unpack_bounded(payload, what), what)
+    except MemoryError:
+        raise OutOfMemory(what, len(data)) from None
 
 
 def load_image(path: str) -> Image:
@@ -161,7 +164,8 @@ def _validate_symbols(raw, ncode: int, ndata: int, what: str) -> dict[str, tuple
     symbols: dict[str, tuple[str, int]] = {}
     for entry in raw:
         if (not isinstance(entry, list) or len(entry) != 3 or not isinstance(entry[0], str)
-                or entry[1] not in bounds or type(entry[2]) is not int):
+                or not isinstance(entry[1], str) or entry[1] not in bounds
+                or type(entry[2]) is not int):
             raise _bad(what, "its symbol table has a malformed entry")
         name, section, value = entry
         if (len(name) > MAX_TEXT or not SYMBOL_NAME.fullmatch(name)

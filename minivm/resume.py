@@ -21,7 +21,7 @@ import shutil
 from .ckptfile import Checkpoint, load_checkpoint
 from .container import read_file_capped
 from .disks import Overlay, describe_chain, fingerprint_file, locate, open_disk
-from .errors import DiskError, FormatError, MinivmError, show
+from .errors import DiskError, FormatError, MinivmError, OutOfMemory, show
 from .machine import Machine
 from .store import CheckpointStore, StoreError
 
@@ -131,11 +131,13 @@ def resume(ckpt: Checkpoint, store: CheckpointStore, *, disk_override: str | Non
         machine.restore_state(state)
         for index, data in ckpt.pages.items():
             machine.memory.load_page(index, data)
-    except (ValueError, MinivmError) as exc:
+    except (ValueError, MinivmError, MemoryError) as exc:
         if disk_layer is not None:
             disk_layer.close()
             os.unlink(disk_layer.path)
-        if isinstance(exc, FormatError):
+        if isinstance(exc, MemoryError):
+            raise OutOfMemory(ckpt.source, ckpt.file_size) from None
+        if isinstance(exc, (FormatError, OutOfMemory)):
             raise
         raise FormatError(f"{ckpt.source} is not a valid checkpoint: {exc}") from None
     return machine, overlay_path

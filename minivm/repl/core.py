@@ -125,6 +125,9 @@ class Session:
             self.error("interrupted; the session goes on ('status' shows where the machine is)")
         except RecursionError:
             self.error("that expression is nested too deeply")
+        except MemoryError:
+            self.error("out of memory: that command needed more memory than the host gives "
+                       "minivm; the session goes on")
         except Exception as exc:           # a bug, but never a traceback at the prompt
             self.error(f"internal error: {type(exc).__name__}: {exc} (please report this; "
                        "the session goes on)")
