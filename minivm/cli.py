@@ -26,7 +26,9 @@ EXIT_INTERRUPTED = 130
 
 def _note(message: str) -> None:
     sys.stdout.flush()
-    print(f"minivm: {message}", file=sys.stderr, flush=True)
+    # strings from files are escaped where a message is made; this is the
+    # second line of defence: only the message's own line breaks stay raw
+    print(f"minivm: {show(message, keep=chr(10) + chr(9))}", file=sys.stderr, flush=True)
 
 
 # --- shared option groups ----------------------------------------------------------------
@@ -213,7 +215,7 @@ def _console_input(path: str | None):
 
 def _execute(machine, args, checkpointer, overlay_note: str | None) -> int:
     if args.trace:
-        machine.trace = lambda line: print(line, file=sys.stderr)
+        machine.trace = lambda line: print(show(line), file=sys.stderr)   # the source file's name
     with SigintGuard(machine):
         try:
             stop = machine.run(args.max_steps)
@@ -377,9 +379,9 @@ def cmd_export(args) -> int:
     from .resume import export_checkpoint, read_checkpoint
     written = export_checkpoint(read_checkpoint(args.checkpoint), args.folder)
     for path in written:
-        _note(f"wrote {path}")
+        _note(f"wrote {show(path)}")                     # disk files are named by the checkpoint
     _note(f"take the folder anywhere and run: minivm resume "
-          f"{os.path.join(args.folder, os.path.basename(written[0]))}")
+          f"{show(os.path.join(args.folder, os.path.basename(written[0])))}")
     return 0
 
 
@@ -418,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     except MinivmError as exc:
         from .errors import GuestFault
         sys.stdout.flush()
-        message = str(exc)
+        message = show(str(exc), keep="\n\t")       # see _note
         print(message if ": error:" in message or isinstance(exc, GuestFault)
               else f"minivm: error: {message}", file=sys.stderr)
         return EXIT_FAULT if isinstance(exc, GuestFault) else EXIT_USAGE

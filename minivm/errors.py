@@ -64,7 +64,8 @@ class GuestFault(MinivmError):
     def __str__(self) -> str:
         if self.pc is None:
             return f"fault: {self.reason}"
-        text = f"{self.location}: fault: {self.reason} (pc {self.pc}, tick {self.tick})"
+        # the location and the source line come from the image's file
+        text = f"{show(self.location)}: fault: {self.reason} (pc {self.pc}, tick {self.tick})"
         if self.source:
-            text += f"\n    {self.source}"
+            text += f"\n    {show(self.source, keep=chr(9))}"
         return text

@@ -47,12 +47,14 @@ class Image:
     symbols: dict[str, tuple[str, int]] = field(default_factory=dict)  # name -> (section, value)
 
     def location(self, pc: int) -> str:
-        """``file:line`` of the instruction at ``pc`` (or a note why not)."""
+        """``file:line`` of the instruction at ``pc`` (or a note why not), for
+        messages: the file's name is escaped (errors.show), as it comes from a file."""
         if 0 <= pc < len(self.lines):
-            return f"{self.source_file}:{self.lines[pc]}"
-        return f"{self.source_file}: pc {pc} is outside the code"
+            return f"{show(self.source_file)}:{self.lines[pc]}"
+        return f"{show(self.source_file)}: pc {pc} is outside the code"
 
     def source_text(self, pc: int) -> str:
+        """The source line as stored (raw: escape it with errors.show to print it)."""
         return self.texts[pc] if 0 <= pc < len(self.texts) else ""
 
     def code_labels(self) -> dict[int, list[str]]:

@@ -85,16 +85,17 @@ def export_checkpoint(ckpt: Checkpoint, folder: str) -> list[str]:
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
-        raise MinivmError(f"cannot create '{folder}': {exc.strerror}") from None
+        raise MinivmError(f"cannot create '{show(folder)}': {exc.strerror}") from None
     targets = [os.path.join(folder, name) for name in names]
     for target in targets:
         if os.path.exists(target):
-            raise MinivmError(f"'{target}' already exists; export will not overwrite it")
+            raise MinivmError(f"'{show(target)}' already exists; export will not overwrite it")
     for source, target in zip(sources, targets):
         try:
             shutil.copyfile(source, target)
         except OSError as exc:
-            raise MinivmError(f"cannot copy '{source}' to '{target}': {exc.strerror}") from None
+            raise MinivmError(f"cannot copy '{show(source)}' to '{show(target)}': "
+                              f"{exc.strerror}") from None
     return targets
 
 

@@ -26,7 +26,7 @@ from ..assembler import evaluate_expression
 from ..checkpoint import Checkpointer
 from ..devices import MAX_DELAY, ConsoleInput
 from ..disks import close_chain, open_disk
-from ..errors import GuestFault, MinivmError
+from ..errors import GuestFault, MinivmError, show
 from ..interrupts_guard import SigintGuard
 from ..machine import Machine
 from ..memory import format_size, parse_size
@@ -432,7 +432,8 @@ class Session:
             return name, spec
         known = sorted(self.checkpoints.names() | set(self.store.names()))
         close = difflib.get_close_matches(spec, known, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        listing = f" (known: {', '.join(known[:8])}{' ...' if len(known) > 8 else ''})" \
+        hint = f"; did you mean '{show(close[0])}'?" if close else ""
+        listing = f" (known: {', '.join(show(k) for k in known[:8])}" \
+            f"{' ...' if len(known) > 8 else ''})" \
             if known else " (none taken yet)"
         raise CommandError(f"no checkpoint named '{spec}'{hint}{listing}; or give a .mvc file path")

@@ -10,7 +10,7 @@ from ... import isa
 from ...resume import read_checkpoint, resolve_disk_chain, resume
 from ...container import write_text_atomically
 from ...devices import ConsoleInput
-from ...errors import MinivmError
+from ...errors import MinivmError, show
 from .. import render
 from ..books import InputLog
 from ..parsing import CommandError, split_args
@@ -108,7 +108,7 @@ def checkpoints(s, args: str) -> None:
             size = f"{os.path.getsize(path)} B"
         except OSError:
             size = "?"
-        rows.append((name, tick, state, size, show_path(path)))
+        rows.append((show(name), tick, show(state), size, show_path(path)))   # a file's name
     if not rows:
         s.say(f"no checkpoints yet in {show_path(s.store.folder)} "
               "('checkpoint [NAME]' takes one)")
