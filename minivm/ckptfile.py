@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 
 from .container import MAX_FILE_BYTES, ContainerWriter, pack, read_container, unpack_bounded
 from .devices import MAX_INFLIGHT
-from .errors import FormatError
+from .errors import FormatError, OutOfMemory, show
 from .disks import MAX_CHAIN
 from .image import Image
 from .machine import MACHINE_STATE
 from .memory import PAGE_SIZE
-from .state import Limits, StateError
+from .state import Limits, StateError, show as show_value, show_int
 
 CHECKPOINT_KIND = "checkpoint"
 CHECKPOINT_VERSION = 1
@@ -104,6 +104,15 @@ def _bad(what: str, why: str) -> FormatError:
 
 
 def load_checkpoint(data: bytes, what: str) -> Checkpoint:
+    """Parse and validate a checkpoint file's bytes. A valid file the host has
+    no memory for is :class:`OutOfMemory`, never a corrupt file."""
+    try:
+        return _load_checkpoint(data, what)
+    except MemoryError:
+        raise OutOfMemory(what, len(data)) from None
+
+
+def _load_checkpoint(data: bytes, what: str) -> Checkpoint:
     container = read_container(data, CHECKPOINT_KIND, CHECKPOINT_VERSION, what)
     meta = unpack_bounded(container.only("meta"), what)
     if not isinstance(meta, dict):
@@ -151,12 +160,36 @@ def _check_state(image: Image, state: dict, disk, what: str) -> None:
     do need the checkpoint to have a disk."""
     limits = Limits(code_size=len(image.code), disk_attached=disk is not None)
     try:
-        MACHINE_STATE.validate(state, limits)
+        values = MACHINE_STATE.validate(state, limits)
+        _check_schedule(values)
     except StateError as exc:
         raise _bad(what, str(exc)) from None
     if len(image.data) > state["memory_size"]:
         raise _bad(what, f"the program's data ({len(image.data)} bytes) does not fit in its "
                          f"memory size ({state['memory_size']} bytes)")
+
+
+def _check_schedule(values: dict) -> None:
+    """What a real run keeps at every instruction boundary, where checkpoints
+    are taken: nothing scheduled lies in the past (the boundary fires every
+    event that is due before the guest runs on), and nothing pending was raised
+    in the future. A file that breaks this would make the restored machine
+    catch up on events one by one (a timer of period 1 and a tick of 10^12)."""
+    tick = values["cpu"]["tick"]
+    next_fire = values["timer"]["next_fire"]
+    if next_fire is not None and next_fire < tick:
+        raise StateError("timer.next_fire", f"{show_int(next_fire)} is before the "
+                         f"checkpoint's tick {show_int(tick)} (a run fires every due event)")
+    for i, r in enumerate(values["disk"]["queue"]):
+        if r["done"] < tick:
+            raise StateError(f"disk.queue[{i}].done", f"request {r['id']} completes at tick "
+                             f"{show_int(r['done'])}, before the checkpoint's tick "
+                             f"{show_int(tick)} (a run completes every due request)")
+    for i, p in enumerate(values["interrupts"]["pending"]):
+        if p["tick"] > tick:
+            raise StateError(f"interrupts.pending[{i}].tick", f"raised at tick "
+                             f"{show_int(p['tick'])}, after the checkpoint's tick "
+                             f"{show_int(tick)}")
 
 
 def _check_disk(disk, what: str) -> None:
@@ -167,12 +200,13 @@ def _check_disk(disk, what: str) -> None:
         raise _bad(what, "its disk section is malformed")
     group = disk.get("group_blocks")
     if type(group) is not int or not 1 <= group <= 4096:
-        raise _bad(what, f"its disk COW group size {group!r} is not 1 .. 4096 blocks")
+        raise _bad(what, f"its disk COW group size {show_value(group)} is not 1 .. 4096 blocks")
     for key in ("reads_not_landed", "writes_not_done"):
         ids = disk.get(key, [])
         if not isinstance(ids, list) or len(ids) > MAX_INFLIGHT \
                 or not all(type(i) is int for i in ids):
             raise _bad(what, f"its disk section's '{key}' is malformed")
+    seen: set[str] = set()
     for entry in disk["chain"]:
         if not isinstance(entry, dict):
             raise _bad(what, "a disk chain entry is malformed")
@@ -180,8 +214,13 @@ def _check_disk(disk, what: str) -> None:
             if not isinstance(entry.get(key), str) or len(entry[key]) > 4096 \
                     or "\0" in entry[key] or not entry[key]:
                 raise _bad(what, f"a disk chain entry has no valid '{key}'")
+        if entry["path"] in seen:
+            # a real chain never holds a file twice; one named 4,096 times
+            # would be read (and hashed) 4,096 times
+            raise _bad(what, f"its disk chain names '{show(entry['path'])}' more than once")
+        seen.add(entry["path"])
         if entry["kind"] not in ("raw", "overlay"):
-            raise _bad(what, f"disk kind {entry['kind']!r} is unknown")
+            raise _bad(what, f"disk kind '{show(entry['kind'])}' is unknown")
         fp = entry.get("fingerprint")
         if not (isinstance(fp, dict) and type(fp.get("size")) is int
                 and isinstance(fp.get("sha256"), str) and len(fp["sha256"]) == 64):

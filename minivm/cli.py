@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 
+from .devices import MAX_DELAY
 from .errors import MinivmError, show
 from .interrupts_guard import SigintGuard
 
@@ -25,7 +26,9 @@ EXIT_INTERRUPTED = 130
 
 def _note(message: str) -> None:
     sys.stdout.flush()
-    print(f"minivm: {message}", file=sys.stderr, flush=True)
+    # strings from files are escaped where a message is made; this is the
+    # second line of defence: only the message's own line breaks stay raw
+    print(f"minivm: {show(message, keep=chr(10) + chr(9))}", file=sys.stderr, flush=True)
 
 
 # --- shared option groups ----------------------------------------------------------------
@@ -93,9 +96,9 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mem", default="1M", metavar="SIZE",
                    help="memory size, e.g. 64K, 1M, 4G (default 1M)")
     p.add_argument("--disk", metavar="FILE", help="raw disk image (size a multiple of 512)")
-    p.add_argument("--disk-latency", type=_nonneg_int, default=100, metavar="TICKS",
+    p.add_argument("--disk-latency", type=_delay, default=100, metavar="TICKS",
                    help="ticks every disk request takes (default 100)")
-    p.add_argument("--disk-per-block", type=_nonneg_int, default=10, metavar="TICKS",
+    p.add_argument("--disk-per-block", type=_delay, default=10, metavar="TICKS",
                    help="extra ticks per block transferred (default 10)")
     p.add_argument("--max-inflight", type=_positive_int, default=1024, metavar="N",
                    help="most disk requests in flight at once, up to 65536; one more is "
@@ -103,6 +106,13 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-inflight-bytes", default="64M", metavar="SIZE",
                    help="most bytes the disk requests in flight may move at once, up to "
                         "256M; more is a guest fault (default 64M; saved in checkpoints)")
+
+
+def _delay(text: str) -> int:
+    value = _nonneg_int(text)
+    if value > MAX_DELAY:
+        raise argparse.ArgumentTypeError(f"'{text}' is more than the limit of {MAX_DELAY} ticks")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,7 +218,7 @@ def _console_input(path: str | None):
 
 def _execute(machine, args, checkpointer, overlay_note: str | None) -> int:
     if args.trace:
-        machine.trace = lambda line: print(line, file=sys.stderr)
+        machine.trace = lambda line: print(show(line), file=sys.stderr)   # the source file's name
     with SigintGuard(machine):
         try:
             stop = machine.run(args.max_steps)
@@ -382,9 +392,9 @@ def cmd_export(args) -> int:
     from .resume import export_checkpoint, read_checkpoint
     written = export_checkpoint(read_checkpoint(args.checkpoint), args.folder)
     for path in written:
-        _note(f"wrote {path}")
+        _note(f"wrote {show(path)}")                     # disk files are named by the checkpoint
     _note(f"take the folder anywhere and run: minivm resume "
-          f"{os.path.join(args.folder, os.path.basename(written[0]))}")
+          f"{show(os.path.join(args.folder, os.path.basename(written[0])))}")
     return 0
 
 
@@ -423,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     except MinivmError as exc:
         from .errors import GuestFault
         sys.stdout.flush()
-        message = str(exc)
+        message = show(str(exc), keep="\n\t")       # see _note
         print(message if ": error:" in message or isinstance(exc, GuestFault)
               else f"minivm: error: {message}", file=sys.stderr)
         return EXIT_FAULT if isinstance(exc, GuestFault) else EXIT_USAGE

@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 import msgpack
 
-from .errors import FormatError, MinivmError
+from .errors import FormatError, MinivmError, OutOfMemory, show
 
 #: Largest file the loader will read at all (a checkpoint of 4 GiB of touched
 #: memory would be larger, but is far beyond classroom use; see docs).
@@ -54,8 +54,10 @@ def unpack_bounded(data: bytes, what: str, *, max_items: int = 1 << 22):
         unpacker.feed(data)
         obj = unpacker.unpack()
         extra = unpacker.tell() != len(data)
+    except MemoryError:
+        raise OutOfMemory(what, len(data)) from None
     except (msgpack.OutOfData, ValueError, TypeError, msgpack.ExtraData,
-            msgpack.FormatError, msgpack.StackError, MemoryError) as exc:
+            msgpack.FormatError, msgpack.StackError) as exc:
         raise FormatError(f"{what} is corrupt: {describe_msgpack_error(exc)}") from None
     if extra:
         raise FormatError(f"{what} is corrupt: unexpected bytes after its data")
@@ -68,7 +70,7 @@ def describe_msgpack_error(exc: Exception) -> str:
     if isinstance(exc, msgpack.StackError):
         return "its data is nested too deeply"
     text = str(exc) or type(exc).__name__
-    return text[:200]
+    return show(text[:200])
 
 
 class ContainerWriter:
@@ -164,13 +166,15 @@ def read_container(data: bytes, kind: str, version: int, what: str) -> Container
                     raise FormatError(f"{what} is corrupt: unexpected bytes after its end marker")
                 return Container(kind, header, sections)
             if not isinstance(payload, bytes):
-                raise FormatError(f"{what} is corrupt: section '{name}' is not binary data")
+                raise FormatError(f"{what} is corrupt: section '{show(name)}' is not binary data")
             sections.append((name, payload))
     except msgpack.OutOfData:
         raise FormatError(f"{what} is incomplete: it ends before its end marker "
                           "(truncated, or still being written)") from None
+    except MemoryError:
+        raise OutOfMemory(what, len(data)) from None
     except (ValueError, TypeError, msgpack.FormatError, msgpack.StackError,
-            msgpack.ExtraData, MemoryError) as exc:
+            msgpack.ExtraData) as exc:
         raise FormatError(f"{what} is corrupt: {describe_msgpack_error(exc)}") from None
 
 
@@ -187,7 +191,7 @@ def _verify_trailer(data, end_offset, trailer, sections, what) -> None:
         if (not isinstance(entry, list) or len(entry) != 3 or entry[0] != name
                 or entry[1] != len(payload)
                 or entry[2] != hashlib.sha256(payload).digest()):
-            raise FormatError(f"{what} is corrupt: section '{name}' fails its checksum")
+            raise FormatError(f"{what} is corrupt: section '{show(name)}' fails its checksum")
 
 
 def read_file_capped(path: str, what: str, limit: int = MAX_FILE_BYTES) -> bytes:
@@ -208,6 +212,8 @@ def read_file_capped(path: str, what: str, limit: int = MAX_FILE_BYTES) -> bytes
                 raise FormatError(f"{what} is {info.st_size} bytes, more than the {limit}-byte "
                                   "limit for files minivm will load")
             data = f.read(info.st_size + 1)
+    except MemoryError:
+        raise OutOfMemory(what, info.st_size) from None
     except FileNotFoundError:
         raise FormatError(f"{what} does not exist") from None
     except IsADirectoryError:
@@ -225,9 +231,9 @@ def read_program_file(path: str) -> bytes:
     """The bytes of a program file, an image or a source, refused as any
     untrusted file is (:func:`read_file_capped`), the path first in the message."""
     try:
-        return read_file_capped(path, f"'{path}'", limit=MAX_PROGRAM_BYTES)
+        return read_file_capped(path, f"'{show(path)}'", limit=MAX_PROGRAM_BYTES)
     except FormatError as exc:
-        raise MinivmError(f"{path}: cannot load the program: {exc}") from None
+        raise MinivmError(f"{show(path)}: cannot load the program: {exc}") from None
 
 
 class AtomicFile:
@@ -269,13 +275,13 @@ def write_text_atomically(path: str, text: str) -> None:
     try:
         out = AtomicFile(path)
     except OSError as exc:
-        raise MinivmError(f"cannot write '{path}': {exc.strerror}") from None
+        raise MinivmError(f"cannot write '{show(path)}': {exc.strerror}") from None
     try:
         out.file.write(text.encode())
         out.commit()
     except OSError as exc:
         out.abort()
-        raise MinivmError(f"cannot write '{path}': {exc.strerror}") from None
+        raise MinivmError(f"cannot write '{show(path)}': {exc.strerror}") from None
 
 
 def fsync_dir(folder: str) -> None:

@@ -48,7 +48,10 @@ DEFAULT_MAX_INFLIGHT_BYTES = 64 << 20
 #: leave room in a file minivm will load (container.MAX_FILE_BYTES) for memory.
 MAX_INFLIGHT_BYTES = MAX_FILE_BYTES // 4
 MAX_REQUEST_BLOCKS = (1 << 32) // BLOCK_SIZE     # a request's DMA fits in the largest memory
-MAX_DELAY = MAX_TICK                             # disk latency and per-block time
+#: Disk latency and per-block time: 2^24 ticks, so that a request's completion
+#: (latency + per_block * MAX_REQUEST_BLOCKS, under 2^48) queued behind a full
+#: queue still lies far inside MAX_FUTURE and msgpack's 64 bits.
+MAX_DELAY = 1 << 24
 
 
 # --- console ------------------------------------------------------------------------
@@ -192,11 +195,19 @@ class Timer:
     def next_event(self) -> int | None:
         return self.next_fire
 
-    def fire(self) -> tuple[int, bool]:
-        """The due event happens; returns (its tick, whether it interrupts)."""
+    def fire(self, now: int | None = None) -> tuple[int, bool]:
+        """The due event happens; returns (its tick, whether it interrupts).
+
+        With no handler an event only counts, so when several are due by
+        ``now`` they are counted at once, in O(1) (no loop per period, however
+        far behind the timer is); with a handler each one is raised."""
         tick = self.next_fire
+        periods = 1
+        if self.handler is None and now is not None and now >= tick + self.period:
+            periods = (now - tick) // self.period + 1
+            tick += (periods - 1) * self.period
         self.next_fire = tick + self.period
-        self.fired += 1
+        self.fired += periods
         return tick, self.handler is not None
 
     @staticmethod
@@ -561,6 +572,7 @@ class EventQueue:
 
     def __init__(self, sources):
         self.sources = sorted(sources, key=lambda s: s.priority)
+        self._timer = next((s for s in self.sources if isinstance(s, Timer)), None)
 
     def next_tick(self) -> int | None:
         ticks = [t for t in (s.next_event() for s in self.sources) if t is not None]
@@ -578,7 +590,7 @@ class EventQueue:
             if best is None:
                 return fired
             source = best[1]
-            tick, interrupts = source.fire()
+            tick, interrupts = source.fire(now) if source is self._timer else source.fire()
             fired += 1
             if interrupts:
                 on_interrupt(tick, source.priority, source.name)

@@ -3,11 +3,17 @@
 Used by ``minivm disasm``, ``--trace`` and the REPL. Code targets are shown
 by label where the image has one; everything else is shown as a number, so
 that reassembling gives back the same code, data, entry and symbols.
+
+Symbol names and values are checked by the image loader (image.py) to be
+what the assembler can write; the only text from the file that reaches the
+listing otherwise is in comments (the title, the source file's name), shown
+escaped, so that no character in it can end the comment or forge a line.
 """
 
 from __future__ import annotations
 
 from . import isa
+from .errors import show
 from .isa import BASE, IMM, OFFSET, PORT, REG, TARGET, to_signed
 
 
@@ -95,7 +101,7 @@ def _data_lines(image) -> list[str]:
 
 def listing(image, title: str = "") -> str:
     labels = image.code_labels()
-    out = [f"; minivm disassembly{' of ' + title if title else ''}: "
+    out = [f"; minivm disassembly{' of ' + show(title) if title else ''}: "
            f"{len(image.code)} instructions, {len(image.data)} data bytes"]
     for name, (section, value) in sorted(image.symbols.items()):
         if section == "equ":
@@ -109,7 +115,7 @@ def listing(image, title: str = "") -> str:
         for name in sorted(labels.get(pc, [])):
             out.append(f"{name}:")
         text = "    " + format_instruction(image, pc, labels)
-        out.append(f"{text:<{width}} ; {pc:>4}  {image.location(pc)}")
+        out.append(f"{text:<{width}} ; {pc:>4}  {show(image.location(pc))}")
     for value in sorted(v for v in labels if v >= len(image.code)):
         for name in sorted(labels[value]):
             out.append(f"{name}:")

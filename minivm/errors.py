@@ -26,6 +26,17 @@ class FormatError(MinivmError):
     """A file (image, checkpoint, overlay) is unreadable, corrupt or foreign."""
 
 
+class OutOfMemory(MinivmError):
+    """The host ran out of memory for a valid file (a memory limit, a small
+    machine): not the file's fault, so never reported as a corrupt file."""
+
+    def __init__(self, what: str, size: int | None = None):
+        held = f" ({size} bytes)" if size is not None else ""
+        super().__init__(f"out of memory while loading {what}{held}: the file is not known "
+                         "to be bad; give minivm more memory (a higher ulimit -v, a "
+                         "container's memory limit) or free some")
+
+
 class DiskError(MinivmError):
     """A disk image or overlay is missing, has the wrong size, or changed."""
 
@@ -53,7 +64,8 @@ class GuestFault(MinivmError):
     def __str__(self) -> str:
         if self.pc is None:
             return f"fault: {self.reason}"
-        text = f"{self.location}: fault: {self.reason} (pc {self.pc}, tick {self.tick})"
+        # the location and the source line come from the image's file
+        text = f"{show(self.location)}: fault: {self.reason} (pc {self.pc}, tick {self.tick})"
         if self.source:
-            text += f"\n    {self.source}"
+            text += f"\n    {show(self.source, keep=chr(9))}"
         return text

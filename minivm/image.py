@@ -10,17 +10,26 @@ not expect.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from . import isa
 from .container import (is_container, pack, read_container, read_file_capped,
                         unpack_bounded, write_atomically)
-from .errors import FormatError
+from .errors import FormatError, OutOfMemory, show
 
 IMAGE_KIND = "image"
 IMAGE_VERSION = 1
 MAX_CODE = 1 << 20        # instructions
 MAX_DATA = 64 << 20       # bytes of initial data
+MAX_TEXT = 4096           # characters in the source file's name, a source line, a symbol
+#: A symbol's name as the assembler spells one (grammar.lark NAME), and the
+#: names it refuses because they are registers: a name outside this set would
+#: make a listing that does not reassemble, or reassembles to another program.
+SYMBOL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+REGISTER_LIKE = re.compile(r"(?i)(r\d+|sp)")
+#: The values an ``.equ`` may have (the assembler's 32-bit range).
+MIN_EQU, MAX_EQU = -(1 << 31), (1 << 32) - 1
 
 _FIELD_LIMIT = {isa.REG: isa.NUM_REGS - 1, isa.BASE: isa.ZERO_REG,
                 isa.IMM: isa.WORD_MASK, isa.OFFSET: isa.WORD_MASK,
@@ -38,12 +47,14 @@ class Image:
     symbols: dict[str, tuple[str, int]] = field(default_factory=dict)  # name -> (section, value)
 
     def location(self, pc: int) -> str:
-        """``file:line`` of the instruction at ``pc`` (or a note why not)."""
+        """``file:line`` of the instruction at ``pc`` (or a note why not), for
+        messages: the file's name is escaped (errors.show), as it comes from a file."""
         if 0 <= pc < len(self.lines):
-            return f"{self.source_file}:{self.lines[pc]}"
-        return f"{self.source_file}: pc {pc} is outside the code"
+            return f"{show(self.source_file)}:{self.lines[pc]}"
+        return f"{show(self.source_file)}: pc {pc} is outside the code"
 
     def source_text(self, pc: int) -> str:
+        """The source line as stored (raw: escape it with errors.show to print it)."""
         return self.texts[pc] if 0 <= pc < len(self.texts) else ""
 
     def code_labels(self) -> dict[int, list[str]]:
@@ -82,13 +93,16 @@ def is_image_bytes(data: bytes) -> bool:
 
 
 def image_from_bytes(data: bytes, what: str) -> Image:
-    container = read_container(data, IMAGE_KIND, IMAGE_VERSION, what)
-    payload = container.only("image")
-    return Image.from_dict(unpack_bounded(payload, what), what)
+    try:
+        container = read_container(data, IMAGE_KIND, IMAGE_VERSION, what)
+        payload = container.only("image")
+        return Image.from_dict(unpack_bounded(payload, what), what)
+    except MemoryError:
+        raise OutOfMemory(what, len(data)) from None
 
 
 def load_image(path: str) -> Image:
-    what = f"image file '{path}'"
+    what = f"image file '{show(path)}'"
     return image_from_bytes(read_file_capped(path, what), what)
 
 
@@ -129,22 +143,43 @@ def _validate(d, what: str) -> Image:
     source_file = d.get("source_file", "<unknown>")
     lines = d.get("lines", [])
     texts = d.get("texts", [])
-    if not isinstance(source_file, str) or len(source_file) > 4096:
+    if not isinstance(source_file, str) or len(source_file) > MAX_TEXT:
         raise _bad(what, "its source file name is not a string")
     if (not isinstance(lines, list) or len(lines) != len(code)
             or not all(type(x) is int and x >= 0 for x in lines)):
         raise _bad(what, "its source map does not match its code")
     if (not isinstance(texts, list) or len(texts) != len(code)
-            or not all(isinstance(x, str) and len(x) <= 4096 for x in texts)):
+            or not all(isinstance(x, str) and len(x) <= MAX_TEXT for x in texts)):
         raise _bad(what, "its source text does not match its code")
-    symbols = {}
-    raw_symbols = d.get("symbols", [])
-    if not isinstance(raw_symbols, list):
-        raise _bad(what, "its symbol table is not a list")
-    for entry_ in raw_symbols:
-        if (not isinstance(entry_, list) or len(entry_) != 3
-                or not isinstance(entry_[0], str) or entry_[1] not in ("text", "data", "equ")
-                or type(entry_[2]) is not int):
-            raise _bad(what, "its symbol table has a malformed entry")
-        symbols[entry_[0]] = (entry_[1], entry_[2])
+    symbols = _validate_symbols(d.get("symbols", []), len(decoded), len(data), what)
     return Image(decoded, data, entry, source_file, lines, texts, symbols)
+
+
+def _validate_symbols(raw, ncode: int, ndata: int, what: str) -> dict[str, tuple[str, int]]:
+    """The symbol table, each name spelled as the assembler spells one and each
+    value where its section allows (a code label at an instruction or just after
+    the last, a data label inside the data or at its end, an .equ in 32 bits),
+    so that the disassembly of every image the loader accepts reassembles to it."""
+    if not isinstance(raw, list):
+        raise _bad(what, "its symbol table is not a list")
+    bounds = {"text": (0, ncode), "data": (0, ndata), "equ": (MIN_EQU, MAX_EQU)}
+    symbols: dict[str, tuple[str, int]] = {}
+    for entry in raw:
+        if (not isinstance(entry, list) or len(entry) != 3 or not isinstance(entry[0], str)
+                or not isinstance(entry[1], str) or entry[1] not in bounds
+                or type(entry[2]) is not int):
+            raise _bad(what, "its symbol table has a malformed entry")
+        name, section, value = entry
+        if (len(name) > MAX_TEXT or not SYMBOL_NAME.fullmatch(name)
+                or REGISTER_LIKE.fullmatch(name)):
+            raise _bad(what, f"symbol '{show(name[:80])}' is not a name the assembler "
+                             "accepts (a letter or '_', then letters, digits, '_' and '.'; "
+                             "not a register name)")
+        if name in symbols:
+            raise _bad(what, f"symbol '{name}' is defined twice")
+        lo, hi = bounds[section]
+        if not lo <= value <= hi:
+            raise _bad(what, f"symbol '{name}' ({section}) has value {value}, outside "
+                             f"{lo}..{hi}")
+        symbols[name] = (section, value)
+    return symbols

@@ -27,13 +27,21 @@ def _regs_table(regs: list[int]) -> list[str]:
     return lines
 
 
-def _disk_status(entry: dict, ckpt) -> str:
+def _disk_status(entry: dict, ckpt, seen: dict) -> str:
+    """Where a chain entry's file is and whether it changed. ``seen`` maps a
+    file (device, inode) to its fingerprint, so that a file is read once
+    however many entries name it (the loader refuses a path named twice; a
+    link can still name one file twice)."""
     base = os.path.dirname(ckpt.path) if ckpt.path else os.getcwd()
     candidate = locate(base, entry["relpath"], entry["path"])
     if not os.path.exists(candidate):
         return f"{show(entry['path'])} (MISSING)"
     try:
-        ok = fingerprint_file(candidate, entry["fingerprint"]["size"]) == entry["fingerprint"]
+        info = os.stat(candidate)
+        key = (info.st_dev, info.st_ino, entry["fingerprint"]["size"])
+        if key not in seen:
+            seen[key] = fingerprint_file(candidate, entry["fingerprint"]["size"])
+        ok = seen[key] == entry["fingerprint"]
     except (OSError, MinivmError) as exc:
         return f"{show(candidate)} (cannot be read: {show(exc)})"
     return f"{show(candidate)} ({'present, unchanged' if ok else 'CHANGED since the checkpoint'})"
@@ -94,9 +102,10 @@ def describe_checkpoint(ckpt) -> str:
             found = resolve_disk_chain(ckpt, allow_changed=True)
         except (OSError, MinivmError):
             found = None
+        seen: dict = {}
         for i, entry in enumerate(ckpt.disk["chain"]):
             fp = entry["fingerprint"]
-            status = (_disk_status(entry, ckpt) if found is None or found[i]["status"]
+            status = (_disk_status(entry, ckpt, seen) if found is None or found[i]["status"]
                       in ("unchanged", "CHANGED") else
                       f"{show(found[i]['resolved'])} (present, {show(found[i]['status'])})")
             lines.append(f"    {show(entry['kind']):<7} {status}")

@@ -22,13 +22,13 @@ import shutil
 from .ckptfile import Checkpoint, load_checkpoint
 from .container import read_file_capped
 from .disks import Overlay, close_chain, describe_chain, fingerprint_file, locate, open_disk
-from .errors import DiskError, FormatError, MinivmError, show
+from .errors import DiskError, FormatError, MinivmError, OutOfMemory, show
 from .machine import Machine
 from .store import CheckpointStore, StoreError
 
 
 def read_checkpoint(path: str) -> Checkpoint:
-    what = f"checkpoint '{path}'"
+    what = f"checkpoint '{show(path)}'"
     ckpt = load_checkpoint(read_file_capped(path, what), what)
     ckpt.path = os.path.abspath(path)
     return ckpt
@@ -116,16 +116,17 @@ def export_checkpoint(ckpt: Checkpoint, folder: str) -> list[str]:
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
-        raise MinivmError(f"cannot create '{folder}': {exc.strerror}") from None
+        raise MinivmError(f"cannot create '{show(folder)}': {exc.strerror}") from None
     targets = [os.path.join(folder, name) for name in names]
     for target in targets:
         if os.path.exists(target):
-            raise MinivmError(f"'{target}' already exists; export will not overwrite it")
+            raise MinivmError(f"'{show(target)}' already exists; export will not overwrite it")
     for source, target in zip(sources, targets):
         try:
             shutil.copyfile(source, target)
         except OSError as exc:
-            raise MinivmError(f"cannot copy '{source}' to '{target}': {exc.strerror}") from None
+            raise MinivmError(f"cannot copy '{show(source)}' to '{show(target)}': "
+                              f"{exc.strerror}") from None
     return targets
 
 
@@ -167,11 +168,13 @@ def resume(ckpt: Checkpoint, store: CheckpointStore, *, disk_override: str | Non
         machine.restore_state(state)
         for index, data in ckpt.pages.items():
             machine.memory.load_page(index, data)
-    except (ValueError, MinivmError) as exc:
+    except (ValueError, MinivmError, MemoryError) as exc:
         if disk_layer is not None:
             close_chain(disk_layer)
             os.unlink(disk_layer.path)
-        if isinstance(exc, FormatError):
+        if isinstance(exc, MemoryError):
+            raise OutOfMemory(ckpt.source, ckpt.file_size) from None
+        if isinstance(exc, (FormatError, OutOfMemory)):
             raise
         raise FormatError(f"{ckpt.source} is not a valid checkpoint: {exc}") from None
     return machine, overlay_path

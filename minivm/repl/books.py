@@ -12,6 +12,33 @@ from ..resume import read_checkpoint
 from ..errors import MinivmError
 
 
+class InputLog:
+    """The console input fed in one run's lineage, by position in the input
+    stream: the bytes from position ``start`` on (those before it were fed in
+    a run this session did not see, e.g. a checkpoint file from an earlier
+    session, and are not kept, so a file's ``input_consumed`` costs nothing).
+    ``log += data`` feeds more; checkpoints share the log of their run."""
+
+    def __init__(self, start: int = 0, data: bytes = b""):
+        self.start = start
+        self.data = bytearray(data)
+
+    def __iadd__(self, data: bytes) -> "InputLog":
+        self.data += data
+        return self
+
+    def after(self, consumed: int) -> bytes:
+        """What was fed after the first ``consumed`` bytes (to be fed again on
+        a restore); empty when that point is before what this log knows."""
+        if consumed < self.start:
+            return b""
+        return bytes(self.data[consumed - self.start:])
+
+    def fork(self, consumed: int) -> "InputLog":
+        """A new lineage that continues from position ``consumed`` of this one."""
+        return InputLog(consumed, self.after(consumed))
+
+
 @dataclass
 class Breakpoint:
     number: int
@@ -113,11 +140,11 @@ class CheckpointBook:
 
     def __init__(self):
         self.jobs: list = []                   # every checkpoint taken in this session
-        self._input: dict[str, bytearray] = {}
+        self._input: dict[str, InputLog] = {}
         self._announced: set[int] = set()
         self._file_meta: dict = {}
 
-    def add(self, job, input_log: bytearray) -> None:
+    def add(self, job, input_log: InputLog) -> None:
         """A checkpoint taken while the run had been fed ``input_log``."""
         self.jobs.append(job)
         self._input[job.name] = input_log
@@ -135,7 +162,7 @@ class CheckpointBook:
         """The newest job called ``name``, or None."""
         return next((job for job in reversed(self.jobs) if job.name == name), None)
 
-    def input_lineage(self, name: str) -> bytearray | None:
+    def input_lineage(self, name: str) -> InputLog | None:
         return self._input.get(name)
 
     def to_announce(self) -> list:

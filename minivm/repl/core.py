@@ -24,15 +24,15 @@ from contextlib import contextmanager
 from .. import isa
 from ..assembler import evaluate_expression
 from ..checkpoint import Checkpointer
-from ..devices import DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_INFLIGHT_BYTES, ConsoleInput
+from ..devices import DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_INFLIGHT_BYTES, MAX_DELAY, ConsoleInput
 from ..disks import close_chain, open_disk
-from ..errors import GuestFault, MinivmError
+from ..errors import GuestFault, MinivmError, show
 from ..interrupts_guard import SigintGuard
 from ..machine import Machine
 from ..memory import format_size, parse_size
 from ..store import CHECKPOINT_SUFFIX, FileStore
 from . import render
-from .books import Breakpoints, CheckpointBook
+from .books import Breakpoints, CheckpointBook, InputLog
 from .output import GuestSink, Output
 from .parsing import CommandError
 from .places import Places, show_path
@@ -65,6 +65,9 @@ class Session:
                  pages_per_slice: int = REPL_PAGES_PER_SLICE, handle_sigint: bool = True):
         self.out = Output(out)
         self.memory_size = parse_size(mem, "memory size")
+        for what, value in (("disk latency", disk_latency), ("disk per-block time", disk_per_block)):
+            if not 0 <= value <= MAX_DELAY:
+                raise MinivmError(f"the {what} {value} is outside 0..{MAX_DELAY} ticks")
         self.disk_path = disk
         self.disk_latency = disk_latency
         self.disk_per_block = disk_per_block
@@ -87,7 +90,7 @@ class Session:
         self.prev_regs: list[int] | None = None  # before the last run/step: regs marks changes
         self.x_next: tuple[int, int] | None = None  # where a bare 'x' continues
         self.pause_hook = None                 # called by 'pause' (minivm demo: wait for Enter)
-        self.input_log = bytearray()           # console input of this run's lineage
+        self.input_log = InputLog()           # console input of this run's lineage
         self.sigint_seen = False
         if program is not None:
             self.load(program)
@@ -125,6 +128,9 @@ class Session:
             self.error("interrupted; the session goes on ('status' shows where the machine is)")
         except RecursionError:
             self.error("that expression is nested too deeply")
+        except MemoryError:
+            self.error("out of memory: that command needed more memory than the host gives "
+                       "minivm; the session goes on")
         except Exception as exc:           # a bug, but never a traceback at the prompt
             self.error(f"internal error: {type(exc).__name__}: {exc} (please report this; "
                        "the session goes on)")
@@ -347,7 +353,7 @@ class Session:
         image = load_program(path)
         machine = self.new_machine(image)
         self.program_path = path
-        self.input_log = bytearray()
+        self.input_log = InputLog()
         self.install(machine, image, path)
         data = f", {len(image.data)} data bytes" if image.data else ""
         self.say(f"loaded {path}: {len(image.code)} instructions{data}; "
@@ -364,7 +370,7 @@ class Session:
             from ..program import load_program
             image, origin = load_program(self.program_path), self.program_path
         machine = self.new_machine(image)
-        self.input_log = bytearray()
+        self.input_log = InputLog()
         self.install(machine, image, origin)
         self.say("reset: a fresh machine at tick 0")
         self.say(f"=> {self.describe(machine.pc)}")
@@ -431,7 +437,8 @@ class Session:
             return name, spec
         known = sorted(self.checkpoints.names() | set(self.store.names()))
         close = difflib.get_close_matches(spec, known, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        listing = f" (known: {', '.join(known[:8])}{' ...' if len(known) > 8 else ''})" \
+        hint = f"; did you mean '{show(close[0])}'?" if close else ""
+        listing = f" (known: {', '.join(show(k) for k in known[:8])}" \
+            f"{' ...' if len(known) > 8 else ''})" \
             if known else " (none taken yet)"
         raise CommandError(f"no checkpoint named '{spec}'{hint}{listing}; or give a .mvc file path")

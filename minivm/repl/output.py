@@ -5,6 +5,8 @@ from __future__ import annotations
 import codecs
 import sys
 
+from ..errors import show
+
 
 class Output:
     """The session's text and the guest's console, in the order they happen.
@@ -25,6 +27,10 @@ class Output:
         return self._stream if self._stream is not None else sys.stdout
 
     def text(self, message: str = "") -> None:
+        """One of the session's messages. Every string from a file is escaped
+        where the message is made; as a second line of defence nothing but
+        the message's own line breaks (and tabs) reaches the terminal raw."""
+        message = show(message, keep="\n\t")
         if not self.at_line_start:
             self.stream.write("\n")
             self.at_line_start = True

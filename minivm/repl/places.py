@@ -1,22 +1,28 @@
-"""Where things are in a program image: labels, source lines, file:line."""
+"""Where things are in a program image: labels, source lines, file:line.
+
+Everything here that comes from the image's file (the source file's name,
+the source lines) is returned escaped (errors.show); symbol names are
+checked by the image loader to be assembler names."""
 
 from __future__ import annotations
 
 import os
 import re
 
+from ..errors import show
 from .parsing import strip_comment
 
 _LABEL_PREFIX = re.compile(r"^\s*(?:[A-Za-z_][A-Za-z0-9_.]*:\s*)+")
 
 
 def show_path(path: str) -> str:
-    """A path for messages: relative to the current folder when inside it."""
+    """A path for messages: relative to the current folder when inside it,
+    escaped (errors.show: it may come from a file, e.g. a disk chain)."""
     try:
         rel = os.path.relpath(path)
     except ValueError:
-        return path
-    return path if rel.startswith("..") else rel
+        return show(path)
+    return show(path if rel.startswith("..") else rel)
 
 
 class Places:
@@ -41,7 +47,7 @@ class Places:
 
     def source_of(self, pc: int) -> str:
         """The instruction as written, without its comment or a label before it."""
-        return _LABEL_PREFIX.sub("", strip_comment(self.image.source_text(pc)))
+        return show(_LABEL_PREFIX.sub("", strip_comment(self.image.source_text(pc))))
 
     def describe(self, pc: int) -> str:
         """``pc 3 <loop>  fib.asm:15  out 0x01, r1`` (pc, label, line, source)."""
@@ -54,8 +60,8 @@ class Places:
         """``fib.asm:15``: the source file's name (not its folder) and line."""
         image = self.image
         if 0 <= pc < len(image.lines):
-            return f"{os.path.basename(image.source_file)}:{image.lines[pc]}"
-        return image.location(pc)
+            return f"{show(os.path.basename(image.source_file))}:{image.lines[pc]}"
+        return show(image.location(pc))
 
     def data_label_at(self, addr: int) -> str:
         names = sorted(n for n, (sec, v) in self.image.symbols.items()

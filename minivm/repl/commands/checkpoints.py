@@ -10,8 +10,9 @@ from ... import isa
 from ...resume import open_chain, read_checkpoint, resolve_disk_chain, resume
 from ...container import write_text_atomically
 from ...devices import ConsoleInput
-from ...errors import MinivmError
+from ...errors import MinivmError, show
 from .. import render
+from ..books import InputLog
 from ..parsing import CommandError, split_args
 from ..places import show_path
 from ..registry import command
@@ -107,7 +108,7 @@ def checkpoints(s, args: str) -> None:
             size = f"{os.path.getsize(path)} B"
         except OSError:
             size = "?"
-        rows.append((name, tick, state, size, show_path(path)))
+        rows.append((show(name), tick, show(state), size, show_path(path)))   # a file's name
     if not rows:
         s.say(f"no checkpoints yet in {show_path(s.store.folder)} "
               "('checkpoint [NAME]' takes one)")
@@ -150,11 +151,10 @@ def restore(s, args: str) -> None:
     """
     name, path = s.resolve_checkpoint(args)
     ckpt = read_checkpoint(path)
-    consumed = ckpt.state.get("console", {}).get("input_consumed", 0)
+    consumed = ckpt.state["console"]["input_consumed"]      # validated by the loader
     lineage = s.checkpoints.input_lineage(name)
-    log = bytearray(lineage) if lineage is not None and len(lineage) >= consumed \
-        else bytearray(consumed)
-    replay = bytes(log[consumed:])
+    log = lineage.fork(consumed) if lineage is not None else InputLog(consumed)
+    replay = bytes(log.data)
     machine, overlay = resume(ckpt, s.store, console_sink=s.sink(),
                               console_input=ConsoleInput(replay))
     s.install(machine, ckpt.image, f"{show_path(path)}")

@@ -7,6 +7,7 @@ import difflib
 
 from ... import isa
 from ...container import write_text_atomically
+from ...errors import show
 from ...isa import WORD_MASK, to_signed
 from .. import render
 from ..core import register_index
@@ -203,7 +204,7 @@ def status(s, args: str) -> None:
     Example:  status
     """
     m = s.machine
-    s.say(f"program {s.origin}; tick {m.tick}")
+    s.say(f"program {show(s.origin)}; tick {m.tick}")
     if m.fault is not None:
         s.say(str(m.fault))
     elif m.halted:
