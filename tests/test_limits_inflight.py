@@ -198,7 +198,7 @@ def test_the_default_bounds_16_mib_writes(tmp_path):
     """The attack of issue 12 under the default bound: writes of 16 MiB each
     fault at the 5th (64 MiB in flight), with a clear message."""
     prog, img = program(tmp_path, 1024, count=32768, cmd=2), disk(tmp_path, 32768)
-    proc = run_cli("run", prog, "--disk", img, "--mem", "17M", "--disk-latency", "100000000",
+    proc = run_cli("run", prog, "--disk", img, "--mem", "17M", "--disk-latency", "16000000",
                    input=b"")
     err = err_of(proc)
     assert proc.returncode == 3, err
