@@ -97,9 +97,9 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
                    help="memory size, e.g. 64K, 1M, 4G (default 1M)")
     p.add_argument("--disk", metavar="FILE", help="raw disk image (size a multiple of 512)")
     p.add_argument("--disk-latency", type=_delay, default=100, metavar="TICKS",
-                   help="ticks every disk request takes (default 100)")
+                   help="ticks every disk request takes (default 100, at most 2^24)")
     p.add_argument("--disk-per-block", type=_delay, default=10, metavar="TICKS",
-                   help="extra ticks per block transferred (default 10)")
+                   help="extra ticks per block transferred (default 10, at most 2^24)")
     p.add_argument("--max-inflight", type=_positive_int, default=1024, metavar="N",
                    help="most disk requests in flight at once, up to 65536; one more is "
                         "a guest fault (default 1024; saved in checkpoints)")
