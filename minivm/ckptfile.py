@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from .container import MAX_FILE_BYTES, ContainerWriter, pack, read_container, unpack_bounded
 from .devices import MAX_INFLIGHT
 from .errors import FormatError, OutOfMemory, show
-from .disks import MAX_CHAIN
+from .disks import MAX_CHAIN, valid_fingerprint
 from .image import Image
 from .machine import MACHINE_STATE
 from .memory import PAGE_SIZE
@@ -222,8 +222,7 @@ def _check_disk(disk, what: str) -> None:
         if entry["kind"] not in ("raw", "overlay"):
             raise _bad(what, f"disk kind '{show(entry['kind'])}' is unknown")
         fp = entry.get("fingerprint")
-        if not (isinstance(fp, dict) and type(fp.get("size")) is int
-                and isinstance(fp.get("sha256"), str) and len(fp["sha256"]) == 64):
+        if not valid_fingerprint(fp) or fp.get("sha256") == "":
             raise _bad(what, "a disk chain entry has no valid fingerprint")
 
 

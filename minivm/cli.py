@@ -150,11 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the checkpointed disk is now, if it moved")
     p.add_argument("--allow-changed-disk", action="store_true",
                    help="resume even if a disk file no longer matches the checkpoint")
+    p.add_argument("--verify-disk", action="store_true",
+                   help="also compare each disk file's whole-file SHA-256, where the "
+                        "checkpoint recorded one (reads the whole disk; see docs/formats.md)")
     _add_execution_options(p)
 
     p = sub.add_parser("inspect", help="show what a checkpoint holds",
                        description="Print a readable summary of a checkpoint file.")
     p.add_argument("checkpoint")
+    p.add_argument("--verify-disk", action="store_true",
+                   help="also compare each disk file's whole-file SHA-256, where the "
+                        "checkpoint recorded one (reads the whole disk)")
 
     p = sub.add_parser("disk", help="create, describe or commit disk files",
                        description="Disk image tools.")
@@ -296,16 +302,21 @@ def cmd_run(args) -> int:
 
 def cmd_resume(args) -> int:
     from .devices import StreamSink
+    from .disks import PLAIN_MATCH
     from .resume import read_checkpoint, resolve_disk_chain, resume
     from .store import FileStore
     ckpt = read_checkpoint(args.checkpoint)
     store = FileStore(args.checkpoint_dir)
     chain = None
     if ckpt.disk is not None:
-        chain = resolve_disk_chain(ckpt, args.disk, args.allow_changed_disk)
+        chain = resolve_disk_chain(ckpt, args.disk, args.allow_changed_disk,
+                                   verify=args.verify_disk)
         for entry in chain:
+            checked = (f"; checked by {show(entry['checked'])}"
+                       if entry["status"] in ("unchanged", "CHANGED")
+                       and entry["checked"] not in PLAIN_MATCH else "")
             _note(f"disk chain: {show(entry['kind'])} {show(entry['resolved'])} ({entry['status']}; "
-                  "opened read-only)")
+                  f"opened read-only{checked})")
     machine, overlay = resume(ckpt, store, disk_override=args.disk, chain=chain,
                               console_sink=StreamSink(sys.stdout.buffer),
                               console_input=_console_input(args.input),
@@ -343,7 +354,8 @@ def cmd_disasm(args) -> int:
 def cmd_inspect(args) -> int:
     from .resume import read_checkpoint
     from .report import describe_checkpoint
-    sys.stdout.write(describe_checkpoint(read_checkpoint(args.checkpoint)))
+    sys.stdout.write(describe_checkpoint(read_checkpoint(args.checkpoint),
+                                         verify_disk=args.verify_disk))
     return 0
 
 

@@ -68,7 +68,9 @@ def check_regular_file(path: str, what: str) -> int:
 
 
 def fingerprint_file(path: str, expected_size: int | None = None) -> dict:
-    """Size and SHA-256 of a file: detects a changed or replaced disk file.
+    """Size and SHA-256 of a whole file: the *full* check (``--verify-disk``,
+    ``export``, and every fingerprint a minivm before 0.13 recorded). It reads
+    the whole file, so nothing takes it by default: see :func:`identify`.
 
     Reads no more than the size the file system reports (a /proc file may
     report 0 and stream forever); with ``expected_size``, a file of another
@@ -87,15 +89,188 @@ def fingerprint_file(path: str, expected_size: int | None = None) -> dict:
     digest = hashlib.sha256()
     done = 0
     with open(path, "rb") as f:
-        first = f.read(min(HEADER_SIZE, size))
+        first = _counted(f.read(min(HEADER_SIZE, size)))
         done = len(first)
         digest.update(_fingerprinted_header(first))
-        while done < size and (chunk := f.read(min(1 << 20, size - done))):
+        while done < size and (chunk := _counted(f.read(min(1 << 20, size - done)))):
             digest.update(chunk)
             done += len(chunk)
         if done != size or f.read(1):
             raise DiskError(f"disk file '{show(path)}' changed size while being read")
     return {"size": size, "sha256": digest.hexdigest()}
+
+
+# --- disk identity without reading the disk (P10) ---------------------------------------------
+#
+# What a checkpoint (or a child overlay) records to recognise a file of its
+# disk chain, in O(1) of the file's size (docs/formats.md, "Disk identity"):
+#
+# * an overlay: its size and its content ID (``cid``, in the header), which
+#   minivm changes on the first write after the overlay is opened; plus the
+#   SHA-256 of the overlay file (what the guest wrote, never the disk's size),
+#   which only the full check compares;
+# * a raw disk: size, mtime_ns and a SHA-256 of SAMPLE_COUNT sampled blocks
+#   (compared by default), and inode and ctime_ns (which tell the same file
+#   from a copy of it, shown in the status).
+#
+# Records of the old form, {size, sha256} of the whole file, are compared the
+# old way, by reading the whole file.
+
+SAMPLE_COUNT = 8            # sampled 4 KiB blocks of a raw disk, spread over it
+SAMPLE_BYTES = 4096
+
+#: Bytes read by the identity and fingerprint functions (tests count them).
+bytes_read = 0
+
+
+def _counted(data: bytes) -> bytes:
+    global bytes_read
+    bytes_read += len(data)
+    return data
+
+
+def _sample_hash(fd: int, size: int) -> str:
+    """SHA-256 of SAMPLE_COUNT blocks at fixed places (first, last, evenly
+    between), with the size and each place: O(1) reads whatever the size."""
+    digest = hashlib.sha256(size.to_bytes(8, "little"))
+    places = sorted({min(size - SAMPLE_BYTES, (size - SAMPLE_BYTES) * i // (SAMPLE_COUNT - 1))
+                     for i in range(SAMPLE_COUNT)}) if size > SAMPLE_BYTES else [0]
+    for place in places:
+        data = _counted(os.pread(fd, SAMPLE_BYTES, place))
+        digest.update(place.to_bytes(8, "little") + data)
+    return digest.hexdigest()
+
+
+def identify(path: str, full: bool = False, with_ctime: bool = True) -> dict:
+    """The O(1) identity of a disk file (see above), read through a read-only
+    descriptor; ``full`` adds the whole file's SHA-256 (which reads it all).
+    An overlay's record always carries its SHA-256: it costs what the guest
+    wrote into it. ``with_ctime=False`` leaves ctime out (a commit records
+    the file it is about to rename into place: the rename changes ctime)."""
+    check_regular_file(path, "disk file")
+    fd = _open_rw(path, "disk file", writable=False)
+    try:
+        info = os.fstat(fd)
+        head = _counted(os.pread(fd, HEADER_SIZE, 0))
+        if head.startswith(magic_of(OVERLAY_KIND)):
+            header = _parse_overlay_header(head, path)
+            record = {"size": info.st_size, "cid": header.get("cid", ""),
+                      "sha256": fingerprint_file(path)["sha256"]}
+            return record
+        record = {"size": info.st_size, "mtime_ns": info.st_mtime_ns,
+                  "sample": _sample_hash(fd, info.st_size), "ino": info.st_ino}
+        if with_ctime:
+            record["ctime_ns"] = info.st_ctime_ns
+    except OSError as exc:
+        raise DiskError(f"disk file '{show(path)}' cannot be read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if full:
+        record["sha256"] = fingerprint_file(path)["sha256"]
+    return record
+
+
+def fingerprint_kind(fp: dict) -> str:
+    """'overlay' (a content ID), 'raw' (file-system identity and samples) or
+    'sha256' (a whole-file SHA-256 only: an old record)."""
+    if "cid" in fp:
+        return "overlay"
+    return "raw" if "sample" in fp else "sha256"
+
+
+def check_identity(path: str, recorded: dict, full: bool = False) -> tuple[bool, str]:
+    """Whether the file at ``path`` is the one ``recorded`` describes, and how
+    it was told: (matches, how). Reads O(1) of the file, except for an old
+    record (a SHA-256 only) or with ``full``, which read the whole file and
+    compare its SHA-256 where the record has one."""
+    kind = fingerprint_kind(recorded)
+    size = check_regular_file(path, "disk file")
+    if size != recorded["size"]:
+        return False, f"its size is {size} bytes, not {recorded['size']}"
+    if kind == "sha256":
+        actual = fingerprint_file(path, recorded["size"])
+        return (actual == recorded,
+                "whole-file SHA-256 (a checkpoint of an older minivm)" if actual == recorded
+                else "its SHA-256 differs")
+    now = identify(path, with_ctime=True) if kind == "raw" or full else _fast_overlay(path)
+    if kind == "overlay":
+        if now.get("cid") != recorded["cid"]:
+            return False, "its content ID differs (it was written since)"
+        how = BY_CID
+        if not recorded["cid"]:          # an overlay of an older minivm has none
+            full = True
+    else:
+        if now.get("cid") is not None:
+            return False, "it is an overlay, not the raw disk recorded"
+        if now["sample"] != recorded["sample"]:
+            return False, "its sampled blocks differ"
+        if now["mtime_ns"] != recorded["mtime_ns"]:
+            if "sha256" not in recorded:
+                return False, "its modification time differs (it was written or replaced)"
+            # A record that carries the whole file's SHA-256 (minivm export
+            # writes one) is verified in full instead: a copy made without
+            # keeping the mtime (scp, cp) still resumes, after one full read.
+            if fingerprint_file(path, recorded["size"])["sha256"] != recorded["sha256"]:
+                return False, "its modification time and its SHA-256 differ"
+            return True, "verified in full (SHA-256): its modification time differs"
+        same = (now["ino"] == recorded.get("ino")
+                and now.get("ctime_ns") == recorded.get("ctime_ns", now.get("ctime_ns")))
+        how = (BY_SAME_FILE if same else
+               "size, mtime and sampled blocks; inode or ctime differ (a copy, or "
+               "a change with its mtime restored: --verify-disk)")
+    if not full:
+        return True, how
+    if "sha256" not in recorded:
+        return True, how + "; no whole-file SHA-256 recorded, so not verified in full"
+    actual = now["sha256"] if "sha256" in now else fingerprint_file(path)["sha256"]
+    if actual != recorded["sha256"]:
+        return False, "its SHA-256 differs (verified in full)"
+    return True, "verified in full (SHA-256)"
+
+
+BY_CID = "content ID"
+BY_SAME_FILE = "same file: size, mtime, inode, ctime, sampled blocks"
+#: What check_identity says when the default check found the very file recorded.
+PLAIN_MATCH = (BY_CID, BY_SAME_FILE)
+
+
+def _fast_overlay(path: str) -> dict:
+    """An overlay's content ID and size from its header alone (4 KiB)."""
+    fd = _open_rw(path, "disk file", writable=False)
+    try:
+        head = _counted(os.pread(fd, HEADER_SIZE, 0))
+        size = os.fstat(fd).st_size
+    except OSError as exc:
+        raise DiskError(f"disk file '{show(path)}' cannot be read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if not head.startswith(magic_of(OVERLAY_KIND)):
+        return {"size": size, "cid": None}
+    return {"size": size, "cid": _parse_overlay_header(head, path).get("cid", "")}
+
+
+def same_record(a: dict | None, b: dict | None) -> bool:
+    """Two records name the same file content, compared without any file:
+    on the keys the default check compares (and the SHA-256 where both have one)."""
+    if a is None or b is None:
+        return a is b
+    if fingerprint_kind(a) != fingerprint_kind(b) or a["size"] != b["size"]:
+        return False
+    keys = {"overlay": ("cid",), "raw": ("mtime_ns", "sample"), "sha256": ("sha256",)}
+    if any(a.get(k) != b.get(k) for k in keys[fingerprint_kind(a)]):
+        return False
+    return "sha256" not in a or "sha256" not in b or a["sha256"] == b["sha256"]
+
+
+def describe_record(fp: dict) -> str:
+    kind = fingerprint_kind(fp)
+    if kind == "overlay":
+        return f"{fp['size']} bytes, content ID {show(fp['cid'])}"
+    if kind == "raw":
+        extra = f", sha256 {show(fp['sha256'][:16])}..." if "sha256" in fp else ""
+        return (f"{fp['size']} bytes, inode {fp.get('ino', '?')}, mtime_ns {fp['mtime_ns']}, "
+                f"sampled {show(fp['sample'][:16])}...{extra}")
+    return f"{fp['size']} bytes, sha256 {show(fp['sha256'][:16])}..."
 
 
 def _fingerprinted_header(first: bytes) -> bytes:
@@ -254,7 +429,8 @@ class RawDisk(_Layer):
             raise DiskError(f"cannot write disk image '{show(self.path)}': {exc.strerror}") from None
 
     def fingerprint(self) -> dict:
-        return fingerprint_file(self.path)
+        """The O(1) identity a checkpoint records (:func:`identify`)."""
+        return identify(self.path)
 
 
 def create_raw_disk(path: str, size: int) -> None:
@@ -294,6 +470,7 @@ class Overlay(_Layer):
         self.parent_committed = False  # the parent is what a commit of this overlay made
         self.cow_faults = 0
         self.writes = 0
+        self._cid_fresh = False        # the content ID changes on the first write after open
 
     # --- creation and opening ------------------------------------------------------
     @classmethod
@@ -305,7 +482,7 @@ class Overlay(_Layer):
                   "block_count": parent.block_count,
                   "parent_path": parent.path,
                   "parent_relpath": _relpath(parent.path, os.path.dirname(os.path.abspath(path))),
-                  "parent_fingerprint": parent_fingerprint}
+                  "parent_fingerprint": parent_fingerprint, "cid": new_cid()}
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
@@ -314,6 +491,7 @@ class Overlay(_Layer):
             raise DiskError(f"cannot create overlay '{show(path)}': {exc.strerror}") from None
         overlay = cls(path, fd, header, parent, {})
         overlay._write_header()
+        overlay._cid_fresh = True           # a new file: its ID is already new
         return overlay
 
     def _write_header(self) -> None:
@@ -324,8 +502,12 @@ class Overlay(_Layer):
         (An overlay opened read-only, below a resumed run, already has it:
         as its parent_fingerprint, or as its committed_as once it was committed.)"""
         recorded = self.header.get("parent_fingerprint")
-        if fingerprint == recorded or (recorded is not None
-                                       and fingerprint == self.header.get("committed_as")):
+        if recorded is not None and fingerprint_kind(recorded) == "sha256":
+            # recorded by an older minivm: compare it the old way (reads the file)
+            if check_identity(self.parent.path, recorded)[0]:
+                return
+        if same_record(fingerprint, recorded) or (
+                recorded is not None and same_record(fingerprint, self.header.get("committed_as"))):
             return
         if not self._writable:
             raise DiskError(f"overlay '{show(self.path)}' is opened read-only, and its parent "
@@ -385,6 +567,16 @@ class Overlay(_Layer):
         return data
 
     def write_blocks(self, block: int, data: bytes) -> None:
+        if not self._cid_fresh:
+            # First write since the file was opened: a new content ID, before
+            # any data changes, so a record of the old one no longer matches.
+            self.header["cid"] = new_cid()
+            try:
+                self._write_header()
+            except OSError as exc:
+                raise DiskError(f"cannot write overlay '{show(self.path)}': "
+                                f"{exc.strerror}") from None
+            self._cid_fresh = True
         pos = 0
         self.writes += 1
         for group, start, n in self._group_range(block, len(data) // BLOCK_SIZE):
@@ -423,8 +615,14 @@ class Overlay(_Layer):
         return os.pread(self._fd, self.group_bytes, self._slot_offset(slot) + _RECORD.size)
 
     def fingerprint(self) -> dict:
-        return fingerprint_file(self.path)
+        """The O(1) identity a checkpoint records (:func:`identify`)."""
+        return identify(self.path)
 
+
+
+def new_cid() -> str:
+    """A fresh content ID (VMware's CID): 64 random bits, in hex."""
+    return os.urandom(8).hex()
 
 
 def _header_block(header: dict, path: str = "") -> bytes:
@@ -441,9 +639,26 @@ def _read_overlay_header(path: str, fd: int) -> dict:
     return _parse_overlay_header(os.pread(fd, HEADER_SIZE, 0), path)
 
 
-def _valid_fingerprint(fp) -> bool:
-    return (isinstance(fp, dict) and isinstance(fp.get("sha256"), str)
-            and isinstance(fp.get("size"), int))
+def valid_fingerprint(fp) -> bool:
+    """A record of one of the forms :func:`fingerprint_kind` names, every
+    field of the right type (it comes from a file)."""
+    if not isinstance(fp, dict) or type(fp.get("size")) is not int or fp["size"] < 0:
+        return False
+    def text(key, need):
+        value = fp.get(key)
+        return (not need and value is None) or (isinstance(value, str) and len(value) <= 64)
+    def number(key):
+        return fp.get(key) is None or type(fp[key]) is int
+    kind = fingerprint_kind(fp)
+    if kind == "sha256":
+        return isinstance(fp.get("sha256"), str) and len(fp["sha256"]) in (0, 64)
+    if kind == "overlay":
+        return text("cid", True) and text("sha256", False)
+    return (text("sample", True) and text("sha256", False) and type(fp.get("mtime_ns")) is int
+            and number("ino") and number("ctime_ns"))
+
+
+_valid_fingerprint = valid_fingerprint
 
 
 def _parse_overlay_header(raw: bytes, path: str) -> dict:
@@ -482,6 +697,9 @@ def _parse_overlay_header(raw: bytes, path: str) -> dict:
         raise FormatError(f"{what} has a corrupt header (parent fingerprint)")
     if "committed_as" in header and not _valid_fingerprint(header["committed_as"]):
         raise FormatError(f"{what} has a corrupt header (committed_as)")
+    cid = header.get("cid")
+    if cid is not None and not (isinstance(cid, str) and 0 < len(cid) <= 64):
+        raise FormatError(f"{what} has a corrupt header (content ID)")
     return header
 
 
@@ -582,12 +800,13 @@ def open_disk(path: str, verify: bool = True, writable: bool = True):
             expected = header.get("parent_fingerprint")
             committed = False
             if verify and expected is not None:
-                actual = layer.fingerprint()
+                same = check_identity(layer.path, expected)[0]
                 # A parent the overlay was committed into holds the overlay's own
                 # groups on top of what it held: reading through the overlay gives
                 # exactly what it gave, so the overlay (and all above it) still works.
-                committed = actual != expected and actual == header.get("committed_as")
-                if actual != expected and not committed:
+                committed = (not same and header.get("committed_as") is not None
+                             and check_identity(layer.path, header["committed_as"])[0])
+                if not same and not committed:
                     raise DiskError(f"overlay '{show(overlay_path)}' was made on top of "
                                     f"'{show(layer.path)}', but that file has changed since "
                                     "(its size or contents differ); the overlay cannot be "
@@ -667,6 +886,14 @@ def commit_overlay(overlay: Overlay, progress=None):
         merged = (RawDisk(temp, writable=True) if parent.kind == "raw"
                   else _open_overlay_file(temp, parent.parent, writable=True))
         try:
+            if merged.kind == "overlay":
+                # A new content ID, but the same for the same commit (running it
+                # again after a crash makes the identical file).
+                merged.header["cid"] = hashlib.sha256(
+                    f"{merged.header.get('cid', '')}+{overlay.header.get('cid', '')}"
+                    .encode()).hexdigest()[:16]
+                merged._write_header()
+                merged._cid_fresh = True
             for i, group in enumerate(groups):
                 start = group * overlay.group_blocks
                 n = min(overlay.group_blocks, overlay.block_count - start)
@@ -679,7 +906,8 @@ def commit_overlay(overlay: Overlay, progress=None):
         # Say what the parent will be, before it is: after the rename the
         # overlay (and every file above it) is then recognised as still
         # valid on the committed parent, not refused as made on a changed one.
-        overlay.header["committed_as"] = fingerprint_file(temp)
+        # (without ctime: the rename below changes it, on most file systems)
+        overlay.header["committed_as"] = identify(temp, with_ctime=False)
         overlay._write_header()
         overlay.sync()
         os.replace(temp, target)

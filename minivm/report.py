@@ -11,7 +11,8 @@ import os
 
 from . import isa
 from .devices import Request
-from .disks import BLOCK_SIZE, close_chain, describe_chain, fingerprint_file, locate, open_disk
+from .disks import (BLOCK_SIZE, check_identity, close_chain, describe_chain, describe_record,
+                    locate, open_disk)
 from .errors import MinivmError, show
 from .machine import MACHINE_STATE
 from .memory import PAGE_SIZE, format_size
@@ -27,27 +28,30 @@ def _regs_table(regs: list[int]) -> list[str]:
     return lines
 
 
-def _disk_status(entry: dict, ckpt, seen: dict) -> str:
+def _disk_status(entry: dict, ckpt, seen: dict, verify: bool = False) -> str:
     """Where a chain entry's file is and whether it changed. ``seen`` maps a
-    file (device, inode) to its fingerprint, so that a file is read once
-    however many entries name it (the loader refuses a path named twice; a
-    link can still name one file twice)."""
+    file (device, inode) to its check, so that a file is read once however
+    many entries name it (the loader refuses a path named twice; a link can
+    still name one file twice)."""
     base = os.path.dirname(ckpt.path) if ckpt.path else os.getcwd()
     candidate = locate(base, entry["relpath"], entry["path"])
     if not os.path.exists(candidate):
         return f"{show(entry['path'])} (MISSING)"
     try:
         info = os.stat(candidate)
-        key = (info.st_dev, info.st_ino, entry["fingerprint"]["size"])
+        key = (info.st_dev, info.st_ino, repr(sorted(entry["fingerprint"].items())))
         if key not in seen:
-            seen[key] = fingerprint_file(candidate, entry["fingerprint"]["size"])
-        ok = seen[key] == entry["fingerprint"]
+            seen[key] = check_identity(candidate, entry["fingerprint"], verify)
+        ok, how = seen[key]
     except (OSError, MinivmError) as exc:
         return f"{show(candidate)} (cannot be read: {show(exc)})"
-    return f"{show(candidate)} ({'present, unchanged' if ok else 'CHANGED since the checkpoint'})"
+    return (f"{show(candidate)} ({'present, unchanged' if ok else 'CHANGED since the checkpoint'}"
+            f"; {show(how)})")
 
 
-def describe_checkpoint(ckpt) -> str:
+def describe_checkpoint(ckpt, verify_disk: bool = False) -> str:
+    """``verify_disk``: compare each disk file's whole-file SHA-256 too, where
+    the checkpoint recorded one (``inspect --verify-disk``; reads the files)."""
     # By name, through the declarations: rows saved as lists become maps.
     state, meta = MACHINE_STATE.named(ckpt.state), ckpt.meta
     cpu = state["cpu"]
@@ -99,17 +103,17 @@ def describe_checkpoint(ckpt) -> str:
     else:
         lines.append("  disk chain (the checkpointed disk, top first):")
         try:                  # as resume sees it (a parent committed into reads the same)
-            found = resolve_disk_chain(ckpt, allow_changed=True)
+            found = resolve_disk_chain(ckpt, allow_changed=True, verify=verify_disk)
         except (OSError, MinivmError):
             found = None
         seen: dict = {}
         for i, entry in enumerate(ckpt.disk["chain"]):
             fp = entry["fingerprint"]
-            status = (_disk_status(entry, ckpt, seen) if found is None or found[i]["status"]
-                      in ("unchanged", "CHANGED") else
+            status = (_disk_status(entry, ckpt, seen, verify_disk) if found is None
+                      or found[i]["status"] in ("unchanged", "CHANGED") else
                       f"{show(found[i]['resolved'])} (present, {show(found[i]['status'])})")
             lines.append(f"    {show(entry['kind']):<7} {status}")
-            lines.append(f"            {fp['size']} bytes, sha256 {show(fp['sha256'][:16])}...")
+            lines.append(f"            {describe_record(fp)}")
         late = ckpt.disk.get("reads_not_landed") or []
         if late:
             lines.append(f"  reads in flight that had not landed when the run ended: {late} "

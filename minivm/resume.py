@@ -19,9 +19,10 @@ from __future__ import annotations
 import os
 import shutil
 
-from .ckptfile import Checkpoint, load_checkpoint
-from .container import read_file_capped
-from .disks import Overlay, close_chain, describe_chain, fingerprint_file, locate, open_disk
+from .ckptfile import CHECKPOINT_KIND, CHECKPOINT_VERSION, Checkpoint, load_checkpoint
+from .container import pack, read_container, read_file_capped, write_atomically
+from .disks import (Overlay, check_identity, close_chain, describe_chain, identify, locate,
+                    open_disk, same_record)
 from .errors import DiskError, FormatError, MinivmError, OutOfMemory, show
 from .machine import Machine
 from .store import CheckpointStore, StoreError
@@ -35,10 +36,13 @@ def read_checkpoint(path: str) -> Checkpoint:
 
 
 def resolve_disk_chain(ckpt: Checkpoint, disk_override: str | None = None,
-                       allow_changed: bool = False) -> list[dict]:
+                       allow_changed: bool = False, verify: bool = False) -> list[dict]:
     """Where each file of the checkpointed disk chain is, checked against its
-    fingerprint; returns the entries, top first, each with a 'resolved' path
-    and 'status' (unchanged / CHANGED). Nothing is opened for writing.
+    fingerprint; returns the entries, top first, each with a 'resolved' path,
+    'status' (unchanged / CHANGED) and 'checked' (how it was told, or why it
+    differs). Nothing is opened for writing. The check reads O(1) of each file
+    (disks.check_identity); ``verify`` adds the whole-file SHA-256 where the
+    checkpoint recorded one (--verify-disk).
 
     Paths come from an untrusted file, so each is checked to be a regular
     file before it is read, and a file whose fingerprint does not match is
@@ -58,41 +62,36 @@ def resolve_disk_chain(ckpt: Checkpoint, disk_override: str | None = None,
     resolved = []
     above = None                       # the entry above this one in the chain, as found
     for expected, actual in zip(chain, found):
-        fingerprint = fingerprint_file(actual["path"], expected["fingerprint"]["size"])
-        committed_as = above.get("committed_as") if above else None
-        if fingerprint != expected["fingerprint"] and committed_as:
-            # (a file of an unexpected size was not read; the commit's may be that size)
-            fingerprint = fingerprint_file(actual["path"], committed_as["size"])
+        same, how = check_identity(actual["path"], expected["fingerprint"], verify)
         status = "unchanged"
-        if fingerprint != expected["fingerprint"] and _committed_into(above, expected,
-                                                                      fingerprint):
+        if not same and _committed_into(above, expected, actual["path"], verify):
             # The overlay above was committed into this file: the file changed,
             # but only in groups the overlay holds, so the chain reads the same.
             status = (f"committed into from {show(os.path.basename(above['path']))}; "
                       "the chain reads the same")
-        elif fingerprint != expected["fingerprint"]:
+        elif not same:
             if not allow_changed:
                 raise DiskError(
                     f"disk file '{show(actual['path'])}' has changed since the checkpoint was taken "
-                    f"(expected {expected['fingerprint']['size']} bytes with SHA-256 "
-                    f"{expected['fingerprint']['sha256'][:16]}..., found {fingerprint['size']} "
-                    f"bytes with {fingerprint['sha256'][:16]}...); resuming on it would not "
+                    f"({how}); resuming on it would not "
                     "reproduce the run (--allow-changed-disk resumes anyway)")
             status = "CHANGED"
-        resolved.append({**expected, "resolved": actual["path"], "status": status})
+        resolved.append({**expected, "resolved": actual["path"], "status": status,
+                         "checked": how})
         above = actual
     return resolved
 
 
-def _committed_into(above: dict | None, expected: dict, fingerprint: dict) -> bool:
+def _committed_into(above: dict | None, expected: dict, path: str, verify: bool) -> bool:
     """Whether the file below ``above`` (an entry of describe_chain) is what a
     commit of ``above`` made of the file the checkpoint recorded: ``above``
     was made on exactly that file and notes the file's fingerprint now as
     ``committed_as``. (``above`` itself was checked against its own recorded
     fingerprint first, which a commit does not change.)"""
     return (above is not None and above["kind"] == "overlay"
-            and above.get("parent_fingerprint") == expected["fingerprint"]
-            and above.get("committed_as") == fingerprint)
+            and same_record(above.get("parent_fingerprint"), expected["fingerprint"])
+            and above.get("committed_as") is not None
+            and check_identity(path, above["committed_as"], verify)[0])
 
 
 def open_chain(chain: list[dict]):
@@ -105,10 +104,18 @@ def open_chain(chain: list[dict]):
 def export_checkpoint(ckpt: Checkpoint, folder: str) -> list[str]:
     """Copy a checkpoint and every file of its disk chain into ``folder``, flat,
     so the folder can be taken to another machine and resumed there (resume
-    finds each file by its name beside the checkpoint). Returns the paths written."""
+    finds each file by its name beside the checkpoint). Returns the paths written.
+
+    The disk files are checked in full (whole-file SHA-256, where the
+    checkpoint recorded one), and the exported checkpoint records each copy
+    with its whole-file SHA-256: there, ``--verify-disk`` verifies every
+    file in full, and a copy whose mtime was not kept is verified in full
+    instead of refused (docs/formats.md, "Disk identity")."""
     sources = [ckpt.path]
+    chain = []
     if ckpt.disk is not None:
-        sources += [entry["resolved"] for entry in resolve_disk_chain(ckpt)]
+        chain = resolve_disk_chain(ckpt, verify=True)
+        sources += [entry["resolved"] for entry in chain]
     names = [os.path.basename(p) for p in sources]
     if len(set(names)) != len(names):
         raise MinivmError("two files of this checkpoint have the same name; export cannot "
@@ -123,11 +130,36 @@ def export_checkpoint(ckpt: Checkpoint, folder: str) -> list[str]:
             raise MinivmError(f"'{show(target)}' already exists; export will not overwrite it")
     for source, target in zip(sources, targets):
         try:
-            shutil.copyfile(source, target)
+            shutil.copy2(source, target)
         except OSError as exc:
             raise MinivmError(f"cannot copy '{show(source)}' to '{show(target)}': "
                               f"{exc.strerror}") from None
+    if chain:
+        _record_copies(ckpt, targets[0], chain, targets[1:])
     return targets
+
+
+def _record_copies(ckpt: Checkpoint, target: str, chain: list[dict], copies: list[str]) -> None:
+    """Rewrite the exported checkpoint's disk section: each file as the copy
+    it is now, with its whole-file SHA-256 (read from the copy, compared with
+    the one the checkpoint recorded, if any). Every other section is kept
+    byte for byte."""
+    entries = []
+    for entry, copy in zip(chain, copies):
+        record = identify(copy, full=True)
+        recorded = entry["fingerprint"].get("sha256")
+        if recorded and recorded != record["sha256"]:
+            raise DiskError(f"disk file '{show(entry['resolved'])}' has changed since the "
+                            "checkpoint was taken (its SHA-256 differs, verified in full); "
+                            "export refuses to carry it")
+        entries.append({"path": os.path.abspath(copy), "relpath": os.path.basename(copy),
+                        "kind": entry["kind"], "fingerprint": record})
+    what = f"checkpoint '{show(target)}'"
+    container = read_container(read_file_capped(target, what), CHECKPOINT_KIND,
+                               CHECKPOINT_VERSION, what)
+    sections = [(name, pack({**ckpt.disk, "chain": entries}) if name == "disk" else payload)
+                for name, payload in container.sections]
+    write_atomically(target, CHECKPOINT_KIND, container.header, sections)
 
 
 def resume(ckpt: Checkpoint, store: CheckpointStore, *, disk_override: str | None = None,
