@@ -223,7 +223,7 @@ def test_disk_chain_that_repeats_a_file_is_refused(seed, tmp_path):
 
 def test_inspect_fingerprints_each_file_once(seed, tmp_path, monkeypatch):
     """Two entries that name one file by different paths (a symlink): inspect
-    reads it once."""
+    checks it once."""
     link = seed.parent.parent / "link.img"
     link.symlink_to(seed.parent.parent / "disk.img")
 
@@ -236,8 +236,8 @@ def test_inspect_fingerprints_each_file_once(seed, tmp_path, monkeypatch):
     ckpt = read_checkpoint(str(path))
     import minivm.report as report
     calls = []
-    real = report.fingerprint_file
-    monkeypatch.setattr(report, "fingerprint_file",
+    real = report.check_identity
+    monkeypatch.setattr(report, "check_identity",
                         lambda p, *a: calls.append(p) or real(p, *a))
     text = describe_checkpoint(ckpt)
     assert len(calls) == 1, calls
