@@ -13,9 +13,10 @@ Three shapes of generated source, each at every size:
 * ``labels``: one label per instruction (``l123: nop``) and a jump to each
   label, so the symbol table holds one name per 25 bytes or so.
 
-Each run is a fresh subprocess (so peak RSS is its own): the CPU time of
-``assemble()`` alone, and its peak memory above the RSS before the call
-(source text already in memory, parser tables built). The last columns are
+Each run is a fresh subprocess that reads the generated source from a file
+(so peak RSS is its own): the CPU time of ``assemble()`` alone, and its peak
+memory above the RSS before the call (source text already in memory, parser
+tables built). The last columns are
 the ratios to the first size: linear time and memory keep them close to the
 size ratio, and ``mem/src`` (peak bytes per source byte) close to constant.
 """
@@ -27,6 +28,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..")
@@ -75,14 +77,15 @@ def labels(size: int) -> str:
 GENERATORS = {"mixed": mixed, "line": line, "labels": labels}
 
 
-def measure(shape: str, size: int) -> dict:
-    """In this process: generate, assemble once, report CPU time and peak RSS."""
+def measure(shape: str, path: str) -> dict:
+    """In this process: read the source, assemble once, report CPU time and peak RSS."""
     import resource
     import time
     sys.path.insert(0, ROOT)
     from minivm.assembler import _parser, assemble
     _parser()
-    source = GENERATORS[shape](size)
+    with open(path, encoding="utf-8") as f:
+        source = f.read()
     base = _peak_rss_bytes(resource)
     start = time.process_time()
     image = assemble(source, f"{shape}.asm")
@@ -102,18 +105,21 @@ def main() -> None:
     parser.add_argument("--sizes", type=float, nargs="+", default=[1, 5, 10, 50],
                         help="source sizes in MB (default: 1 5 10 50)")
     parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
-    parser.add_argument("--one", nargs=2, metavar=("SHAPE", "BYTES"), help=argparse.SUPPRESS)
+    parser.add_argument("--one", nargs=2, metavar=("SHAPE", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one[0], int(args.one[1]))))
+        print(json.dumps(measure(args.one[0], args.one[1])))
         return
     print(f"{'shape':7} {'source':>9} {'code':>8} {'data':>9} {'cpu s':>7} {'peak MB':>8}"
           f" {'mem/src':>7}   ratios to the first size: size  time  memory")
     for shape in args.shapes:
         first = None
         for mb in args.sizes:
-            out = subprocess.run([sys.executable, __file__, "--one", shape, str(int(mb * MB))],
-                                 capture_output=True, text=True)
+            with tempfile.NamedTemporaryFile("w", suffix=".asm", encoding="utf-8") as f:
+                f.write(GENERATORS[shape](int(mb * MB)))
+                f.flush()
+                out = subprocess.run([sys.executable, __file__, "--one", shape, f.name],
+                                     capture_output=True, text=True)
             if out.returncode != 0:
                 print(f"{shape:7} {mb:>7g}MB failed:\n{out.stderr[-2000:]}")
                 continue

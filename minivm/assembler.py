@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import re
 import struct
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from importlib import resources
@@ -468,13 +469,17 @@ def _fast_line(line: str, lineno: int, pack: bool = True):
         instruction = word[0] != "."
         packed = pack and word.lower() in _PACKED
         args = []
-        at = head.end()
-        for piece in rest.split(","):
+        at, stop = head.end(), len(body)
+        while at <= stop:                 # one item at a time: no list of all the pieces
+            comma = body.find(",", at)
+            if comma < 0:
+                comma = stop
+            piece = body[at:comma]
             item = piece.strip(_BLANKS)
             if not item:
                 return None
             column = at + len(piece) - len(piece.lstrip(_BLANKS)) + 1
-            at += len(piece) + 1
+            at = comma + 1
             if instruction and _REGISTER_RE.fullmatch(item):
                 args.append(Reg(_register_index(item), Pos(lineno, column)))
             elif _NUMBER_RE.fullmatch(item):
@@ -501,9 +506,9 @@ def _fast_line(line: str, lineno: int, pack: bool = True):
             else:
                 return None
     if word[0] == ".":
-        out.append(Statement("directive", word.lower(), args, pos))
+        out.append(Statement("directive", sys.intern(word.lower()), args, pos))
     else:
-        out.append(Statement("instruction", word.lower(), args, pos, line.strip()))
+        out.append(Statement("instruction", sys.intern(word.lower()), args, pos, line.strip()))
     return out
 
 
@@ -536,9 +541,10 @@ def _lark_line(line: str, lineno: int, builder: _ToStatements) -> list:
     return builder.transform(tree)
 
 
-def _statements(text: str, builder: _ToStatements) -> list:
-    """Every statement of ``text`` (which ends with a newline), in order."""
-    statements = []
+def _statements(text: str, builder: _ToStatements):
+    """Every statement of ``text`` (which ends with a newline), in order, one
+    line's worth at a time: the caller lays each out as it comes, so that only
+    what the second pass needs stays in memory."""
     start, lineno, end = 0, 0, len(text)
     while start < end:
         stop = text.find("\n", start)
@@ -550,8 +556,7 @@ def _statements(text: str, builder: _ToStatements) -> list:
             found = _lark_line(line, lineno, builder)
         elif found and found[-1].kind == "directive" and found[-1].name in _PACKED:
             found[-1].line_text = line        # kept for _item_pos
-        statements += found
-    return statements
+        yield from found
 
 
 # --- stage 3: two passes -------------------------------------------------------
@@ -590,7 +595,6 @@ def _kind_of(operand) -> str:
 @dataclass
 class _Assembler:
     filename: str
-    statements: list
     symbols: dict = field(default_factory=dict)
     errors: list = field(default_factory=list)
     instructions: list = field(default_factory=list)   # Statement per pc
@@ -603,9 +607,9 @@ class _Assembler:
         self.errors.append(exc.diagnostic)
 
     # pass 1 -------------------------------------------------------------------
-    def layout(self) -> None:
+    def layout(self, statements) -> None:
         section = "text"
-        for stmt in self.statements:
+        for stmt in statements:
             try:
                 if stmt.kind == "label":
                     where = len(self.instructions) if section == "text" else self.data_size
@@ -736,7 +740,9 @@ class _Assembler:
     # pass 2 ---------------------------------------------------------------------
     def encode(self) -> Image:
         code, lines, texts = [], [], []
-        for stmt in self.instructions:
+        statements = self.instructions
+        for pc, stmt in enumerate(statements):
+            statements[pc] = None         # the code grows as the statements go
             try:
                 code.append(self.encode_instruction(stmt))
             except _Fail as exc:
@@ -993,14 +999,13 @@ def assemble(source: str, filename: str = "<source>") -> Image:
     """Assemble ``source``; raises :class:`AssemblyError` listing every error."""
     text = source if source.endswith("\n") else source + "\n"
     builder = _ToStatements()
+    asm = _Assembler(filename)
     try:
-        statements = _statements(text, builder)
+        asm.layout(_statements(text, builder))
     except _SyntaxError as exc:
         raise AssemblyError(filename, text, [exc.diagnostic],
                             {id(exc.diagnostic): exc.context}) from None
-    asm = _Assembler(filename, statements)
-    asm.errors.extend(builder.errors)
-    asm.layout()
+    asm.errors[:0] = builder.errors       # first, as when the tree was transformed before layout
     if not asm.instructions and not asm.errors:
         asm.errors.append(Diagnostic(Pos(1, 1), "the program has no instructions "
                                                 "(a program needs at least one, e.g. 'halt')"))
