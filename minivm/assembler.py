@@ -20,6 +20,7 @@ together as one :class:`AssemblyError`, never as a traceback.
 from __future__ import annotations
 
 import difflib
+import heapq
 import re
 import struct
 import sys
@@ -32,9 +33,9 @@ from lark.visitors import Transformer_NonRecursive
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from . import isa
-from .container import read_program_file
+from .container import MAX_PROGRAM_BYTES, read_program_file
 from .errors import MinivmError, show
-from .image import MAX_DATA, Image
+from .image import MAX_CODE, MAX_DATA, Image
 
 MIN_VALUE = -(1 << 31)
 MAX_VALUE = (1 << 32) - 1
@@ -45,6 +46,10 @@ MAX_INTERMEDIATE_BITS = 4096
 MAX_SHIFT = 4096
 MAX_DEPTH = 200           # nesting of an expression, counting .equ names it uses
 MAX_ERRORS = 20
+#: A source is at most as long as a program file may be (container.py): the
+#: assembler's time and memory grow linearly with it (benchmarks/assembler_scale.py).
+MAX_SOURCE = MAX_PROGRAM_BYTES
+MAX_SUGGEST = 10_000      # "did you mean": only among this many names or fewer
 REGISTER_LIKE = re.compile(r"(?i)^(r\d+|sp)$")
 
 
@@ -58,6 +63,49 @@ class Pos:
 class Diagnostic:
     pos: Pos
     message: str
+    hint: object = None           # () -> the message's end ("; did you mean ..."), only if reported
+
+
+class _Errors:
+    """The first MAX_ERRORS errors by position, the rest counted, not kept:
+    a program with a million mistakes holds twenty diagnostics, and the
+    costly part of a message (the "did you mean" search) is done for those
+    alone. Ties at one position keep the order in which they were found,
+    literals' errors (``rank`` 0) before the passes' (``rank`` 1), as when
+    the whole tree was transformed before the first pass."""
+
+    def __init__(self):
+        self._heap: list = []     # (-line, -column, -rank, -seq, diag): the largest on top
+        self._seq = 0
+
+    def add(self, diag: Diagnostic, rank: int = 1) -> None:
+        self._seq += 1
+        item = (-diag.pos.line, -diag.pos.column, -rank, -self._seq, diag)
+        if len(self._heap) < MAX_ERRORS:
+            heapq.heappush(self._heap, item)
+        elif item > self._heap[0]:
+            heapq.heapreplace(self._heap, item)
+
+    def __bool__(self) -> bool:
+        return self._seq > 0
+
+    def reported(self) -> list[Diagnostic]:
+        out = [item[-1] for item in sorted(self._heap, reverse=True)]
+        for diag in out:
+            if diag.hint is not None:
+                diag.message += diag.hint()
+                diag.hint = None
+        return out
+
+
+class _Sink:
+    """``append`` for the Transformer's list of errors, into an :class:`_Errors`."""
+
+    def __init__(self, errors: _Errors, rank: int):
+        self.errors, self.rank = errors, rank
+
+    def append(self, diag: Diagnostic) -> None:
+        self.errors.add(diag, self.rank)
 
 
 class AssemblyError(MinivmError):
@@ -300,9 +348,9 @@ class _ToStatements(Transformer_NonRecursive):
     stack; :meth:`_Assembler.evaluate` then refuses nesting beyond MAX_DEPTH.
     """
 
-    def __init__(self):
+    def __init__(self, errors=None):
         super().__init__()
-        self.errors: list[Diagnostic] = []
+        self.errors = [] if errors is None else errors     # a list, or a _Sink
         self.offset = 0           # added to Lark's line numbers (one line parsed at a time)
         self.text = ""            # the source line being transformed
 
@@ -564,8 +612,8 @@ def _statements(text: str, builder: _ToStatements):
 class _Fail(Exception):
     """Raised inside a pass to record one diagnostic and skip the statement."""
 
-    def __init__(self, pos: Pos, message: str):
-        self.diagnostic = Diagnostic(pos, message)
+    def __init__(self, pos: Pos, message: str, hint=None):
+        self.diagnostic = Diagnostic(pos, message, hint)
 
 
 @dataclass(slots=True)
@@ -596,15 +644,16 @@ def _kind_of(operand) -> str:
 class _Assembler:
     filename: str
     symbols: dict = field(default_factory=dict)
-    errors: list = field(default_factory=list)
+    errors: _Errors = field(default_factory=_Errors)
     instructions: list = field(default_factory=list)   # Statement per pc
     data_items: list = field(default_factory=list)     # (offset, Statement)
     data_size: int = 0
     entry: Statement | None = None
+    too_much_code: bool = False
     _evaluating: set = field(default_factory=set)
 
     def fail(self, exc: _Fail) -> None:
-        self.errors.append(exc.diagnostic)
+        self.errors.add(exc.diagnostic)
 
     # pass 1 -------------------------------------------------------------------
     def layout(self, statements) -> None:
@@ -619,10 +668,14 @@ class _Assembler:
                         raise _Fail(stmt.pos, f"instruction '{stmt.name}' in the .data section; "
                                               "put instructions after .text")
                     if stmt.name not in isa.MNEMONICS:
-                        hint = _suggest(stmt.name, isa.MNEMONICS)
-                        if not hint and not stmt.args:
-                            hint = " (a label needs a ':' after its name)"
-                        raise _Fail(stmt.pos, f"unknown mnemonic '{stmt.name}'{hint}")
+                        raise _Fail(stmt.pos, f"unknown mnemonic '{stmt.name}'",
+                                    hint=partial(_mnemonic_hint, stmt.name, bool(stmt.args)))
+                    if len(self.instructions) >= MAX_CODE:
+                        if not self.too_much_code:        # said once; the rest are dropped
+                            self.too_much_code = True
+                            raise _Fail(stmt.pos, f"the program has more than {MAX_CODE} "
+                                                  "instructions, the limit of an image")
+                        continue
                     self.instructions.append(stmt)
                 else:
                     section = self.directive_layout(stmt, section)
@@ -640,7 +693,7 @@ class _Assembler:
     def directive_layout(self, stmt: Statement, section: str) -> str:
         name, args = stmt.name, stmt.args
         if name not in _DIRECTIVES:
-            raise _Fail(stmt.pos, f"unknown directive '{name}'" + _suggest(name, _DIRECTIVES))
+            raise _Fail(stmt.pos, f"unknown directive '{name}'", hint=partial(_suggest, name, _DIRECTIVES))
         if name in (".text", ".data"):
             self.expect_args(stmt, 0)
             return name[1:]
@@ -724,7 +777,7 @@ class _Assembler:
             if early:
                 raise _Fail(name.pos, f"'{name.name}' is not defined before this {early}; "
                                       f"{early} can only use names defined above it")
-            raise _Fail(name.pos, f"undefined name '{name.name}'" + _suggest(name.name, self.symbols))
+            raise _Fail(name.pos, f"undefined name '{name.name}'", hint=partial(_suggest, name.name, self.symbols))
         if symbol.section != "equ":
             return symbol.value
         if symbol.value is None:
@@ -920,7 +973,16 @@ def _binary(expr: BinOp, a: int, b: int, max_shift: int = MAX_SHIFT) -> int:
     return a ^ b
 
 
+def _mnemonic_hint(name: str, has_args: bool) -> str:
+    hint = _suggest(name, isa.MNEMONICS)
+    if not hint and not has_args:
+        hint = " (a label needs a ':' after its name)"
+    return hint
+
+
 def _suggest(word: str, choices) -> str:
+    if len(choices) > MAX_SUGGEST:       # difflib looks at every name: 5 s for a million
+        return ""
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f"; did you mean '{close[0]}'?" if close else ""
 
@@ -997,24 +1059,24 @@ def evaluate_expression(text: str, lookup, deref, *, max_shift: int = 64) -> int
 
 def assemble(source: str, filename: str = "<source>") -> Image:
     """Assemble ``source``; raises :class:`AssemblyError` listing every error."""
+    if len(source) > MAX_SOURCE:
+        diag = Diagnostic(Pos(1, 1), f"the source is {len(source)} characters long, "
+                                     f"more than the limit of {MAX_SOURCE}")
+        raise AssemblyError(filename, "", [diag], {id(diag): ""})
     text = source if source.endswith("\n") else source + "\n"
-    builder = _ToStatements()
     asm = _Assembler(filename)
+    builder = _ToStatements(_Sink(asm.errors, 0))
     try:
         asm.layout(_statements(text, builder))
     except _SyntaxError as exc:
         raise AssemblyError(filename, text, [exc.diagnostic],
                             {id(exc.diagnostic): exc.context}) from None
-    asm.errors[:0] = builder.errors       # first, as when the tree was transformed before layout
     if not asm.instructions and not asm.errors:
-        asm.errors.append(Diagnostic(Pos(1, 1), "the program has no instructions "
-                                                "(a program needs at least one, e.g. 'halt')"))
+        asm.errors.add(Diagnostic(Pos(1, 1), "the program has no instructions "
+                                             "(a program needs at least one, e.g. 'halt')"))
     image = asm.encode()
     if asm.errors:
-        errors = sorted(asm.errors, key=lambda d: (d.pos.line, d.pos.column))
-        if len(errors) > MAX_ERRORS:
-            errors = errors[:MAX_ERRORS]
-        raise AssemblyError(filename, text, errors)
+        raise AssemblyError(filename, text, asm.errors.reported())
     return image
 
 
