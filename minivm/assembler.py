@@ -478,6 +478,7 @@ _NEGATIVE_RE = re.compile(rf"-{_WS}({_NUMBER})")
 _MEM_RE = re.compile(rf"\[{_WS}(?:({_REGISTER}){_WS}(?:([+-]){_WS}({_NUMBER}|{_NAME}){_WS})?"
                      rf"|({_NUMBER}|{_NAME}){_WS})\]")
 _PACKED = {".byte", ".word"}      # directives whose plain numbers are kept as ints
+_PACKED_STEP = re.compile(rf"{_WS}(-?)({_NUMBER}){_WS}(,|\Z)")
 
 
 def _number(text: str) -> int:
@@ -513,6 +514,8 @@ def _fast_line(line: str, lineno: int, pack: bool = True):
     pos = Pos(lineno, head.start(2) + 1)
     if not rest.strip(_BLANKS):
         args = ()
+    elif pack and word.lower() in _PACKED and (args := _packed_numbers(rest)) is not None:
+        pass
     else:
         instruction = word[0] != "."
         packed = pack and word.lower() in _PACKED
@@ -558,6 +561,19 @@ def _fast_line(line: str, lineno: int, pack: bool = True):
     else:
         out.append(Statement("instruction", sys.intern(word.lower()), args, pos, line.strip()))
     return out
+
+
+def _packed_numbers(rest: str) -> list | None:
+    """The values of a data line that holds only (minus) numbers, or None."""
+    out, at, step = [], 0, _PACKED_STEP.match
+    while True:
+        item = step(rest, at)
+        if item is None:
+            return None
+        out.append(-_number(item[2]) if item[1] else _number(item[2]))
+        if not item[3]:
+            return out
+        at = item.end()
 
 
 def _item_pos(stmt: "Statement", index: int) -> Pos:
