@@ -2,16 +2,22 @@
 
 Three small stages, in the manner of Lark's own examples:
 
-1. ``grammar.lark`` + Lark's LALR parser (``propagate_positions``) give a
-   parse tree; syntax errors become diagnostics with the line, a caret and
-   the expected tokens in words (``match_examples``); the source shown
-   under a message is escaped (``errors.show``).
-2. :class:`_ToStatements`, a Transformer, turns the tree into plain
-   statements (labels, instructions, directives) with positions.
+1. The source is read one line at a time (the grammar never spans lines):
+   a line of the common shapes by ``_fast_line``, plain regular expressions;
+   any other line by ``grammar.lark`` + Lark's LALR parser on that line
+   alone. Syntax errors become diagnostics with the line, a caret and the
+   expected tokens in words (``match_examples``); the source shown under a
+   message is escaped (``errors.show``).
+2. :class:`_ToStatements`, a Transformer, turns Lark's tree of a line into
+   plain statements (labels, instructions, directives) with positions, the
+   same statements ``_fast_line`` makes.
 3. Two passes: :meth:`_Assembler.layout` assigns every label its address and
-   checks sections; :meth:`_Assembler.encode` evaluates expressions (C
-   precedence, exact integers, checked to 32 bits) and encodes each
-   instruction through the shape table in isa.py.
+   checks sections, as the statements are read; :meth:`_Assembler.encode`
+   evaluates expressions (C precedence, exact integers, checked to 32 bits)
+   and encodes each instruction through the shape table in isa.py.
+
+Time and memory are linear in the source (benchmarks/assembler_scale.py);
+the limits are in docs/isa.md, "Limits".
 
 Every error carries ``file:line:col``; all of them are collected and raised
 together as one :class:`AssemblyError`, never as a traceback.
