@@ -121,7 +121,7 @@ class AssemblyError(MinivmError):
                  contexts: dict | None = None):
         self.filename = filename
         self.diagnostics = diagnostics
-        lines = source.splitlines()
+        lines = source.split("\n")           # as Lark counts lines; not splitlines()
         parts = []
         for diag in diagnostics:
             context = (contexts or {}).get(id(diag)) or _caret(lines, diag.pos)
