@@ -2,16 +2,22 @@
 
 Three small stages, in the manner of Lark's own examples:
 
-1. ``grammar.lark`` + Lark's LALR parser (``propagate_positions``) give a
-   parse tree; syntax errors become diagnostics with the line, a caret and
-   the expected tokens in words (``match_examples``); the source shown
-   under a message is escaped (``errors.show``).
-2. :class:`_ToStatements`, a Transformer, turns the tree into plain
-   statements (labels, instructions, directives) with positions.
+1. The source is read one line at a time (the grammar never spans lines):
+   a line of the common shapes by ``_fast_line``, plain regular expressions;
+   any other line by ``grammar.lark`` + Lark's LALR parser on that line
+   alone. Syntax errors become diagnostics with the line, a caret and the
+   expected tokens in words (``match_examples``); the source shown under a
+   message is escaped (``errors.show``).
+2. :class:`_ToStatements`, a Transformer, turns Lark's tree of a line into
+   plain statements (labels, instructions, directives) with positions, the
+   same statements ``_fast_line`` makes.
 3. Two passes: :meth:`_Assembler.layout` assigns every label its address and
-   checks sections; :meth:`_Assembler.encode` evaluates expressions (C
-   precedence, exact integers, checked to 32 bits) and encodes each
-   instruction through the shape table in isa.py.
+   checks sections, as the statements are read; :meth:`_Assembler.encode`
+   evaluates expressions (C precedence, exact integers, checked to 32 bits)
+   and encodes each instruction through the shape table in isa.py.
+
+Time and memory are linear in the source (benchmarks/assembler_scale.py);
+the limits are in docs/isa.md, "Limits".
 
 Every error carries ``file:line:col``; all of them are collected and raised
 together as one :class:`AssemblyError`, never as a traceback.
@@ -20,7 +26,10 @@ together as one :class:`AssemblyError`, never as a traceback.
 from __future__ import annotations
 
 import difflib
+import heapq
 import re
+import struct
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from importlib import resources
@@ -30,9 +39,9 @@ from lark.visitors import Transformer_NonRecursive
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from . import isa
-from .container import read_program_file
+from .container import MAX_PROGRAM_BYTES, read_program_file
 from .errors import MinivmError, show
-from .image import MAX_DATA, Image
+from .image import MAX_CODE, MAX_DATA, Image
 
 MIN_VALUE = -(1 << 31)
 MAX_VALUE = (1 << 32) - 1
@@ -43,19 +52,66 @@ MAX_INTERMEDIATE_BITS = 4096
 MAX_SHIFT = 4096
 MAX_DEPTH = 200           # nesting of an expression, counting .equ names it uses
 MAX_ERRORS = 20
+#: A source is at most as long as a program file may be (container.py): the
+#: assembler's time and memory grow linearly with it (benchmarks/assembler_scale.py).
+MAX_SOURCE = MAX_PROGRAM_BYTES
+MAX_SUGGEST = 10_000      # "did you mean": only among this many names or fewer
 REGISTER_LIKE = re.compile(r"(?i)^(r\d+|sp)$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pos:
     line: int
     column: int
 
 
-@dataclass
+@dataclass(slots=True)
 class Diagnostic:
     pos: Pos
     message: str
+    hint: object = None           # () -> the message's end ("; did you mean ..."), only if reported
+
+
+class _Errors:
+    """The first MAX_ERRORS errors by position, the rest counted, not kept:
+    a program with a million mistakes holds twenty diagnostics, and the
+    costly part of a message (the "did you mean" search) is done for those
+    alone. Ties at one position keep the order in which they were found,
+    literals' errors (``rank`` 0) before the passes' (``rank`` 1), as when
+    the whole tree was transformed before the first pass."""
+
+    def __init__(self):
+        self._heap: list = []     # (-line, -column, -rank, -seq, diag): the largest on top
+        self._seq = 0
+
+    def add(self, diag: Diagnostic, rank: int = 1) -> None:
+        self._seq += 1
+        item = (-diag.pos.line, -diag.pos.column, -rank, -self._seq, diag)
+        if len(self._heap) < MAX_ERRORS:
+            heapq.heappush(self._heap, item)
+        elif item > self._heap[0]:
+            heapq.heapreplace(self._heap, item)
+
+    def __bool__(self) -> bool:
+        return self._seq > 0
+
+    def reported(self) -> list[Diagnostic]:
+        out = [item[-1] for item in sorted(self._heap, reverse=True)]
+        for diag in out:
+            if diag.hint is not None:
+                diag.message += diag.hint()
+                diag.hint = None
+        return out
+
+
+class _Sink:
+    """``append`` for the Transformer's list of errors, into an :class:`_Errors`."""
+
+    def __init__(self, errors: _Errors, rank: int):
+        self.errors, self.rank = errors, rank
+
+    def append(self, diag: Diagnostic) -> None:
+        self.errors.add(diag, self.rank)
 
 
 class AssemblyError(MinivmError):
@@ -65,7 +121,7 @@ class AssemblyError(MinivmError):
                  contexts: dict | None = None):
         self.filename = filename
         self.diagnostics = diagnostics
-        lines = source.splitlines()
+        lines = source.split("\n")           # as Lark counts lines; not splitlines()
         parts = []
         for diag in diagnostics:
             context = (contexts or {}).get(id(diag)) or _caret(lines, diag.pos)
@@ -198,19 +254,19 @@ def _parse_error(exc: UnexpectedInput, text: str) -> tuple[Diagnostic, str]:
 
 # --- stage 2: the tree as statements -----------------------------------------
 
-@dataclass
+@dataclass(slots=True)
 class Num:
     value: int
     pos: Pos
 
 
-@dataclass
+@dataclass(slots=True)
 class Name:
     name: str
     pos: Pos
 
 
-@dataclass
+@dataclass(slots=True)
 class BinOp:
     op: str
     left: object
@@ -218,52 +274,46 @@ class BinOp:
     pos: Pos
 
 
-@dataclass
+@dataclass(slots=True)
 class UnOp:
     op: str
     operand: object
     pos: Pos
 
 
-@dataclass
+@dataclass(slots=True)
 class Deref:
     """``[expr]`` in a REPL expression: the word of memory at that address."""
     operand: object
     pos: Pos
 
 
-@dataclass
+@dataclass(slots=True)
 class Reg:
     index: int
     pos: Pos
 
 
-@dataclass
+@dataclass(slots=True)
 class Mem:
     base: int | None          # None for [expr]
     terms: list               # [(sign, expr)]
     pos: Pos
 
 
-@dataclass
+@dataclass(slots=True)
 class Str:
     data: bytes
     pos: Pos
 
 
-@dataclass
+@dataclass(slots=True)
 class Statement:
     kind: str                 # "label" | "instruction" | "directive"
     name: str
     args: list
     pos: Pos
     line_text: str = ""
-
-
-def _pos(node) -> Pos:
-    if isinstance(node, Token):
-        return Pos(node.line, node.column)
-    return Pos(node.line, node.column)
 
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", "'": "'", '"': '"'}
@@ -304,35 +354,39 @@ class _ToStatements(Transformer_NonRecursive):
     stack; :meth:`_Assembler.evaluate` then refuses nesting beyond MAX_DEPTH.
     """
 
-    def __init__(self, lines: list[str]):
+    def __init__(self, errors=None):
         super().__init__()
-        self._lines = lines
-        self.errors: list[Diagnostic] = []
+        self.errors = [] if errors is None else errors     # a list, or a _Sink
+        self.offset = 0           # added to Lark's line numbers (one line parsed at a time)
+        self.text = ""            # the source line being transformed
+
+    def _at(self, node) -> Pos:
+        return Pos(node.line + self.offset, node.column)
 
     def start(self, lines):
         return [stmt for line in lines for stmt in line]
 
-    @v_args(meta=True)
-    def line(self, meta, children):
-        text = self._lines[meta.line - 1].strip() if getattr(meta, "line", None) else ""
+    def line(self, children):
+        text = self.text.strip()
         out = []
         for child in children:
             if child is not None:
-                child.line_text = text
+                if child.kind == "instruction":
+                    child.line_text = text
                 out.append(child)
         return out
 
     def label(self, children):
         (name,) = children
-        return Statement("label", str(name), [], _pos(name))
+        return Statement("label", str(name), (), self._at(name))
 
     def instruction(self, children):
         name, operands = children
-        return Statement("instruction", str(name).lower(), operands or [], _pos(name))
+        return Statement("instruction", str(name).lower(), operands or (), self._at(name))
 
     def directive(self, children):
         name, arguments = children
-        return Statement("directive", str(name).lower(), arguments or [], _pos(name))
+        return Statement("directive", str(name).lower(), arguments or (), self._at(name))
 
     def operands(self, children):
         return list(children)
@@ -341,23 +395,23 @@ class _ToStatements(Transformer_NonRecursive):
 
     def register(self, children):
         (token,) = children
-        return Reg(_register_index(str(token)), _pos(token))
+        return Reg(_register_index(str(token)), self._at(token))
 
     @v_args(meta=True)
     def mem_reg(self, meta, children):
         base, sign, expr = children
         terms = [] if sign is None else [(str(sign), expr)]
-        return Mem(_register_index(str(base)), terms, Pos(meta.line, meta.column))
+        return Mem(_register_index(str(base)), terms, self._at(meta))
 
     @v_args(meta=True)
     def mem_abs(self, meta, children):
-        return Mem(None, [("+", children[0])], Pos(meta.line, meta.column))
+        return Mem(None, [("+", children[0])], self._at(meta))
 
     def _quoted(self, token) -> str | None:
         """The unescaped body of a string or character literal; None (and the
         error recorded) for an unknown escape."""
         try:
-            return _unescape(str(token)[1:-1], _pos(token))
+            return _unescape(str(token)[1:-1], self._at(token))
         except _LiteralError as exc:
             self.errors.append(Diagnostic(exc.pos, exc.message))
             return None
@@ -365,17 +419,17 @@ class _ToStatements(Transformer_NonRecursive):
     def string(self, children):
         (token,) = children
         text = self._quoted(token)
-        return Str((text or "").encode("utf-8"), _pos(token))
+        return Str((text or "").encode("utf-8"), self._at(token))
 
     def number(self, children):
         (token,) = children
         text = str(token)
         base = {"0x": 16, "0X": 16, "0b": 2, "0B": 2}.get(text[:2], 10)
-        return Num(int(text[2:] if base != 10 else text, base), _pos(token))
+        return Num(int(text[2:] if base != 10 else text, base), self._at(token))
 
     def char(self, children):
         (token,) = children
-        pos = _pos(token)
+        pos = self._at(token)
         text = self._quoted(token)
         if text is None:
             return Num(0, pos)
@@ -386,22 +440,193 @@ class _ToStatements(Transformer_NonRecursive):
 
     def name(self, children):
         (token,) = children
-        return Name(str(token), _pos(token))
+        return Name(str(token), self._at(token))
 
     def binop(self, children):
         left, op, right = children
-        return BinOp(str(op), left, right, _pos(op))
+        return BinOp(str(op), left, right, self._at(op))
 
     def unop(self, children):
         op, operand = children
-        return UnOp(str(op), operand, _pos(op))
+        return UnOp(str(op), operand, self._at(op))
 
     @v_args(meta=True)
     def deref(self, meta, children):
-        return Deref(children[0], Pos(meta.line, meta.column))
+        return Deref(children[0], self._at(meta))
 
     def expr_start(self, children):
         return children[0]
+
+
+# --- stage 2b: one line at a time -------------------------------------------
+#
+# The grammar is line by line: no token spans a newline, and the parser is in
+# the same state at the start of every line after the first. So the source is
+# read one line at a time: a line of the common shapes (labels, a mnemonic or
+# directive, operands that are registers, numbers, names and [reg +- term])
+# by _fast_line, plain regular expressions and no parse tree; any other line
+# by Lark alone, on that line. Both give the same statements, positions
+# included (tests/test_assembler_scale.py compares them line by line), and a
+# syntax error is Lark's, word for word, since Lark parses that line.
+
+_WS = "[ \t\f\r]*"
+_NAME = "[A-Za-z_][A-Za-z0-9_.]*"
+_NUMBER = "0[xX][0-9a-fA-F]+|0[bB][01]+|[0-9]+"
+_REGISTER = "(?i:r1[0-5]|r[0-9]|sp)"
+_BLANKS = " \t\f\r"
+_HEAD = re.compile(rf"((?:{_WS}{_NAME}{_WS}:)*){_WS}"
+                   rf"(?:(\.[A-Za-z_][A-Za-z0-9_]*|{_NAME})(?=[{_BLANKS}]|$))?")
+_LABEL = re.compile(rf"{_WS}({_NAME}){_WS}:")
+_REGISTER_RE = re.compile(_REGISTER)
+_NUMBER_RE = re.compile(_NUMBER)
+_NAME_RE = re.compile(_NAME)
+_NEGATIVE_RE = re.compile(rf"-{_WS}({_NUMBER})")
+_MEM_RE = re.compile(rf"\[{_WS}(?:({_REGISTER}){_WS}(?:([+-]){_WS}({_NUMBER}|{_NAME}){_WS})?"
+                     rf"|({_NUMBER}|{_NAME}){_WS})\]")
+_PACKED = {".byte", ".word"}      # directives whose plain numbers are kept as ints
+_PACKED_STEP = re.compile(rf"{_WS}(-?)({_NUMBER}){_WS}(,|\Z)")
+
+
+def _number(text: str) -> int:
+    base = {"0x": 16, "0X": 16, "0b": 2, "0B": 2}.get(text[:2], 10)
+    return int(text[2:] if base != 10 else text, base)
+
+
+def _term(text: str, pos: Pos):
+    """A number or a name, as the Transformer makes them."""
+    if _NUMBER_RE.fullmatch(text):
+        return Num(_number(text), pos)
+    return Name(text, pos)
+
+
+def _fast_line(line: str, lineno: int, pack: bool = True):
+    """The statements of ``line``, or None when the line is not one of the
+    shapes this reads (Lark then parses it). With ``pack``, a plain number
+    (or minus a number) in .byte and .word is kept as an int without a
+    position (:func:`_item_pos` finds it again for an error message)."""
+    if '"' in line or "'" in line:
+        return None
+    cut = line.find(";")
+    body = line if cut < 0 else line[:cut]
+    head = _HEAD.match(body)
+    out = []
+    if head.group(1):
+        for label in _LABEL.finditer(head.group(1)):
+            out.append(Statement("label", label.group(1), (), Pos(lineno, label.start(1) + 1)))
+    word = head.group(2)
+    rest = body[head.end():]
+    if word is None:
+        return out if not rest.strip(_BLANKS) else None
+    pos = Pos(lineno, head.start(2) + 1)
+    if not rest.strip(_BLANKS):
+        args = ()
+    elif pack and word.lower() in _PACKED and (args := _packed_numbers(rest)) is not None:
+        pass
+    else:
+        instruction = word[0] != "."
+        packed = pack and word.lower() in _PACKED
+        args = []
+        at, stop = head.end(), len(body)
+        while at <= stop:                 # one item at a time: no list of all the pieces
+            comma = body.find(",", at)
+            if comma < 0:
+                comma = stop
+            piece = body[at:comma]
+            item = piece.strip(_BLANKS)
+            if not item:
+                return None
+            column = at + len(piece) - len(piece.lstrip(_BLANKS)) + 1
+            at = comma + 1
+            if instruction and _REGISTER_RE.fullmatch(item):
+                args.append(Reg(_register_index(item), Pos(lineno, column)))
+            elif _NUMBER_RE.fullmatch(item):
+                value = _number(item)
+                args.append(value if packed else Num(value, Pos(lineno, column)))
+            elif _NAME_RE.fullmatch(item):
+                args.append(Name(item, Pos(lineno, column)))
+            elif instruction and item[0] == "[":
+                mem = _MEM_RE.fullmatch(item)
+                if mem is None:
+                    return None
+                if mem.group(4) is not None:
+                    terms = [("+", _term(mem.group(4), Pos(lineno, column + mem.start(4))))]
+                    base = None
+                else:
+                    base = _register_index(mem.group(1))
+                    terms = [] if mem.group(2) is None else \
+                        [(mem.group(2), _term(mem.group(3), Pos(lineno, column + mem.start(3))))]
+                args.append(Mem(base, terms, Pos(lineno, column)))
+            elif negative := _NEGATIVE_RE.fullmatch(item):
+                value = _number(negative.group(1))
+                args.append(-value if packed else UnOp(
+                    "-", Num(value, Pos(lineno, column + negative.start(1))), Pos(lineno, column)))
+            else:
+                return None
+    if word[0] == ".":
+        out.append(Statement("directive", sys.intern(word.lower()), args, pos))
+    else:
+        out.append(Statement("instruction", sys.intern(word.lower()), args, pos, line.strip()))
+    return out
+
+
+def _packed_numbers(rest: str) -> list | None:
+    """The values of a data line that holds only (minus) numbers, or None."""
+    out, at, step = [], 0, _PACKED_STEP.match
+    while True:
+        item = step(rest, at)
+        if item is None:
+            return None
+        out.append(-_number(item[2]) if item[1] else _number(item[2]))
+        if not item[3]:
+            return out
+        at = item.end()
+
+
+def _item_pos(stmt: "Statement", index: int) -> Pos:
+    """Where argument ``index`` of a packed .byte/.word statement is: the
+    line is read again (only for an error message)."""
+    again = _fast_line(stmt.line_text, stmt.pos.line, pack=False)
+    return again[-1].args[index].pos
+
+
+class _SyntaxError(Exception):
+    def __init__(self, diagnostic: Diagnostic, context: str):
+        self.diagnostic, self.context = diagnostic, context
+
+
+def _lark_line(line: str, lineno: int, builder: _ToStatements) -> list:
+    """The statements of one line, parsed by Lark. After the first line, a
+    blank line goes first, so that the parser is in the state it has after a
+    line (the hints of match_examples depend on it), as in a whole file."""
+    prefix = "\n" if lineno > 1 else ""
+    text = prefix + line + "\n"
+    try:
+        tree = _parse_source(text)
+    except UnexpectedInput as exc:
+        diag, context = _parse_error(exc, text)
+        diag.pos = Pos(diag.pos.line + lineno - 1 - len(prefix), diag.pos.column)
+        raise _SyntaxError(diag, context) from None
+    builder.offset = lineno - 1 - len(prefix)
+    builder.text = line
+    return builder.transform(tree)
+
+
+def _statements(text: str, builder: _ToStatements):
+    """Every statement of ``text`` (which ends with a newline), in order, one
+    line's worth at a time: the caller lays each out as it comes, so that only
+    what the second pass needs stays in memory."""
+    start, lineno, end = 0, 0, len(text)
+    while start < end:
+        stop = text.find("\n", start)
+        line = text[start:stop]
+        start = stop + 1
+        lineno += 1
+        found = _fast_line(line, lineno)
+        if found is None:
+            found = _lark_line(line, lineno, builder)
+        elif found and found[-1].kind == "directive" and found[-1].name in _PACKED:
+            found[-1].line_text = line        # kept for _item_pos
+        yield from found
 
 
 # --- stage 3: two passes -------------------------------------------------------
@@ -409,11 +634,11 @@ class _ToStatements(Transformer_NonRecursive):
 class _Fail(Exception):
     """Raised inside a pass to record one diagnostic and skip the statement."""
 
-    def __init__(self, pos: Pos, message: str):
-        self.diagnostic = Diagnostic(pos, message)
+    def __init__(self, pos: Pos, message: str, hint=None):
+        self.diagnostic = Diagnostic(pos, message, hint)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Symbol:
     section: str              # "text" | "data" | "equ"
     value: int | None
@@ -440,22 +665,22 @@ def _kind_of(operand) -> str:
 @dataclass
 class _Assembler:
     filename: str
-    statements: list
     symbols: dict = field(default_factory=dict)
-    errors: list = field(default_factory=list)
+    errors: _Errors = field(default_factory=_Errors)
     instructions: list = field(default_factory=list)   # Statement per pc
     data_items: list = field(default_factory=list)     # (offset, Statement)
     data_size: int = 0
     entry: Statement | None = None
+    too_much_code: bool = False
     _evaluating: set = field(default_factory=set)
 
     def fail(self, exc: _Fail) -> None:
-        self.errors.append(exc.diagnostic)
+        self.errors.add(exc.diagnostic)
 
     # pass 1 -------------------------------------------------------------------
-    def layout(self) -> None:
+    def layout(self, statements) -> None:
         section = "text"
-        for stmt in self.statements:
+        for stmt in statements:
             try:
                 if stmt.kind == "label":
                     where = len(self.instructions) if section == "text" else self.data_size
@@ -465,10 +690,14 @@ class _Assembler:
                         raise _Fail(stmt.pos, f"instruction '{stmt.name}' in the .data section; "
                                               "put instructions after .text")
                     if stmt.name not in isa.MNEMONICS:
-                        hint = _suggest(stmt.name, isa.MNEMONICS)
-                        if not hint and not stmt.args:
-                            hint = " (a label needs a ':' after its name)"
-                        raise _Fail(stmt.pos, f"unknown mnemonic '{stmt.name}'{hint}")
+                        raise _Fail(stmt.pos, f"unknown mnemonic '{stmt.name}'",
+                                    hint=partial(_mnemonic_hint, stmt.name, bool(stmt.args)))
+                    if len(self.instructions) >= MAX_CODE:
+                        if not self.too_much_code:        # said once; the rest are dropped
+                            self.too_much_code = True
+                            raise _Fail(stmt.pos, f"the program has more than {MAX_CODE} "
+                                                  "instructions, the limit of an image")
+                        continue
                     self.instructions.append(stmt)
                 else:
                     section = self.directive_layout(stmt, section)
@@ -486,7 +715,7 @@ class _Assembler:
     def directive_layout(self, stmt: Statement, section: str) -> str:
         name, args = stmt.name, stmt.args
         if name not in _DIRECTIVES:
-            raise _Fail(stmt.pos, f"unknown directive '{name}'" + _suggest(name, _DIRECTIVES))
+            raise _Fail(stmt.pos, f"unknown directive '{name}'", hint=partial(_suggest, name, _DIRECTIVES))
         if name in (".text", ".data"):
             self.expect_args(stmt, 0)
             return name[1:]
@@ -570,7 +799,7 @@ class _Assembler:
             if early:
                 raise _Fail(name.pos, f"'{name.name}' is not defined before this {early}; "
                                       f"{early} can only use names defined above it")
-            raise _Fail(name.pos, f"undefined name '{name.name}'" + _suggest(name.name, self.symbols))
+            raise _Fail(name.pos, f"undefined name '{name.name}'", hint=partial(_suggest, name.name, self.symbols))
         if symbol.section != "equ":
             return symbol.value
         if symbol.value is None:
@@ -586,7 +815,9 @@ class _Assembler:
     # pass 2 ---------------------------------------------------------------------
     def encode(self) -> Image:
         code, lines, texts = [], [], []
-        for stmt in self.instructions:
+        statements = self.instructions
+        for pc, stmt in enumerate(statements):
+            statements[pc] = None         # the code grows as the statements go
             try:
                 code.append(self.encode_instruction(stmt))
             except _Fail as exc:
@@ -631,14 +862,26 @@ class _Assembler:
     def encode_data(self, stmt: Statement, data: bytearray, offset: int) -> None:
         name, args = stmt.name, stmt.args
         if name == ".word":
+            if all(type(arg) is int for arg in args) and \
+                    MIN_VALUE <= min(args) and max(args) <= MAX_VALUE:
+                data[offset:offset + 4 * len(args)] = struct.pack(
+                    f"<{len(args)}I", *[arg & isa.WORD_MASK for arg in args])
+                return
             for i, arg in enumerate(args):
+                if type(arg) is int and not MIN_VALUE <= arg <= MAX_VALUE:
+                    raise _Fail(_item_pos(stmt, i), f"value {arg} does not fit in 32 bits "
+                                                    f"(allowed: {MIN_VALUE} .. {MAX_VALUE})")
                 v = self.value(arg) & isa.WORD_MASK
                 data[offset + 4 * i: offset + 4 * i + 4] = v.to_bytes(4, "little")
         elif name == ".byte":
+            if all(type(arg) is int for arg in args) and -128 <= min(args) and max(args) <= 255:
+                data[offset:offset + len(args)] = bytes([arg & 0xFF for arg in args])
+                return
             for i, arg in enumerate(args):
                 v = self.evaluate(arg)
                 if not -128 <= v <= 255:
-                    raise _Fail(arg.pos, f".byte value {v} does not fit in a byte (-128 .. 255)")
+                    where = _item_pos(stmt, i) if type(arg) is int else arg.pos
+                    raise _Fail(where, f".byte value {v} does not fit in a byte (-128 .. 255)")
                 data[offset + i] = v & 0xFF
         elif name in (".ascii", ".asciz"):
             blob = args[0].data
@@ -707,6 +950,8 @@ def _evaluate(expr, lookup, deref=None, depth: int = 0, max_shift: int = MAX_SHI
         raise _Fail(getattr(expr, "pos", Pos(1, 1)),
                     f"expression is nested too deeply (more than {MAX_DEPTH} levels, "
                     "counting the .equ names it uses)")
+    if type(expr) is int:               # a packed .byte/.word item
+        return expr
     if isinstance(expr, Num):
         return expr.value
     if isinstance(expr, Name):
@@ -750,7 +995,16 @@ def _binary(expr: BinOp, a: int, b: int, max_shift: int = MAX_SHIFT) -> int:
     return a ^ b
 
 
+def _mnemonic_hint(name: str, has_args: bool) -> str:
+    hint = _suggest(name, isa.MNEMONICS)
+    if not hint and not has_args:
+        hint = " (a label needs a ':' after its name)"
+    return hint
+
+
 def _suggest(word: str, choices) -> str:
+    if len(choices) > MAX_SUGGEST:       # difflib looks at every name: 5 s for a million
+        return ""
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f"; did you mean '{close[0]}'?" if close else ""
 
@@ -800,7 +1054,7 @@ def parse_expression(text: str):
         if at_end:
             raise ExpressionError(f"'{text}' ends too early") from None
         raise ExpressionError(f"unexpected '{token}' in '{text}'") from None
-    builder = _ToStatements([text])
+    builder = _ToStatements()
     expr = builder.transform(tree)
     if builder.errors:
         raise ExpressionError(builder.errors[0].message)
@@ -827,27 +1081,24 @@ def evaluate_expression(text: str, lookup, deref, *, max_shift: int = 64) -> int
 
 def assemble(source: str, filename: str = "<source>") -> Image:
     """Assemble ``source``; raises :class:`AssemblyError` listing every error."""
+    if len(source) > MAX_SOURCE:
+        diag = Diagnostic(Pos(1, 1), f"the source is {len(source)} characters long, "
+                                     f"more than the limit of {MAX_SOURCE}")
+        raise AssemblyError(filename, "", [diag], {id(diag): ""})
     text = source if source.endswith("\n") else source + "\n"
-    lines = text.split("\n")
+    asm = _Assembler(filename)
+    builder = _ToStatements(_Sink(asm.errors, 0))
     try:
-        tree = _parse_source(text)
-    except UnexpectedInput as exc:
-        diag, context = _parse_error(exc, text)
-        raise AssemblyError(filename, text, [diag], {id(diag): context}) from None
-    builder = _ToStatements(lines)
-    statements = builder.transform(tree)
-    asm = _Assembler(filename, statements)
-    asm.errors.extend(builder.errors)
-    asm.layout()
+        asm.layout(_statements(text, builder))
+    except _SyntaxError as exc:
+        raise AssemblyError(filename, text, [exc.diagnostic],
+                            {id(exc.diagnostic): exc.context}) from None
     if not asm.instructions and not asm.errors:
-        asm.errors.append(Diagnostic(Pos(1, 1), "the program has no instructions "
-                                                "(a program needs at least one, e.g. 'halt')"))
+        asm.errors.add(Diagnostic(Pos(1, 1), "the program has no instructions "
+                                             "(a program needs at least one, e.g. 'halt')"))
     image = asm.encode()
     if asm.errors:
-        errors = sorted(asm.errors, key=lambda d: (d.pos.line, d.pos.column))
-        if len(errors) > MAX_ERRORS:
-            errors = errors[:MAX_ERRORS]
-        raise AssemblyError(filename, text, errors)
+        raise AssemblyError(filename, text, asm.errors.reported())
     return image
 
 

@@ -670,3 +670,12 @@ def test_source_lines_in_errors_are_shown_escaped(src, shown, caret_col):
     caret = lines[lines.index(shown) + 1]
     assert caret.endswith("^") and set(caret[:-1]) <= {" ", "\t"}, caret
     assert len(caret[:-1]) == caret_col and caret[:-1].count("\t") == shown[:caret_col].count("\t")
+
+
+@pytest.mark.parametrize("sep", ["\f", "\v", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"])
+def test_the_line_under_an_error_is_the_line_lark_counted(sep):
+    """Lines are counted at '\\n' only (Lark, the grammar); str.splitlines also
+    breaks at these characters, which once showed no line, or another line
+    (a forged one, from a comment), under the error."""
+    report = str(error_report(f"nop ; a{sep}b\nmov r1, x\n"))
+    assert report.startswith(f"{FILE}:2:9: error: undefined name 'x'\nmov r1, x\n        ^"), report
