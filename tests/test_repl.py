@@ -248,3 +248,14 @@ def test_classroom_demo_transcript(tmp_path):
     expected = (DATA / "repl_demo.expected").read_text()
     assert result.stdout.decode() == expected
     assert (tmp_path / "checkpoints" / "before.mvc").is_file()
+
+
+def test_a_batch_file_line_is_one_command(tmp_path):
+    """Lines are split at newlines only (str.splitlines() would also split at
+    \\f, \\x1c or \\u2028 inside a line, making two commands of one)."""
+    from minivm.repl.frontend import _read_batch
+    path = tmp_path / "script.txt"
+    path.write_text("print 1 ; a\x1cb\r\nregs\u2028x\n", encoding="utf-8")
+    assert _read_batch(str(path)) == ["print 1 ; a\x1cb", "regs\u2028x"]
+    path.write_text("", encoding="utf-8")
+    assert _read_batch(str(path)) == []

@@ -34,7 +34,7 @@ from prompt_toolkit.patch_stdout import patch_stdout
 
 from .. import isa
 from ..devices import DEFAULT_MAX_INFLIGHT
-from ..errors import MinivmError
+from ..errors import MinivmError, show
 from ..memory import parse_size
 from .core import Session
 from .registry import COMMANDS, INFO_TOPICS
@@ -198,12 +198,16 @@ def run_batch(session: Session, lines) -> int:
 def _read_batch(path: str) -> list[str]:
     try:
         with open(path, encoding="utf-8") as f:
-            return f.read().splitlines()
+            # one command per "\n" line (not str.splitlines(), which also splits
+            # at \f, \x1c, \u2028...: a line of the file stays one command)
+            text = f.read()
+        return [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")] \
+            if text else []
     except FileNotFoundError:
-        raise MinivmError(f"the batch file '{path}' does not exist") from None
+        raise MinivmError(f"the batch file '{show(path)}' does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
-        raise MinivmError(f"cannot read the batch file '{path}': {reason}") from None
+        raise MinivmError(f"cannot read the batch file '{show(path)}': {reason}") from None
 
 
 def main(args) -> int:
