@@ -25,7 +25,7 @@ from . import isa
 from .devices import (BLOCK_SIZE, Console, Disk, EventQueue, InterruptController, Timer,
                       DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_INFLIGHT_BYTES)
 from .errors import GuestFault, MinivmError
-from .engine import ENGINES, select_engine  # noqa: F401  (ENGINES: re-exported for callers)
+from .engine import select_engine
 from .engine.decode import BREAK, FAULT, decode
 from .engine.exact import step_exact
 from .engine.reference import run_fast

@@ -57,7 +57,6 @@ class Limits:
 
     code_size: int | None = None        # handlers and the pc must be below it
     memory_size: int | None = None      # the saved memory size must equal it
-    max_inflight: int | None = None     # disk requests in flight at most
     disk_blocks: int | None = None      # queued requests must lie inside the disk
     disk_attached: bool | None = None   # requests in flight need a disk
 

@@ -254,7 +254,7 @@ def test_every_field_refuses_hostile_values(busy, disk):
     assert len(cases) > 250
     target = fresh(disk)
     before = target.save_state()
-    ckpt_limits = Limits(code_size=target.ncode, max_inflight=1024, disk_attached=True)
+    ckpt_limits = Limits(code_size=target.ncode, disk_attached=True)
     for shown, label, bad in cases:
         # a huge count or size must be refused, not allocated (and must not hang)
         with bounded(f"restoring {shown} = {label}", megabytes=16):

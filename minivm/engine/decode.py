@@ -15,8 +15,7 @@ import struct
 
 from .. import isa
 from ..errors import GuestFault
-from ..isa import (BEQ_I, BGE_I, BGT_I, BLE_I, BLT_I, BNE_I, CALL_I, IN, JMP_I, OUT_I,
-                   OUT_R, SAR_I, SHL_I, SHR_I)
+from ..isa import BEQ_I, BNE_I, CALL_I, IN, JMP_I, OUT_I, OUT_R, SAR_I, SHL_I, SHR_I
 
 # Decoded-only opcodes (never in an image).
 OUTQ_R = len(isa.OPCODES)         # out to a port that needs no rescheduling
@@ -32,10 +31,18 @@ FAST_PATH_ERRORS = (IndexError, TypeError, struct.error, ZeroDivisionError, Gues
 
 #: Branches whose second operand is an immediate (decode flips the sign bit
 #: of the signed ones' so that a signed compare is ``regs[a] ^ S < b``).
-IMMEDIATE_BRANCHES = frozenset({BEQ_I, BNE_I, BLT_I, BLE_I, BGT_I, BGE_I})
-_SIGNED_BRANCH_I = frozenset({BLT_I, BLE_I, BGT_I, BGE_I})
 _BRANCH = isa.by_category(isa.BRANCH)
+IMMEDIATE_BRANCHES = frozenset(op for op in _BRANCH if isa.OPCODES[op].fields[1] == isa.IMM)
+_SIGNED_BRANCH_I = IMMEDIATE_BRANCHES - {BEQ_I, BNE_I}
 _SHIFT_I = frozenset({SHL_I, SHR_I, SAR_I})
+
+
+def bad_target(target: int, ncode: int, what: str = "") -> str:
+    """The fault of a jump to a target outside the code (``what``: how the
+    target was found, for one through a register or the stack)."""
+    how = f" ({what})" if what else ""
+    return (f"bad jump target {isa.to_signed(target)}{how}: the code has {ncode} instructions "
+            f"(0..{ncode - 1})")
 
 
 def decode(image, out_ports: dict, in_ports: dict) -> list:
@@ -43,16 +50,12 @@ def decode(image, out_ports: dict, in_ports: dict) -> list:
     ncode = len(image.code)
     code: list = []
 
-    def bad_target(target: int) -> str:
-        return (f"bad jump target {isa.to_signed(target)}: the code has {ncode} instructions "
-                f"(0..{ncode - 1})")
-
     for pc, (op, a, b, c) in enumerate(image.code):
         if op in _BRANCH and c >= ncode:
             code.append((BAD_BRANCH, op, (a, b), c))      # faults when (and if) taken
             continue
         if op in (JMP_I, CALL_I) and a >= ncode:
-            code.append((FAULT, bad_target(a), pc, True))
+            code.append((FAULT, bad_target(a, ncode), pc, True))
             continue
         if op in _SIGNED_BRANCH_I:
             b ^= isa.SIGN_BIT

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..errors import GuestFault
 from ..isa import to_signed, word_div, word_mod
-from .decode import IMMEDIATE_BRANCHES
+from .decode import IMMEDIATE_BRANCHES, bad_target
 
 def step_exact(m):
     """Execute the instruction at ``m.pc`` exactly; a Stop or None."""
@@ -37,7 +37,7 @@ def step_exact(m):
             raise GuestFault(f"'iret' with an empty stack (sp = 0x{x:x}, the top of memory)")
         y = mem.load_word(x)
         if y >= m.ncode:
-            raise GuestFault(f"bad jump target {to_signed(y)} (return address popped by 'iret'): the code has {m.ncode} instructions (0..{m.ncode - 1})")
+            raise GuestFault(bad_target(y, m.ncode, "return address popped by 'iret'"))
         regs[15] = (regs[15] + 4) & 4294967295
         nxt = y
         m.interrupts.enabled = True
@@ -65,8 +65,7 @@ def step_exact(m):
     elif op == 64:  # BAD_BRANCH
         branch, (ra, rb) = a, b
         if branch_taken(branch, regs[ra], rb if branch in IMMEDIATE_BRANCHES else regs[rb]):
-            raise GuestFault(f"bad jump target {to_signed(c)}: the code has {m.ncode} "
-                             f"instructions (0..{m.ncode - 1})")
+            raise GuestFault(bad_target(c, m.ncode))
     elif op == 0:  # NOP
         pass
     elif op == 2:  # MOV_R
@@ -146,7 +145,7 @@ def step_exact(m):
     elif op == 45:  # JMP_R
         y = regs[a]
         if y >= m.ncode:
-            raise GuestFault(f"bad jump target {to_signed(y)} (jump through a register): the code has {m.ncode} instructions (0..{m.ncode - 1})")
+            raise GuestFault(bad_target(y, m.ncode, "jump through a register"))
         nxt = y
     elif op == 46:  # CALL_I
         x = (regs[15] - 4) & 4294967295
@@ -159,7 +158,7 @@ def step_exact(m):
     elif op == 47:  # CALL_R
         y = regs[a]
         if y >= m.ncode:
-            raise GuestFault(f"bad jump target {to_signed(y)} (call through a register): the code has {m.ncode} instructions (0..{m.ncode - 1})")
+            raise GuestFault(bad_target(y, m.ncode, "call through a register"))
         x = (regs[15] - 4) & 4294967295
         try:
             mem.store_word(x, pc + 1)
@@ -173,7 +172,7 @@ def step_exact(m):
             raise GuestFault(f"'ret' with an empty stack (sp = 0x{x:x}, the top of memory)")
         y = mem.load_word(x)
         if y >= m.ncode:
-            raise GuestFault(f"bad jump target {to_signed(y)} (return address popped by 'ret'): the code has {m.ncode} instructions (0..{m.ncode - 1})")
+            raise GuestFault(bad_target(y, m.ncode, "return address popped by 'ret'"))
         regs[15] = (regs[15] + 4) & 4294967295
         nxt = y
     elif op == 49:  # PUSH_R

@@ -87,10 +87,8 @@ def _exact(name: str, args: list[str], mnemonic: str) -> tuple[list[str], str | 
                 f"    raise GuestFault(f\"'{mnemonic}' with an empty stack (sp = 0x{{x:x}}, "
                 f"the top of memory)\")"], "mem.load_word(x)"
     if name == "CHECK_TARGET":
-        what = ast.literal_eval(args[1])
         return [f"if {args[0]} >= m.ncode:",
-                f"    raise GuestFault(f\"bad jump target {{to_signed({args[0]})}} ({what}): "
-                f"the code has {{m.ncode}} instructions (0..{{m.ncode - 1}})\")"], None
+                f"    raise GuestFault(bad_target({args[0]}, m.ncode, {args[1]}))"], None
     if name == "GOTO":
         return [f"nxt = {args[0]}"], None
     if name in ("DIV", "MOD"):
@@ -231,7 +229,7 @@ from __future__ import annotations
 
 from ..errors import GuestFault
 from ..isa import to_signed, word_div, word_mod
-from .decode import IMMEDIATE_BRANCHES
+from .decode import IMMEDIATE_BRANCHES, bad_target
 
 '''
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 
 from .. import isa
-from ..isa import (CALL_I, CALL_R, IN, JMP_I, JMP_R, OUT_I, OUT_R, RET)
+from ..isa import CALL_I, CALL_R, IN, JMP_I, JMP_R, OUT_I, OUT_R, RET
 from .decode import OUTQ_I, OUTQ_R
 
 #: Longest path through a region, in instructions.
@@ -43,8 +43,6 @@ def block_lengths(code: list) -> list:
         if op in COMPILED and op not in CONTROL and out[pc + 1] < 64:
             out[pc] = out[pc + 1] + 1
     return out
-
-
 
 
 class Seg:
@@ -129,6 +127,7 @@ def walk(seg):
         if s.term[0] == "br":
             todo.append(s.term[3])
             todo.append(s.term[4])
+
 
 def ticks_needed(top: Seg) -> tuple[int, list]:
     """Ticks a run of the region may take (longest path, counting a handed-back

@@ -182,8 +182,7 @@ SYSTEM = {
     "BAD_BRANCH": """
         branch, (ra, rb) = a, b
         if branch_taken(branch, regs[ra], rb if branch in IMMEDIATE_BRANCHES else regs[rb]):
-            raise GuestFault(f"bad jump target {to_signed(c)}: the code has {m.ncode} "
-                             f"instructions (0..{m.ncode - 1})")
+            raise GuestFault(bad_target(c, m.ncode))
     """,
 }
 
