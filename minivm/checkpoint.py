@@ -54,7 +54,7 @@ from .ckptfile import PAGES_PER_SECTION, CheckpointWriter, chain_entry
 from .container import MAX_FILE_BYTES
 from .devices import BLOCK_SIZE
 from .disks import MAX_CHAIN, Overlay, commit_overlay
-from .errors import MinivmError
+from .errors import MinivmError, reason
 from .machine import Hooks, Machine
 from .store import CheckpointStore, StoreError
 
@@ -264,7 +264,7 @@ class CheckpointJob:
 
     def _fail(self, exc: Exception) -> None:
         self.status = "failed"
-        self.error = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        self.error = reason(exc)
         try:
             self.pending.abort()
         finally:
@@ -333,8 +333,8 @@ class Checkpointer(Hooks):
         try:
             self.take(origin)
         except (OSError, MinivmError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            self.report(f"checkpoint at tick {self.machine.tick} could not be taken: {reason}; "
+            why = reason(exc)
+            self.report(f"checkpoint at tick {self.machine.tick} could not be taken: {why}; "
                         "the guest keeps running")
 
     # --- small helpers -------------------------------------------------------------
@@ -588,9 +588,9 @@ class Checkpointer(Hooks):
             try:
                 self._try_commit()
             except (OSError, MinivmError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                why = reason(exc)
                 self.report(f"the commit of {os.path.basename(self._commit[0].path)} "
-                            f"failed: {reason}; the guest keeps running")
+                            f"failed: {why}; the guest keeps running")
                 self._commit = None
         self.sample()
         end = time.perf_counter()

@@ -39,7 +39,7 @@ import msgpack
 
 from .container import fsync_dir, magic_of
 from .devices import BLOCK_SIZE
-from .errors import DiskError, FormatError, MinivmError, show
+from .errors import DiskError, FormatError, MinivmError, reason, show
 
 DEFAULT_GROUP_BLOCKS = 8
 OVERLAY_KIND = "overlay"
@@ -914,13 +914,13 @@ def commit_overlay(overlay: Overlay, progress=None):
         renamed = True
         fsync_dir(os.path.dirname(target))
     except (OSError, MinivmError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        why = reason(exc)
         if renamed:
             raise DiskError(f"committed into '{show(target)}', but its folder could not be "
-                            f"synced ({reason}); a power failure now may undo the "
+                            f"synced ({why}); a power failure now may undo the "
                             "commit: run it again") from None
         _undo_commit(overlay, old_header, temp)
-        raise DiskError(f"cannot commit into '{show(target)}': {reason}; "
+        raise DiskError(f"cannot commit into '{show(target)}': {why}; "
                         "it is unchanged, and so is the overlay") from None
     parent.close()                      # its descriptor still names the old file
     reopened = (RawDisk(target, writable=False) if parent.kind == "raw"

@@ -18,6 +18,14 @@ def show(text, keep: str = "") -> str:
     return "".join(ch if ch.isprintable() or ch in keep else repr(ch)[1:-1] for ch in text)
 
 
+def reason(exc: BaseException) -> str:
+    """Why an operation failed, for a message: an OSError's own words
+    ("No space left on device"), else the exception's text."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
 class MinivmError(Exception):
     """An error with a user-facing, one-paragraph message."""
 

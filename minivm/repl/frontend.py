@@ -34,7 +34,7 @@ from prompt_toolkit.patch_stdout import patch_stdout
 
 from .. import isa
 from ..devices import DEFAULT_MAX_INFLIGHT
-from ..errors import MinivmError, show
+from ..errors import MinivmError, reason, show
 from ..memory import parse_size
 from .core import Session
 from .registry import COMMANDS, INFO_TOPICS
@@ -206,8 +206,7 @@ def _read_batch(path: str) -> list[str]:
     except FileNotFoundError:
         raise MinivmError(f"the batch file '{show(path)}' does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise MinivmError(f"cannot read the batch file '{show(path)}': {reason}") from None
+        raise MinivmError(f"cannot read the batch file '{show(path)}': {reason(exc)}") from None
 
 
 def main(args) -> int:
