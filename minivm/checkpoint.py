@@ -38,21 +38,24 @@ between instruction batches by the machine):
 Resuming a checkpoint (and exporting one) is in resume.py.
 
 Stop-and-copy mode (``--checkpoint-mode stop-copy``) is the baseline: the
-same steps, but P4 runs to the end inside the stop window, and requests in
-flight are sent to the overlay so the checkpointed disk is final at once.
+same steps, but P4 writes the state and every page inside the stop window
+(the file's last records and its fsync follow as soon as the guest runs
+again), and requests in flight are sent to the overlay so the checkpointed
+disk is final at once.
 """
 
 from __future__ import annotations
 
 import bisect
+import gc
 import os
 import time
 from dataclasses import dataclass
 
 from . import __version__
-from .ckptfile import PAGES_PER_SECTION, CheckpointWriter, chain_entry
-from .container import MAX_FILE_BYTES
+from .ckptfile import CheckpointWriter, chain_entry
 from .devices import BLOCK_SIZE
+from .memory import PAGE_SIZE
 from .disks import MAX_CHAIN, Overlay, commit_overlay
 from .errors import MinivmError, reason
 from .machine import Hooks, Machine
@@ -145,7 +148,6 @@ class CheckpointJob:
         self.finished: float | None = None
         self.finished_tick: int | None = None
         self._scan = 0
-        self._batch: list = []             # pages examined, not yet in a section
         self._stage = "state"
         self._writer = CheckpointWriter(pending.file, {"name": name, "tick": self.tick})
 
@@ -168,13 +170,14 @@ class CheckpointJob:
         return range(0, self._scan)
 
     # P4: write device state, then (after P5) the original pages, then the disk.
-    def advance(self, budget: int) -> int:
-        """Do up to ``budget`` pages of work; returns the budget left."""
+    def advance(self, budget: int, finish: bool = True) -> int:
+        """Do up to ``budget`` pages of work; returns the budget left. With
+        ``finish`` False, stop before the last records (stop-and-copy writes
+        them once the guest runs again, when its stop window is known)."""
         if self.status != "saving":
             return budget
         try:
             if self._stage == "state":
-                self._writer.meta(self._meta())
                 self._writer.image(self.checkpointer.machine.image)
                 self._writer.state(self.state)
                 self._stage = "wait-reads"
@@ -191,7 +194,7 @@ class CheckpointJob:
                     return budget
                 self._stage = "wait-disk"
                 self.checkpointer.log(self, "P4", f"{self.pages_saved} pages written")
-            if self._stage == "wait-disk":
+            if self._stage == "wait-disk" and finish:
                 if not self.checkpointer.chain_sealed(self.chain):
                     self.pending.suspend()
                     return budget
@@ -201,11 +204,14 @@ class CheckpointJob:
         return budget
 
     def _save_pages(self, budget: int) -> int:
-        """Write up to ``budget`` pages; scanning empty page-table entries costs
-        one unit per SCAN_PER_PAGE entries, so a huge, sparse memory still ends."""
+        """Write up to ``budget`` pages, each straight to the file as it is
+        (ckptfile.CheckpointWriter.page); scanning empty page-table entries
+        costs one unit per SCAN_PER_PAGE entries, so a huge, sparse memory
+        still ends."""
         frozen = self.frozen
         total = frozen.page_count()
-        batch = []
+        writer = self._writer
+        zero = bytes(PAGE_SIZE)
         while budget > 0 and self._scan < total:
             stop = min(total, self._scan + SCAN_PER_PAGE)
             allocated = frozen.allocated_pages(self._scan, stop)
@@ -213,32 +219,20 @@ class CheckpointJob:
                 allocated = allocated[:budget]
                 stop = allocated[-1] + 1
             for index in allocated:
-                data = frozen.page(index)
-                if data.count(0) != len(data):      # only non-zero pages are stored
-                    batch.append((index, data))
+                data = frozen.original(index)
+                if data != zero and (len(data) == PAGE_SIZE or data.count(0) != len(data)):
+                    writer.page(index, data)        # only non-zero pages are stored
             self.pages_done += len(allocated)
             budget -= max(1, len(allocated))
             self._scan = stop
-        self._batch += batch
-        if self._batch and (len(self._batch) >= PAGES_PER_SECTION or self._scan >= total):
-            self._writer.pages(self._batch)     # few, big sections (ckptfile.MAX_PAGES_SECTIONS)
-            self.pages_saved += len(self._batch)
-            self._batch = []
-            self._check_size()
+        self.pages_saved = writer.pages_written
         return budget
-
-    def _check_size(self) -> None:
-        """Never write a file the loader will refuse (container.MAX_FILE_BYTES)."""
-        if self._writer.bytes_written > MAX_FILE_BYTES:
-            raise MinivmError(
-                f"the checkpoint would be larger than {MAX_FILE_BYTES} bytes, the most "
-                f"minivm loads (container.MAX_FILE_BYTES): the guest's memory holds more "
-                f"than that in non-zero pages ({self.pages_saved} pages written so far)")
 
     def _meta(self) -> dict:
         return {"name": self.name, "seq": self.seq, "tick": self.tick, "pc": self.pc,
                 "origin": self.origin, "mode": self.mode, "created": time.time(),
                 "minivm": __version__, "p8_drained": self.p8_drained,
+                "pause_us": round(self.pause_seconds * 1e6, 1),
                 "inflight_at_stop": self.inflight_at_stop}
 
     def _finish(self) -> None:
@@ -252,8 +246,8 @@ class CheckpointJob:
                     "reads_not_landed": self.reads_not_landed,
                     "writes_not_done": self.writes_not_done}
         self._writer.disk(disk)
+        self._writer.meta(self._meta())
         self._writer.finish()
-        self._check_size()
         self.bytes_written = self._writer.bytes_written
         self.pending.commit()
         self.status = "complete"
@@ -383,8 +377,38 @@ class Checkpointer(Hooks):
 
         self.sample()
         self._cow_base += machine.memory.cow_copies
-        # P2: stop the VM ...
-        stopped = time.perf_counter()
+        collecting = gc.isenabled()
+        gc.disable()          # no garbage collection pass inside the stop window
+        try:
+            job = self._stop(seq, name, origin, disk, overlay, pending, location)
+        finally:
+            if collecting:
+                gc.enable()
+        inflight, drained = job.inflight_at_stop, job.p8_drained
+        if job.status == "saving":
+            try:
+                pending.suspend()                     # no open file until its first batch
+            except OSError as exc:
+                job._fail(exc)
+        self.log(job, "P1", f"overlay {overlay.path}" if overlay else "no disk attached")
+        self.log(job, "P2", f"stopped {job.pause_seconds * 1e6:.0f} us; "
+                            f"{len(inflight)} request(s) in flight"
+                            + (f"; P8: {drained} pending request(s) completed first" if drained else ""))
+        # The first batch comes soon; never later than one already due (taking a
+        # checkpoint every 100 ticks must not put every save off for ever).
+        self._interval = min(FIRST_SLICE_TICKS, self._slice_ticks)
+        first = machine.tick + self._interval
+        if self._next_slice is None or first < self._next_slice:
+            self._next_slice = first
+            self._last_slice_host = time.perf_counter()
+        self.sample()
+        return job
+
+    def _stop(self, seq, name, origin, disk, overlay, pending, location) -> "CheckpointJob":
+        """P2: everything done with the VM stopped; returns the new job, its
+        stop window measured (``pause_seconds``)."""
+        machine = self.machine
+        stopped = time.perf_counter()                 # stop the VM ...
         drained = 0
         if self._pending_read_then_write():          # P8
             drained = machine.drain_disk()
@@ -403,25 +427,8 @@ class Checkpointer(Hooks):
         if self.mode == STOP_COPY:                    # baseline: memory saved while stopped
             self._land_future_reads(frozen, inflight)
             job.inflight_reads.clear()
-            job.advance(1 << 30)                      # all but the disk's fingerprint
+            job.advance(1 << 30, finish=False)        # all but the last records
         job.pause_seconds = time.perf_counter() - stopped   # ... resume.
-        if job.status == "saving":
-            try:
-                pending.suspend()                     # no open file until its first batch
-            except OSError as exc:
-                job._fail(exc)
-        self.log(job, "P1", f"overlay {overlay.path}" if overlay else "no disk attached")
-        self.log(job, "P2", f"stopped {job.pause_seconds * 1e6:.0f} us; "
-                            f"{len(inflight)} request(s) in flight"
-                            + (f"; P8: {drained} pending request(s) completed first" if drained else ""))
-        # The first batch comes soon; never later than one already due (taking a
-        # checkpoint every 100 ticks must not put every save off for ever).
-        self._interval = min(FIRST_SLICE_TICKS, self._slice_ticks)
-        first = machine.tick + self._interval
-        if self._next_slice is None or first < self._next_slice:
-            self._next_slice = first
-            self._last_slice_host = time.perf_counter()
-        self.sample()
         return job
 
     def sample(self) -> None:

@@ -24,6 +24,13 @@ before the machine writes a copy (P3). So the stop costs the same whatever
 the guest has touched. The last page of a memory whose size is not a
 multiple of 4096 is simply a shorter bytearray, so accesses past the end
 fail the fast path and are refused by the slow one.
+
+A lazily resumed memory (:meth:`Memory.attach_saved`) starts with ``None``
+in every entry of ``pages``: the fast path fails on it (a load from ``None``
+raises, as a store into ``None`` does), and the slow path reads the page from
+the checkpoint file on its first access (:meth:`Memory.fetch`), read or
+write, then serves it as any other page. Pages the guest never touches are
+never read.
 """
 
 from __future__ import annotations
@@ -79,7 +86,12 @@ class FrozenMemory:
         self._retired: object = None          # freed with the view, not during P2
 
     def _view(self, index: int):
-        return self.originals.get(index, self._memory.pages[index])
+        page = self.originals.get(index)
+        if page is None:
+            page = self._memory.pages[index]
+            if page is None:               # lazily resumed, not read yet: from the file
+                page = self._memory.saved_page(index)
+        return page
 
     def page_count(self) -> int:
         return self._memory.page_count
@@ -87,11 +99,18 @@ class FrozenMemory:
     def allocated_pages(self, start: int, stop: int) -> list[int]:
         """Indexes in [start, stop) of pages that are not the zero page."""
         originals, pages = self.originals, self._memory.pages
+        saved = self._memory.saved
         return [i for i in range(start, min(stop, len(pages)))
-                if type(originals.get(i, pages[i])) is bytearray]
+                if type(originals.get(i, pages[i])) is bytearray
+                or (pages[i] is None and i not in originals and i in saved)]
 
     def page(self, index: int) -> bytes:
         return bytes(self._view(index))
+
+    def original(self, index: int):
+        """The page as the checkpoint sees it, not copied (bytes-like; the
+        saver writes it to the file as it is)."""
+        return self._view(index)
 
     def release(self) -> None:
         """The checkpoint is saved: its pages need no protection any more."""
@@ -112,11 +131,15 @@ class Memory:
         self.pages: list = [zero] * full + ([bytes(tail)] if tail else [])
         self.writable: list = [None] * len(self.pages)
         self.page_count = len(self.pages)
+        self.saved: object = ()       # a lazily resumed memory's saved pages (attach_saved)
+        self.pages_loaded = 0         # pages read from the checkpoint file so far
+        self._lazy_left = 0           # pages still None in ``pages``
         self.allocated = 0            # pages that are not the zero page
         self.cow_copies = 0           # memory COW faults since the last share()
         self.copied: set[int] = set()  # pages copied since the last share()
         self._frozen: list[FrozenMemory] = []
-        self._spare: list | None = None       # an all-None write table, ready for share()
+        # an all-None write table, ready for share(): allocated now, not in the stop
+        self._spare: list | None = [None] * self.page_count
         self._retired_tables: list[list] = []  # old write tables, cleared in the background
         self._tidy_pos = 0                     # how far the oldest one is cleared
 
@@ -127,12 +150,54 @@ class Memory:
             raise GuestFault(f"memory access out of range: {verb} {what} at 0x{addr:08x} "
                              f"(memory is {format_size(self.size)}, 0x0 .. 0x{self.size - 1:x})")
 
+    def attach_saved(self, saved) -> None:
+        """Lazy resume: page *i* is ``saved[i]`` (a page of the checkpoint file)
+        when ``i in saved``, else zeros, read on its first access (:meth:`fetch`).
+        ``saved`` is a ckptfile.SavedPages (a Mapping with ``count_in``)."""
+        self.pages[:] = [None] * self.page_count
+        self.saved = saved
+        self.allocated = len(saved)
+        self._lazy_left = self.page_count
+
+    def saved_page(self, index: int):
+        """A lazily resumed memory's page ``index`` as saved, not installed."""
+        if index in self.saved:
+            return self.saved[index]
+        return self._zero_page(index)
+
+    def _zero_page(self, index: int) -> bytes:
+        full = self.size - index * PAGE_SIZE
+        return bytes(PAGE_SIZE) if full >= PAGE_SIZE else bytes(full)
+
+    def fetch(self, index: int):
+        """The slow path's first access to a page a lazy resume has not read
+        yet: read it from the checkpoint (checked: ckptfile.PageError if the
+        file changed) and install it."""
+        page = self.pages[index]
+        if page is not None:
+            return page
+        if index in self.saved:
+            page = bytearray(self.saved[index])
+            self.pages_loaded += 1
+            if not self._frozen:            # a checkpoint being saved still shares it
+                self.writable[index] = page
+        else:
+            page = self._zero_page(index)
+        self.pages[index] = page
+        self._lazy_left -= 1
+        if not self._lazy_left:             # every page is in: the file is not needed
+            self.saved.source.close()
+            self.saved = ()
+        return page
+
     def make_writable(self, index: int) -> bytearray:
         """Give page ``index`` a private, writable bytearray (lazy alloc / COW, P3)."""
         page = self.writable[index]
         if page is not None:
             return page
         current = self.pages[index]
+        if current is None:
+            current = self.fetch(index)
         preserved = False
         for view in self._frozen:                      # P3: the original stays theirs
             if index not in view.originals:
@@ -157,7 +222,10 @@ class Memory:
 
     def load_byte(self, addr: int) -> int:
         self._check(addr, 1, "load")
-        return self.pages[addr >> PAGE_SHIFT][addr & PAGE_MASK]
+        page = self.pages[addr >> PAGE_SHIFT]
+        if page is None:
+            page = self.fetch(addr >> PAGE_SHIFT)
+        return page[addr & PAGE_MASK]
 
     def store_word(self, addr: int, value: int) -> None:
         offset = addr & PAGE_MASK
@@ -178,7 +246,10 @@ class Memory:
         while length:
             index, offset = addr >> PAGE_SHIFT, addr & PAGE_MASK
             n = min(length, PAGE_SIZE - offset)
-            out += self.pages[index][offset:offset + n]
+            page = self.pages[index]
+            if page is None:
+                page = self.fetch(index)
+            out += page[offset:offset + n]
             addr, length = addr + n, length - n
         return bytes(out)
 
@@ -242,6 +313,8 @@ class Memory:
             n = min(len(data) - pos, PAGE_SIZE - offset)
             original = frozen.originals.get(index)
             if original is None:                       # still the live page: copy it
+                if self.pages[index] is None:
+                    self.fetch(index)
                 original = bytearray(self.pages[index])
                 frozen.originals[index] = original
                 if type(self.pages[index]) is bytes:
@@ -264,6 +337,8 @@ class Memory:
         if length <= 0 or not self._frozen:
             return 0
         for index in range(addr >> PAGE_SHIFT, ((addr + length - 1) >> PAGE_SHIFT) + 1):
+            if self.pages[index] is None:
+                self.fetch(index)                       # as an eager resume would have it
             if self.writable[index] is None and self.is_shared(index):
                 self.make_writable(index)
                 faulted += 1
@@ -295,8 +370,12 @@ class Memory:
 
     # --- state for tools and restore --------------------------------------------------
     def page_kind(self, index: int) -> str:
-        """untouched | private | shared | copied (for the REPL's page map)."""
+        """untouched | on-file | private | shared | copied (for the REPL's page
+        map); on-file: saved in the checkpoint this memory was lazily resumed
+        from, not read yet."""
         page = self.pages[index]
+        if page is None:
+            return "on-file" if index in self.saved else "untouched"
         if type(page) is bytes:
             return "untouched"
         if index in self.copied:
@@ -306,11 +385,14 @@ class Memory:
         return "private"
 
     def nonzero_page_indexes(self) -> list[int]:
-        return [i for i, page in enumerate(self.pages)
-                if type(page) is bytearray and page.count(0) != len(page)]
+        pages = self.pages
+        return [i for i in range(self.page_count)
+                if type(pages[i] if pages[i] is not None else self.fetch(i)) is bytearray
+                and pages[i].count(0) != len(pages[i])]
 
     def page_bytes(self, index: int) -> bytes:
-        return bytes(self.pages[index])
+        page = self.pages[index]
+        return bytes(page if page is not None else self.fetch(index))
 
     def load_page(self, index: int, data: bytes) -> None:
         """Restore: install one saved page (exactly one page's worth of bytes)."""

@@ -16,11 +16,13 @@ The protocol that writes checkpoints is in checkpoint.py.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 
-from .ckptfile import CHECKPOINT_KIND, CHECKPOINT_VERSION, Checkpoint, load_checkpoint
-from .container import pack, read_container, read_file_capped, write_atomically
+from .ckptfile import (FOOTER, FOOTER_MAGIC, Checkpoint, FileSource, SavedPages,
+                       open_checkpoint, pack_end, read_end)
+from .container import AtomicFile, pack, read_container, read_file_capped, write_atomically
 from .disks import (Overlay, check_identity, close_chain, describe_chain, identify, locate,
                     open_disk, same_record)
 from .errors import DiskError, FormatError, MinivmError, OutOfMemory, show
@@ -29,8 +31,10 @@ from .store import CheckpointStore, StoreError
 
 
 def read_checkpoint(path: str) -> Checkpoint:
+    """Open and validate a checkpoint file. A version-2 file stays open (its
+    pages are read on demand, ``ckpt.pages``); nothing but its records is read."""
     what = f"checkpoint '{show(path)}'"
-    ckpt = load_checkpoint(read_file_capped(path, what), what)
+    ckpt = open_checkpoint(FileSource(path, what), what)
     ckpt.path = os.path.abspath(path)
     return ckpt
 
@@ -154,21 +158,60 @@ def _record_copies(ckpt: Checkpoint, target: str, chain: list[dict], copies: lis
                             "export refuses to carry it")
         entries.append({"path": os.path.abspath(copy), "relpath": os.path.basename(copy),
                         "kind": entry["kind"], "fingerprint": record})
-    what = f"checkpoint '{show(target)}'"
-    container = read_container(read_file_capped(target, what), CHECKPOINT_KIND,
-                               CHECKPOINT_VERSION, what)
-    sections = [(name, pack({**ckpt.disk, "chain": entries}) if name == "disk" else payload)
-                for name, payload in container.sections]
-    write_atomically(target, CHECKPOINT_KIND, container.header, sections)
+    disk = pack({**ckpt.disk, "chain": entries})
+    if ckpt.format_version == 1:
+        what = f"checkpoint '{show(target)}'"
+        container = read_container(read_file_capped(target, what), "checkpoint", 1, what)
+        sections = [(name, disk if name == "disk" else payload)
+                    for name, payload in container.sections]
+        write_atomically(target, "checkpoint", container.header, sections)
+    else:
+        _append_disk_record(target, disk)
+
+
+def _append_disk_record(path: str, disk: bytes) -> None:
+    """Give a version-2 copy a new disk record: the file up to its end record,
+    then the new record and an end record that points at it (the old disk
+    record stays in the file, unreferenced). Written to a temp file, renamed
+    over ``path`` once complete."""
+    what = f"checkpoint '{show(path)}'"
+    source = FileSource(path, what)
+    out = AtomicFile(path)
+    try:
+        end_at, records, pages = read_end(source, what)
+        offset = 0
+        while offset < end_at:
+            chunk = source.read(offset, min(end_at - offset, 1 << 20))
+            out.file.write(chunk)
+            offset += len(chunk)
+        record = pack(["disk", disk])
+        entries = [[name, *place] for name, place in records.items() if name != "disk"]
+        entries.append(["disk", end_at, len(record), hashlib.sha256(disk).digest()])
+        out.file.write(record)
+        out.file.write(pack_end(entries, pages))
+        out.file.write(FOOTER.pack(FOOTER_MAGIC, end_at + len(record)))
+        out.commit()
+    except BaseException:
+        out.abort()
+        raise
+    finally:
+        source.close()
 
 
 def resume(ckpt: Checkpoint, store: CheckpointStore, *, disk_override: str | None = None,
            console_sink=None, console_input=None, group_blocks: int | None = None,
-           engine: str = "interp", chain: list[dict] | None = None):
+           engine: str = "interp", chain: list[dict] | None = None, eager: bool = False):
     """Rebuild the machine a checkpoint describes. Returns (machine, overlay path or None).
 
     The checkpointed disk is never written: a fresh overlay on top of it takes
     the resumed run's writes, so the same checkpoint can be resumed again.
+
+    Memory is lazy by default (a version-2 file): the machine starts at once,
+    and each page is read from the file on the guest's first access to it
+    (memory.Memory.attach_saved); the file stays open meanwhile. ``eager``
+    reads every saved page first, in big sequential reads, and closes the file
+    (for a file about to be moved or deleted). Version-1 files are always
+    loaded whole.
     """
     disk_layer = None
     overlay_path = None
@@ -198,8 +241,16 @@ def resume(ckpt: Checkpoint, store: CheckpointStore, *, disk_override: str | Non
                           console_sink=console_sink, console_input=console_input,
                           load_data=False, engine=engine)
         machine.restore_state(state)
-        for index, data in ckpt.pages.items():
-            machine.memory.load_page(index, data)
+        pages = ckpt.pages
+        if isinstance(pages, SavedPages) and not eager:
+            machine.memory.attach_saved(pages)
+        else:
+            for index, data in (pages.chunks() if isinstance(pages, SavedPages)
+                                else pages.items()):
+                machine.memory.load_page(index, data)
+            machine.memory.pages_loaded = len(pages)
+            if isinstance(pages, SavedPages):
+                pages.source.close()
     except (ValueError, MinivmError, MemoryError) as exc:
         if disk_layer is not None:
             close_chain(disk_layer)

@@ -171,17 +171,17 @@ def timeline_svg(checkpointer) -> str:
 
 
 PAGE_COLORS = {".": "#f0f0f0", "p": "#9ecae1", "S": "#fd8d3c", "s": "#fdd0a2",
-               "C": "#d62728", "c": "#f7b6b6"}
+               "C": "#d62728", "c": "#f7b6b6", "f": "#c7e9c0"}
 PAGE_NAMES = {".": "untouched", "p": "private", "S": "shared, not yet saved",
               "s": "shared, saved", "C": "copied, original not yet saved",
-              "c": "copied, original saved"}
+              "c": "copied, original saved", "f": "in the checkpoint file (lazy)"}
 
 
 def page_map_svg(states: str, title: str, per_row: int = 64, cell: int = 12) -> str:
     """One square per page; ``states`` has one character per page (see PAGE_NAMES)."""
     rows = -(-len(states) // per_row)
     width = max(per_row * cell + 120, 560)
-    height = 70 + rows * cell + 50
+    height = 70 + rows * cell + 50 + 18 * ((len(PAGE_COLORS) - 1) // 3 - 1)
     body = [_text(12, 24, title, 15, weight="bold")]
     for i, ch in enumerate(states):
         r, c = divmod(i, per_row)

@@ -158,11 +158,7 @@ def memory_contents(machine: Machine) -> dict[int, bytes]:
     """Every byte of memory, as {page index: contents} for the pages that are
     not all zero (an exact and cheap picture of a mostly empty memory)."""
     memory = machine.memory
-    out = {}
-    for index, page in enumerate(memory.pages):
-        if type(page) is bytearray and page.count(0) != len(page):
-            out[index] = bytes(page)
-    return out
+    return {index: memory.page_bytes(index) for index in memory.nonzero_page_indexes()}
 
 
 def close_disks(machine: Machine) -> None:

@@ -95,8 +95,7 @@ def close_disks(m: Machine) -> None:
 def observe(m: Machine, stop) -> dict:
     """Everything a run leaves behind that the engines could disagree on."""
     memory = m.memory
-    pages = {i: bytes(p) for i, p in enumerate(memory.pages)
-             if type(p) is bytearray and p.count(0) != len(p)}
+    pages = {i: memory.page_bytes(i) for i in memory.nonzero_page_indexes()}
     backing = m.disk.backing
     return {
         "stop": str(stop),

@@ -21,6 +21,7 @@ PAGES_PER_ROW = 64
 MAX_LISTED = 20
 LEGEND = ("legend: . untouched  p private  S shared with the checkpoint, not yet saved\n"
           "        s shared, saved  C copied, original not yet saved  c copied, original saved")
+LAZY_LEGEND = "        f in the checkpoint file, read on the guest's first access (lazy resume)"
 
 
 # --- registers ----------------------------------------------------------------------------
@@ -135,7 +136,11 @@ def page_states(mem, saving) -> dict[int, str]:
         if type(page) is bytes:
             continue
         kind = mem.page_kind(i)
-        if kind == "shared":
+        if kind == "untouched":
+            continue
+        if kind == "on-file":
+            chars[i] = "f"
+        elif kind == "shared":
             chars[i] = "s" if saved(i) else "S"
         elif kind == "copied":
             chars[i] = "C" if saving and not saved(i) else "c"
@@ -146,13 +151,15 @@ def page_states(mem, saving) -> dict[int, str]:
 
 def page_map(mem, chars: dict[int, str], saving) -> list[str]:
     """The summary, one row of 64 pages a line (untouched rows folded), the legend."""
-    counts = {"p": 0, "S": 0, "s": 0, "C": 0, "c": 0}
+    counts = {"p": 0, "S": 0, "s": 0, "C": 0, "c": 0, "f": 0}
     for ch in chars.values():
         counts[ch] += 1
     total = mem.page_count
     lines = [f"{total} pages of 4 KiB ({format_size(mem.size)}), {len(chars)} touched: "
              f"{counts['p']} private, {counts['S'] + counts['s']} shared "
-             f"({counts['s']} saved), {counts['C'] + counts['c']} copied ({counts['c']} saved)"]
+             f"({counts['s']} saved), {counts['C'] + counts['c']} copied ({counts['c']} saved)"
+             + (f", {counts['f']} still in the checkpoint file (lazily resumed)"
+                if counts["f"] else "")]
     lines += [f"{job.name} is saving: {job.pages_done} of {job.pages_total} page(s) "
               "examined so far" for job in saving]
     rows = sorted({i // PAGES_PER_ROW for i in chars} | {0})
@@ -170,6 +177,8 @@ def page_map(mem, chars: dict[int, str], saving) -> list[str]:
         lines.append(f"  {start * PAGE_SIZE:#010x} {start:>7}  {line}")
         previous = row
     lines += LEGEND.split("\n")
+    if counts["f"]:
+        lines.append(LAZY_LEGEND)
     return lines
 
 
