@@ -28,15 +28,52 @@ def _regs_table(regs: list[int]) -> list[str]:
     return lines
 
 
-def _disk_status(entry: dict, ckpt, seen: dict, verify: bool = False) -> str:
-    """Where a chain entry's file is and whether it changed. ``seen`` maps a
-    file (device, inode) to its check, so that a file is read once however
-    many entries name it (the loader refuses a path named twice; a link can
-    still name one file twice)."""
+#: The status of each file of a checkpoint's disk chain, in ``inspect``'s
+#: text and in ``inspect --json`` (docs/formats.md, "inspect --json").
+DISK_STATUSES = ("unchanged", "CHANGED", "committed-into", "MISSING", "unreadable")
+
+
+def check_disk_chain(ckpt, verify: bool = False) -> tuple[list[dict], str | None]:
+    """Each file of the checkpoint's disk chain, top first, checked once:
+    ``path`` and ``kind`` as recorded, ``resolved`` (where it was found, or
+    None), ``status`` (one of DISK_STATUSES), ``detail`` (how it was told, or
+    why it differs: raw text, to be shown escaped) and the recorded
+    ``fingerprint``; and, second, why resume could not use the chain as it is
+    found (None when it can, a CHANGED file aside).
+
+    The chain is resolved as resume sees it (resume.resolve_disk_chain, which
+    checks each file once); only when that fails (a missing file, a chain that
+    leads elsewhere) is each entry looked for on its own, by its recorded
+    place. ``verify``: the whole-file SHA-256 too, where one was recorded."""
+    try:                      # as resume sees it (a parent committed into reads the same)
+        found, problem = resolve_disk_chain(ckpt, allow_changed=True, verify=verify), None
+    except (OSError, MinivmError) as exc:
+        found, problem = None, str(exc)
+    rows, seen = [], {}
+    for i, entry in enumerate(ckpt.disk["chain"]):
+        row = {"path": entry["path"], "kind": entry["kind"], "fingerprint": entry["fingerprint"]}
+        if found is None:
+            row.update(_check_alone(entry, ckpt, seen, verify))
+        elif found[i]["status"] in ("unchanged", "CHANGED"):
+            row.update(resolved=found[i]["resolved"], status=found[i]["status"],
+                       detail=found[i]["checked"])
+        else:                 # the overlay above was committed into this file
+            row.update(resolved=found[i]["resolved"], status="committed-into",
+                       detail=found[i]["status"])
+        rows.append(row)
+    return rows, problem
+
+
+def _check_alone(entry: dict, ckpt, seen: dict, verify: bool) -> dict:
+    """One chain entry found by its recorded place and checked against its
+    fingerprint. ``seen`` maps a file (device, inode) to its check, so that a
+    file is read once however many entries name it (the loader refuses a path
+    named twice; a link can still name one file twice)."""
     base = os.path.dirname(ckpt.path) if ckpt.path else os.getcwd()
     candidate = locate(base, entry["relpath"], entry["path"])
     if not os.path.exists(candidate):
-        return f"{show(entry['path'])} (MISSING)"
+        return {"resolved": None, "status": "MISSING", "detail": f"not found (looked for "
+                f"'{show(candidate)}')"}
     try:
         info = os.stat(candidate)
         key = (info.st_dev, info.st_ino, repr(sorted(entry["fingerprint"].items())))
@@ -44,9 +81,21 @@ def _disk_status(entry: dict, ckpt, seen: dict, verify: bool = False) -> str:
             seen[key] = check_identity(candidate, entry["fingerprint"], verify)
         ok, how = seen[key]
     except (OSError, MinivmError) as exc:
-        return f"{show(candidate)} (cannot be read: {show(exc)})"
-    return (f"{show(candidate)} ({'present, unchanged' if ok else 'CHANGED since the checkpoint'}"
-            f"; {show(how)})")
+        return {"resolved": candidate, "status": "unreadable", "detail": str(exc)}
+    return {"resolved": candidate, "status": "unchanged" if ok else "CHANGED", "detail": how}
+
+
+def _disk_status_text(row: dict) -> str:
+    status, detail = row["status"], show(row["detail"])
+    if status == "MISSING":
+        return f"{show(row['path'])} (MISSING)"
+    where = show(row["resolved"])
+    if status == "unreadable":
+        return f"{where} (cannot be read: {detail})"
+    if status == "committed-into":
+        return f"{where} (present, {detail})"
+    said = "present, unchanged" if status == "unchanged" else "CHANGED since the checkpoint"
+    return f"{where} ({said}; {detail})"
 
 
 def describe_checkpoint(ckpt, verify_disk: bool = False) -> str:
@@ -102,18 +151,9 @@ def describe_checkpoint(ckpt, verify_disk: bool = False) -> str:
         lines.append("  disk: none attached")
     else:
         lines.append("  disk chain (the checkpointed disk, top first):")
-        try:                  # as resume sees it (a parent committed into reads the same)
-            found = resolve_disk_chain(ckpt, allow_changed=True, verify=verify_disk)
-        except (OSError, MinivmError):
-            found = None
-        seen: dict = {}
-        for i, entry in enumerate(ckpt.disk["chain"]):
-            fp = entry["fingerprint"]
-            status = (_disk_status(entry, ckpt, seen, verify_disk) if found is None
-                      or found[i]["status"] in ("unchanged", "CHANGED") else
-                      f"{show(found[i]['resolved'])} (present, {show(found[i]['status'])})")
-            lines.append(f"    {show(entry['kind']):<7} {status}")
-            lines.append(f"            {describe_record(fp)}")
+        for row in check_disk_chain(ckpt, verify_disk)[0]:
+            lines.append(f"    {show(row['kind']):<7} {_disk_status_text(row)}")
+            lines.append(f"            {describe_record(row['fingerprint'])}")
         late = ckpt.disk.get("reads_not_landed") or []
         if late:
             lines.append(f"  reads in flight that had not landed when the run ended: {late} "
