@@ -7,7 +7,11 @@ so a hostile file cannot put terminal escapes or line breaks on the screen.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
+from collections.abc import Iterator
 
 from . import isa
 from .devices import Request
@@ -73,7 +77,7 @@ def _check_alone(entry: dict, ckpt, seen: dict, verify: bool) -> dict:
     candidate = locate(base, entry["relpath"], entry["path"])
     if not os.path.exists(candidate):
         return {"resolved": None, "status": "MISSING", "detail": f"not found (looked for "
-                f"'{show(candidate)}')"}
+                f"'{candidate}')"}
     try:
         info = os.stat(candidate)
         key = (info.st_dev, info.st_ino, repr(sorted(entry["fingerprint"].items())))
@@ -117,11 +121,11 @@ def describe_checkpoint(ckpt, verify_disk: bool = False) -> str:
              f"{'enabled' if state['interrupts']['enabled'] else 'disabled'}",
              "  registers:"]
     lines += _regs_table(cpu["regs"])
-    pages = sorted(ckpt.pages)
-    lines.append(f"  memory: {format_size(ckpt.memory_size)}; {len(pages)} non-zero page(s) "
-                 f"saved ({len(pages) * PAGE_SIZE} bytes)")
-    if pages:
-        lines.append("    pages: " + index_ranges(pages, limit=200))
+    count = len(ckpt.pages)                 # keys only: the summary reads no page
+    lines.append(f"  memory: {format_size(ckpt.memory_size)}; {count} non-zero page(s) "
+                 f"saved ({count * PAGE_SIZE} bytes)")
+    if count:
+        lines.append("    pages: " + index_ranges(page_indexes(ckpt.pages), limit=200))
     timer = state["timer"]
     if timer["period"]:
         handler = timer["handler"]
@@ -161,6 +165,124 @@ def describe_checkpoint(ckpt, verify_disk: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _meta_text(value):
+    """A metadata string as the file holds it (JSON escapes it), None when
+    absent; anything else a hostile file put there, as text (errors.show)."""
+    return value if value is None or isinstance(value, str) else show(value)
+
+
+def _meta_number(value):
+    """A metadata number, or None (absent, not a number, or not finite)."""
+    if type(value) is int or (type(value) is float and math.isfinite(value)):
+        return value
+    return None
+
+
+def checkpoint_json(ckpt, verify_disk: bool = False) -> dict:
+    """What ``inspect --json`` prints, as a dict of plain JSON values: the keys
+    docs/formats.md ("inspect --json") lists. Like the text summary, it reads
+    no page (``pages`` is the count of the index's keys) and each disk file
+    once."""
+    state, meta = MACHINE_STATE.named(ckpt.state), ckpt.meta
+    cpu, image = state["cpu"], ckpt.image
+    pc = cpu["pc"]
+    timer, disk_state = state["timer"], state["disk"]
+    out = {
+        "format_version": getattr(ckpt, "format_version", 1),
+        "file": ckpt.path,
+        "file_size": ckpt.file_size,
+        "name": _meta_text(meta.get("name")),
+        "origin": _meta_text(meta.get("origin")),
+        "mode": _meta_text(meta.get("mode")),
+        "minivm": _meta_text(meta.get("minivm")),
+        "created": _meta_number(meta.get("created")),
+        "pause_us": _meta_number(meta.get("pause_us")),
+        "p8_drained": _meta_number(meta.get("p8_drained")),
+        "tick": cpu["tick"],
+        "pc": pc,
+        "program": image.source_file,
+        "line": image.lines[pc] if 0 <= pc < len(image.lines) else None,
+        "source_line": image.source_text(pc),
+        "instructions": len(image.code),
+        "data_bytes": len(image.data),
+        "halted": bool(cpu["halted"]),
+        "interrupts_enabled": bool(state["interrupts"]["enabled"]),
+        "pending_interrupts": len(state["interrupts"]["pending"]),
+        "regs": list(cpu["regs"]),
+        "memory_size": ckpt.memory_size,
+        "page_size": PAGE_SIZE,
+        "pages": len(ckpt.pages),
+        "timer": {"period": timer["period"], "next_fire": timer["next_fire"],
+                  "handler": timer["handler"]},
+        "inflight": len(disk_state["queue"]),
+        "console_input_consumed": state["console"]["input_consumed"],
+        "disk": None,
+        "disk_error": None,
+        "reads_not_landed": [],
+        "parent": None,         # reserved: the parent of an incremental checkpoint
+    }
+    if ckpt.disk is not None:
+        rows, problem = check_disk_chain(ckpt, verify_disk)
+        out["disk"] = [{**row, "parent": None} for row in rows]
+        out["disk_error"] = problem
+        out["reads_not_landed"] = list(ckpt.disk.get("reads_not_landed") or [])
+    return out
+
+
+def dump_json(value) -> str:
+    """One line of JSON, ASCII only: a string from a file reaches the
+    terminal as JSON escapes (\\u001b), never raw."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=True, allow_nan=False)
+
+
+def _saved_pages(ckpt) -> Iterator[tuple[int, bytes]]:
+    """Each saved page in address order, read one at a time (``ckpt.pages[i]``),
+    never all held at once."""
+    for index in page_indexes(ckpt.pages):
+        yield index, ckpt.pages[index]
+
+
+def page_records(ckpt) -> Iterator[dict]:
+    """Each saved page for ``inspect --json --pages``: index, address, size
+    and SHA-256."""
+    for index, data in _saved_pages(ckpt):
+        yield {"index": index, "address": index * PAGE_SIZE, "size": len(data),
+               "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def inspect_json(ckpt, verify_disk: bool = False, pages: bool = False) -> Iterator[str]:
+    """``inspect --json`` as text, in pieces: the whole summary object first
+    (so that an error in it prints nothing), then, with ``pages``, a
+    ``page_list`` key streamed page by page, then the closing brace and a
+    newline."""
+    head = dump_json(checkpoint_json(ckpt, verify_disk))
+    if not pages:
+        yield head + "\n"
+        return
+    yield head[:-1] + ', "page_list": ['
+    for n, record in enumerate(page_records(ckpt)):
+        yield (", " if n else "") + dump_json(record)
+    yield "]}\n"
+
+
+def page_lines(ckpt) -> Iterator[str]:
+    """``inspect --pages``: a heading, then one line per saved page, in
+    address order: index, address range, a SHA-256 prefix and the first
+    non-zero bytes (at most 8, with their offset in the page)."""
+    yield (f"  saved pages ({len(ckpt.pages)}; index, addresses, SHA-256 prefix, "
+           "first non-zero bytes):")
+    for index, data in _saved_pages(ckpt):
+        address = index * PAGE_SIZE
+        stripped = data.lstrip(b"\0")
+        if stripped:
+            offset = len(data) - len(stripped)
+            first = f"+0x{offset:03x}: {stripped[:8].hex(' ')}"
+        else:
+            first = "all zero"
+        yield (f"    {index:>7}  0x{address:08x}-0x{address + len(data) - 1:08x}  "
+               f"sha256 {hashlib.sha256(data).hexdigest()[:16]}  {first}")
+
+
 #: The device sections ``diff`` compares, in its order; ``seq`` only orders
 #: interrupts raised at the same tick, so it is not a difference worth showing.
 DIFF_SECTIONS = ("timer", "interrupts", "disk", "console")
@@ -188,18 +310,45 @@ def device_changes(a: dict, b: dict) -> list[str]:
 
 
 def index_ranges(indexes, limit: int | None = None) -> str:
-    """[1, 2, 3, 7] -> '1-3, 7' (cut at ``limit`` characters)."""
-    parts, start, prev = [], None, None
-    for i in list(indexes) + [None]:
+    """[1, 2, 3, 7] -> '1-3, 7' (cut at ``limit`` characters). ``indexes``
+    are in increasing order; they are read one at a time, and no further
+    than the cut needs (a checkpoint's million page indexes, shown in 200
+    characters, cost 200 characters' worth)."""
+    parts: list[str] = []
+    length, start, prev = 0, None, None
+
+    def close() -> int:
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        return len(parts[-1]) + (2 if len(parts) > 1 else 0)
+
+    for i in indexes:
         if start is None:
             start = prev = i
-        elif i is not None and i == prev + 1:
+        elif i == prev + 1:
             prev = i
         else:
-            parts.append(str(start) if start == prev else f"{start}-{prev}")
+            length += close()
             start = prev = i
+            if limit is not None and length >= limit:
+                break
+    else:
+        if start is not None:
+            close()
     text = ", ".join(parts)
     return text if limit is None or len(text) < limit else text[:limit] + " ..."
+
+
+def page_indexes(pages):
+    """A checkpoint's saved page indexes in increasing order, without a copy
+    when the mapping already yields them in order (one pass over the keys to
+    tell; a version-2 file's index does), else sorted. Keys only: no page is
+    read."""
+    prev = -1
+    for i in pages:
+        if i <= prev:
+            return sorted(pages)
+        prev = i
+    return pages
 
 
 def describe_disk(path: str) -> str:
