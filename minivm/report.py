@@ -48,7 +48,9 @@ def check_disk_chain(ckpt, verify: bool = False) -> tuple[list[dict], str | None
     The chain is resolved as resume sees it (resume.resolve_disk_chain, which
     checks each file once); only when that fails (a missing file, a chain that
     leads elsewhere) is each entry looked for on its own, by its recorded
-    place. ``verify``: the whole-file SHA-256 too, where one was recorded."""
+    place (which checks again the files resolving had checked before it
+    failed: only a file that cannot be read makes it fail that late).
+    ``verify``: the whole-file SHA-256 too, where one was recorded."""
     try:                      # as resume sees it (a parent committed into reads the same)
         found, problem = resolve_disk_chain(ckpt, allow_changed=True, verify=verify), None
     except (OSError, MinivmError) as exc:
