@@ -156,11 +156,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_execution_options(p)
 
     p = sub.add_parser("inspect", help="show what a checkpoint holds",
-                       description="Print a readable summary of a checkpoint file.")
+                       description="Print a readable summary of a checkpoint file. The "
+                                   "summary reads no memory page (it needs only the "
+                                   "file's index); --pages reads them one at a time.")
     p.add_argument("checkpoint")
     p.add_argument("--verify-disk", action="store_true",
                    help="also compare each disk file's whole-file SHA-256, where the "
                         "checkpoint recorded one (reads the whole disk)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object instead (its keys: docs/formats.md, "
+                        "'inspect --json')")
+    p.add_argument("--pages", action="store_true",
+                   help="also list every saved page: index, addresses, SHA-256 and "
+                        "first non-zero bytes (with --json: a 'page_list' key)")
 
     p = sub.add_parser("disk", help="create, describe or commit disk files",
                        description="Disk image tools.")
@@ -353,9 +361,18 @@ def cmd_disasm(args) -> int:
 
 def cmd_inspect(args) -> int:
     from .resume import read_checkpoint
-    from .report import describe_checkpoint
-    sys.stdout.write(describe_checkpoint(read_checkpoint(args.checkpoint),
-                                         verify_disk=args.verify_disk))
+    from .report import describe_checkpoint, inspect_json, page_lines
+    ckpt = read_checkpoint(args.checkpoint)
+    if args.json:
+        # The summary object is built whole before anything is written, so a
+        # bad file prints its error alone, never part of a JSON object.
+        for piece in inspect_json(ckpt, verify_disk=args.verify_disk, pages=args.pages):
+            sys.stdout.write(piece)
+        return 0
+    sys.stdout.write(describe_checkpoint(ckpt, verify_disk=args.verify_disk))
+    if args.pages:
+        for line in page_lines(ckpt):
+            sys.stdout.write(line + "\n")
     return 0
 
 

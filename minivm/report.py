@@ -7,7 +7,11 @@ so a hostile file cannot put terminal escapes or line breaks on the screen.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
+from collections.abc import Iterator
 
 from . import isa
 from .devices import Request
@@ -28,15 +32,54 @@ def _regs_table(regs: list[int]) -> list[str]:
     return lines
 
 
-def _disk_status(entry: dict, ckpt, seen: dict, verify: bool = False) -> str:
-    """Where a chain entry's file is and whether it changed. ``seen`` maps a
-    file (device, inode) to its check, so that a file is read once however
-    many entries name it (the loader refuses a path named twice; a link can
-    still name one file twice)."""
+#: The status of each file of a checkpoint's disk chain, in ``inspect``'s
+#: text and in ``inspect --json`` (docs/formats.md, "inspect --json").
+DISK_STATUSES = ("unchanged", "CHANGED", "committed-into", "MISSING", "unreadable")
+
+
+def check_disk_chain(ckpt, verify: bool = False) -> tuple[list[dict], str | None]:
+    """Each file of the checkpoint's disk chain, top first, checked once:
+    ``path`` and ``kind`` as recorded, ``resolved`` (where it was found, or
+    None), ``status`` (one of DISK_STATUSES), ``detail`` (how it was told, or
+    why it differs: raw text, to be shown escaped) and the recorded
+    ``fingerprint``; and, second, why resume could not use the chain as it is
+    found (None when it can, a CHANGED file aside).
+
+    The chain is resolved as resume sees it (resume.resolve_disk_chain, which
+    checks each file once); only when that fails (a missing file, a chain that
+    leads elsewhere) is each entry looked for on its own, by its recorded
+    place (which checks again the files resolving had checked before it
+    failed: only a file that cannot be read makes it fail that late).
+    ``verify``: the whole-file SHA-256 too, where one was recorded."""
+    try:                      # as resume sees it (a parent committed into reads the same)
+        found, problem = resolve_disk_chain(ckpt, allow_changed=True, verify=verify), None
+    except (OSError, MinivmError) as exc:
+        found, problem = None, str(exc)
+    rows, seen = [], {}
+    for i, entry in enumerate(ckpt.disk["chain"]):
+        row = {"path": entry["path"], "kind": entry["kind"], "fingerprint": entry["fingerprint"]}
+        if found is None:
+            row.update(_check_alone(entry, ckpt, seen, verify))
+        elif found[i]["status"] in ("unchanged", "CHANGED"):
+            row.update(resolved=found[i]["resolved"], status=found[i]["status"],
+                       detail=found[i]["checked"])
+        else:                 # the overlay above was committed into this file
+            row.update(resolved=found[i]["resolved"], status="committed-into",
+                       detail=found[i]["status"])
+        rows.append(row)
+    return rows, problem
+
+
+def _check_alone(entry: dict, ckpt, seen: dict, verify: bool) -> dict:
+    """One chain entry found by its recorded place and checked against its
+    fingerprint. ``seen`` maps a file (device, inode) to its check, so that a
+    file is read once however many entries name it (the loader refuses a path
+    named twice; a link can still name one file twice)."""
     base = os.path.dirname(ckpt.path) if ckpt.path else os.getcwd()
     candidate = locate(base, entry["relpath"], entry["path"])
     if not os.path.exists(candidate):
-        return f"{show(entry['path'])} (MISSING)"
+        return {"resolved": None, "status": "MISSING", "detail": f"not found (looked for "
+                f"'{candidate}')"}
     try:
         info = os.stat(candidate)
         key = (info.st_dev, info.st_ino, repr(sorted(entry["fingerprint"].items())))
@@ -44,9 +87,21 @@ def _disk_status(entry: dict, ckpt, seen: dict, verify: bool = False) -> str:
             seen[key] = check_identity(candidate, entry["fingerprint"], verify)
         ok, how = seen[key]
     except (OSError, MinivmError) as exc:
-        return f"{show(candidate)} (cannot be read: {show(exc)})"
-    return (f"{show(candidate)} ({'present, unchanged' if ok else 'CHANGED since the checkpoint'}"
-            f"; {show(how)})")
+        return {"resolved": candidate, "status": "unreadable", "detail": str(exc)}
+    return {"resolved": candidate, "status": "unchanged" if ok else "CHANGED", "detail": how}
+
+
+def _disk_status_text(row: dict) -> str:
+    status, detail = row["status"], show(row["detail"])
+    if status == "MISSING":
+        return f"{show(row['path'])} (MISSING)"
+    where = show(row["resolved"])
+    if status == "unreadable":
+        return f"{where} (cannot be read: {detail})"
+    if status == "committed-into":
+        return f"{where} (present, {detail})"
+    said = "present, unchanged" if status == "unchanged" else "CHANGED since the checkpoint"
+    return f"{where} ({said}; {detail})"
 
 
 def describe_checkpoint(ckpt, verify_disk: bool = False) -> str:
@@ -68,11 +123,11 @@ def describe_checkpoint(ckpt, verify_disk: bool = False) -> str:
              f"{'enabled' if state['interrupts']['enabled'] else 'disabled'}",
              "  registers:"]
     lines += _regs_table(cpu["regs"])
-    pages = sorted(ckpt.pages)
-    lines.append(f"  memory: {format_size(ckpt.memory_size)}; {len(pages)} non-zero page(s) "
-                 f"saved ({len(pages) * PAGE_SIZE} bytes)")
-    if pages:
-        lines.append("    pages: " + index_ranges(pages, limit=200))
+    count = len(ckpt.pages)                 # keys only: the summary reads no page
+    lines.append(f"  memory: {format_size(ckpt.memory_size)}; {count} non-zero page(s) "
+                 f"saved ({count * PAGE_SIZE} bytes)")
+    if count:
+        lines.append("    pages: " + index_ranges(page_indexes(ckpt.pages), limit=200))
     timer = state["timer"]
     if timer["period"]:
         handler = timer["handler"]
@@ -102,23 +157,132 @@ def describe_checkpoint(ckpt, verify_disk: bool = False) -> str:
         lines.append("  disk: none attached")
     else:
         lines.append("  disk chain (the checkpointed disk, top first):")
-        try:                  # as resume sees it (a parent committed into reads the same)
-            found = resolve_disk_chain(ckpt, allow_changed=True, verify=verify_disk)
-        except (OSError, MinivmError):
-            found = None
-        seen: dict = {}
-        for i, entry in enumerate(ckpt.disk["chain"]):
-            fp = entry["fingerprint"]
-            status = (_disk_status(entry, ckpt, seen, verify_disk) if found is None
-                      or found[i]["status"] in ("unchanged", "CHANGED") else
-                      f"{show(found[i]['resolved'])} (present, {show(found[i]['status'])})")
-            lines.append(f"    {show(entry['kind']):<7} {status}")
-            lines.append(f"            {describe_record(fp)}")
+        for row in check_disk_chain(ckpt, verify_disk)[0]:
+            lines.append(f"    {show(row['kind']):<7} {_disk_status_text(row)}")
+            lines.append(f"            {describe_record(row['fingerprint'])}")
         late = ckpt.disk.get("reads_not_landed") or []
         if late:
             lines.append(f"  reads in flight that had not landed when the run ended: {late} "
                          "(they land when the checkpoint is resumed)")
     return "\n".join(lines) + "\n"
+
+
+def _meta_text(value):
+    """A metadata string as the file holds it (JSON escapes it), None when
+    absent; anything else a hostile file put there, as text (errors.show)."""
+    return value if value is None or isinstance(value, str) else show(value)
+
+
+def _meta_number(value):
+    """A metadata number, or None (absent, not a number, or not finite)."""
+    if type(value) is int or (type(value) is float and math.isfinite(value)):
+        return value
+    return None
+
+
+def checkpoint_json(ckpt, verify_disk: bool = False) -> dict:
+    """What ``inspect --json`` prints, as a dict of plain JSON values: the keys
+    docs/formats.md ("inspect --json") lists. Like the text summary, it reads
+    no page (``pages`` is the count of the index's keys) and each disk file
+    once."""
+    state, meta = MACHINE_STATE.named(ckpt.state), ckpt.meta
+    cpu, image = state["cpu"], ckpt.image
+    pc = cpu["pc"]
+    timer, disk_state = state["timer"], state["disk"]
+    out = {
+        "format_version": getattr(ckpt, "format_version", 1),
+        "file": ckpt.path,
+        "file_size": ckpt.file_size,
+        "name": _meta_text(meta.get("name")),
+        "origin": _meta_text(meta.get("origin")),
+        "mode": _meta_text(meta.get("mode")),
+        "minivm": _meta_text(meta.get("minivm")),
+        "created": _meta_number(meta.get("created")),
+        "pause_us": _meta_number(meta.get("pause_us")),
+        "p8_drained": _meta_number(meta.get("p8_drained")),
+        "tick": cpu["tick"],
+        "pc": pc,
+        "program": image.source_file,
+        "line": image.lines[pc] if 0 <= pc < len(image.lines) else None,
+        "source_line": image.source_text(pc),
+        "instructions": len(image.code),
+        "data_bytes": len(image.data),
+        "halted": bool(cpu["halted"]),
+        "interrupts_enabled": bool(state["interrupts"]["enabled"]),
+        "pending_interrupts": len(state["interrupts"]["pending"]),
+        "regs": list(cpu["regs"]),
+        "memory_size": ckpt.memory_size,
+        "page_size": PAGE_SIZE,
+        "pages": len(ckpt.pages),
+        "timer": {"period": timer["period"], "next_fire": timer["next_fire"],
+                  "handler": timer["handler"]},
+        "inflight": len(disk_state["queue"]),
+        "console_input_consumed": state["console"]["input_consumed"],
+        "disk": None,
+        "disk_error": None,
+        "reads_not_landed": [],
+        "parent": None,         # reserved: the parent of an incremental checkpoint
+    }
+    if ckpt.disk is not None:
+        rows, problem = check_disk_chain(ckpt, verify_disk)
+        out["disk"] = [{**row, "parent": None} for row in rows]
+        out["disk_error"] = problem
+        out["reads_not_landed"] = list(ckpt.disk.get("reads_not_landed") or [])
+    return out
+
+
+def dump_json(value) -> str:
+    """One line of JSON, ASCII only: a string from a file reaches the
+    terminal as JSON escapes (\\u001b), never raw."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=True, allow_nan=False)
+
+
+def _saved_pages(ckpt) -> Iterator[tuple[int, bytes]]:
+    """Each saved page in address order, read one at a time (``ckpt.pages[i]``),
+    never all held at once."""
+    for index in page_indexes(ckpt.pages):
+        yield index, ckpt.pages[index]
+
+
+def page_records(ckpt) -> Iterator[dict]:
+    """Each saved page for ``inspect --json --pages``: index, address, size
+    and SHA-256."""
+    for index, data in _saved_pages(ckpt):
+        yield {"index": index, "address": index * PAGE_SIZE, "size": len(data),
+               "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def inspect_json(ckpt, verify_disk: bool = False, pages: bool = False) -> Iterator[str]:
+    """``inspect --json`` as text, in pieces: the whole summary object first
+    (so that an error in it prints nothing), then, with ``pages``, a
+    ``page_list`` key streamed page by page, then the closing brace and a
+    newline."""
+    head = dump_json(checkpoint_json(ckpt, verify_disk))
+    if not pages:
+        yield head + "\n"
+        return
+    yield head[:-1] + ', "page_list": ['
+    for n, record in enumerate(page_records(ckpt)):
+        yield (", " if n else "") + dump_json(record)
+    yield "]}\n"
+
+
+def page_lines(ckpt) -> Iterator[str]:
+    """``inspect --pages``: a heading, then one line per saved page, in
+    address order: index, address range, a SHA-256 prefix and the first
+    non-zero bytes (at most 8, with their offset in the page)."""
+    yield (f"  saved pages ({len(ckpt.pages)}; index, addresses, SHA-256 prefix, "
+           "first non-zero bytes):")
+    for index, data in _saved_pages(ckpt):
+        address = index * PAGE_SIZE
+        stripped = data.lstrip(b"\0")
+        if stripped:
+            offset = len(data) - len(stripped)
+            first = f"+0x{offset:03x}: {stripped[:8].hex(' ')}"
+        else:
+            first = "all zero"
+        yield (f"    {index:>7}  0x{address:08x}-0x{address + len(data) - 1:08x}  "
+               f"sha256 {hashlib.sha256(data).hexdigest()[:16]}  {first}")
 
 
 #: The device sections ``diff`` compares, in its order; ``seq`` only orders
@@ -148,18 +312,45 @@ def device_changes(a: dict, b: dict) -> list[str]:
 
 
 def index_ranges(indexes, limit: int | None = None) -> str:
-    """[1, 2, 3, 7] -> '1-3, 7' (cut at ``limit`` characters)."""
-    parts, start, prev = [], None, None
-    for i in list(indexes) + [None]:
+    """[1, 2, 3, 7] -> '1-3, 7' (cut at ``limit`` characters). ``indexes``
+    are in increasing order; they are read one at a time, and no further
+    than the cut needs (a checkpoint's million page indexes, shown in 200
+    characters, cost 200 characters' worth)."""
+    parts: list[str] = []
+    length, start, prev = 0, None, None
+
+    def close() -> int:
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        return len(parts[-1]) + (2 if len(parts) > 1 else 0)
+
+    for i in indexes:
         if start is None:
             start = prev = i
-        elif i is not None and i == prev + 1:
+        elif i == prev + 1:
             prev = i
         else:
-            parts.append(str(start) if start == prev else f"{start}-{prev}")
+            length += close()
             start = prev = i
+            if limit is not None and length >= limit:
+                break
+    else:
+        if start is not None:
+            close()
     text = ", ".join(parts)
     return text if limit is None or len(text) < limit else text[:limit] + " ..."
+
+
+def page_indexes(pages):
+    """A checkpoint's saved page indexes in increasing order, without a copy
+    when the mapping already yields them in order (one pass over the keys to
+    tell; a version-2 file's index does), else sorted. Keys only: no page is
+    read."""
+    prev = -1
+    for i in pages:
+        if i <= prev:
+            return sorted(pages)
+        prev = i
+    return pages
 
 
 def describe_disk(path: str) -> str:
