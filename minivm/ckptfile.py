@@ -143,7 +143,8 @@ class CheckpointWriter:
         self._sink.write(chunk)
         self.bytes_written += len(chunk)
 
-    def _record(self, name: str, payload: bytes) -> None:
+    def record(self, name: str, payload: bytes) -> None:
+        """One record (image, state, disk, meta, index), its payload as given."""
         if self._pages_at is not None and name in ("image", "state"):
             raise ValueError(f"the {name} record must come before the pages")
         if name not in ("image", "state") and self._pages_at is None:
@@ -154,10 +155,10 @@ class CheckpointWriter:
         self._write(record)
 
     def image(self, image: Image) -> None:
-        self._record("image", image.to_bytes_payload())
+        self.record("image", image.to_bytes_payload())
 
     def state(self, state: dict) -> None:
-        self._record("state", pack(state))
+        self.record("state", pack(state))
 
     def page(self, index: int, data) -> None:
         """One saved page (bytes-like: the original page object itself, not a
@@ -179,13 +180,13 @@ class CheckpointWriter:
         return len(self._numbers)
 
     def disk(self, disk: dict | None) -> None:
-        self._record("disk", pack(disk))
+        self.record("disk", pack(disk))
 
     def meta(self, meta: dict) -> None:
-        self._record("meta", pack(meta))
+        self.record("meta", pack(meta))
 
     def finish(self) -> None:
-        self._record("index", pack({"pages": _le_bytes(self._numbers),
+        self.record("index", pack({"pages": _le_bytes(self._numbers),
                                     "crc32": _le_bytes(self._crcs)}))
         end_at = self.bytes_written
         self._write(pack_end(self._records, [self._pages_at, self._pages_bytes,

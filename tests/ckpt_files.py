@@ -1,0 +1,89 @@
+"""Checkpoint files taken apart and put back together, for tests that make
+hostile or edited files from real ones.
+
+Both formats are presented in one vocabulary, that of version 1: a header
+and a list of ``(name, payload)`` sections named meta, image, state, pages
+and disk, where a ``pages`` payload is msgpack ``[[index, bytes], ...]``.
+:func:`join` writes such a list as a file of either version: version 1 (the
+sections as they are, in a container) or version 2 (records with their
+digests, the pages as page data and an index; ckptfile.CheckpointWriter).
+"""
+
+from __future__ import annotations
+
+import io
+
+import msgpack
+
+from minivm.ckptfile import (CHECKPOINT_KIND, BytesSource, CheckpointWriter, _header_version,
+                             read_end)
+from minivm.container import ContainerWriter, pack, read_container
+
+
+def split(data: bytes) -> tuple[dict, list[tuple[str, bytes]]]:
+    """A checkpoint file (version 1 or 2) as (header, sections), version-1 style."""
+    source = BytesSource(data, "seed")
+    if _header_version(source, "seed") == 1:
+        container = read_container(data, CHECKPOINT_KIND, 1, "seed")
+        return container.header, list(container.sections)
+    header = msgpack.Unpacker(raw=False)
+    header.feed(data)
+    header.skip()
+    head = header.unpack()
+    _, records, (pages_at, _, _) = read_end(source, "seed")
+    payloads = {}
+    for name, (offset, length, _) in records.items():
+        payloads[name] = msgpack.unpackb(data[offset:offset + length], raw=False)[1]
+    index = msgpack.unpackb(payloads["index"], raw=False)
+    numbers = [int.from_bytes(index["pages"][i:i + 4], "little")
+               for i in range(0, len(index["pages"]), 4)]
+    memory_size = msgpack.unpackb(payloads["state"], raw=False)["memory_size"]
+    pages, offset = [], pages_at
+    for number in numbers:
+        length = min(4096, memory_size - number * 4096)
+        pages.append([number, data[offset:offset + length]])
+        offset += length
+    return head, [("meta", payloads["meta"]), ("image", payloads["image"]),
+                  ("state", payloads["state"]), ("pages", pack(pages)),
+                  ("disk", payloads["disk"])]
+
+
+def join(header: dict, sections, version: int = 2) -> bytes:
+    """Write (header, sections) as a file of ``version``. Version 2 needs the
+    ``pages`` payloads to be real page lists (hostile page payloads need
+    version 1); every other payload is written as given."""
+    buf = io.BytesIO()
+    if version == 1:
+        writer = ContainerWriter(buf, CHECKPOINT_KIND, {**header, "version": 1})
+        for name, payload in sections:
+            writer.section(name, payload)
+        writer.finish()
+        return buf.getvalue()
+    rest = {k: v for k, v in header.items() if k != "version"}
+    writer = CheckpointWriter(buf, rest)
+    by_name = {}
+    for name, payload in sections:
+        by_name.setdefault(name, []).append(payload)
+    for name in ("image", "state"):
+        for payload in by_name.get(name, []):
+            writer.record(name, payload)
+    for payload in by_name.get("pages", []):
+        for index, data in msgpack.unpackb(payload, raw=False):
+            writer.page(index, data)
+    for name in ("disk", "meta"):
+        for payload in by_name.get(name, []):
+            writer.record(name, payload)
+    writer.finish()
+    return buf.getvalue()
+
+
+def edit(data: bytes, fn, version: int = 2) -> bytes:
+    """``data`` with ``fn(name, tree)`` applied to each section's decoded tree
+    (changed in place, or a new tree returned), written as ``version``."""
+    header, sections = split(data)
+    out = []
+    for name, payload in sections:
+        tree = msgpack.unpackb(payload, raw=False)
+        result = fn(name, tree)
+        out.append((name, pack(tree if result is None else result)))
+    return join(header, out, version)
