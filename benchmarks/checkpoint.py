@@ -1,13 +1,29 @@
-"""Checkpoint benchmark: pause time, guest speed during a save, file size.
+"""Checkpoint benchmark: pause, guest speed during a save, file size; and a
+checkpoint's whole life at scale (run, inspect, resume), in one run.
 
     python benchmarks/checkpoint.py [--sizes 1,16,64,256] [--engine interp]
+                                    [--scale 1,256,1024] [--scale-engine blocks]
 
-For each amount of touched guest memory (MiB), in one run:
+For each amount of touched guest memory (MiB) in --sizes:
 
 * the COW pause (P2: stop -> resume) and the stop-and-copy pause, and their ratio;
 * guest instructions per second while a background save is in progress,
   against the same loop with no save running (the same process, back to back);
 * the checkpoint file size against the touched pages.
+
+For each size in --scale (touched MiB; 4096 needs about 10 GiB of RAM and disk),
+with a guest that touches that much memory, checkpoints, then reads every
+page once and halts:
+
+* ``minivm run`` (with the checkpoint), ``minivm inspect --json`` and
+  ``minivm resume`` (lazy, then --eager), each a child process: peak RSS
+  (the kernel's ru_maxrss) and wall time; the pause the checkpoint recorded;
+* resume to the first instruction, in this process (read_checkpoint +
+  resume), lazy and eager, against reading the file whole and unpacking it
+  as one msgpack object (the least a read-it-all design must do);
+* the checkpoint's write throughput (MiB/s, the whole background save to a
+  complete, fsynced file) against a plain sequential ``write()`` of as many
+  bytes, fsynced, on the same file system.
 
 Host times are noisy on shared machines: compare the ratios, not the absolutes.
 """
@@ -15,7 +31,9 @@ Host times are noisy on shared machines: compare the ratios, not the absolutes.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +44,7 @@ from minivm.assembler import assemble  # noqa: E402
 from minivm.checkpoint import Checkpointer  # noqa: E402
 from minivm.devices import BufferSink, ConsoleInput  # noqa: E402
 from minivm.machine import Machine  # noqa: E402
+from minivm.resume import read_checkpoint, resume  # noqa: E402
 from minivm.store import FileStore  # noqa: E402
 
 MIB = 1 << 20
@@ -99,13 +118,168 @@ def measure(size_mib: int, engine: str, folder: str) -> dict:
     return out
 
 
+# --- a checkpoint's whole life at scale ---------------------------------------------------------
+
+# Touch `pages` pages (one word each), checkpoint, then read one word of every
+# page (a resumed run reads them all: a lazy resume loads every page), halt.
+SCALE_GUEST = """
+        mov r1, 0
+touch:  shl r2, r1, 12
+        add r3, r1, 1
+        st r3, [r2]
+        add r1, r1, 1
+        blt r1, {pages}, touch
+        ckpt
+        mov r1, 0
+        mov r5, 0
+sum:    shl r2, r1, 12
+        ld r3, [r2]
+        add r5, r5, r3
+        add r1, r1, 1
+        blt r1, {pages}, sum
+        halt
+"""
+MINIVM = [sys.executable, "-m", "minivm"]
+
+
+def _peak_of(args: list[str], cwd: str) -> tuple[float, float, str]:
+    """Peak RSS of one child, measured alone: a fresh interpreter reports it
+    (RUSAGE_CHILDREN would report the largest child so far)."""
+    probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
+             "p = subprocess.run(sys.argv[1:], capture_output=True); "
+             "w = time.perf_counter() - t; "
+             "r = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss; "
+             "sys.stderr.write(p.stderr.decode(errors='replace')); "
+             "sys.stdout.write(f'{r} {w} {p.returncode}\\n' + p.stdout.decode())")
+    proc = subprocess.run([sys.executable, "-c", probe] + MINIVM + args, cwd=cwd,
+                          capture_output=True, text=True)
+    first, _, rest = proc.stdout.partition("\n")
+    rss, wall, code = first.split()
+    if int(code):
+        raise SystemExit(f"minivm {' '.join(args)} failed: {proc.stderr}")
+    return int(rss) / 1024, float(wall), rest
+
+
+def _plain_write(path: str, total: int) -> float:
+    """Seconds to write ``total`` bytes sequentially (1 MiB writes) and fsync."""
+    chunk = os.urandom(1 << 20)
+    start = time.perf_counter()
+    with open(path, "wb") as f:
+        left = total
+        while left > 0:
+            f.write(chunk[:min(left, len(chunk))])
+            left -= len(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+    seconds = time.perf_counter() - start
+    os.unlink(path)
+    return seconds
+
+
+def _write_throughput(pages: int, engine: str, folder: str) -> tuple[float, float]:
+    """(checkpoint MiB/s, plain write MiB/s): the whole save of ``pages``
+    touched pages, from the ckpt to a complete file, against a plain write."""
+    m = _machine(pages, engine, cow=False)
+    _touch(m, pages)
+    cp = Checkpointer(m, FileStore(os.path.join(folder, "throughput")), pages_per_slice=1 << 30)
+    start = time.perf_counter()
+    m.run(1)                                   # the ckpt: P2, then
+    cp.sync()                                  # every page, the index, fsync, rename
+    seconds = time.perf_counter() - start
+    job = cp.jobs[0]
+    assert job.status == "complete", job.progress()
+    size = job.bytes_written
+    os.unlink(job.location)
+    del m, cp
+    plain = _plain_write(os.path.join(folder, "plain.bin"), size)
+    return size / MIB / seconds, size / MIB / plain
+
+
+def _first_instruction(path: str, eager: bool, folder: str) -> float:
+    """Seconds from nothing to a machine ready to run its first instruction."""
+    start = time.perf_counter()
+    machine, _ = resume(read_checkpoint(path), FileStore(folder), eager=eager)
+    seconds = time.perf_counter() - start
+    del machine
+    return seconds
+
+
+def _unpack_whole(path: str) -> float:
+    import msgpack
+    start = time.perf_counter()
+    with open(path, "rb") as f:
+        data = f.read()
+    msgpack.unpackb(msgpack.packb(data), raw=False)   # one bin object as big as the file
+    return time.perf_counter() - start
+
+
+def scale(size_mib: int, engine: str, folder: str) -> dict:
+    pages = size_mib * MIB // 4096
+    here = os.path.join(folder, f"scale-{size_mib}")
+    os.makedirs(here)
+    with open(os.path.join(here, "guest.asm"), "w") as f:
+        f.write(SCALE_GUEST.format(pages=pages))
+    mem = f"{max(size_mib, 1) + 1}M" if size_mib < 4096 else "4G"
+    if size_mib >= 4096:         # all 4 GiB: the stack's page is touched too
+        pages = 4096 * MIB // 4096 - 1
+        with open(os.path.join(here, "guest.asm"), "w") as f:
+            f.write(SCALE_GUEST.format(pages=pages))
+    out = {"mib": size_mib}
+    out["run_rss"], out["run_wall"], _ = _peak_of(
+        ["run", "guest.asm", "--mem", mem, "--engine", engine, "--checkpoint-dir", "ck"], here)
+    ckpt = os.path.join(here, "ck", "ckpt-0001.mvc")
+    out["file"] = os.path.getsize(ckpt)
+    out["inspect_rss"], out["inspect_wall"], text = _peak_of(["inspect", "--json", ckpt], here)
+    info = json.loads(text)
+    out["pause_us"], out["saved"] = info["pause_us"], info["pages"]
+    for how, extra in (("lazy", []), ("eager", ["--eager"])):
+        out[f"resume_{how}_rss"], out[f"resume_{how}_wall"], _ = _peak_of(
+            ["resume", ckpt, "--engine", engine, "--checkpoint-dir", "ck2"] + extra, here)
+        out[f"first_{how}"] = _first_instruction(ckpt, how == "eager", os.path.join(here, "ck3"))
+    out["unpack"] = _unpack_whole(ckpt)
+    out["write"], out["plain"] = _write_throughput(min(pages, 262144), engine, here)
+    for name in os.listdir(os.path.join(here, "ck")):
+        os.unlink(os.path.join(here, "ck", name))
+    return out
+
+
+def scale_table(sizes: list[int], engine: str) -> None:
+    print()
+    print(f"a checkpoint's life at scale, engine {engine}: peak RSS (MiB) and wall time (s) "
+          "of each command as a child process;")
+    print("bound = 1.25 x touched + 64 MiB; first instr = read_checkpoint + resume in this "
+          "process, against reading the file whole and")
+    print("unpacking it as one msgpack object; write = the whole save, fsynced, against a "
+          "plain fsynced write() of as many bytes (at most 1 GiB)")
+    print(f"{'touched':>8} {'bound':>6} {'run':>12} {'inspect':>11} {'resume lazy':>13} "
+          f"{'resume eager':>13} {'pause':>9} {'first instr lazy/eager':>23} {'vs unpack':>10} "
+          f"{'write MiB/s':>17}")
+    with tempfile.TemporaryDirectory(dir=os.environ.get("MINIVM_BENCH_DIR")) as folder:
+        for size in sizes:
+            r = scale(size, engine, folder)
+            bound = 1.25 * size + 64
+            print(f"{size:>5} MiB {bound:>6.0f} {r['run_rss']:>6.0f} {r['run_wall']:>5.1f} "
+                  f"{r['inspect_rss']:>5.0f} {r['inspect_wall']:>5.2f} "
+                  f"{r['resume_lazy_rss']:>6.0f} {r['resume_lazy_wall']:>6.1f} "
+                  f"{r['resume_eager_rss']:>6.0f} {r['resume_eager_wall']:>6.1f} "
+                  f"{r['pause_us'] / 1e3:>6.3f} ms "
+                  f"{r['first_lazy'] * 1e3:>9.1f} / {r['first_eager'] * 1e3:>8.1f} ms "
+                  f"{r['first_lazy'] / r['unpack']:>9.3f}x "
+                  f"{r['write']:>6.0f} vs {r['plain']:>6.0f}")
+            sys.stdout.flush()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,16,64,256",
                         help="touched memory sizes in MiB (default 1,16,64,256)")
     parser.add_argument("--engine", default="interp", choices=("interp", "blocks"))
+    parser.add_argument("--scale", default="1,256",
+                        help="touched sizes in MiB for the whole-life table (default 1,256; "
+                             "'' skips it)")
+    parser.add_argument("--scale-engine", default="blocks", choices=("interp", "blocks"))
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = [int(s) for s in args.sizes.split(",") if s]
     print(f"checkpoint benchmark, engine {args.engine}; times are host wall time")
     print("speed during save = guest instructions/s while the background save runs, over the")
     print("same loop with no save running; 'reg' = register-only loop, 'cow' = a loop that")
@@ -122,6 +296,8 @@ def main() -> int:
                   f"{r['cow_bytes'] / MIB:>9.1f} {r['cow_bytes'] / max(r['cow_saved'], 1):>10.0f}"
                   + ("  (the save ended inside the window)" if early else ""))
             sys.stdout.flush()
+    if args.scale:
+        scale_table([int(s) for s in args.scale.split(",")], args.scale_engine)
     return 0
 
 

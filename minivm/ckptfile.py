@@ -1,7 +1,7 @@
 """The checkpoint file: what a checkpoint holds and how it is laid out.
 
 A checkpoint is a file of kind ``checkpoint`` (the magic and header of every
-minivm container, container.py). Version 2, written since minivm 0.3, is a
+minivm container, container.py). Version 2, written since minivm 0.2, is a
 stream the writer appends to while the guest runs, and a reader opens from
 its end::
 

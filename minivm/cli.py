@@ -153,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-disk", action="store_true",
                    help="also compare each disk file's whole-file SHA-256, where the "
                         "checkpoint recorded one (reads the whole disk; see docs/formats.md)")
+    p.add_argument("--eager", action="store_true",
+                   help="read every saved memory page before the first instruction, and "
+                        "close the checkpoint file (by default pages are read on the "
+                        "guest's first access to each, and the file stays open meanwhile: "
+                        "use --eager if it is about to be moved or deleted)")
     _add_execution_options(p)
 
     p = sub.add_parser("inspect", help="show what a checkpoint holds",
@@ -328,7 +333,8 @@ def cmd_resume(args) -> int:
     machine, overlay = resume(ckpt, store, disk_override=args.disk, chain=chain,
                               console_sink=StreamSink(sys.stdout.buffer),
                               console_input=_console_input(args.input),
-                              group_blocks=args.cow_group, engine=args.engine)
+                              group_blocks=args.cow_group, engine=args.engine,
+                              eager=args.eager)
     note = None
     if overlay:
         note = (f"disk writes of this resumed run are in {os.path.relpath(overlay)}; the "

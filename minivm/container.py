@@ -31,6 +31,9 @@ from .errors import FormatError, MinivmError, OutOfMemory, show
 #: Largest file the loader will read at all (a checkpoint of 4 GiB of touched
 #: memory would be larger, but is far beyond classroom use; see docs).
 MAX_FILE_BYTES = 1 << 30
+#: Buffer of a file being written (a checkpoint's pages are written 4 KiB at
+#: a time: one system call per 256 of them, not per two).
+WRITE_BUFFER = 1 << 20
 #: Largest program file (an image or an assembly source) minivm will read.
 MAX_PROGRAM_BYTES = 64 << 20
 
@@ -247,7 +250,7 @@ class AtomicFile:
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)        # mkstemp makes 0600; a saved file is a normal file
-        self.file = os.fdopen(fd, "wb")
+        self.file = os.fdopen(fd, "wb", buffering=WRITE_BUFFER)
 
     def commit(self) -> None:
         self.file.flush()

@@ -38,7 +38,7 @@ from __future__ import annotations
 import re
 import struct
 
-from .errors import GuestFault, MinivmError
+from .errors import GuestFault, MinivmError, OutOfMemory
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -177,7 +177,10 @@ class Memory:
         if page is not None:
             return page
         if index in self.saved:
-            page = bytearray(self.saved[index])
+            try:
+                page = bytearray(self.saved[index])
+            except MemoryError:
+                raise OutOfMemory(f"page {index} of {self.saved.source.what}", PAGE_SIZE) from None
             self.pages_loaded += 1
             if not self._frozen:            # a checkpoint being saved still shares it
                 self.writable[index] = page

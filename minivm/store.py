@@ -17,7 +17,7 @@ import io
 import os
 import re
 
-from .container import AtomicFile, read_file_capped
+from .container import WRITE_BUFFER, AtomicFile, read_file_capped
 from .errors import MinivmError
 
 CHECKPOINT_SUFFIX = ".mvc"
@@ -60,7 +60,7 @@ class _TempFile:
     def write(self, data: bytes) -> int:
         if not self._open:
             fd = os.open(self._out.temp_path, os.O_WRONLY | os.O_APPEND)   # never created anew
-            self._out.file = os.fdopen(fd, "ab")
+            self._out.file = os.fdopen(fd, "ab", buffering=WRITE_BUFFER)
             self._open = True
         return self._out.file.write(data)
 

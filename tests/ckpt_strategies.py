@@ -341,7 +341,7 @@ def run_original(image: Image, config: Config, folder: Path, *, mode: str, sched
 
 
 def resume_run(location: str, store_folder: Path, *, checkpointer: bool = False,
-               schedule=()):
+               schedule=(), eager: bool = False):
     """Load a checkpoint file, resume it in a fresh machine and run it to the end.
 
     With ``checkpointer``, one is attached as ``minivm resume`` does, so that a
@@ -351,7 +351,8 @@ def resume_run(location: str, store_folder: Path, *, checkpointer: bool = False,
     with ``schedule``: the host checkpoints the original took later on."""
     ckpt = read_checkpoint(location)
     store = FileStore(str(store_folder))
-    machine, _ = resume(ckpt, store, console_sink=BufferSink(), console_input=ConsoleInput(b""))
+    machine, _ = resume(ckpt, store, console_sink=BufferSink(), console_input=ConsoleInput(b""),
+                        eager=eager)
     cp = None
     if checkpointer:
         cp = Checkpointer(machine, store, mode=ckpt.meta.get("mode", "cow"),
@@ -364,10 +365,14 @@ def resume_run(location: str, store_folder: Path, *, checkpointer: bool = False,
 
 
 def check_resumed(ref: Reference, original: Original, job, store_folder: Path) -> Final:
-    """Resume equivalence for one checkpoint of an original run."""
-    later = original.jobs[original.jobs.index(job) + 1:]
+    """Resume equivalence for one checkpoint of an original run; every other
+    checkpoint of a run is resumed eagerly, the others lazily (pages on first
+    access), so both ways are checked at every kind of point."""
+    number = original.jobs.index(job)
+    later = original.jobs[number + 1:]
     _, resumed = resume_run(job.location, store_folder, checkpointer=original.p8,
-                            schedule=[j.tick for j in later if j.origin == "host"])
+                            schedule=[j.tick for j in later if j.origin == "host"],
+                            eager=number % 2 == 1)
     after = original.output_after(job)
     if not original.p8:     # then the original ran exactly like the reference
         assert len(original.final.output) - len(after) == ref.output_before(job.tick), \
