@@ -65,15 +65,16 @@ def folder_digest(folder: Path) -> dict:
             for p in sorted(folder.iterdir()) if p.is_file()}
 
 
+@pytest.mark.parametrize("eager", [False, True], ids=["lazy", "eager"])
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("path", CASES, ids=case_id)
-def test_resume_ends_as_recorded(path, engine, tmp_path):
-    """read_checkpoint + resume, run to the end: output, exit status, tick, pc,
-    registers, memory and disk are the recorded ones."""
+def test_resume_ends_as_recorded(path, engine, eager, tmp_path):
+    """read_checkpoint + resume (lazy and eager), run to the end: output, exit
+    status, tick, pc, registers, memory and disk are the recorded ones."""
     record = load(path)
     folder = cloned(path, tmp_path)
     with time_limit(120, f"resuming {case_id(path)}"):
-        seen = make_golden.observe_resume(folder, record, engine, tmp_path / "store")
+        seen = make_golden.observe_resume(folder, record, engine, tmp_path / "store", eager)
     expected = record["expect"]
     assert set(expected) >= {"stop", "exit_status", "tick", "pc", "regs", "output_latin1",
                              "memory_sha256", "disk_sha256"}

@@ -145,14 +145,17 @@ def resume_input(folder: Path, case: dict) -> bytes:
     return (folder / case["input_file"]).read_bytes() if case.get("input_file") else b""
 
 
-def observe_resume(folder: Path, case: dict, engine: str, store_folder: Path) -> dict:
+def observe_resume(folder: Path, case: dict, engine: str, store_folder: Path,
+                   eager: bool = False) -> dict:
     """Resume a case's checkpoint the way ``minivm resume`` does (read_checkpoint,
-    resolve_disk_chain, resume) and run it to the end; returns final_of()."""
+    resolve_disk_chain, resume; ``eager``: --eager) and run it to the end;
+    returns final_of()."""
     ckpt = read_checkpoint(str(folder / case["checkpoint"]))
     chain = resolve_disk_chain(ckpt) if ckpt.disk is not None else None
     machine, _ = resume(ckpt, FileStore(str(store_folder)), chain=chain,
                         console_sink=BufferSink(),
-                        console_input=ConsoleInput(resume_input(folder, case)), engine=engine)
+                        console_input=ConsoleInput(resume_input(folder, case)), engine=engine,
+                        eager=eager)
     try:
         return final_of(machine, machine.run(MAX_TICKS))
     finally:
