@@ -142,7 +142,7 @@ sum:    shl r2, r1, 12
 MINIVM = [sys.executable, "-m", "minivm"]
 
 
-def _peak_of(args: list[str], cwd: str) -> tuple[float, float, str]:
+def _peak_of(args: list[str], cwd: str, status: int = 0) -> tuple[float, float, str]:
     """Peak RSS of one child, measured alone: a fresh interpreter reports it
     (RUSAGE_CHILDREN would report the largest child so far)."""
     probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
@@ -155,7 +155,7 @@ def _peak_of(args: list[str], cwd: str) -> tuple[float, float, str]:
                           capture_output=True, text=True)
     first, _, rest = proc.stdout.partition("\n")
     rss, wall, code = first.split()
-    if int(code):
+    if int(code) != status:
         raise SystemExit(f"minivm {' '.join(args)} failed: {proc.stderr}")
     return int(rss) / 1024, float(wall), rest
 
@@ -235,6 +235,10 @@ def scale(size_mib: int, engine: str, folder: str) -> dict:
     for how, extra in (("lazy", []), ("eager", ["--eager"])):
         out[f"resume_{how}_rss"], out[f"resume_{how}_wall"], _ = _peak_of(
             ["resume", ckpt, "--engine", engine, "--checkpoint-dir", "ck2"] + extra, here)
+        # the same, stopped by --max-steps 100 (exit status 4): the cost of getting going
+        out[f"short_{how}_rss"], out[f"short_{how}_wall"], _ = _peak_of(
+            ["resume", ckpt, "--engine", engine, "--checkpoint-dir", "ck2", "--max-steps",
+             "100"] + extra, here, status=4)
         out[f"first_{how}"] = _first_instruction(ckpt, how == "eager", os.path.join(here, "ck3"))
     out["unpack"] = _unpack_whole(ckpt)
     out["write"], out["plain"] = _write_throughput(min(pages, 262144), engine, here)
@@ -244,29 +248,41 @@ def scale(size_mib: int, engine: str, folder: str) -> dict:
 
 
 def scale_table(sizes: list[int], engine: str) -> None:
-    print()
-    print(f"a checkpoint's life at scale, engine {engine}: peak RSS (MiB) and wall time (s) "
-          "of each command as a child process;")
-    print("bound = 1.25 x touched + 64 MiB; first instr = read_checkpoint + resume in this "
-          "process, against reading the file whole and")
-    print("unpacking it as one msgpack object; write = the whole save, fsynced, against a "
-          "plain fsynced write() of as many bytes (at most 1 GiB)")
-    print(f"{'touched':>8} {'bound':>6} {'run':>12} {'inspect':>11} {'resume lazy':>13} "
-          f"{'resume eager':>13} {'pause':>9} {'first instr lazy/eager':>23} {'vs unpack':>10} "
-          f"{'write MiB/s':>17}")
+    rows = []
     with tempfile.TemporaryDirectory(dir=os.environ.get("MINIVM_BENCH_DIR")) as folder:
         for size in sizes:
-            r = scale(size, engine, folder)
-            bound = 1.25 * size + 64
-            print(f"{size:>5} MiB {bound:>6.0f} {r['run_rss']:>6.0f} {r['run_wall']:>5.1f} "
-                  f"{r['inspect_rss']:>5.0f} {r['inspect_wall']:>5.2f} "
-                  f"{r['resume_lazy_rss']:>6.0f} {r['resume_lazy_wall']:>6.1f} "
-                  f"{r['resume_eager_rss']:>6.0f} {r['resume_eager_wall']:>6.1f} "
-                  f"{r['pause_us'] / 1e3:>6.3f} ms "
-                  f"{r['first_lazy'] * 1e3:>9.1f} / {r['first_eager'] * 1e3:>8.1f} ms "
-                  f"{r['first_lazy'] / r['unpack']:>9.3f}x "
-                  f"{r['write']:>6.0f} vs {r['plain']:>6.0f}")
-            sys.stdout.flush()
+            rows.append(scale(size, engine, folder))
+            print(f"  ({size} MiB measured)", file=sys.stderr)
+    print()
+    print(f"a checkpoint's life at scale, engine {engine}: each command a child process; "
+          "the guest touches the memory, checkpoints,")
+    print("then reads every page once and halts ('resume': to the end, every page read; "
+          "'resume 100': stopped by --max-steps 100)")
+    print()
+    print("peak RSS (MiB), against the bound 1.25 x touched + 64 MiB")
+    print(f"{'touched':>8} {'bound':>6} {'run+ckpt':>9} {'inspect':>8} {'resume':>7} "
+          f"{'--eager':>8} {'resume 100':>11} {'--eager':>8}")
+    for r in rows:
+        print(f"{r['mib']:>5} MiB {1.25 * r['mib'] + 64:>6.0f} {r['run_rss']:>9.0f} "
+              f"{r['inspect_rss']:>8.0f} {r['resume_lazy_rss']:>7.0f} "
+              f"{r['resume_eager_rss']:>8.0f} {r['short_lazy_rss']:>11.0f} "
+              f"{r['short_eager_rss']:>8.0f}")
+    print()
+    print("times: wall seconds of each command; pause = the stop window the checkpoint "
+          "recorded; first instruction = read_checkpoint +")
+    print("resume in this process, and its ratio to reading the file whole and unpacking "
+          "it as one msgpack object; write = the whole save,")
+    print("fsynced, against a plain fsynced write() of as many bytes (both at most 1 GiB)")
+    print(f"{'touched':>8} {'run':>6} {'inspect':>8} {'resume 100':>11} {'--eager':>8} "
+          f"{'pause':>9} {'first instr':>12} {'--eager':>9} {'/unpack':>8} "
+          f"{'write MiB/s':>12} {'plain':>6}")
+    for r in rows:
+        print(f"{r['mib']:>5} MiB {r['run_wall']:>6.2f} {r['inspect_wall']:>8.2f} "
+              f"{r['short_lazy_wall']:>11.2f} {r['short_eager_wall']:>8.2f} "
+              f"{r['pause_us'] / 1e3:>6.3f} ms {r['first_lazy'] * 1e3:>9.1f} ms "
+              f"{r['first_eager'] * 1e3:>6.0f} ms {r['first_lazy'] / r['unpack']:>8.3f} "
+              f"{r['write']:>12.0f} {r['plain']:>6.0f}")
+    sys.stdout.flush()
 
 
 def main() -> int:
@@ -280,6 +296,9 @@ def main() -> int:
     parser.add_argument("--scale-engine", default="blocks", choices=("interp", "blocks"))
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
+    if not sizes:
+        scale_table([int(s) for s in args.scale.split(",")], args.scale_engine)
+        return 0
     print(f"checkpoint benchmark, engine {args.engine}; times are host wall time")
     print("speed during save = guest instructions/s while the background save runs, over the")
     print("same loop with no save running; 'reg' = register-only loop, 'cow' = a loop that")
