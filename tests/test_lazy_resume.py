@@ -158,3 +158,21 @@ def test_repl_page_map_shows_pages_still_in_the_file(tmp_path):
     lines = render.page_map(machine.memory, chars, [])
     assert "38 still in the checkpoint file (lazily resumed)" in lines[0]
     assert any(line.strip().startswith("f in the checkpoint file") for line in lines)
+
+
+def test_repl_restore_is_lazy_and_diff_reads_pages_without_installing_them(tmp_path):
+    import io
+    from minivm.repl.core import Session
+    _, job = _checkpoint(tmp_path, "interp")
+    out = io.StringIO()
+    session = Session(checkpoint_dir=str(tmp_path / "repl"), out=out, handle_sigint=False)
+    session.execute(f"restore {job.location}")
+    assert session.machine.memory.pages_loaded == 0
+    session.execute(f"diff now {job.location}")
+    assert session.machine.memory.pages_loaded == 0          # compared, not installed
+    session.execute("continue")
+    session.execute(f"diff {job.location} now")
+    text = out.getvalue()
+    assert "error" not in text, text
+    assert "memory: same" in text and "registers: r4" in text, text
+    assert session.machine.memory.pages_loaded == 2

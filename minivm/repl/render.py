@@ -7,6 +7,7 @@ nothing here prints, runs the guest or changes state.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .. import isa
@@ -229,7 +230,7 @@ class View:
     halted: bool
     state: dict
     memory_size: int
-    pages: dict
+    pages: Mapping          # page index -> bytes (a checkpoint's are read on demand)
     disk: object = None          # a disk layer to read blocks from, or None
     disk_note: str = ""
     closers: tuple = ()

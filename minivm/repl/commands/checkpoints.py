@@ -203,14 +203,17 @@ def _view(s, spec: str) -> render.View:
     with its disk opened read-only (the caller closes it)."""
     if spec == "now":
         m = s.require_machine()
-        pages = {i: bytes(p) for i, p in enumerate(m.memory.pages) if type(p) is not bytes}
+        mem = m.memory          # (a lazily resumed page still in its file is read, not installed)
+        pages = {i: bytes(p) if p is not None else mem.saved_page(i)
+                 for i, p in enumerate(mem.pages)
+                 if type(p) is not bytes and (p is not None or i in mem.saved)}
         return render.View("now", list(m.regs[:isa.NUM_REGS]), m.pc, m.tick, m.halted,
                            m.save_state(), m.memory.size, pages, m.disk.backing)
     name, path = s.resolve_checkpoint(spec)
     ckpt = read_checkpoint(path)
     cpu = ckpt.state["cpu"]
     view = render.View(name, list(cpu["regs"]), cpu["pc"], cpu["tick"], cpu["halted"],
-                       ckpt.state, ckpt.memory_size, dict(ckpt.pages))
+                       ckpt.state, ckpt.memory_size, ckpt.pages)     # pages read as compared
     if ckpt.disk is not None:
         try:
             chain = resolve_disk_chain(ckpt, None)
