@@ -17,18 +17,17 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import ckpt_files
 from ckpt_strategies import close_disks
 from minivm.assembler import assemble
 from minivm.checkpoint import Checkpointer
 from minivm.repl import Session
 from minivm.report import describe_checkpoint, describe_disk
 from minivm.resume import export_checkpoint, read_checkpoint, resolve_disk_chain, resume
-from minivm.container import ContainerWriter, pack, read_container
 from minivm.devices import BufferSink, ConsoleInput
 from minivm.disks import Overlay, describe_chain, open_disk
 from minivm.errors import FormatError, DiskError, MinivmError
@@ -197,21 +196,20 @@ def seed(tmp_path_factory):
     return folder, bytes(machine.console.sink.data)
 
 
-def craft(seed_path: Path, out: Path, path: str, relpath: str | None = None) -> Path:
-    """A copy of ``seed_path`` whose disk chain's top entry names ``path``."""
-    container = read_container(seed_path.read_bytes(), "checkpoint", 1, "seed")
-    buf = io.BytesIO()
-    writer = ContainerWriter(buf, "checkpoint", container.header)
-    for name, payload in container.sections:
+def craft(seed_path: Path, out: Path, path: str, relpath: str | None = None,
+          version: int = 2) -> Path:
+    """A copy of ``seed_path`` whose disk chain's top entry names ``path``,
+    written as a checkpoint file of format ``version``."""
+    def edit(name, tree):
         if name == "disk":
-            disk = msgpack.unpackb(payload, raw=False)
-            disk["chain"][0]["path"] = path
-            disk["chain"][0]["relpath"] = path if relpath is None else relpath
-            payload = pack(disk)
-        writer.section(name, payload)
-    writer.finish()
-    out.write_bytes(buf.getvalue())
+            tree["chain"][0]["path"] = path
+            tree["chain"][0]["relpath"] = path if relpath is None else relpath
+    out.write_bytes(ckpt_files.edit(seed_path.read_bytes(), edit, version))
     return out
+
+
+#: Both checkpoint formats load, so both must refuse the same files.
+VERSIONS = pytest.mark.parametrize("version", [1, 2], ids=["v1", "v2"])
 
 
 HOSTILE = ["/etc/passwd", "../../../../../../../../etc/passwd", "fifo", "directory",
@@ -238,14 +236,16 @@ def hostile_target(folder: Path, name: str) -> str:
     return name
 
 
+@VERSIONS
 @pytest.mark.parametrize("name", HOSTILE)
-def test_resume_refuses_disk_chain_naming_other_files(seed, tmp_path, name):
+def test_resume_refuses_disk_chain_naming_other_files(seed, tmp_path, name, version):
     """resume() refuses a chain naming a system file, a FIFO, a directory, a device,
     a /proc file...: a clean DiskError, without blocking or reading the file, opening
     nothing else and writing nothing."""
     folder, _ = seed
     target = hostile_target(tmp_path, name)
-    evil = craft(folder / "ck" / "ckpt-0001.mvc", tmp_path / "evil.mvc", target)
+    evil = craft(folder / "ck" / "ckpt-0001.mvc", tmp_path / "evil.mvc", target,
+                 version=version)
     store = tmp_path / "store"
     watched = {p: os.stat(p) for p in ("/etc/passwd",) if os.path.exists(p)}
     before = tree_state(tmp_path)
@@ -275,10 +275,12 @@ def test_resume_refuses_disk_chain_naming_other_files(seed, tmp_path, name):
 
 @pytest.mark.parametrize("name", ["/etc/passwd", "fifo", "directory", "/dev/zero",
                                   "/proc/self/pagemap"])
-def test_cli_resume_refuses_disk_chain_naming_other_files(seed, tmp_path, name):
+@VERSIONS
+def test_cli_resume_refuses_disk_chain_naming_other_files(seed, tmp_path, name, version):
     folder, _ = seed
     target = hostile_target(tmp_path, name)
-    evil = craft(folder / "ck" / "ckpt-0001.mvc", tmp_path / "evil.mvc", target)
+    evil = craft(folder / "ck" / "ckpt-0001.mvc", tmp_path / "evil.mvc", target,
+                 version=version)
     before = tree_state(tmp_path)
     for command in (["resume", str(evil), "--checkpoint-dir", str(tmp_path / "store")],
                     ["inspect", str(evil)]):
@@ -418,12 +420,14 @@ def test_resolve_disk_chain_checks_fingerprints_before_opening(seed, tmp_path):
     assert all(not writes for _, writes in files), files
 
 
-def test_disk_path_from_a_checkpoint_is_shown_escaped(seed, tmp_path):
+@VERSIONS
+def test_disk_path_from_a_checkpoint_is_shown_escaped(seed, tmp_path, version):
     """A checkpoint names a missing disk whose path holds terminal escapes: the
     message shows them escaped (errors.show), in resume() and in the CLI."""
     folder, _ = seed
     target = str(tmp_path / "gone\x1b[2J\n.img")
-    evil = craft(folder / "ck" / "ckpt-0001.mvc", tmp_path / "evil.mvc", target)
+    evil = craft(folder / "ck" / "ckpt-0001.mvc", tmp_path / "evil.mvc", target,
+                 version=version)
     with pytest.raises(DiskError) as info:
         resolve_disk_chain(read_checkpoint(str(evil)))
     message = str(info.value)
@@ -467,6 +471,10 @@ def _read_only_seed(seed, tmp_path) -> tuple[Path, set]:
     return work, chain
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "minivm bug (format 2): after 'restore' (a lazy resume) 'diff CKPT now' is an internal "
+    "error, TypeError: cannot convert 'NoneType' object to bytes - repl/commands/"
+    "checkpoints.py _view('now') copies m.memory.pages, whose pages not read yet are None"))
 def test_every_path_opens_the_checkpointed_disk_read_only(seed, tmp_path):
     """resume, the REPL's restore and diff (file against now, file against file),
     inspect, disk info, export: with the chain files made read-only (0o444), each

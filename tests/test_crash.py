@@ -3,8 +3,10 @@
 (a) ``minivm run GUEST --checkpoint-dir DIR --checkpoint-at T1,T2,T3`` is
     killed while its checkpoint files are being written (when the hidden temp
     file ``.ckpt-NNNN.mvc.*.tmp`` reaches a random size) and at random delays.
-    After every kill: each ``*.mvc`` in DIR loads and resumes to exactly the
-    output of an uninterrupted run after that checkpoint's tick; a checkpoint
+    After every kill: each ``*.mvc`` in DIR is in the current format, loads
+    with every saved page reading back (each page's CRC-32 is checked only
+    when it is read), and resumes to exactly the output of an uninterrupted
+    run after that checkpoint's tick; a checkpoint
     seen complete before the kill is still there; nothing half-written has a
     final name; and the parent disk image is a state the contract allows: it only
     ever receives the writes issued before the first checkpoint (docs/contract.md,
@@ -37,12 +39,13 @@ import pytest
 
 from minivm.assembler import assemble
 from minivm.resume import read_checkpoint, resume
-from minivm.container import read_container
+from minivm.ckptfile import CHECKPOINT_VERSION
 from minivm.devices import BufferSink, ConsoleInput
 from minivm.disks import Overlay, close_chain, describe_chain, open_disk
 from minivm.errors import MinivmError
 from minivm.machine import Machine
 from minivm.store import FileStore
+from tests import ckpt_files
 
 ROOT = Path(__file__).resolve().parent.parent
 KILLS = int(os.environ.get("MINIVM_KILLS", "0")) or None
@@ -285,10 +288,21 @@ _verified: dict = {}
 
 
 def _resume_key(path: Path) -> str:
-    """Everything that decides a resumed run: all sections but 'meta' (which holds
-    the wall-clock time it was written); the disk section has the chain's SHA-256s."""
-    container = read_container(path.read_bytes(), "checkpoint", 1, str(path))
-    return sha(msgpack.packb([(n, p) for n, p in container.sections if n != "meta"]))
+    """Everything that decides a resumed run: every record but 'meta' (which
+    holds the wall-clock time it was written and the measured pause), and the
+    page data; the disk record has the chain's fingerprints."""
+    _, sections = ckpt_files.split(path.read_bytes())
+    return sha(msgpack.packb([(n, p) for n, p in sections if n != "meta"]))
+
+
+def _open_whole(path: Path):
+    """``path`` loaded, and every saved page read back (a lazy load checks
+    each page's CRC-32 only when it is read): a file under its final name must
+    pass both, or the kill left a file that does not open."""
+    ckpt = read_checkpoint(str(path))
+    for index in ckpt.pages:
+        ckpt.pages[index]
+    return ckpt
 
 
 def check_folder(run_dir: Path, ref: Reference, seen_complete: set, context: str) -> int:
@@ -312,10 +326,11 @@ def check_folder(run_dir: Path, ref: Reference, seen_complete: set, context: str
     for name in final:
         path = ck / name
         try:
-            ckpt = read_checkpoint(str(path))
+            ckpt = _open_whole(path)
         except MinivmError as exc:
             raise AssertionError(f"{context}: {name} is under its final name but does not "
                                  f"load: {exc}") from None
+        assert ckpt.format_version == CHECKPOINT_VERSION, (context, name)
         assert ckpt.tick in ref.out_before, (context, name, ckpt.tick)
         key = _resume_key(path)
         if key not in _verified:

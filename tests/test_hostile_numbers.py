@@ -4,23 +4,21 @@ work proportional to a number read from a file.
 
 The hostile files are made as the attack made them: a real checkpoint's
 sections decoded, fields changed consistently (so that only the range being
-tested is wrong), and the container's digests recomputed.
+tested is wrong), and the file's digests recomputed. Each is written in both
+formats (``VERSIONS``): version-1 files still load, and must be checked as
+strictly as the current ones.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import tempfile
 from pathlib import Path
 
-import msgpack
 import pytest
 
 from minivm.assembler import assemble_file
 from minivm.checkpoint import Checkpointer
-from minivm.ckptfile import CHECKPOINT_KIND, CHECKPOINT_VERSION, load_checkpoint
-from minivm.container import ContainerWriter, pack, read_container
 from minivm.devices import BufferSink, ConsoleInput, EventQueue, Timer
 from minivm.disks import open_disk
 from minivm.errors import FormatError, MinivmError
@@ -29,10 +27,13 @@ from minivm.report import describe_checkpoint
 from minivm.repl import Session
 from minivm.resume import read_checkpoint, resume
 from minivm.store import FileStore
+from tests import ckpt_files
 from tests.ckpt_strategies import close_disks
 from tests.support import ROOT, bounded, run_cli, time_limit
 
 DISK_BYTES = 64 * 1024
+#: The checkpoint formats a hostile file is written in: each must refuse it.
+VERSIONS = pytest.mark.parametrize("version", [1, 2], ids=["v1", "v2"])
 
 
 def make_seed(folder: Path, disk_name: str = "disk.img") -> Path:
@@ -51,19 +52,12 @@ def make_seed(folder: Path, disk_name: str = "disk.img") -> Path:
     return Path(cp.jobs[0].location)
 
 
-def patched(seed: Path, out: Path, edit) -> Path:
+def patched(seed: Path, out: Path, edit, version: int = 2) -> Path:
     """``seed`` with ``edit(section_name, tree)`` applied to each section's
-    decoded tree (it may change the tree in place or return a new one), the
-    digests recomputed."""
-    container = read_container(seed.read_bytes(), CHECKPOINT_KIND, CHECKPOINT_VERSION, "seed")
-    buf = io.BytesIO()
-    writer = ContainerWriter(buf, CHECKPOINT_KIND, container.header)
-    for name, payload in container.sections:
-        tree = msgpack.unpackb(payload, raw=False)
-        result = edit(name, tree)
-        writer.section(name, pack(tree if result is None else result))
-    writer.finish()
-    out.write_bytes(buf.getvalue())
+    decoded tree (it may change the tree in place or return a new one),
+    written as a checkpoint file of format ``version`` (the current one by
+    default) with its digests recomputed (tests/ckpt_files.py)."""
+    out.write_bytes(ckpt_files.edit(seed.read_bytes(), edit, version))
     return out
 
 
@@ -106,12 +100,14 @@ def repl(tmp_path: Path, *lines: str) -> str:
 
 # --- input_consumed and tick: the REPL allocated a byte per input byte consumed -------------
 
+@VERSIONS
 @pytest.mark.parametrize("tick", [1 << 31, 1 << 40], ids=["2^31", "2^40"])
-def test_repl_restore_of_a_late_tick_allocates_nothing_per_input_byte(seed, tmp_path, tick):
+def test_repl_restore_of_a_late_tick_allocates_nothing_per_input_byte(seed, tmp_path, tick,
+                                                                     version):
     def edit(state):
         shift_time(state, tick)
         state["console"]["input_consumed"] = tick
-    path = patched(seed, seed.parent / f"late-{tick}.mvc", in_state(edit))
+    path = patched(seed, seed.parent / f"late-{tick}-v{version}.mvc", in_state(edit), version)
     with bounded("restore of a checkpoint at a late tick", megabytes=64):
         text = repl(tmp_path, f"restore {path}", "status", "continue 1000", "devices")
     assert f"tick {tick}" in text, text
@@ -128,9 +124,10 @@ def stale_timer(state, tick):
     state["disk"]["busy_until"] = 0
 
 
+@VERSIONS
 @pytest.mark.parametrize("tick", [10 ** 8, 10 ** 12], ids=["10^8", "10^12"])
-def test_timer_event_before_the_tick_is_refused_at_load(seed, tmp_path, tick):
-    path = patched(seed, tmp_path / "stale.mvc", in_state(lambda s: stale_timer(s, tick)))
+def test_timer_event_before_the_tick_is_refused_at_load(seed, tmp_path, tick, version):
+    path = patched(seed, tmp_path / "stale.mvc", in_state(lambda s: stale_timer(s, tick)), version)
     with bounded("loading a checkpoint with a stale timer", megabytes=64):
         with pytest.raises(FormatError, match="timer.next_fire: 0 is before the checkpoint's"):
             read_checkpoint(str(path))
@@ -146,8 +143,9 @@ def test_timer_event_before_the_tick_is_refused_at_load(seed, tmp_path, tick):
     (lambda s: s["interrupts"]["pending"].append([s["cpu"]["tick"] + 5, 0, 0, "timer"]),
      "interrupts.pending[0].tick"),
 ], ids=["request-done-in-the-past", "interrupt-raised-in-the-future"])
-def test_events_out_of_time_are_refused_at_load(seed, tmp_path, field, where):
-    path = patched(seed, tmp_path / "bad.mvc", in_state(field))
+@VERSIONS
+def test_events_out_of_time_are_refused_at_load(seed, tmp_path, field, where, version):
+    path = patched(seed, tmp_path / "bad.mvc", in_state(field), version)
     with pytest.raises(FormatError, match=where.replace("[", r"\[").replace("]", r"\]")):
         read_checkpoint(str(path))
 
@@ -189,9 +187,11 @@ def test_timer_catch_up_gives_the_same_state_as_firing_one_by_one():
 
 # --- disk latency: 2^64-1 gave an OverflowError traceback when the REPL saved ----------------
 
+@VERSIONS
 @pytest.mark.parametrize("value", [(1 << 64) - 1, (1 << 48)], ids=["2^64-1", "2^48"])
-def test_disk_latency_in_a_file_is_range_checked(seed, tmp_path, value):
-    path = patched(seed, tmp_path / "slow.mvc", in_state(lambda s: s["disk"].update(latency=value)))
+def test_disk_latency_in_a_file_is_range_checked(seed, tmp_path, value, version):
+    path = patched(seed, tmp_path / "slow.mvc",
+                   in_state(lambda s: s["disk"].update(latency=value)), version)
     with pytest.raises(FormatError, match="disk.latency"):
         read_checkpoint(str(path))
 
@@ -211,20 +211,22 @@ def test_session_with_a_huge_latency_is_refused(tmp_path):
 
 # --- a disk chain that names one file 4,096 times: inspect hashed it 4,096 times --------------
 
-def test_disk_chain_that_repeats_a_file_is_refused(seed, tmp_path):
+@VERSIONS
+def test_disk_chain_that_repeats_a_file_is_refused(seed, tmp_path, version):
     def edit(name, tree):
         if name == "disk":
             tree["chain"] = tree["chain"] * 4096
-    path = patched(seed, seed.parent / "repeat.mvc", edit)
+    path = patched(seed, seed.parent / f"repeat-v{version}.mvc", edit, version)
     with bounded("loading a chain that repeats one file", megabytes=64):
         with pytest.raises(FormatError, match="more than once"):
             read_checkpoint(str(path))
 
 
-def test_inspect_fingerprints_each_file_once(seed, tmp_path, monkeypatch):
+@VERSIONS
+def test_inspect_fingerprints_each_file_once(seed, tmp_path, monkeypatch, version):
     """Two entries that name one file by different paths (a symlink): inspect
     checks it once."""
-    link = seed.parent.parent / "link.img"
+    link = seed.parent.parent / f"link-v{version}.img"
     link.symlink_to(seed.parent.parent / "disk.img")
 
     def edit(name, tree):
@@ -232,7 +234,7 @@ def test_inspect_fingerprints_each_file_once(seed, tmp_path, monkeypatch):
             first = dict(tree["chain"][0])
             first.update(path=str(link), relpath=os.path.relpath(link, seed.parent))
             tree["chain"] = [tree["chain"][0], first]
-    path = patched(seed, seed.parent / "twice.mvc", edit)
+    path = patched(seed, seed.parent / f"twice-v{version}.mvc", edit, version)
     ckpt = read_checkpoint(str(path))
     import minivm.report as report
     calls = []
