@@ -149,7 +149,8 @@ class CheckpointJob:
         self.finished_tick: int | None = None
         self._scan = 0
         self._stage = "state"
-        self._writer = CheckpointWriter(pending.file, {"name": name, "tick": self.tick})
+        self._writer = CheckpointWriter(pending.file, {"name": name, "tick": self.tick},
+                                        frozen.size)
 
     @property
     def pages_total(self) -> int:

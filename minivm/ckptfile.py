@@ -7,7 +7,7 @@ its end::
 
     "minivm-checkpoint"  {"version": 2, "name": ..., "tick": ...}
     ["image", bin]  ["state", bin]          msgpack records, as in a container
-    page data                               raw pages, back to back, in page order
+    page data                               each saved page and its CRC-32, in page order
     ["disk", bin]  ["meta", bin]  ["index", bin]
     ["end", {"sections": [[name, offset, length, sha256], ...],
              "pages": [offset, length, count]}]
@@ -21,13 +21,15 @@ its end::
             or nil when no disk is attached
 ``meta``    tick, pc, name, how it was taken and the measured stop window
             (``pause_us``); written last, once the pause is known
-``index``   the saved pages: their numbers (u32, ascending) and a CRC-32 of
-            each, so a reader finds page *n* at ``offset + rank * 4096``
-            without reading any other page
+``index``   a bitmap of the saved pages (bit *i* of byte *i* // 8 = page
+            *i* is saved): the *rank* of page *n* (how many saved pages come
+            before it) says where it is, ``offset + rank * 4100``, without
+            reading any other page; every bitmap is a valid index
 
-Only non-zero pages are saved. Every record has its SHA-256 in the end
-record, checked when it is read; every page its CRC-32, checked when the
-page is read (lazily, on the guest's first access: resume.py). Version 1
+Only non-zero pages are saved, each followed by the CRC-32 of its bytes
+(u32, little-endian). Every record has its SHA-256 in the end record,
+checked when it is read; every page its CRC-32, checked when the page is
+read (lazily, on the guest's first access: resume.py). Version 1
 (a msgpack stream of sections with ``pages`` chunks and one digest over the
 whole file) still loads, through :func:`load_checkpoint_v1`.
 
@@ -37,17 +39,13 @@ declarations (machine.MACHINE_STATE, state.py), the same that restore uses.
 
 from __future__ import annotations
 
-import bisect
 import hashlib
-import itertools
-import operator
 import os
+import re
 import stat
 import struct
-import sys
 import weakref
 import zlib
-from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -81,6 +79,12 @@ MAX_END_BYTES = 4096
 MAX_RECORD_BYTES = MAX_FILE_BYTES
 #: Pages read at a time by an eager load.
 EAGER_CHUNK_PAGES = 256
+#: A saved page's CRC-32 follows it in the page data.
+CRC = struct.Struct("<I")
+#: Where each saved page is: ``rank * STRIDE`` into the page data.
+STRIDE = PAGE_SIZE + CRC.size
+#: Bitmap bytes per precomputed rank (4096 pages).
+RANK_BLOCK = 512
 
 
 @dataclass
@@ -108,34 +112,20 @@ class Checkpoint:
         return self.state["memory_size"]
 
 
-def _le_bytes(values: array) -> bytes:
-    if sys.byteorder != "little":
-        values = array(values.typecode, values)
-        values.byteswap()
-    return values.tobytes()
-
-
-def _le_array(data: bytes) -> array:
-    values = array("I")
-    values.frombytes(data)
-    if sys.byteorder != "little":
-        values.byteswap()
-    return values
-
-
 class CheckpointWriter:
     """Writes one checkpoint (version 2) into a store's sink, as it is saved:
     image and state first, then each page as the saver reaches it (no page is
     gathered with others), then disk, meta, the index and the end record."""
 
-    def __init__(self, sink, header: dict):
+    def __init__(self, sink, header: dict, memory_size: int):
         self._sink = sink
         self.bytes_written = 0
         self._records: list[list] = []
         self._pages_at: int | None = None   # where the page data starts
         self._pages_bytes = 0
-        self._numbers = array("I")
-        self._crcs = array("I")
+        self._bitmap = bytearray((-(-memory_size // PAGE_SIZE) + 7) // 8)
+        self._last = -1                     # the last page written
+        self._count = 0
         self._write(magic_of(CHECKPOINT_KIND))
         self._write(pack({"version": CHECKPOINT_VERSION, **header}))
 
@@ -168,16 +158,18 @@ class CheckpointWriter:
             self._pages_at = self.bytes_written
         elif len(self._records) > 2:
             raise ValueError("pages come before the disk, meta and index records")
-        if self._numbers and index <= self._numbers[-1]:
-            raise ValueError(f"page {index} after page {self._numbers[-1]}")
+        if index <= self._last:
+            raise ValueError(f"page {index} after page {self._last}")
+        self._bitmap[index >> 3] |= 1 << (index & 7)     # (IndexError: outside memory)
         self._write(data)
-        self._pages_bytes += len(data)
-        self._numbers.append(index)
-        self._crcs.append(zlib.crc32(data))
+        self._write(CRC.pack(zlib.crc32(data)))
+        self._pages_bytes += len(data) + CRC.size
+        self._last = index
+        self._count += 1
 
     @property
     def pages_written(self) -> int:
-        return len(self._numbers)
+        return self._count
 
     def disk(self, disk: dict | None) -> None:
         self.record("disk", pack(disk))
@@ -186,11 +178,9 @@ class CheckpointWriter:
         self.record("meta", pack(meta))
 
     def finish(self) -> None:
-        self.record("index", pack({"pages": _le_bytes(self._numbers),
-                                    "crc32": _le_bytes(self._crcs)}))
+        self.record("index", pack({"bitmap": bytes(self._bitmap)}))
         end_at = self.bytes_written
-        self._write(pack_end(self._records, [self._pages_at, self._pages_bytes,
-                                             len(self._numbers)]))
+        self._write(pack_end(self._records, [self._pages_at, self._pages_bytes, self._count]))
         self._write(FOOTER.pack(FOOTER_MAGIC, end_at))
 
 
@@ -283,66 +273,80 @@ class PageError(FormatError):
 
 class SavedPages(Mapping):
     """The pages of a version-2 checkpoint: page index -> bytes, read from the
-    file on demand. ``len`` and iteration (the page numbers, ascending) read
-    no page; each ``[index]`` reads one page and checks its CRC-32."""
+    file on demand. ``len``, ``in`` and iteration (the page numbers,
+    ascending) read no page; each ``[index]`` reads one page and checks its
+    CRC-32. The bitmap says which pages are saved; a page's rank (saved pages
+    before it) is a precomputed count per 4096 pages plus a count of the bits
+    before it in its own block."""
 
-    def __init__(self, source, offset: int, numbers: array, crcs: array, memory_size: int):
+    def __init__(self, source, offset: int, bitmap: bytes, count: int, memory_size: int):
         self.source = source
         self._offset = offset
-        self._numbers = numbers
-        self._crcs = crcs
+        self._bitmap = bitmap
+        self._count = count
         self._memory_size = memory_size
+        ranks, total = [], 0
+        for start in range(0, len(bitmap), RANK_BLOCK):
+            ranks.append(total)
+            total += int.from_bytes(bitmap[start:start + RANK_BLOCK], "little").bit_count()
+        self._ranks = ranks
 
     def __len__(self) -> int:
-        return len(self._numbers)
+        return self._count
 
     def __iter__(self):
-        return iter(self._numbers)
-
-    def _rank(self, index: int) -> int:
-        numbers = self._numbers
-        rank = bisect.bisect_left(numbers, index)
-        return rank if rank < len(numbers) and numbers[rank] == index else -1
+        bitmap = self._bitmap
+        for match in re.finditer(rb"[^\x00]", bitmap):
+            at = match.start()
+            byte = bitmap[at]
+            for bit in range(8):
+                if byte >> bit & 1:
+                    yield at * 8 + bit
 
     def __contains__(self, index) -> bool:
-        return type(index) is int and self._rank(index) >= 0
+        return (type(index) is int and 0 <= index < len(self._bitmap) * 8
+                and self._bitmap[index >> 3] >> (index & 7) & 1 == 1)
 
-    def count_in(self, start: int, stop: int) -> list[int]:
-        """The saved page numbers in [start, stop)."""
-        numbers = self._numbers
-        return list(numbers[bisect.bisect_left(numbers, start):bisect.bisect_left(numbers, stop)])
+    def _rank(self, index: int) -> int:
+        bitmap = self._bitmap
+        block = index >> 12                  # 4096 pages: RANK_BLOCK bytes
+        at = index >> 3
+        before = int.from_bytes(bitmap[block * RANK_BLOCK:at], "little").bit_count()
+        return self._ranks[block] + before + (bitmap[at] & ((1 << (index & 7)) - 1)).bit_count()
 
     def _length(self, index: int) -> int:
         return min(PAGE_SIZE, self._memory_size - index * PAGE_SIZE)
 
     def __getitem__(self, index: int) -> bytes:
-        rank = self._rank(index) if type(index) is int else -1
-        if rank < 0:
+        if index not in self:
             raise KeyError(index)
-        data = self.source.read(self._offset + rank * PAGE_SIZE, self._length(index))
-        self._check(index, rank, data)
-        return data
+        length = self._length(index)
+        record = self.source.read(self._offset + self._rank(index) * STRIDE, length + CRC.size)
+        return self._check(index, record, length)
 
-    def _check(self, index: int, rank: int, data: bytes) -> None:
-        if zlib.crc32(data) != self._crcs[rank]:
+    def _check(self, index: int, record: bytes, length: int) -> bytes:
+        data = record[:length]
+        if zlib.crc32(data) != CRC.unpack_from(record, length)[0]:
             raise PageError(f"{self.source.what}: saved page {index} fails its checksum: the "
                             "file is corrupt, or changed after it was opened; nothing of it "
                             "was used")
+        return data
 
     def chunks(self, pages: int = EAGER_CHUNK_PAGES):
         """(index, bytes) for every saved page, in order, read ``pages`` at a time."""
-        numbers = self._numbers
-        for first in range(0, len(numbers), pages):
-            last = min(first + pages, len(numbers))
-            start = self._offset + first * PAGE_SIZE
-            lengths = [self._length(numbers[r]) for r in range(first, last)]
-            block = self.source.read(start, sum(lengths))
+        numbers = iter(self)
+        at = self._offset
+        while True:
+            batch = [n for _, n in zip(range(pages), numbers)]
+            if not batch:
+                return
+            lengths = [self._length(n) for n in batch]
+            block = self.source.read(at, sum(lengths) + CRC.size * len(batch))
             pos = 0
-            for rank, length in zip(range(first, last), lengths):
-                data = block[pos:pos + length]
-                self._check(numbers[rank], rank, data)
-                yield numbers[rank], data
-                pos += length
+            for index, length in zip(batch, lengths):
+                yield index, self._check(index, block[pos:pos + length + CRC.size], length)
+                pos += length + CRC.size
+            at += pos
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -435,14 +439,15 @@ def _load_v2(source, what: str) -> Checkpoint:
         payloads[name] = item[1]
     meta, image, state, disk = _decode_records(payloads, what)
     memory_size = state["memory_size"]
-    numbers, crcs = _check_index(payloads["index"], page_count, memory_size, what)
-    expected = len(numbers) * PAGE_SIZE
-    if numbers and memory_size % PAGE_SIZE and numbers[-1] == memory_size // PAGE_SIZE:
-        expected -= PAGE_SIZE - memory_size % PAGE_SIZE
+    bitmap = _check_index(payloads["index"], page_count, memory_size, what)
+    expected = page_count * STRIDE
+    last = -(-memory_size // PAGE_SIZE) - 1
+    if memory_size % PAGE_SIZE and bitmap[last >> 3] >> (last & 7) & 1:
+        expected -= PAGE_SIZE - memory_size % PAGE_SIZE      # the short last page is saved
     if pages_bytes != expected:
         raise _bad(what, f"its page data is {pages_bytes} bytes, but its index lists "
-                         f"{len(numbers)} page(s) ({expected} bytes)")
-    pages = SavedPages(source, pages_at, numbers, crcs, memory_size)
+                         f"{page_count} page(s) ({expected} bytes with their checksums)")
+    pages = SavedPages(source, pages_at, bitmap, page_count, memory_size)
     return Checkpoint(meta, image, state, disk, pages, what, size, format_version=2)
 
 
@@ -494,23 +499,25 @@ def _decode_records(payloads: dict, what: str):
     return meta, image, state, disk
 
 
-def _check_index(payload: bytes, page_count: int, memory_size: int, what: str):
+def _check_index(payload: bytes, page_count: int, memory_size: int, what: str) -> bytes:
+    """The index's bitmap: one bit per page of memory, no bit set past the
+    last page, as many set as the end record counts."""
     index = unpack_bounded(payload, what, max_items=4)
-    if (not isinstance(index, dict) or not isinstance(index.get("pages"), bytes)
-            or not isinstance(index.get("crc32"), bytes)
-            or len(index["pages"]) % 4 or len(index["pages"]) != len(index["crc32"])):
-        raise _bad(what, "its page index is malformed")
-    numbers, crcs = _le_array(index["pages"]), _le_array(index["crc32"])
-    if len(numbers) != page_count:
-        raise _bad(what, f"its index lists {len(numbers)} page(s), its end record {page_count}")
-    if not all(map(operator.lt, numbers, itertools.islice(numbers, 1, None))):
-        raise _bad(what, "its page index is not in ascending order (a page saved twice, "
-                         "or out of order)")
     pages_in_memory = -(-memory_size // PAGE_SIZE)
-    if numbers and numbers[-1] >= pages_in_memory:
-        raise _bad(what, f"saved page {numbers[-1]} is outside memory "
-                         f"({memory_size} bytes, {pages_in_memory} pages)")
-    return numbers, crcs
+    if not isinstance(index, dict) or not isinstance(index.get("bitmap"), bytes):
+        raise _bad(what, "its page index is malformed")
+    bitmap = index["bitmap"]
+    if len(bitmap) != (pages_in_memory + 7) // 8:
+        raise _bad(what, f"its page index has {len(bitmap)} bytes; a memory of "
+                         f"{pages_in_memory} pages needs {(pages_in_memory + 7) // 8}")
+    bits = int.from_bytes(bitmap, "little")
+    if bits >> pages_in_memory:
+        raise _bad(what, f"its page index marks page {bits.bit_length() - 1} as saved, "
+                         f"outside memory ({memory_size} bytes, {pages_in_memory} pages)")
+    if bits.bit_count() != page_count:
+        raise _bad(what, f"its index lists {bits.bit_count()} page(s), its end record "
+                         f"{page_count}")
+    return bitmap
 
 
 def load_checkpoint_v1(data: bytes, what: str) -> Checkpoint:

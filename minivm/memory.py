@@ -153,7 +153,7 @@ class Memory:
     def attach_saved(self, saved) -> None:
         """Lazy resume: page *i* is ``saved[i]`` (a page of the checkpoint file)
         when ``i in saved``, else zeros, read on its first access (:meth:`fetch`).
-        ``saved`` is a ckptfile.SavedPages (a Mapping with ``count_in``)."""
+        ``saved`` is a ckptfile.SavedPages (a Mapping, and its ``source``)."""
         self.pages[:] = [None] * self.page_count
         self.saved = saved
         self.allocated = len(saved)

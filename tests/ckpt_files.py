@@ -6,7 +6,7 @@ and a list of ``(name, payload)`` sections named meta, image, state, pages
 and disk, where a ``pages`` payload is msgpack ``[[index, bytes], ...]``.
 :func:`join` writes such a list as a file of either version: version 1 (the
 sections as they are, in a container) or version 2 (records with their
-digests, the pages as page data and an index; ckptfile.CheckpointWriter).
+digests, the pages as page data and a bitmap index; ckptfile.CheckpointWriter).
 """
 
 from __future__ import annotations
@@ -34,15 +34,14 @@ def split(data: bytes) -> tuple[dict, list[tuple[str, bytes]]]:
     payloads = {}
     for name, (offset, length, _) in records.items():
         payloads[name] = msgpack.unpackb(data[offset:offset + length], raw=False)[1]
-    index = msgpack.unpackb(payloads["index"], raw=False)
-    numbers = [int.from_bytes(index["pages"][i:i + 4], "little")
-               for i in range(0, len(index["pages"]), 4)]
+    bitmap = msgpack.unpackb(payloads["index"], raw=False)["bitmap"]
+    numbers = [i for i in range(len(bitmap) * 8) if bitmap[i >> 3] >> (i & 7) & 1]
     memory_size = msgpack.unpackb(payloads["state"], raw=False)["memory_size"]
     pages, offset = [], pages_at
     for number in numbers:
         length = min(4096, memory_size - number * 4096)
         pages.append([number, data[offset:offset + length]])
-        offset += length
+        offset += length + 4                  # each page is followed by its CRC-32
     return head, [("meta", payloads["meta"]), ("image", payloads["image"]),
                   ("state", payloads["state"]), ("pages", pack(pages)),
                   ("disk", payloads["disk"])]
@@ -60,10 +59,14 @@ def join(header: dict, sections, version: int = 2) -> bytes:
         writer.finish()
         return buf.getvalue()
     rest = {k: v for k, v in header.items() if k != "version"}
-    writer = CheckpointWriter(buf, rest)
     by_name = {}
     for name, payload in sections:
         by_name.setdefault(name, []).append(payload)
+    try:
+        memory_size = msgpack.unpackb(by_name["state"][0], raw=False)["memory_size"]
+    except Exception:               # a hostile state: size the bitmap for 1 MiB
+        memory_size = 1 << 20
+    writer = CheckpointWriter(buf, rest, memory_size)
     for name in ("image", "state"):
         for payload in by_name.get(name, []):
             writer.record(name, payload)
