@@ -471,10 +471,6 @@ def _read_only_seed(seed, tmp_path) -> tuple[Path, set]:
     return work, chain
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "minivm bug (format 2): after 'restore' (a lazy resume) 'diff CKPT now' is an internal "
-    "error, TypeError: cannot convert 'NoneType' object to bytes - repl/commands/"
-    "checkpoints.py _view('now') copies m.memory.pages, whose pages not read yet are None"))
 def test_every_path_opens_the_checkpointed_disk_read_only(seed, tmp_path):
     """resume, the REPL's restore and diff (file against now, file against file),
     inspect, disk info, export: with the chain files made read-only (0o444), each

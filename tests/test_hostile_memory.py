@@ -87,9 +87,6 @@ def test_resuming_out_of_memory_is_not_corrupt_and_leaves_no_overlay(seed, tmp_p
     assert not list(store.glob("*.cow")), "the fresh overlay is removed"
 
 
-@pytest.mark.xfail(strict=True, raises=MemoryError, reason=(
-    "pending (lead): a MemoryError in Memory.fetch, a lazily resumed page read on the "
-    "guest's first access, is not yet made an errors.OutOfMemory: it escapes machine.run"))
 def test_first_access_to_a_lazy_page_out_of_memory_is_out_of_memory(seed, tmp_path,
                                                                      monkeypatch):
     """A lazy resume reads no page: it succeeds, and the guest's first access
@@ -165,11 +162,8 @@ def big(tmp_path_factory):
 
 @pytest.mark.parametrize("version, options", [
     pytest.param(1, [], id="v1"),
-    pytest.param(2, [], id="v2-lazy", marks=pytest.mark.xfail(strict=True, reason=(
-        "pending (lead): a MemoryError in Memory.fetch (a page read on the guest's first "
-        "access) is not yet an errors.OutOfMemory: 'minivm resume' ends in a traceback"))),
-    pytest.param(2, ["--eager"], id="v2-eager", marks=pytest.mark.xfail(strict=True, reason=(
-        "pending (lead): 'minivm resume --eager' is not in the CLI yet"))),
+    pytest.param(2, [], id="v2-lazy"),
+    pytest.param(2, ["--eager"], id="v2-eager"),
 ])
 def test_cli_resume_under_an_address_space_limit(big, tmp_path, version, options):
     """A real limit: the child caps its address space just above what it has

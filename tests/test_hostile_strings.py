@@ -104,10 +104,6 @@ REPL_COMMANDS = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "minivm bug (format 2): after 'restore' (a lazy resume) 'diff CKPT now' is an internal "
-    "error, TypeError: cannot convert 'NoneType' object to bytes - repl/commands/"
-    "checkpoints.py _view('now') copies m.memory.pages, whose pages not read yet are None"))
 def test_repl_commands_show_file_strings_escaped(hostile, tmp_path):
     out = io.StringIO()
     session = Session(checkpoint_dir=str(tmp_path / "ck"), out=out, handle_sigint=False)
