@@ -227,6 +227,9 @@ class FileSource:
 
     def read(self, offset: int, length: int) -> bytes:
         """Exactly ``length`` bytes at ``offset``, or a FormatError."""
+        if not self._closer.alive:      # never a descriptor number another file now has
+            raise FormatError(f"{self.what} was closed (its pages were all read, or it was "
+                              "resumed with --eager); open it again to read it")
         chunks = []
         want = length
         try:

@@ -133,7 +133,6 @@ class Memory:
         self.page_count = len(self.pages)
         self.saved: object = ()       # a lazily resumed memory's saved pages (attach_saved)
         self.pages_loaded = 0         # pages read from the checkpoint file so far
-        self._lazy_left = 0           # pages still None in ``pages``
         self.allocated = 0            # pages that are not the zero page
         self.cow_copies = 0           # memory COW faults since the last share()
         self.copied: set[int] = set()  # pages copied since the last share()
@@ -157,7 +156,6 @@ class Memory:
         self.pages[:] = [None] * self.page_count
         self.saved = saved
         self.allocated = len(saved)
-        self._lazy_left = self.page_count
 
     def saved_page(self, index: int):
         """A lazily resumed memory's page ``index`` as saved, not installed."""
@@ -187,10 +185,6 @@ class Memory:
         else:
             page = self._zero_page(index)
         self.pages[index] = page
-        self._lazy_left -= 1
-        if not self._lazy_left:             # every page is in: the file is not needed
-            self.saved.source.close()
-            self.saved = ()
         return page
 
     def make_writable(self, index: int) -> bytearray:
