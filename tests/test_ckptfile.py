@@ -7,9 +7,14 @@ minivm error (FormatError for the file itself), never another exception, a
 hang or unbounded memory use. A checkpoint still being written cannot be
 loaded. A missing or changed disk file is a DiskError on resume.
 
-Hostile files are built here with an independent writer of the container
-layout (magic, header, [name, payload] sections, ["end", index + SHA-256]),
-so that their checksums are right and the loader must look at the content.
+Both formats are tested: version 2 (written now: records located by an end
+record and a footer, raw page data, a page index with a CRC-32 per page;
+pages read on demand) and version 1 (a container of sections, read whole),
+which still loads and must stay as hostile-safe. Hostile files are built
+with independent writers of both layouts - version 1 here (magic, header,
+[name, payload] sections, ["end", index + SHA-256]), version 2 in
+tests/ckpt_raw.py - so that their checksums are right and the loader must
+look at the content.
 """
 
 from __future__ import annotations
@@ -23,11 +28,15 @@ import shutil
 import msgpack
 import pytest
 
+import ckpt_raw
+from ckpt_files import join, split
+from ckpt_raw import PAGES, build_v2, index_payload, parse_v2
 from ckpt_strategies import (Config, assemble_text, close_disks, disk_pattern, final_state,
                              new_machine, write_disk)
 from minivm.checkpoint import Checkpointer
+from minivm.engine import ENGINES
 from minivm.resume import read_checkpoint, resume
-from minivm.ckptfile import load_checkpoint
+from minivm.ckptfile import PageError, load_checkpoint
 from minivm.cli import main as cli_main
 from minivm.devices import BufferSink, ConsoleInput
 from minivm.errors import DiskError, FormatError, MinivmError
@@ -84,11 +93,12 @@ done:   ld r3, [0x3000]
 """
 
 
-def take(source: str, folder, *, disk: bool = False, mode: str = "cow", store=None):
+def take(source: str, folder, *, disk: bool = False, mode: str = "cow", store=None,
+         memory: int = MEMORY):
     image = assemble_text(source, "sample.asm")
     folder.mkdir(parents=True, exist_ok=True)
     disk_path = write_disk(folder / "disk.img", disk_pattern()) if disk else None
-    config = Config(memory_size=MEMORY, disk_content=disk_pattern() if disk else None)
+    config = Config(memory_size=memory, disk_content=disk_pattern() if disk else None)
     machine = new_machine(image, config, disk_path)
     reports = []
     cp = Checkpointer(machine, store or FileStore(str(folder / "ck")), mode=mode,
@@ -111,6 +121,11 @@ def sample(tmp_path_factory):
     with open(job.location, "rb") as f:
         data = f.read()
     return image, job, final, data
+
+
+def as_version(data: bytes, version: int) -> bytes:
+    """A real checkpoint (written as version 2) in ``version``'s layout."""
+    return data if version == 2 else join(*split(data), version=1)
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +167,10 @@ def build(header: dict, sections, *, magic: bytes = MAGIC) -> bytes:
 
 
 def sections_of(data: bytes) -> tuple[dict, list]:
-    header, sections, _ = parse(data)
-    return header, [(name, payload) for name, payload, _, _ in sections]
+    """header and [(name, payload)] of a valid file of either version, in the
+    version-1 vocabulary (tests/ckpt_files.split)."""
+    header, sections = split(data)
+    return header, list(sections)
 
 
 def decoded(data: bytes) -> tuple[dict, dict]:
@@ -169,7 +186,9 @@ def decoded(data: bytes) -> tuple[dict, dict]:
     return header, out
 
 
-def rebuild(header: dict, parts: dict, order=("meta", "image", "state", "pages", "disk")) -> bytes:
+def rebuild(header: dict, parts: dict, order=("meta", "image", "state", "pages", "disk"),
+            version: int = 1) -> bytes:
+    """Version 1: the independent container writer; version 2: ckpt_files.join."""
     sections = []
     for name in order:
         if name == "pages":
@@ -177,29 +196,38 @@ def rebuild(header: dict, parts: dict, order=("meta", "image", "state", "pages",
                          for chunk in parts["pages"]]
         elif name in parts:
             sections.append((name, msgpack.packb(parts[name], use_bin_type=True)))
-    return build(header, sections)
+    if version == 2:
+        return join(header, sections, version=2)
+    return build({**header, "version": 1}, sections)
 
 
 REFUSE_MEGABYTES = 16         # the sample's memory is 64 KiB; its file a few KiB
 
 
 def refused(data: bytes, tmp_path, name: str = "bad.mvc", *, error=FormatError) -> str:
-    """Loading (and resuming) ``data`` must raise ``error``; returns its message."""
+    """Loading (and resuming, on each engine) ``data`` must raise ``error``;
+    returns its message, which must be one line."""
     path = tmp_path / name
     path.write_bytes(data)
-    # bounded memory, not host time: a hostile size field must not make the loader allocate
-    with bounded(f"refusing {name}", megabytes=REFUSE_MEGABYTES), \
-            pytest.raises(MinivmError) as info:
-        ckpt = read_checkpoint(str(path))
-        machine, _ = resume(ckpt, FileStore(str(tmp_path / "resumed")),
-                            console_sink=BufferSink(), console_input=ConsoleInput(b""))
-        machine.run(10_000)         # accepted: whatever it does must stay a guest matter
-        close_disks(machine)
-    assert isinstance(info.value, error), \
-        f"expected {error.__name__}, got {type(info.value).__name__}: {info.value}"
-    message = str(info.value)
-    assert message and "Traceback" not in message
-    return message
+    messages = []
+    for engine in ENGINES:
+        # bounded memory, not host time: a hostile size field must not make the loader allocate
+        with bounded(f"refusing {name}", megabytes=REFUSE_MEGABYTES), \
+                pytest.raises(MinivmError) as info:
+            ckpt = read_checkpoint(str(path))
+            machine, _ = resume(ckpt, FileStore(str(tmp_path / f"resumed-{engine}")),
+                                console_sink=BufferSink(), console_input=ConsoleInput(b""),
+                                engine=engine)
+            try:
+                machine.run(10_000)     # accepted: whatever it does must stay a guest matter
+            finally:
+                close_disks(machine)
+        assert isinstance(info.value, error), \
+            f"expected {error.__name__}, got {type(info.value).__name__}: {info.value}"
+        message = str(info.value)
+        assert message and "Traceback" not in message and "\n" not in message, message
+        messages.append(message)
+    return messages[0]
 
 
 # --- a complete checkpoint ---------------------------------------------------------------------
@@ -241,8 +269,10 @@ def offsets(n: int, count: int = 400) -> list[int]:
     return sorted(set(range(min(n, 300))) | set(middle) | set(range(max(0, n - 300), n)))
 
 
-def test_truncated_files_are_refused(sample, tmp_path):
+@pytest.mark.parametrize("version", [1, 2])
+def test_truncated_files_are_refused(sample, tmp_path, version):
     _, _, _, data = sample
+    data = as_version(data, version)
     with time_limit(60, "refusing truncated files"):
         for n in offsets(len(data)):
             with pytest.raises(FormatError):
@@ -251,17 +281,48 @@ def test_truncated_files_are_refused(sample, tmp_path):
     assert "bad.mvc" in message
 
 
-def test_single_bit_flips_are_refused(sample):
+def same_checkpoint(a, b) -> bool:
+    """Two loaded checkpoints hold the same machine (every page read and compared)."""
+    return (a.state == b.state and a.meta == b.meta and a.disk == b.disk
+            and a.image.same_program(b.image) and list(a.pages) == list(b.pages)
+            and all(a.pages[i] == b.pages[i] for i in a.pages))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_single_bit_flips_are_refused(sample, version):
+    """Version 1: every flip is refused (one digest over the whole file).
+    Version 2: refused when the file is opened, except in the page data,
+    which is not read then: reading the flipped page is a PageError (the other
+    pages read back as saved), and in the header's name and tick, which
+    nothing reads (test_v2_header_bit_flips_are_refused): the checkpoint
+    loaded is then exactly the original one, never different data."""
     _, _, _, data = sample
+    data = as_version(data, version)
+    original = load_checkpoint(data, "original")
+    layout = parse_v2(data) if version == 2 else None
     accepted = []
     for i in offsets(len(data)):
         damaged = bytearray(data)
         damaged[i] ^= 1 << (i % 8)
         try:
-            load_checkpoint(bytes(damaged), f"flipped at {i}")
-        except FormatError:
+            ckpt = load_checkpoint(bytes(damaged), f"flipped at {i}")
+        except FormatError as exc:
+            assert "\n" not in str(exc)
             continue
-        accepted.append(i)
+        if layout is None:
+            accepted.append(i)
+        elif i in range(*layout.regions["page data"]):
+            hit = [n for n, _ in layout.pages if i in range(*layout.page_region(n))]
+            for n in ckpt.pages:
+                if n in hit:
+                    with pytest.raises(PageError, match=f"flipped at {i}: saved page {n} "):
+                        ckpt.pages[n]
+                else:
+                    assert ckpt.pages[n] == original.pages[n]
+        elif i in range(*layout.regions["header"]):
+            assert same_checkpoint(ckpt, original), f"a flip at {i} changed what loads"
+        else:
+            accepted.append(i)
     assert not accepted, f"bit flips at offsets {accepted[:10]} were not detected"
 
 
@@ -294,19 +355,40 @@ def test_foreign_files_are_refused(tmp_path, sample, disk_sample):
             assert result.stderr.startswith(b"minivm: error:"), result.stderr
 
 
+def v2_with_header(data: bytes, header) -> bytes:
+    """A real version-2 file with another header (any value), every offset right."""
+    layout = parse_v2(data)
+    return build_v2(header, layout.items(), layout.pages)
+
+
 def test_newer_format_version_is_refused(sample, tmp_path):
     _, _, _, data = sample
     header, sections = sections_of(data)
-    assert header["version"] == 1
+    assert header["version"] == 2
+    v1_header = {**header, "version": 1}
+    # laid out as version 1 or 2, a header saying 3 is a newer minivm's
+    for newer in (build({**header, "version": 3}, sections),
+                  v2_with_header(data, {**header, "version": 3})):
+        message = refused(newer, tmp_path)
+        assert "written by a newer minivm (format 3" in message
+    # a header that does not say how the file is laid out
     message = refused(build({**header, "version": 2}, sections), tmp_path)
-    assert "newer" in message
-    for version in (0, -1, "1", None, 2 ** 40):
+    assert "newer minivm" not in message
+    message = refused(v2_with_header(data, v1_header), tmp_path)
+    assert "newer minivm" not in message
+    for version in (0, -1, "1", "2", None, 2 ** 40, 1.0, True):
         refused(build({**header, "version": version}, sections), tmp_path)
+        refused(v2_with_header(data, {**header, "version": version}), tmp_path)
     refused(build([1, 2, 3], sections), tmp_path)
+    refused(v2_with_header(data, [1, 2, 3]), tmp_path)
+    refused(v2_with_header(data, {"name": "ckpt-0001"}), tmp_path)
 
 
 def test_reordered_or_duplicated_sections_are_refused(sample, tmp_path):
+    """Version 1 (sections in a container: order and count matter); version 2's
+    records are tested in test_v2_missing_or_duplicated_records_are_refused."""
     _, _, _, data = sample
+    data = as_version(data, 1)
     header, sections, end = parse(data)
     names = [s[0] for s in sections]
     assert names[:3] == ["meta", "image", "state"] and names[-1] == "disk"
@@ -335,27 +417,54 @@ def test_reordered_or_duplicated_sections_are_refused(sample, tmp_path):
 
 # --- hostile msgpack -----------------------------------------------------------------------------
 
+HOSTILE_BLOBS = {
+    "bin of 4 GiB": b"\xc6\xff\xff\xff\xff",
+    "str of 2 GiB": b"\xdb\x7f\xff\xff\xff",
+    "array of 2^32 items": b"\xdd\xff\xff\xff\xff",
+    "map of 2^32 items": b"\xdf\xff\xff\xff\xff",
+    "deep nesting": b"\x91" * 200_000 + b"\xc0",
+    "deep nesting, short": b"\x91" * 4000 + b"\xc0",
+    "an ext type": msgpack.packb(msgpack.ExtType(1, b"x" * 10)),
+    "text, not bytes": msgpack.packb(["meta", "text, not bytes"]),
+    "one item": msgpack.packb(["meta"]),
+    "a map": msgpack.packb({"meta": b""}, use_bin_type=True),
+    "a number for a name": msgpack.packb([1, b""], use_bin_type=True),
+}
+
+
 def test_hostile_container_bytes_are_refused(sample, tmp_path):
     _, _, _, data = sample
     header, sections = sections_of(data)
-    head = MAGIC + msgpack.packb(header)
     name = msgpack.packb("meta")
-    cases = [
-        head + b"\x92" + name + b"\xc6\xff\xff\xff\xff",          # bin of 4 GiB
-        head + b"\x92" + name + b"\xdb\x7f\xff\xff\xff",          # str of 2 GiB
-        head + b"\xdd\xff\xff\xff\xff",                           # array of 2^32 items
-        head + b"\xdf\xff\xff\xff\xff",                           # map of 2^32 items
-        head + b"\x91" * 200_000 + b"\xc0",                       # deep nesting
-        MAGIC + b"\xdf\xff\xff\xff\xff",                          # huge header map
-        MAGIC + b"\x81" * 100_000 + b"\xc0",                      # deeply nested header
-        head + msgpack.packb(msgpack.ExtType(1, b"x" * 10)),      # an ext type
-        head + msgpack.packb(["meta", "text, not bytes"]),
-        head + msgpack.packb(["meta"]),
-        head + msgpack.packb({"meta": b""}, use_bin_type=True),
-        head + msgpack.packb([1, b""], use_bin_type=True),
-    ]
-    for i, case in enumerate(cases):
-        refused(case, tmp_path, f"hostile{i}.mvc")
+    for version in (1, 2):
+        head = MAGIC + msgpack.packb({**header, "version": version})
+        cases = [
+            head + b"\x92" + name + b"\xc6\xff\xff\xff\xff",          # bin of 4 GiB
+            head + b"\x92" + name + b"\xdb\x7f\xff\xff\xff",          # str of 2 GiB
+            head + b"\xdd\xff\xff\xff\xff",                           # array of 2^32 items
+            head + b"\xdf\xff\xff\xff\xff",                           # map of 2^32 items
+            head + b"\x91" * 200_000 + b"\xc0",                       # deep nesting
+            MAGIC + b"\xdf\xff\xff\xff\xff",                          # huge header map
+            MAGIC + b"\x81" * 100_000 + b"\xc0",                      # deeply nested header
+            head + msgpack.packb(msgpack.ExtType(1, b"x" * 10)),      # an ext type
+            head + msgpack.packb(["meta", "text, not bytes"]),
+            head + msgpack.packb(["meta"]),
+            head + msgpack.packb({"meta": b""}, use_bin_type=True),
+            head + msgpack.packb([1, b""], use_bin_type=True),
+        ]
+        for i, case in enumerate(cases):
+            refused(case, tmp_path, f"hostile{i}.mvc")
+    # version 2 reads from the end: the same bytes where the footer and the end
+    # record point, with every offset and digest right
+    layout = parse_v2(data)
+    for i, (what, blob) in enumerate(HOSTILE_BLOBS.items()):
+        as_end = build_v2(layout.header, layout.items(), layout.pages, edit_end=lambda _: blob)
+        refused(as_end, tmp_path, f"end{i}.mvc")
+        for record in ckpt_raw.RECORD_NAMES:
+            items = [item if item == PAGES or item[0] != record else (record, item[1], blob)
+                     for item in layout.items()]
+            refused(build_v2(layout.header, items, layout.pages), tmp_path,
+                    f"record{i}-{record}.mvc")
 
 
 HOSTILE_PAYLOADS = {
@@ -373,19 +482,30 @@ HOSTILE_PAYLOADS = {
 }
 
 
-@pytest.mark.parametrize("section", ["meta", "image", "state", "pages", "disk"])
+@pytest.mark.parametrize("version, section",
+                         [(1, name) for name in ("meta", "image", "state", "pages", "disk")]
+                         + [(2, name) for name in ckpt_raw.RECORD_NAMES],
+                         ids=lambda v: str(v))
 @pytest.mark.parametrize("payload", list(HOSTILE_PAYLOADS), ids=list(HOSTILE_PAYLOADS))
-def test_hostile_section_payloads_are_refused(section, payload, sample, tmp_path):
+def test_hostile_section_payloads_are_refused(version, section, payload, sample, tmp_path):
+    """A hostile payload with its checksum right, in each section (version 1:
+    pages chunks too) or record (version 2: the page index too)."""
     _, _, _, data = sample
-    header, sections = sections_of(data)
-    changed = [(n, HOSTILE_PAYLOADS[payload] if n == section else p) for n, p in sections]
-    refused(build(header, changed), tmp_path)
+    if version == 1:
+        header, sections = sections_of(as_version(data, 1))
+        changed = [(n, HOSTILE_PAYLOADS[payload] if n == section else p) for n, p in sections]
+        refused(build(header, changed), tmp_path)
+    else:
+        layout = parse_v2(data)
+        refused(build_v2(layout.header, layout.items(**{section: HOSTILE_PAYLOADS[payload]}),
+                         layout.pages), tmp_path)
 
 
-def mutate(data: bytes, change) -> bytes:
+def mutate(data: bytes, change, version: int = 2) -> bytes:
+    """``data`` with its decoded parts changed, checksums right, as ``version``."""
     header, parts = decoded(data)
     change(parts)
-    return rebuild(header, parts)
+    return rebuild(header, parts, version=version)
 
 
 def _set(path, value):
@@ -459,12 +579,20 @@ STATE_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(STATE_CASES), ids=list(STATE_CASES))
-def test_impossible_contents_are_refused(case, sample, tmp_path):
+#: Cases in the ``pages`` sections exist only in version 1; version 2's page
+#: index is tested in test_v2_index_disagreements_are_refused.
+PAGES_CASES = [case for case in STATE_CASES if case.startswith("page")]
+
+
+@pytest.mark.parametrize("version, case",
+                         [(1, case) for case in STATE_CASES]
+                         + [(2, case) for case in STATE_CASES if case not in PAGES_CASES],
+                         ids=lambda v: str(v))
+def test_impossible_contents_are_refused(version, case, sample, tmp_path):
     _, _, _, data = sample
     header, parts = decoded(data)
     assert len(parts["image"]["code"]) == 18        # the cases above assume it
-    damaged = mutate(data, STATE_CASES[case])
+    damaged = mutate(data, STATE_CASES[case], version)
     message = refused(damaged, tmp_path, error=MinivmError)
     assert "bad.mvc" in message, f"the message should name the file: {message}"
     # `minivm inspect` on it: it may describe what it can, or refuse it, but it
@@ -478,14 +606,25 @@ def test_impossible_contents_are_refused(case, sample, tmp_path):
     assert status in (0, 2)
 
 
-def test_hostile_file_through_the_cli(sample, tmp_path):
+def test_the_pages_cases_are_written_as_version_1(sample):
+    """The version-1 cases above really are version-1 files (the loader's v1 path)."""
+    _, _, _, data = sample
+    damaged = mutate(data, STATE_CASES["page saved twice"], 1)
+    assert sections_of(damaged)[0]["version"] == 1
+    with pytest.raises(FormatError, match="page 3 is saved twice"):
+        load_checkpoint(damaged, "x")
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_hostile_file_through_the_cli(sample, tmp_path, version):
     _, _, _, data = sample
     path = tmp_path / "bad.mvc"
-    path.write_bytes(mutate(data, _set(["state", "cpu", "pc"], 1 << 40)))
-    result = run_cli("resume", str(path), cwd=tmp_path)
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert b"Traceback" not in result.stderr
-    assert b"bad.mvc" in result.stderr and b"outside the code" in result.stderr
+    path.write_bytes(mutate(data, _set(["state", "cpu", "pc"], 1 << 40), version))
+    for args in (["resume", str(path)], ["resume", str(path), "--engine", "blocks"]):
+        result = run_cli(*args, cwd=tmp_path)
+        assert result.returncode == 2, (result.stdout, result.stderr)
+        assert b"Traceback" not in result.stderr
+        assert b"bad.mvc" in result.stderr and b"outside the code" in result.stderr
     result = run_cli("inspect", str(path), cwd=tmp_path)    # may describe it, never crash
     assert result.returncode in (0, 2) and b"Traceback" not in result.stderr
 
