@@ -114,7 +114,8 @@ def build_v2(header, items, pages, *, edit_end=None, footer=None) -> bytes:
     (each record packed as ``[name, payload]``, its SHA-256 in the end
     record), the raw ``pages`` at :data:`PAGES`, the end record (after
     ``edit_end(end)``, which may change it in place or return a new one) and
-    the footer (``footer(end_at)`` -> bytes, if given)."""
+    the footer (``footer(end_at)`` -> bytes, if given). An end record given
+    as bytes is written as it is."""
     out = bytearray(MAGIC + packb(header))
     entries = []
     pages_at, pages_len = len(out), 0
@@ -136,7 +137,7 @@ def build_v2(header, items, pages, *, edit_end=None, footer=None) -> bytes:
     if edit_end is not None:
         end = edit_end(end) or end
     end_at = len(out)
-    out += packb(["end", end]) if isinstance(end, dict) else end
+    out += end if isinstance(end, bytes) else packb(["end", end])
     out += footer(end_at) if footer is not None else FOOTER.pack(FOOTER_MAGIC, end_at)
     return bytes(out)
 
