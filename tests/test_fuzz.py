@@ -8,9 +8,11 @@ never another exception, a hang or unbounded memory. Targets:
 * the image loader (``image_from_bytes``) on mutated and hand-crafted images,
   and the interpreter on every image the loader accepts;
 * the checkpoint loader (``read_checkpoint``), ``inspect``'s report and
-  ``resume`` on mutated checkpoints: truncated, bit-flipped, byte-inserted,
-  section-reordered, and with their sections' contents mutated and the
-  digests recomputed, so the corruption reaches the field validators;
+  ``resume`` (on both engines) on mutated checkpoints of both formats:
+  truncated, bit-flipped, byte-inserted, section- or record-reordered, and
+  with their sections' contents mutated and the digests recomputed, so the
+  corruption reaches the field validators (version 1: the ``pages``
+  sections too; version 2: the page index and the end record too);
 * hand-crafted hostile msgpack: huge declared lengths, deep nesting, a wrong
   type in every field, out-of-range values;
 * the interpreter on random valid programs built from ``isa.SHAPES``.
@@ -37,12 +39,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import ckpt_raw
+from ckpt_files import join, split
+from ckpt_raw import PAGES, build_v2, parse_v2
 from ckpt_strategies import close_disks
 from minivm import isa
 from minivm.assembler import AssemblyError, assemble, assemble_file
 from minivm.checkpoint import Checkpointer
 from minivm.resume import read_checkpoint, resume
-from minivm.ckptfile import CHECKPOINT_KIND, CHECKPOINT_VERSION, load_checkpoint
+from minivm.ckptfile import load_checkpoint
+from minivm.engine import ENGINES
 from minivm.container import ContainerWriter, pack, read_container
 from minivm.devices import BufferSink, ConsoleInput
 from minivm.disks import open_disk
@@ -132,10 +138,37 @@ def seeds(tmp_path_factory):
     return [(p, p.read_bytes()) for p in (with_disk, no_disk)]
 
 
+#: Both checkpoint formats: every seed is written as version 2 (what minivm
+#: writes); tests/ckpt_files.py gives it in version 1's layout too.
+VERSIONS = (1, 2)
+
+
+def as_version(seed: bytes, version: int) -> bytes:
+    return seed if version == 2 else join(*split(seed), version=1)
+
+
+def checkpoint_bytes(header: dict, sections, version: int) -> bytes:
+    """(header, sections) in version 1's vocabulary, digests right, written as
+    ``version`` (version 2: the pages payloads must be real page lists)."""
+    return join(header, sections, version=version)
+
+
+def with_record(seed: bytes, name: str, payload: bytes, raw: bytes | None = None) -> bytes:
+    """A version-2 seed with record ``name``'s payload replaced (its digest
+    right), or its bytes in the file replaced by ``raw``: any record,
+    the page index too."""
+    layout = parse_v2(seed)
+    items = [item if item == PAGES or item[0] != name else
+             (name, payload) if raw is None else (name, item[1], raw)
+             for item in layout.items()]
+    return build_v2(layout.header, items, layout.pages)
+
+
 def exercise_checkpoint(data: bytes, folder: Path, *, inspect: bool = True,
-                        run: bool = True) -> str:
+                        run: bool = True, engines=ENGINES) -> str:
     """Load a possibly hostile checkpoint, then describe it (`minivm inspect`)
-    and/or resume and run it.
+    and/or resume and run it, on each of ``engines`` (both engines must end
+    the same way).
 
     Returns how far it got; anything but a clean MinivmError fails the test.
     The file is written beside the seed so that its disk chain resolves.
@@ -143,7 +176,7 @@ def exercise_checkpoint(data: bytes, folder: Path, *, inspect: bool = True,
     path = folder / "fuzz-input.mvc"
     path.write_bytes(data)
     # time_limit only detects a hang (generous, so a loaded host cannot trip it).
-    with time_limit(60, "loading, inspecting and resuming a checkpoint"):
+    with time_limit(60 * len(engines), "loading, inspecting and resuming a checkpoint"):
         try:
             ckpt = read_checkpoint(str(path))
         except MinivmError as exc:
@@ -156,21 +189,28 @@ def exercise_checkpoint(data: bytes, folder: Path, *, inspect: bool = True,
                 assert_clean(exc)
         if not run:
             return "described"
-        with tempfile.TemporaryDirectory() as store:
-            try:
-                machine, _ = resume(ckpt, FileStore(store), console_sink=BufferSink(),
-                                    console_input=ConsoleInput(b""))
-            except MinivmError as exc:
-                assert_clean(exc)
-                return "refused by resume"
-            try:
-                stop = machine.run(MAX_TICKS)
-            except MinivmError as exc:
-                assert_clean(exc)
-                return "stopped with an error"
-            finally:
-                close_disks(machine)
-        assert stop.reason in ("halt", "fault", "limit"), stop
+        outcomes = {engine: _resume_and_run(str(path), engine) for engine in engines}
+    assert len(set(outcomes.values())) == 1, f"the engines disagree: {outcomes}"
+    return outcomes[engines[0]]
+
+
+def _resume_and_run(path: str, engine: str) -> str:
+    ckpt = read_checkpoint(path)            # its own (a lazy resume reads from it)
+    with tempfile.TemporaryDirectory() as store:
+        try:
+            machine, _ = resume(ckpt, FileStore(store), console_sink=BufferSink(),
+                                console_input=ConsoleInput(b""), engine=engine)
+        except MinivmError as exc:
+            assert_clean(exc)
+            return "refused by resume"
+        try:
+            stop = machine.run(MAX_TICKS)
+        except MinivmError as exc:
+            assert_clean(exc)
+            return "stopped with an error"
+        finally:
+            close_disks(machine)
+    assert stop.reason in ("halt", "fault", "limit"), stop
     return "resumed"
 
 
@@ -476,22 +516,65 @@ SECTION_NAMES = ("meta", "image", "state", "pages", "disk")
 
 @st.composite
 def mutated_checkpoints(draw, seed: bytes):
-    kind = draw(st.sampled_from(["bytes", "tree", "tree", "sections"]))
+    """A mutated copy of a real (version-2) checkpoint, in either format."""
+    version = draw(st.sampled_from(VERSIONS))
+    kinds = ["bytes", "tree", "tree", "sections"] + (["index", "end"] if version == 2 else [])
+    kind = draw(st.sampled_from(kinds))
     if kind == "bytes":
-        return draw(mutated_bytes(seed))
-    header, sections = split_container(seed, CHECKPOINT_KIND, CHECKPOINT_VERSION)
+        return draw(mutated_bytes(as_version(seed, version)))
+    if kind == "index":
+        # the page index (its digest right): numbers and CRCs mutated
+        index = msgpack.unpackb(parse_v2(seed).records["index"], raw=False)
+        return with_record(seed, "index", pack(draw(mutated_tree(index))))
+    if kind == "end":
+        # the end record (every record's digest right): offsets, lengths,
+        # digests, names, the page data's place mutated
+        layout = parse_v2(seed)
+        end_at, end_stop = layout.regions["end record"]
+        end = msgpack.unpackb(seed[end_at:end_stop], raw=False)[1]
+        mutated = draw(mutated_tree(end))
+        return build_v2(layout.header, layout.items(), layout.pages, edit_end=lambda _: mutated)
+    header, sections = split(seed)
+    # version 2 has no pages payload to mutate: its pages stay real pages
+    mutable = [i for i, (name, _) in enumerate(sections) if version == 1 or name != "pages"]
     if kind == "tree":
         # Mutate the contents of one or two sections, recompute the digests.
         for _ in range(draw(st.integers(1, 2))):
-            i = draw(st.integers(0, len(sections) - 1))
+            i = draw(st.sampled_from(mutable))
             name, payload = sections[i]
             tree = msgpack.unpackb(payload, raw=False, strict_map_key=False)
             sections[i] = (name, pack(draw(mutated_tree(tree))))
         if draw(st.booleans()):
             header = draw(mutated_tree(header))
             if not isinstance(header, dict):
-                header = {"version": 1}
-        return container_bytes(CHECKPOINT_KIND, header, sections)
+                header = {"version": version}
+        if version == 2:
+            return checkpoint_bytes(header, sections, 2)
+        return checkpoint_bytes({**header, "version": 1}, sections, 1)
+    if version == 2:
+        # Whole records: the v2 items (records and the page data) reordered,
+        # dropped, duplicated, renamed, or a foreign record added.
+        layout = parse_v2(seed)
+        items = layout.items()
+        for _ in range(draw(st.integers(1, 3))):
+            op = draw(st.sampled_from(["permute", "drop", "dup", "rename", "foreign"]))
+            if op == "permute":
+                items = draw(st.permutations(items))
+            elif op == "drop" and items:
+                items.pop(draw(st.integers(0, len(items) - 1)))
+            elif op == "dup" and items:
+                items.insert(draw(st.integers(0, len(items))),
+                             items[draw(st.integers(0, len(items) - 1))])
+            elif op == "rename" and items:
+                i = draw(st.integers(0, len(items) - 1))
+                if items[i] != PAGES:
+                    items[i] = (draw(st.sampled_from(ckpt_raw.RECORD_NAMES + ("end", "", "x"))),
+                                items[i][1])
+            elif op == "foreign":
+                items.insert(draw(st.integers(0, len(items))),
+                             (draw(st.sampled_from(ckpt_raw.RECORD_NAMES)),
+                              draw(st.binary(max_size=32))))
+        return build_v2(layout.header, items, layout.pages)
     # Whole sections: reorder, drop, duplicate, rename, add a foreign one.
     for _ in range(draw(st.integers(1, 3))):
         op = draw(st.sampled_from(["permute", "drop", "dup", "rename", "foreign"]))
@@ -509,17 +592,18 @@ def mutated_checkpoints(draw, seed: bytes):
         elif op == "foreign":
             sections.insert(draw(st.integers(0, len(sections))),
                             (draw(st.sampled_from(SECTION_NAMES)), draw(st.binary(max_size=32))))
-    return container_bytes(CHECKPOINT_KIND, header, sections)
+    return checkpoint_bytes({**header, "version": 1}, sections, 1)
 
 
 @FUZZ
 @given(data=st.data())
 def test_checkpoint_loader_mutated(seeds, data):
-    """Load, resume and run 2000 ticks."""
+    """Load, resume and run 2000 ticks (on one engine, drawn)."""
     rss_before = peak_rss_mb()
     path, seed = data.draw(st.sampled_from(seeds))
     blob = data.draw(mutated_checkpoints(seed))
-    exercise_checkpoint(blob, path.parent, inspect=False)
+    engine = data.draw(st.sampled_from(ENGINES))
+    exercise_checkpoint(blob, path.parent, inspect=False, engines=(engine,))
     assert peak_rss_mb() - rss_before < 512, "peak memory grew by more than 512 MB"
 
 
@@ -532,10 +616,12 @@ def test_inspect_mutated(seeds, data):
     exercise_checkpoint(blob, path.parent, run=False)
 
 
-def test_seed_checkpoints_resume(seeds):
-    """The fuzz seeds themselves load and resume (else the fuzzing tests little)."""
+@pytest.mark.parametrize("version", VERSIONS)
+def test_seed_checkpoints_resume(seeds, version):
+    """The fuzz seeds themselves load and resume, in both formats, on both
+    engines (else the fuzzing tests little)."""
     for path, seed in seeds:
-        assert exercise_checkpoint(seed, path.parent) == "resumed"
+        assert exercise_checkpoint(as_version(seed, version), path.parent) == "resumed"
 
 
 # --- hand-crafted hostile msgpack -----------------------------------------------------------------
@@ -549,40 +635,54 @@ HUGE_HEADERS = {
     "array32-4M": b"\xdd\x00\x40\x00\x00",
 }
 MAGIC = msgpack.packb("minivm-checkpoint")
-HEADER = pack({"version": CHECKPOINT_VERSION})
 
 
-def _hostile_files(seed: bytes, blob: bytes) -> dict[str, bytes]:
-    """``blob`` placed at every level of a checkpoint file."""
-    header, sections = split_container(seed, CHECKPOINT_KIND, CHECKPOINT_VERSION)
+def _hostile_files(seed: bytes, blob: bytes, version: int) -> dict[str, bytes]:
+    """``blob`` placed at every level of a checkpoint file of ``version``:
+    version 1 in each section; version 2 in each record (the page index
+    too), as a record's bytes, and as the end record the footer points at."""
+    head = pack({"version": version})
     files = {"as-header": MAGIC + blob + b"\x00" * 64,
-             "as-section": MAGIC + HEADER + blob + b"\x00" * 64,
-             "as-section-payload": MAGIC + HEADER + b"\x92\xa5state" + blob + b"\x00" * 64,
-             "as-trailer": MAGIC + HEADER + b"\x92\xa3end" + blob + b"\x00" * 64}
-    for name in SECTION_NAMES:
-        patched = [(n, blob + b"\x00" * 16 if n == name else p) for n, p in sections]
-        files[f"in-{name}-payload"] = container_bytes(CHECKPOINT_KIND, header, patched)
+             "as-section": MAGIC + head + blob + b"\x00" * 64,
+             "as-section-payload": MAGIC + head + b"\x92\xa5state" + blob + b"\x00" * 64,
+             "as-trailer": MAGIC + head + b"\x92\xa3end" + blob + b"\x00" * 64}
+    if version == 1:
+        header, sections = split(as_version(seed, 1))
+        for name in SECTION_NAMES:
+            patched = [(n, blob + b"\x00" * 16 if n == name else p) for n, p in sections]
+            files[f"in-{name}-payload"] = checkpoint_bytes(header, patched, 1)
+        return files
+    for name in ckpt_raw.RECORD_NAMES:
+        files[f"in-{name}-payload"] = with_record(seed, name, blob + b"\x00" * 16)
+        files[f"as-{name}-record"] = with_record(seed, name, b"", b"\x92" + pack(name) + blob)
+    layout = parse_v2(seed)
+    files["as-end-record"] = build_v2(layout.header, layout.items(), layout.pages,
+                                      edit_end=lambda _: blob + b"\x00" * 16)
+    files["as-end-record-payload"] = build_v2(layout.header, layout.items(), layout.pages,
+                                              edit_end=lambda _: b"\x92\xa3end" + blob)
     return files
 
 
+@pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("what", list(HUGE_HEADERS))
-def test_huge_declared_lengths(seeds, what):
+def test_huge_declared_lengths(seeds, what, version):
     """A length header claiming gigabytes is refused at once, with bounded memory."""
     path, seed = seeds[0]
-    for where, data in _hostile_files(seed, HUGE_HEADERS[what]).items():
+    for where, data in _hostile_files(seed, HUGE_HEADERS[what], version).items():
         with bounded("a hostile input", megabytes=200):
             with pytest.raises(FormatError) as info:
                 load_checkpoint(data, "checkpoint 'hostile.mvc'")
         assert "hostile.mvc" in assert_clean(info.value), where
 
 
+@pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("depth", [1000, 100_000])
 @pytest.mark.parametrize("unit", [b"\x91", b"\x81\xa1k", b"\xdd\x00\x40\x00\x00"],
                          ids=["arrays", "maps", "arrays-declaring-4M"])
-def test_deep_nesting(seeds, depth, unit):
+def test_deep_nesting(seeds, depth, unit, version):
     path, seed = seeds[0]
     blob = unit * depth + b"\xc0"
-    for where, data in _hostile_files(seed, blob).items():
+    for where, data in _hostile_files(seed, blob, version).items():
         with bounded("a hostile input", megabytes=200):
             with pytest.raises(FormatError) as info:
                 load_checkpoint(data, "checkpoint 'hostile.mvc'")
@@ -603,26 +703,47 @@ WRONG_VALUES = [None, True, -1, -(1 << 63), (1 << 64) - 1, 1 << 32, 1.5, "x", b"
                 [], {}, [0] * 20, DELETE]
 
 
-@pytest.mark.parametrize("section", SECTION_NAMES)
-def test_wrong_value_in_every_field(seeds, section):
+def _with_section(seed: bytes, version: int, section: str, payload: bytes) -> bytes:
+    """A seed in ``version`` with one section's (version 2: record's) payload
+    replaced, digests right."""
+    if version == 2 and section == "index":
+        return with_record(seed, "index", payload)
+    header, sections = split(seed)
+    patched = [(name, payload if name == section else p) for name, p in sections]
+    return checkpoint_bytes(header, patched, version)
+
+
+def _section_tree(seed: bytes, section: str):
+    if section == "index":
+        return msgpack.unpackb(parse_v2(seed).records["index"], raw=False)
+    return msgpack.unpackb(dict(split(seed)[1])[section], raw=False)
+
+
+@pytest.mark.parametrize("version, section",
+                         [(1, name) for name in SECTION_NAMES]
+                         + [(2, name) for name in ckpt_raw.RECORD_NAMES],
+                         ids=lambda v: str(v))
+def test_wrong_value_in_every_field(seeds, version, section):
     """Every field of every section (lists: first, second, last element), replaced by
-    each of WRONG_VALUES or deleted, digests recomputed: load, inspect, resume, run.
-    Lists every distinct crash (exception type and place in minivm) it finds."""
+    each of WRONG_VALUES or deleted, digests recomputed: load, inspect, resume, run
+    (the engines in turn). Version 1: the pages sections too; version 2: the
+    page index too. Lists every distinct crash (exception type and place in
+    minivm) it finds."""
     outcomes: dict[str, int] = {}
     crashes: dict[tuple, str] = {}
+    turn = 0
     for path, seed in seeds:
-        header, sections = split_container(seed, CHECKPOINT_KIND, CHECKPOINT_VERSION)
-        index = [n for n, _ in sections].index(section)
-        tree = msgpack.unpackb(sections[index][1], raw=False)
+        tree = _section_tree(seed, section)
         for field_path in list(tree_paths(tree))[1:]:
             for value in WRONG_VALUES:
-                patched = list(sections)
-                patched[index] = (section, pack(tree_set(tree, field_path, value)))
-                blob = container_bytes(CHECKPOINT_KIND, header, patched)
+                blob = _with_section(seed, version, section,
+                                     pack(tree_set(tree, field_path, value)))
+                turn += 1
+                engine = ENGINES[turn % len(ENGINES)]
                 for inspect, run in ((False, True), (True, False)):
                     try:
                         outcome = exercise_checkpoint(blob, path.parent, inspect=inspect,
-                                                      run=run)
+                                                      run=run, engines=(engine,))
                     except (Exception, Hang) as exc:
                         where = [f for f in traceback.extract_tb(exc.__traceback__)
                                  if "/minivm/" in f.filename] or [None]
@@ -630,7 +751,8 @@ def test_wrong_value_in_every_field(seeds, section):
                                  if where[-1] else "?")
                         crashes.setdefault((type(exc).__name__, place), (
                             f"{type(exc).__name__} at {place} "
-                            f"({'inspect' if inspect else 'resume'}): {path.name} "
+                            f"({'inspect' if inspect else 'resume on ' + engine}): "
+                            f"{path.name} as version {version}, "
                             f"section '{section}' field {list(field_path)} = "
                             f"{'deleted' if value is DELETE else repr(value)[:40]}: "
                             f"{str(exc)[:100]}"))
@@ -641,14 +763,14 @@ def test_wrong_value_in_every_field(seeds, section):
         assert outcomes.get("refused by the loader", 0) + outcomes.get("refused by resume", 0)
 
 
-def _patched_state(seed: bytes, edit) -> bytes:
-    header, sections = split_container(seed, CHECKPOINT_KIND, CHECKPOINT_VERSION)
+def _patched_state(seed: bytes, edit, version: int) -> bytes:
+    header, sections = split(seed)
     out = []
     for name, payload in sections:
         tree = msgpack.unpackb(payload, raw=False)
         tree = edit(name, tree)
         out.append((name, pack(tree)))
-    return container_bytes(CHECKPOINT_KIND, header, out)
+    return checkpoint_bytes(header, out, version)
 
 
 def _state_edit(fn):
@@ -667,7 +789,7 @@ def _pages_edit(fn):
     return edit
 
 
-@pytest.mark.parametrize("edit, words", [
+OUT_OF_RANGE_EDITS = [
     (_state_edit(lambda s: s.update(memory_size=-4096)), "memory size"),
     (_state_edit(lambda s: s.update(memory_size=(1 << 32) + 1)), "memory size"),
     (_state_edit(lambda s: s["cpu"].update(pc=-1)), "pc"),
@@ -688,35 +810,47 @@ def _pages_edit(fn):
     (_state_edit(lambda s: s["timer"].update(handler=-1)), "outside the code"),
     (_state_edit(lambda s: s["interrupts"].update(pending=[[0, 0, 0, "timer"]] * 70000)),
      "too many"),
-], ids=["memory-negative", "memory-over-4G", "pc-negative", "pc-outside-code",
-        "tick-negative", "register-2^32", "register-negative", "17-registers",
-        "page-outside-memory", "page-negative", "page-short", "page-twice",
-        "dma-count-negative", "dma-addr-outside-memory", "dma-block-outside-disk",
-        "disk-handler-outside-code", "timer-handler-negative", "70000-pending-interrupts"])
-def test_out_of_range_values(seeds, edit, words):
+]
+OUT_OF_RANGE_IDS = ["memory-negative", "memory-over-4G", "pc-negative", "pc-outside-code",
+                    "tick-negative", "register-2^32", "register-negative", "17-registers",
+                    "page-outside-memory", "page-negative", "page-short", "page-twice",
+                    "dma-count-negative", "dma-addr-outside-memory", "dma-block-outside-disk",
+                    "disk-handler-outside-code", "timer-handler-negative", "70000-pending-interrupts"]
+
+
+#: Edits of the pages sections: version 1 only (version 2's page index:
+#: tests/test_ckptfile.py, test_v2_index_disagreements_are_refused).
+@pytest.mark.parametrize("version, edit, words", [
+    pytest.param(version, edit, words, id=f"{name}-v{version}")
+    for version in VERSIONS
+    for (edit, words), name in zip(OUT_OF_RANGE_EDITS, OUT_OF_RANGE_IDS)
+    if version == 1 or not name.startswith("page-")])
+def test_out_of_range_values(seeds, version, edit, words):
     path, seed = seeds[0]
-    blob = _patched_state(seed, edit)
-    with bounded("a hostile input", megabytes=200, hang_after=150):
-        with pytest.raises(FormatError) as info:
-            ckpt = load_checkpoint(blob, "checkpoint 'hostile.mvc'")
-            ckpt.path = str(path)           # its disk chain resolves beside the seed
-            with tempfile.TemporaryDirectory() as store:
-                machine, _ = resume(ckpt, FileStore(store))
-                close_disks(machine)
-    assert words in assert_clean(info.value), str(info.value)
+    blob = _patched_state(seed, edit, version)
+    for engine in ENGINES:
+        with bounded("a hostile input", megabytes=200, hang_after=150):
+            with pytest.raises(FormatError) as info:
+                ckpt = load_checkpoint(blob, "checkpoint 'hostile.mvc'")
+                ckpt.path = str(path)           # its disk chain resolves beside the seed
+                with tempfile.TemporaryDirectory() as store:
+                    machine, _ = resume(ckpt, FileStore(store), engine=engine)
+                    close_disks(machine)
+        assert words in assert_clean(info.value), str(info.value)
 
 
 # Minimal inputs found by test_wrong_value_in_every_field (see docs/reliability.md).
 
-def _hostile_checkpoint(seeds, section: str, field_path: tuple, value) -> tuple[bytes, Path]:
+def _hostile_checkpoint(seeds, section: str, field_path: tuple, value,
+                        version: int) -> tuple[bytes, Path]:
     path, seed = seeds[0]
-    header, sections = split_container(seed, CHECKPOINT_KIND, CHECKPOINT_VERSION)
+    header, sections = split(seed)
     patched = []
     for name, payload in sections:
         if name == section:
             payload = pack(tree_set(msgpack.unpackb(payload, raw=False), field_path, value))
         patched.append((name, payload))
-    return container_bytes(CHECKPOINT_KIND, header, patched), path
+    return checkpoint_bytes(header, patched, version), path
 
 
 @pytest.mark.parametrize("field_path, value", [
@@ -729,11 +863,12 @@ def _hostile_checkpoint(seeds, section: str, field_path: tuple, value) -> tuple[
     (("console",), DELETE),
 ], ids=["regs-nil", "regs-strings", "no-halted", "interrupts-empty-map", "timer-nil",
         "queue-string", "no-console"])
-def test_inspect_hostile_state_regression(seeds, field_path, value):
+@pytest.mark.parametrize("version", VERSIONS)
+def test_inspect_hostile_state_regression(seeds, field_path, value, version):
     """`minivm inspect` (report.describe_checkpoint) on a checkpoint whose state
     section has a wrong type: a clean error (or a report), never a TypeError,
     KeyError, IndexError or ValueError traceback."""
-    blob, path = _hostile_checkpoint(seeds, "state", field_path, value)
+    blob, path = _hostile_checkpoint(seeds, "state", field_path, value, version)
     try:
         ckpt = load_checkpoint(blob, "checkpoint 'hostile.mvc'")
         ckpt.path = str(path)
@@ -747,12 +882,14 @@ def test_inspect_hostile_state_regression(seeds, field_path, value):
     (("console",), [1, 2]),
     (("cpu", "regs"), None),
 ], ids=["input-consumed-2^40", "console-list", "regs-nil"])
-def test_cli_inspect_and_repl_restore_hostile_state(seeds, tmp_path, field_path, value):
+@pytest.mark.parametrize("version", VERSIONS)
+def test_cli_inspect_and_repl_restore_hostile_state(seeds, tmp_path, field_path, value,
+                                                    version):
     """The CLI's `inspect` and the REPL's `restore FILE` on a checkpoint whose
     state has a wrong value: a clean error, no traceback, no 'internal error'
     (the REPL's restore reads console.input_consumed before validating it and
     allocates a bytearray of that size)."""
-    blob, path = _hostile_checkpoint(seeds, "state", field_path, value)
+    blob, path = _hostile_checkpoint(seeds, "state", field_path, value, version)
     evil = path.parent / f"hostile-{tmp_path.name}.mvc"
     evil.write_bytes(blob)
     proc = run_cli("inspect", str(evil), input=b"", timeout=60)
@@ -768,18 +905,21 @@ def test_cli_inspect_and_repl_restore_hostile_state(seeds, tmp_path, field_path,
 
 @pytest.mark.parametrize("value", [1 << 32, (1 << 64) - 1, None, 1.5, 0, -1],
                          ids=["2^32", "2^64-1", "nil", "float", "zero", "negative"])
-def test_resume_hostile_group_blocks_regression(seeds, value):
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_resume_hostile_group_blocks_regression(seeds, value, version, engine):
     """A checkpoint's disk.group_blocks is not validated by the loader; resume
     (as the REPL's `restore FILE` calls it) builds the overlay with it, and the
     first disk write then fails with MemoryError (2^32 blocks of 512 bytes),
     OverflowError or TypeError. It must be refused cleanly, in bounded memory."""
-    blob, path = _hostile_checkpoint(seeds, "disk", ("group_blocks",), value)
+    blob, path = _hostile_checkpoint(seeds, "disk", ("group_blocks",), value, version)
     with bounded("a hostile input", megabytes=200, hang_after=150):
         try:
             ckpt = load_checkpoint(blob, "checkpoint 'hostile.mvc'")
             ckpt.path = str(path)
             with tempfile.TemporaryDirectory() as store:
-                machine, _ = resume(ckpt, FileStore(store), console_sink=BufferSink())
+                machine, _ = resume(ckpt, FileStore(store), console_sink=BufferSink(),
+                                    engine=engine)
                 try:
                     machine.run(MAX_TICKS)
                 finally:

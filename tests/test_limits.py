@@ -2,8 +2,10 @@
 
 * ``--max-steps`` on a resumed run; memory sizes (1 byte .. 4 GiB);
   ``--max-inflight``;
-* the loader's file-size caps (checkpoints: container.MAX_FILE_BYTES, programs
-  64 MiB), refused from the size alone, without reading the file;
+* the loader's file-size caps (version-1 checkpoints: container.MAX_FILE_BYTES,
+  programs 64 MiB), refused from the size alone, without reading the file;
+  a version-2 checkpoint is never read whole: one bigger than that cap
+  loads, inspects and resumes in memory for its records and index only;
 * a checkpoint folder that cannot be created or written, and a store whose
   disk is full: the checkpoint fails with a clear report and the guest keeps
   running to the same final state and output as without it;
@@ -13,8 +15,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
+import zlib
 import subprocess
 from pathlib import Path
 
@@ -23,6 +27,8 @@ import pytest
 from minivm.assembler import assemble
 from minivm.checkpoint import Checkpointer
 from minivm.resume import read_checkpoint, resume
+from ckpt_files import split
+from ckpt_raw import FOOTER, FOOTER_MAGIC, MAGIC, index_payload, packb
 from minivm.container import MAX_FILE_BYTES, AtomicFile
 from minivm.devices import BufferSink, ConsoleInput
 from minivm.disks import close_chain, open_disk
@@ -166,7 +172,11 @@ def sparse(path: Path, size: int) -> Path:
 
 
 def test_checkpoint_over_the_size_cap_is_refused_unread(tmp_path):
+    """A version-1 checkpoint (read whole) over container.MAX_FILE_BYTES: its
+    magic and header, then a hole."""
     big = sparse(tmp_path / "big.mvc", MAX_FILE_BYTES + 1)
+    with open(big, "r+b") as f:
+        f.write(packb("minivm-checkpoint") + packb({"version": 1, "name": "ckpt-0001"}))
     with bounded("refusing a checkpoint over the size cap", megabytes=16), \
             pytest.raises(FormatError) as info:
         read_checkpoint(str(big))
@@ -176,6 +186,64 @@ def test_checkpoint_over_the_size_cap_is_refused_unread(tmp_path):
         proc = run_cli(command, str(big), input=b"")
         err = no_traceback(proc)
         assert proc.returncode == 2 and f"{MAX_FILE_BYTES}-byte limit" in err, err
+
+
+BIG_MEMORY = "mov r1, 0x7FFFF000\nmov r2, 42\nst r2, [r1]\nckpt\nld r0, [r1]\nhalt\n"
+
+
+def test_version_2_checkpoint_over_the_v1_cap_is_read_by_its_index(tmp_path):
+    """A version-2 checkpoint of 2^18 + 1 saved pages (1 GiB and 4 KiB of page
+    data, more than container.MAX_FILE_BYTES; a sparse file) is never read
+    whole: it loads, inspects and resumes (lazily: the guest reads one page)
+    in memory for its records and its index (8 bytes a page)."""
+    prog = write(tmp_path / "big.asm", BIG_MEMORY)
+    proc = run_cli("run", prog, "--mem", "2G", "--checkpoint-dir", str(tmp_path / "ck"),
+                   input=b"")
+    assert proc.returncode == 42, no_traceback(proc)
+    header, sections = split((tmp_path / "ck" / "ckpt-0001.mvc").read_bytes())
+    records = dict(sections)
+    count = (1 << 18) + 1
+    numbers = list(range((1 << 19) - count, 1 << 19))      # the top of 2 GiB, page 0x7FFFF last
+    last = bytearray(4096)
+    last[:4] = (43).to_bytes(4, "little")          # the guest saved 42: this file says 43
+    zero_crc, last_crc = zlib.crc32(bytes(4096)), zlib.crc32(last)
+    path = tmp_path / "big.mvc"
+    with open(path, "wb") as f:                 # the layout of ckptfile.py, written by hand
+        f.write(MAGIC + packb({"version": 2, **header}))
+        entries = []
+
+        def record(name, payload):
+            entries.append([name, f.tell(), len(packb([name, payload])),
+                            hashlib.sha256(payload).digest()])
+            f.write(packb([name, payload]))
+        record("image", records["image"])
+        record("state", records["state"])
+        pages_at = f.tell()
+        f.seek(pages_at + (count - 1) * 4096)   # a hole: zero pages
+        f.write(last)
+        record("disk", records["disk"])
+        record("meta", records["meta"])
+        record("index", index_payload(numbers, [zero_crc] * (count - 1) + [last_crc]))
+        end_at = f.tell()
+        f.write(packb(["end", {"sections": entries, "pages": [pages_at, count * 4096, count]}]))
+        f.write(FOOTER.pack(FOOTER_MAGIC, end_at))
+    assert path.stat().st_size > MAX_FILE_BYTES
+    with bounded("loading a 1 GiB version-2 checkpoint", megabytes=32):
+        ckpt = read_checkpoint(str(path))
+        assert ckpt.format_version == 2 and len(ckpt.pages) == count
+        assert ckpt.pages[0x7FFFF] == bytes(last) and ckpt.pages[numbers[0]] == bytes(4096)
+    for engine in ("interp", "blocks"):
+        with bounded("resuming a 1 GiB version-2 checkpoint", megabytes=64):
+            machine, _ = resume(read_checkpoint(str(path)),
+                                FileStore(str(tmp_path / f"r-{engine}")),
+                                console_sink=BufferSink(), console_input=ConsoleInput(b""),
+                                engine=engine)
+            assert machine.run(1000).reason == "halt"
+        assert machine.regs[0] == 43 and machine.memory.pages_loaded == 1
+    proc = run_cli("inspect", str(path), input=b"")
+    assert proc.returncode == 0 and str(count).encode() in proc.stdout, no_traceback(proc)
+    proc = run_cli("resume", str(path), "--checkpoint-dir", str(tmp_path / "ck2"), input=b"")
+    assert proc.returncode == 43, no_traceback(proc)
 
 
 @pytest.mark.parametrize("name", ["big.mvb", "big.asm"])

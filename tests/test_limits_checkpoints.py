@@ -5,11 +5,13 @@
   file is closed between batches), and a layer that cannot be fingerprinted
   fails the checkpoints that need it, reported, while the guest goes on;
 * scheduling: checkpoints 100 ticks apart all finish saving while the guest runs;
-* sections: however slowly the save is paced, a checkpoint has few ``pages``
-  sections (ckptfile.PAGES_PER_SECTION), and the loader takes
-  ckptfile.MAX_PAGES_SECTIONS of them;
-* size: a checkpoint that would be over container.MAX_FILE_BYTES fails
-  clearly instead of being written and then refused;
+* layout: however slowly the save is paced, a (version-2) checkpoint is one
+  area of raw page data and one index, with nothing per batch; a version-1
+  file may have up to ckptfile.MAX_PAGES_SECTIONS ``pages`` sections;
+* size: a version-2 file is never read whole, so its page data (bounded by
+  the memory, 4 GiB) has no cap; its records together are capped
+  (ckptfile.MAX_RECORD_BYTES), and no checkpoint minivm writes can exceed
+  that; a version-1 file is read whole and capped at container.MAX_FILE_BYTES;
 * chains: a checkpoint never names a disk chain longer than the loader takes;
 * --checkpoint-at ticks that one ``wait`` jumps over: one checkpoint, and a note.
 """
@@ -25,13 +27,17 @@ import pytest
 
 import minivm.checkpoint as checkpoint_module
 import minivm.ckptfile as ckptfile
+from ckpt_files import join, split
+from minivm import devices, disks, image as image_module
 from minivm.assembler import assemble
 from minivm.checkpoint import Checkpointer
-from minivm.ckptfile import MAX_PAGES_SECTIONS, PAGES_PER_SECTION
-from minivm.container import (MAX_FILE_BYTES, pack, read_container, read_file_capped,
+from minivm.ckptfile import (MAX_END_BYTES, MAX_PAGES_SECTIONS, MAX_RECORD_BYTES, FileSource,
+                             pack_end, read_end)
+from minivm.container import (MAX_PROGRAM_BYTES, pack, read_file_capped,
                               write_atomically)
 from minivm.devices import BufferSink, ConsoleInput
 from minivm.disks import close_chain, open_disk
+from minivm.engine import ENGINES
 from minivm.errors import FormatError
 from minivm.machine import Machine
 from minivm.memory import PAGE_SIZE
@@ -208,10 +214,20 @@ spin:   add r2, r2, 1
 """
 
 
-def test_a_slow_save_writes_few_sections(tmp_path):
-    """One page per batch, 4,200 pages: the writer used to write one `pages`
-    section per batch, 4,200 of them, and the reader called the file corrupt
-    (more than 4,096). The same happened with 336 MiB at the host's own pace."""
+def layout_of(path) -> tuple[int, dict, list]:
+    """A version-2 file's (end record offset, records, [pages offset, length, count])."""
+    source = FileSource(str(path), "x")
+    try:
+        return read_end(source, "x")
+    finally:
+        source.close()
+
+
+def test_a_slow_save_writes_one_page_area(tmp_path):
+    """One page per batch, 4,200 pages: the file is one area of raw page data
+    (4,199 pages back to back; the first page holds zeros) and one index,
+    with nothing written per batch. (Version 1 wrote a ``pages`` section per
+    batch, 4,200 of them, and the reader called the file corrupt.)"""
     pages = 4200
     m = machine_for(TOUCH.format(end=hex(pages * 4096), n=pages * 40 + 10_000),
                     memory_size=32 << 20)
@@ -220,25 +236,32 @@ def test_a_slow_save_writes_few_sections(tmp_path):
     (job,) = cp.jobs
     assert job.status == "complete", job.progress()      # saved while the guest ran
     ckpt = read_checkpoint(job.location)
-    assert len(ckpt.pages) == pages - 1                  # the first page holds zeros
-    container = read_container(read_file_capped(job.location, "x"), "checkpoint", 1, "x")
-    assert len(container.all("pages")) == -(-(pages - 1) // PAGES_PER_SECTION) == 17
+    assert ckpt.format_version == 2
+    assert len(ckpt.pages) == pages - 1 and list(ckpt.pages) == list(range(17, 16 + pages))
+    end_at, records, (pages_at, pages_bytes, count) = layout_of(job.location)
+    assert sorted(records) == sorted(ckptfile.RECORDS)
+    assert count == pages - 1 and pages_bytes == (pages - 1) * PAGE_SIZE
+    index_bytes = records["index"][1]
+    assert index_bytes < (pages - 1) * 8 + 64                 # 4 bytes a number, 4 a CRC
+    size = os.path.getsize(job.location)
+    assert size - pages_bytes - index_bytes < 8192, "more than the records around the pages"
+    assert ckpt.pages[16 + pages - 1][:4] == ((pages - 1) * 4096).to_bytes(4, "little")
 
 
 def test_the_reader_takes_every_section_count_the_writer_may_write(tmp_path):
-    """MAX_PAGES_SECTIONS pages sections (one page each) load; one more is refused
-    with a clear message."""
-    good = read_checkpoint(_small_checkpoint(tmp_path))
-    data = read_file_capped(good.path, "x")
-    container = read_container(data, "checkpoint", 1, "x")
+    """Version 1 (minivm 0.2 wrote up to MAX_PAGES_SECTIONS pages sections):
+    MAX_PAGES_SECTIONS pages sections (one page each) load; one more is
+    refused with a clear message."""
+    header, sections = split(read_file_capped(_small_checkpoint(tmp_path), "x"))
     for count, ok in ((MAX_PAGES_SECTIONS, True), (MAX_PAGES_SECTIONS + 1, False)):
-        sections = [(n, p) for n, p in container.sections if n != "pages" and n != "disk"]
-        sections += [("pages", pack([[i, bytes([1]) * PAGE_SIZE]])) for i in range(count)]
-        sections += [("disk", pack(None))]
+        kept = [(n, p) for n, p in sections if n != "pages" and n != "disk"]
+        kept += [("pages", pack([[i, bytes([1]) * PAGE_SIZE]])) for i in range(count)]
+        kept += [("disk", pack(None))]
         path = tmp_path / f"s{count}.mvc"
-        write_atomically(str(path), "checkpoint", container.header, sections)
+        write_atomically(str(path), "checkpoint", {**header, "version": 1}, kept)
         if ok:
-            assert len(read_checkpoint(str(path)).pages) == count
+            ckpt = read_checkpoint(str(path))
+            assert ckpt.format_version == 1 and len(ckpt.pages) == count
         else:
             with pytest.raises(FormatError, match="corrupt|sections"):
                 read_checkpoint(str(path))
@@ -252,46 +275,96 @@ def _small_checkpoint(tmp_path) -> str:
     return cp.jobs[0].location
 
 
-def test_the_section_constants_agree():
-    assert MAX_FILE_BYTES // (PAGES_PER_SECTION * PAGE_SIZE) + 1 <= MAX_PAGES_SECTIONS
+def test_the_record_limits_agree():
+    """No checkpoint minivm writes has records the reader refuses: each record
+    is bounded by what minivm takes elsewhere, and all of them together fit in
+    ckptfile.MAX_RECORD_BYTES (so the writer needs no cap of its own, and the
+    page data, which is not counted, needs none: it is bounded by the memory).
+    The end record of any file fits in ckptfile.MAX_END_BYTES."""
+    text = image_module.MAX_TEXT
+    image = (image_module.MAX_DATA                          # the initial data
+             + MAX_PROGRAM_BYTES                            # texts, symbols: from the source
+             + image_module.MAX_CODE * 4 * 9)               # code: 4 ints of <= 9 bytes
+    state = devices.MAX_INFLIGHT_BYTES + (1 << 20) * 8      # in-flight data, lists of 2^16
+    disk = disks.MAX_CHAIN * (3 * text + 1024)              # path, relpath, kind, fingerprint
+    index = (1 << 20) * 8 + 64                              # every page of 4 GiB: 8 bytes each
+    meta = 64 << 10
+    assert image + state + disk + index + meta <= MAX_RECORD_BYTES
+    huge = (1 << 64) - 1
+    end = pack_end([[name, huge, huge, bytes(32)] for name in ckptfile.RECORDS],
+                   [huge, huge, huge])
+    assert len(end) <= MAX_END_BYTES
 
 
 # --- size ----------------------------------------------------------------------------------------------
 
-def test_a_checkpoint_over_the_load_limit_fails_instead_of_being_written(tmp_path,
-                                                                         monkeypatch):
-    """With the load limit at 1 MiB (the same constant the loader uses), a guest
-    with 2 MiB of non-zero pages: the checkpoint fails with a clear message, no
-    file is left, and the guest goes on. (With --mem 2G and 1,040 MiB of pages,
-    a checkpoint used to be written and announced, then refused by resume.)"""
-    assert checkpoint_module.MAX_FILE_BYTES == MAX_FILE_BYTES
-    assert read_file_capped.__defaults__[0] == MAX_FILE_BYTES
-    monkeypatch.setattr(checkpoint_module, "MAX_FILE_BYTES", 1 << 20)
+def _big_pages_checkpoint(tmp_path, monkeypatch, cap: int):
+    """With the caps at ``cap`` (the v1 file cap and the v2 records cap), a
+    guest with 2 MiB of non-zero pages takes a checkpoint."""
+    monkeypatch.setattr(ckptfile, "MAX_RECORD_BYTES", cap)
+    monkeypatch.setattr(ckptfile, "MAX_FILE_BYTES", cap)
     m = machine_for(TOUCH.format(end=hex(512 * 4096), n=1000), memory_size=4 << 20)
     reports: list[str] = []
     cp = Checkpointer(m, FileStore(str(tmp_path / "ck")), report=reports.append)
     assert m.run(10_000_000).reason == "halt"
     cp.finish_all()
     (job,) = cp.jobs
-    assert job.status == "failed"
-    assert "larger than 1048576 bytes, the most minivm loads" in job.error, job.error
-    assert any("ckpt-0001 failed" in r and "keeps running" in r for r in reports), reports
-    assert os.listdir(tmp_path / "ck") == []
+    return m, job, reports
 
 
-def test_a_checkpoint_just_under_the_limit_is_written(tmp_path, monkeypatch):
-    m = machine_for(TOUCH.format(end=hex(100 * 4096), n=1000), memory_size=4 << 20)
-    cp = Checkpointer(m, FileStore(str(tmp_path / "ck")))
-    m.run(10_000_000)
-    cp.finish_all()
-    size = os.path.getsize(cp.jobs[0].location)
-    monkeypatch.setattr(checkpoint_module, "MAX_FILE_BYTES", size)
-    m = machine_for(TOUCH.format(end=hex(100 * 4096), n=1000), memory_size=4 << 20)
-    cp = Checkpointer(m, FileStore(str(tmp_path / "ck2")))
-    m.run(10_000_000)
-    cp.finish_all()
-    assert cp.jobs[0].status == "complete"
-    read_file_capped(cp.jobs[0].location, "x", limit=size)
+def test_page_data_over_the_caps_is_written_and_loads(tmp_path, monkeypatch):
+    """With the caps at 1 MiB, 2 MiB of non-zero pages: the version-2
+    checkpoint is written and announced, and loads and resumes (lazily and
+    eagerly, on both engines) to the original's end: its page data is never
+    read whole and counts against no cap. The same checkpoint as a version-1
+    file (read whole) is refused by its size, with a clear message."""
+    m, job, reports = _big_pages_checkpoint(tmp_path, monkeypatch, 1 << 20)
+    assert job.status == "complete", (job.error, reports)
+    size = os.path.getsize(job.location)
+    assert size > 2 << 20
+    ckpt = read_checkpoint(job.location)
+    assert len(ckpt.pages) == 511
+    for engine in ENGINES:
+        for eager in (False, True):
+            resumed, _ = resume(read_checkpoint(job.location),
+                                FileStore(str(tmp_path / f"r-{engine}-{eager}")),
+                                console_sink=BufferSink(), console_input=ConsoleInput(b""),
+                                engine=engine, eager=eager)
+            assert resumed.run(10_000_000).reason == "halt"
+            assert resumed.regs == m.regs
+            assert all(resumed.memory.page_bytes(i) == m.memory.page_bytes(i)
+                       for i in range(16, 16 + 512))
+    v1 = tmp_path / "v1.mvc"
+    with open(job.location, "rb") as f:
+        v1.write_bytes(join(*split(f.read()), version=1))
+    with pytest.raises(FormatError) as info:
+        read_checkpoint(str(v1))
+    assert f"{v1.stat().st_size} bytes, more than the 1048576-byte limit" in str(info.value)
+
+
+def test_records_at_and_over_the_record_cap(tmp_path, monkeypatch):
+    """The records together at exactly ckptfile.MAX_RECORD_BYTES load; one
+    byte more is refused with a clear message, before any record is read.
+    A version-1 file of exactly container.MAX_FILE_BYTES loads; one byte
+    more is refused."""
+    path = _small_checkpoint(tmp_path)
+    _, records, _ = layout_of(path)
+    total = sum(length for _, length, _ in records.values())
+    v1 = tmp_path / "v1.mvc"
+    with open(path, "rb") as f:
+        v1.write_bytes(join(*split(f.read()), version=1))
+    monkeypatch.setattr(ckptfile, "MAX_RECORD_BYTES", total)
+    assert len(read_checkpoint(path).pages) == 1
+    monkeypatch.setattr(ckptfile, "MAX_RECORD_BYTES", total - 1)
+    with pytest.raises(FormatError) as info:
+        read_checkpoint(path)
+    assert f"records of more than {total - 1} bytes in all" in str(info.value)
+    size = v1.stat().st_size
+    monkeypatch.setattr(ckptfile, "MAX_FILE_BYTES", size)
+    assert read_checkpoint(str(v1)).format_version == 1
+    monkeypatch.setattr(ckptfile, "MAX_FILE_BYTES", size - 1)
+    with pytest.raises(FormatError, match=f"{size} bytes, more than the {size - 1}-byte limit"):
+        read_checkpoint(str(v1))
 
 
 # --- chains ---------------------------------------------------------------------------------------------
