@@ -43,7 +43,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import stat
 import struct
 import weakref
 import zlib
@@ -52,8 +51,8 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from .container import (MAX_FILE_BYTES, describe_msgpack_error, magic_of, pack, read_container,
-                        unpack_bounded)
+from .container import (MAX_FILE_BYTES, describe_msgpack_error, magic_of, open_untrusted, pack,
+                        read_container, unpack_bounded)
 from .devices import MAX_INFLIGHT
 from .errors import FormatError, OutOfMemory, show
 from .disks import MAX_CHAIN, valid_fingerprint
@@ -209,25 +208,9 @@ class FileSource:
 
     def __init__(self, path: str, what: str):
         self.what = what
-        try:
-            if not stat.S_ISREG(os.stat(path).st_mode):   # before open: a FIFO blocks there
-                raise FormatError(f"{what} is not a regular file")
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except FileNotFoundError:
-            raise FormatError(f"{what} does not exist") from None
-        except IsADirectoryError:
-            raise FormatError(f"{what} is a directory, not a file") from None
-        except PermissionError:
-            raise FormatError(f"{what} cannot be read: permission denied") from None
-        except OSError as exc:
-            raise FormatError(f"{what} cannot be read: {exc.strerror}") from None
+        fd, self.size = open_untrusted(path, what)
         self._fd = fd
         self._closer = weakref.finalize(self, os.close, fd)
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            self.close()
-            raise FormatError(f"{what} is not a regular file")
-        self.size = info.st_size
 
     def read(self, offset: int, length: int) -> bytes:
         """Exactly ``length`` bytes at ``offset``, or a FormatError."""

@@ -204,19 +204,30 @@ def read_file_capped(path: str, what: str, limit: int = MAX_FILE_BYTES) -> bytes
     and never more than the size the file system reports plus one byte (a
     /proc file that reports 0 bytes but streams forever is refused at once).
     """
+    fd, size = open_untrusted(path, what)
+    with os.fdopen(fd, "rb") as f:
+        if size > limit:
+            raise FormatError(f"{what} is {size} bytes, more than the {limit}-byte "
+                              "limit for files minivm will load")
+        try:
+            data = f.read(size + 1)
+        except MemoryError:
+            raise OutOfMemory(what, size) from None
+        except OSError as exc:
+            raise FormatError(f"{what} cannot be read: {exc.strerror}") from None
+    if len(data) != size:
+        raise FormatError(f"{what} changed size while being read")
+    return data
+
+
+def open_untrusted(path: str, what: str) -> tuple[int, int]:
+    """Open an untrusted file for reading: (descriptor, size). Only a regular
+    file, checked before the open (a FIFO blocks there) and after it (the
+    path may have changed); every failure is one FormatError naming ``what``."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):      # before open: a FIFO blocks there
+        if not stat.S_ISREG(os.stat(path).st_mode):
             raise FormatError(f"{what} is not a regular file")
-        with open(path, "rb") as f:
-            info = os.fstat(f.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise FormatError(f"{what} is not a regular file")
-            if info.st_size > limit:
-                raise FormatError(f"{what} is {info.st_size} bytes, more than the {limit}-byte "
-                                  "limit for files minivm will load")
-            data = f.read(info.st_size + 1)
-    except MemoryError:
-        raise OutOfMemory(what, info.st_size) from None
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise FormatError(f"{what} does not exist") from None
     except IsADirectoryError:
@@ -225,9 +236,11 @@ def read_file_capped(path: str, what: str, limit: int = MAX_FILE_BYTES) -> bytes
         raise FormatError(f"{what} cannot be read: permission denied") from None
     except OSError as exc:
         raise FormatError(f"{what} cannot be read: {exc.strerror}") from None
-    if len(data) != info.st_size:
-        raise FormatError(f"{what} changed size while being read")
-    return data
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise FormatError(f"{what} is not a regular file")
+    return fd, info.st_size
 
 
 def read_program_file(path: str) -> bytes:
