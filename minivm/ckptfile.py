@@ -10,7 +10,7 @@ its end::
     page data                               each saved page and its CRC-32, in page order
     ["disk", bin]  ["meta", bin]  ["index", bin]
     ["end", {"sections": [[name, offset, length, sha256], ...],
-             "pages": [offset, length, count]}]
+             "pages": [offset, length, count], "header": sha256}]
     footer: 8 bytes "MVCKEND2" + the end record's offset (u64, little-endian)
 
 ``image``   the program image (so a checkpoint resumes on its own)
@@ -27,7 +27,8 @@ its end::
             reading any other page; every bitmap is a valid index
 
 Only non-zero pages are saved, each followed by the CRC-32 of its bytes
-(u32, little-endian). Every record has its SHA-256 in the end record,
+(u32, little-endian). The magic and header, and every record, have their
+SHA-256 in the end record,
 checked when it is read; every page its CRC-32, checked when the page is
 read (lazily, on the guest's first access: resume.py). Version 1
 (a msgpack stream of sections with ``pages`` chunks and one digest over the
@@ -126,8 +127,9 @@ class CheckpointWriter:
         self._bitmap = bytearray((-(-memory_size // PAGE_SIZE) + 7) // 8)
         self._last = -1                     # the last page written
         self._count = 0
-        self._write(magic_of(CHECKPOINT_KIND))
-        self._write(pack({"version": CHECKPOINT_VERSION, **header}))
+        head = magic_of(CHECKPOINT_KIND) + pack({"version": CHECKPOINT_VERSION, **header})
+        self._header_digest = hashlib.sha256(head).digest()
+        self._write(head)
 
     def _write(self, chunk) -> None:
         self._sink.write(chunk)
@@ -180,13 +182,15 @@ class CheckpointWriter:
     def finish(self) -> None:
         self.record("index", pack({"bitmap": bytes(self._bitmap)}))
         end_at = self.bytes_written
-        self._write(pack_end(self._records, [self._pages_at, self._pages_bytes, self._count]))
+        self._write(pack_end(self._records, [self._pages_at, self._pages_bytes, self._count],
+                             self._header_digest))
         self._write(FOOTER.pack(FOOTER_MAGIC, end_at))
 
 
-def pack_end(records: list[list], pages: list[int]) -> bytes:
-    """The end record: where each record is (with its SHA-256) and the page data."""
-    return pack(["end", {"sections": records, "pages": pages}])
+def pack_end(records: list[list], pages: list[int], header: bytes) -> bytes:
+    """The end record: where each record is (with its SHA-256), the page data,
+    and the SHA-256 of the magic and header."""
+    return pack(["end", {"sections": records, "pages": pages, "header": header}])
 
 
 def _bad(what: str, why: str) -> FormatError:
@@ -324,8 +328,16 @@ class SavedPages(Mapping):
         if index not in self:
             raise KeyError(index)
         length = self._length(index)
-        record = self.source.read(self._offset + self._rank(index) * STRIDE, length + CRC.size)
+        record = self._read(self._offset + self._rank(index) * STRIDE, length + CRC.size)
         return self._check(index, record, length)
+
+    def _read(self, offset: int, length: int) -> bytes:
+        try:
+            return self.source.read(offset, length)
+        except PageError:
+            raise
+        except FormatError as exc:          # truncated, unreadable, closed: a page is lost
+            raise PageError(str(exc)) from None
 
     def _check(self, index: int, record: bytes, length: int) -> bytes:
         data = record[:length]
@@ -344,7 +356,7 @@ class SavedPages(Mapping):
             if not batch:
                 return
             lengths = [self._length(n) for n in batch]
-            block = self.source.read(at, sum(lengths) + CRC.size * len(batch))
+            block = self._read(at, sum(lengths) + CRC.size * len(batch))
             pos = 0
             for index, length in zip(batch, lengths):
                 yield index, self._check(index, block[pos:pos + length + CRC.size], length)
@@ -365,7 +377,7 @@ def open_checkpoint(source, what: str) -> Checkpoint:
     Version 2 reads only the records (never the page data: pages are read on
     demand through ``ckpt.pages``); version 1 is read whole."""
     try:
-        version = _header_version(source, what)
+        version, header_end = _read_header(source, what)
         if version == 1:
             if source.size > MAX_FILE_BYTES:
                 raise FormatError(f"{what} is {source.size} bytes, more than the "
@@ -373,7 +385,7 @@ def open_checkpoint(source, what: str) -> Checkpoint:
             ckpt = load_checkpoint_v1(source.read(0, source.size), what)
             source.close()
             return ckpt
-        return _load_v2(source, what)
+        return _load_v2(source, header_end, what)
     except MemoryError:
         raise OutOfMemory(what, source.size) from None
 
@@ -381,6 +393,11 @@ def open_checkpoint(source, what: str) -> Checkpoint:
 def _header_version(source, what: str) -> int:
     """The format version from the header at the start, checked as every
     container's is (magic, kind, newer than this minivm)."""
+    return _read_header(source, what)[0]
+
+
+def _read_header(source, what: str) -> tuple[int, int]:
+    """(format version, where the header ends)."""
     head = source.read(0, min(source.size, 4096))
     magic = magic_of(CHECKPOINT_KIND)
     if not head.startswith(magic):
@@ -407,7 +424,7 @@ def _header_version(source, what: str) -> int:
             f"format {CHECKPOINT_VERSION} and older); upgrade minivm to load it")
     if version < 1:
         raise FormatError(f"{what} is corrupt: format version {version} is not valid")
-    return version
+    return version, len(magic) + unpacker.tell()
 
 
 def read_end(source, what: str):
@@ -424,12 +441,14 @@ def read_end(source, what: str):
                           "end record (truncated, still being written, or damaged)")
     end = unpack_bounded(source.read(end_at, end_length), what, max_items=64)
     records, pages = _check_end(end, end_at, what)
-    return end_at, records, pages
+    return end_at, records, pages, end[1]["header"]
 
 
-def _load_v2(source, what: str) -> Checkpoint:
+def _load_v2(source, header_end: int, what: str) -> Checkpoint:
     size = source.size
-    _, records, (pages_at, pages_bytes, page_count) = read_end(source, what)
+    _, records, (pages_at, pages_bytes, page_count), header = read_end(source, what)
+    if hashlib.sha256(source.read(0, header_end)).digest() != header:
+        raise FormatError(f"{what} is corrupt: its header fails its checksum")
     payloads = {}
     for name, (offset, length, digest) in records.items():
         item = unpack_bounded(source.read(offset, length), what, max_items=1 << 22)
@@ -463,12 +482,14 @@ def _check_end(end, end_at: int, what: str):
         raise shape
     sections, pages = end[1].get("sections"), end[1].get("pages")
     if (not isinstance(sections, list) or not isinstance(pages, list) or len(pages) != 3
-            or not all(type(v) is int and v >= 0 for v in pages)):
+            or not all(type(v) is int and v >= 0 for v in pages)
+            or not isinstance(end[1].get("header"), bytes)):
         raise shape
     records = {}
     for entry in sections:
         if (not isinstance(entry, list) or len(entry) != 4 or entry[0] not in RECORDS
                 or type(entry[1]) is not int or type(entry[2]) is not int
+                or entry[1] < 0 or entry[2] <= 0
                 or not isinstance(entry[3], bytes) or entry[0] in records):
             raise shape
         records[entry[0]] = (entry[1], entry[2], entry[3])

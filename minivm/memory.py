@@ -153,7 +153,9 @@ class Memory:
         """Lazy resume: page *i* is ``saved[i]`` (a page of the checkpoint file)
         when ``i in saved``, else zeros, read on its first access (:meth:`fetch`).
         ``saved`` is a ckptfile.SavedPages (a Mapping, and its ``source``)."""
-        self.pages[:] = [None] * self.page_count
+        # a new table (a list is only captured when the machine runs, after this):
+        # half the cost of overwriting the old one entry by entry
+        self.pages = [None] * self.page_count
         self.saved = saved
         self.allocated = len(saved)
 

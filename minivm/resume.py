@@ -178,7 +178,7 @@ def _append_disk_record(path: str, disk: bytes) -> None:
     source = FileSource(path, what)
     out = AtomicFile(path)
     try:
-        end_at, records, pages = read_end(source, what)
+        end_at, records, pages, header = read_end(source, what)
         offset = 0
         while offset < end_at:
             chunk = source.read(offset, min(end_at - offset, 1 << 20))
@@ -188,7 +188,7 @@ def _append_disk_record(path: str, disk: bytes) -> None:
         entries = [[name, *place] for name, place in records.items() if name != "disk"]
         entries.append(["disk", end_at, len(record), hashlib.sha256(disk).digest()])
         out.file.write(record)
-        out.file.write(pack_end(entries, pages))
+        out.file.write(pack_end(entries, pages, header))
         out.file.write(FOOTER.pack(FOOTER_MAGIC, end_at + len(record)))
         out.commit()
     except BaseException:

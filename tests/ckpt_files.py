@@ -30,7 +30,7 @@ def split(data: bytes) -> tuple[dict, list[tuple[str, bytes]]]:
     header.feed(data)
     header.skip()
     head = header.unpack()
-    _, records, (pages_at, _, _) = read_end(source, "seed")
+    _, records, (pages_at, _, _), _ = read_end(source, "seed")
     payloads = {}
     for name, (offset, length, _) in records.items():
         payloads[name] = msgpack.unpackb(data[offset:offset + length], raw=False)[1]
