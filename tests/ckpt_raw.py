@@ -18,7 +18,9 @@ when page *i* of memory is saved; exactly ceil(pages / 8) bytes. The page
 data is each saved page (4096 bytes, the last page of a memory whose size is
 not a multiple of 4096 shorter) followed by its CRC-32 (u32, little-endian),
 in page order: page *n* is at ``pages offset + rank * 4100``, *rank* being
-the number of saved pages before it.
+the number of saved pages before it. The end record lists each record
+(name, offset, length, SHA-256 of its payload), the page data (offset,
+length, count) and the SHA-256 of the magic and header.
 
 A file is described by its ``items`` in file order: ``(name, payload)`` for
 a record, ``(name, payload, raw)`` for one whose bytes in the file are
@@ -149,7 +151,8 @@ def parse_v2(data: bytes) -> Layout:
     tag, end_at = FOOTER.unpack(data[-FOOTER.size:])
     assert tag == FOOTER_MAGIC
     name, end = msgpack.unpackb(data[end_at:-FOOTER.size], raw=False)
-    assert name == "end"
+    assert name == "end" and sorted(end) == ["header", "pages", "sections"]
+    assert hashlib.sha256(data[:header_end]).digest() == end["header"]
     regions = {"header": (len(MAGIC), header_end)}
     records = {}
     for name, offset, length, digest in end["sections"]:
@@ -184,11 +187,13 @@ def build_v2(header, items, pages, *, edit_end=None, footer=None) -> bytes:
     """A version-2 file: magic, ``header`` (any value), ``items`` in order
     (each record packed as ``[name, payload]``, its SHA-256 in the end
     record), the ``pages`` (each with its CRC-32) at :data:`PAGES`, the end
-    record (after ``edit_end(end)``, which may change it in place or return
-    a new one) and the footer (``footer(end_at)`` -> bytes, if given). An
+    record (with the SHA-256 of the magic and header as written; after
+    ``edit_end(end)``, which may change it in place or return a new one) and
+    the footer (``footer(end_at)`` -> bytes, if given). An
     end record given as bytes is written as it is. The index is one of the
     items: it is not made to agree with ``pages`` (:func:`index_payload`)."""
     out = bytearray(MAGIC + packb(header))
+    header_end = len(out)
     entries = []
     pages_at, pages_len = len(out), 0
     for item in items:
@@ -204,7 +209,8 @@ def build_v2(header, items, pages, *, edit_end=None, footer=None) -> bytes:
         record = raw[0] if raw else packb([name, payload])
         entries.append([name, len(out), len(record), hashlib.sha256(payload).digest()])
         out += record
-    end = {"sections": entries, "pages": [pages_at, pages_len, len(pages)]}
+    end = {"sections": entries, "pages": [pages_at, pages_len, len(pages)],
+           "header": hashlib.sha256(out[:header_end]).digest()}
     if edit_end is not None:
         end = edit_end(end) or end
     end_at = len(out)

@@ -216,7 +216,8 @@ def test_version_2_checkpoint_over_the_v1_cap_is_read_by_its_index(tmp_path):
     last[:4] = (43).to_bytes(4, "little")          # the guest saved 42: this file says 43
     path = tmp_path / "big.mvc"
     with open(path, "wb") as f:                 # the layout of ckptfile.py, written by hand
-        f.write(MAGIC + packb({"version": 2, **header}))
+        head = MAGIC + packb({"version": 2, **header})
+        f.write(head)
         entries = []
 
         def record(name, payload):
@@ -233,8 +234,8 @@ def test_version_2_checkpoint_over_the_v1_cap_is_read_by_its_index(tmp_path):
         record("meta", records["meta"])
         record("index", index_payload(bitmap_of(numbers, 1 << 31)))
         end_at = f.tell()
-        f.write(packb(["end", {"sections": entries,
-                               "pages": [pages_at, count * STRIDE, count]}]))
+        f.write(packb(["end", {"sections": entries, "pages": [pages_at, count * STRIDE, count],
+                               "header": hashlib.sha256(head).digest()}]))
         f.write(FOOTER.pack(FOOTER_MAGIC, end_at))
     assert path.stat().st_size > MAX_FILE_BYTES
     with bounded("loading a 1 GiB version-2 checkpoint", megabytes=32):

@@ -215,8 +215,9 @@ spin:   add r2, r2, 1
 """
 
 
-def layout_of(path) -> tuple[int, dict, list]:
-    """A version-2 file's (end record offset, records, [pages offset, length, count])."""
+def layout_of(path) -> tuple[int, dict, list, bytes]:
+    """A version-2 file's (end record offset, records, [pages offset, length, count],
+    the SHA-256 of its magic and header)."""
     source = FileSource(str(path), "x")
     try:
         return read_end(source, "x")
@@ -240,7 +241,7 @@ def test_a_slow_save_writes_one_page_area(tmp_path):
     ckpt = read_checkpoint(job.location)
     assert ckpt.format_version == 2
     assert len(ckpt.pages) == pages - 1 and list(ckpt.pages) == list(range(17, 16 + pages))
-    end_at, records, (pages_at, pages_bytes, count) = layout_of(job.location)
+    end_at, records, (pages_at, pages_bytes, count), _ = layout_of(job.location)
     assert sorted(records) == sorted(ckptfile.RECORDS)
     assert count == pages - 1 and pages_bytes == (pages - 1) * (PAGE_SIZE + 4)
     index_bytes = records["index"][1]
@@ -294,7 +295,7 @@ def test_the_record_limits_agree():
     assert image + state + disk + index + meta <= MAX_RECORD_BYTES
     huge = (1 << 64) - 1
     end = pack_end([[name, huge, huge, bytes(32)] for name in ckptfile.RECORDS],
-                   [huge, huge, huge])
+                   [huge, huge, huge], bytes(32))
     assert len(end) <= MAX_END_BYTES
 
 
@@ -350,7 +351,7 @@ def test_records_at_and_over_the_record_cap(tmp_path, monkeypatch):
     A version-1 file of exactly container.MAX_FILE_BYTES loads; one byte
     more is refused."""
     path = _small_checkpoint(tmp_path)
-    _, records, _ = layout_of(path)
+    _, records, _, _ = layout_of(path)
     total = sum(length for _, length, _ in records.values())
     v1 = tmp_path / "v1.mvc"
     with open(path, "rb") as f:
