@@ -28,7 +28,8 @@ from minivm.assembler import assemble
 from minivm.checkpoint import Checkpointer
 from minivm.resume import read_checkpoint, resume
 from ckpt_files import split
-from ckpt_raw import FOOTER, FOOTER_MAGIC, MAGIC, index_payload, packb
+from ckpt_raw import CRC, FOOTER, FOOTER_MAGIC, MAGIC, STRIDE, bitmap_of, index_payload, packb
+from minivm.ckptfile import PageError
 from minivm.container import MAX_FILE_BYTES, AtomicFile
 from minivm.devices import BufferSink, ConsoleInput
 from minivm.disks import close_chain, open_disk
@@ -97,13 +98,14 @@ TOP_OF_4G = "mov r1, 0xFFFFFFFC\nmov r2, 42\nst r2, [r1]\nckpt\nld r0, [r1]\nhal
 
 
 def test_4g_memory_checkpoint_and_resume(tmp_path):
-    """4 GiB is accepted; a checkpoint of it holds only the touched pages."""
+    """4 GiB is accepted; a checkpoint of it holds only the touched pages (and
+    its index, one bit for each of the 2^20 pages: 128 KiB)."""
     prog = write(tmp_path / "top.asm", TOP_OF_4G)
     proc = run_cli("run", prog, "--mem", "4G", "--checkpoint-dir", str(tmp_path / "ck"),
                    input=b"")
     assert proc.returncode == 42, no_traceback(proc)
     ckpt = tmp_path / "ck" / "ckpt-0001.mvc"
-    assert ckpt.stat().st_size < 64 * 1024
+    assert ckpt.stat().st_size < (1 << 20) // 8 + 64 * 1024
     proc = run_cli("resume", str(ckpt), "--checkpoint-dir", str(tmp_path / "ck2"), input=b"")
     assert proc.returncode == 42, no_traceback(proc)
 
@@ -192,10 +194,16 @@ BIG_MEMORY = "mov r1, 0x7FFFF000\nmov r2, 42\nst r2, [r1]\nckpt\nld r0, [r1]\nha
 
 
 def test_version_2_checkpoint_over_the_v1_cap_is_read_by_its_index(tmp_path):
-    """A version-2 checkpoint of 2^18 + 1 saved pages (1 GiB and 4 KiB of page
+    """A version-2 checkpoint of 2^18 + 1 saved pages (1 GiB and 1 MiB of page
     data, more than container.MAX_FILE_BYTES; a sparse file) is never read
     whole: it loads, inspects and resumes (lazily: the guest reads one page)
-    in memory for its records and its index (8 bytes a page)."""
+    in memory for its records and its index (a bit a page of memory).
+
+    Only the first and the last saved page are written, each with its
+    CRC-32; the pages between are a hole, whose CRC-32s (zeros) are wrong:
+    written, every one of them would be 4 bytes in each 4,100, which no
+    file system keeps sparse (1 GiB on disk). Nothing reads them: reading
+    one is a PageError, which shows that neither loading nor resuming did."""
     prog = write(tmp_path / "big.asm", BIG_MEMORY)
     proc = run_cli("run", prog, "--mem", "2G", "--checkpoint-dir", str(tmp_path / "ck"),
                    input=b"")
@@ -206,10 +214,10 @@ def test_version_2_checkpoint_over_the_v1_cap_is_read_by_its_index(tmp_path):
     numbers = list(range((1 << 19) - count, 1 << 19))      # the top of 2 GiB, page 0x7FFFF last
     last = bytearray(4096)
     last[:4] = (43).to_bytes(4, "little")          # the guest saved 42: this file says 43
-    zero_crc, last_crc = zlib.crc32(bytes(4096)), zlib.crc32(last)
     path = tmp_path / "big.mvc"
     with open(path, "wb") as f:                 # the layout of ckptfile.py, written by hand
-        f.write(MAGIC + packb({"version": 2, **header}))
+        head = MAGIC + packb({"version": 2, **header})
+        f.write(head)
         entries = []
 
         def record(name, payload):
@@ -219,19 +227,23 @@ def test_version_2_checkpoint_over_the_v1_cap_is_read_by_its_index(tmp_path):
         record("image", records["image"])
         record("state", records["state"])
         pages_at = f.tell()
-        f.seek(pages_at + (count - 1) * 4096)   # a hole: zero pages
-        f.write(last)
+        f.write(bytes(4096) + CRC.pack(zlib.crc32(bytes(4096))))   # rank 0: zeros
+        f.seek(pages_at + (count - 1) * STRIDE)                     # a hole: ranks 1 ..
+        f.write(last + CRC.pack(zlib.crc32(last)))                  # the last rank
         record("disk", records["disk"])
         record("meta", records["meta"])
-        record("index", index_payload(numbers, [zero_crc] * (count - 1) + [last_crc]))
+        record("index", index_payload(bitmap_of(numbers, 1 << 31)))
         end_at = f.tell()
-        f.write(packb(["end", {"sections": entries, "pages": [pages_at, count * 4096, count]}]))
+        f.write(packb(["end", {"sections": entries, "pages": [pages_at, count * STRIDE, count],
+                               "header": hashlib.sha256(head).digest()}]))
         f.write(FOOTER.pack(FOOTER_MAGIC, end_at))
     assert path.stat().st_size > MAX_FILE_BYTES
     with bounded("loading a 1 GiB version-2 checkpoint", megabytes=32):
         ckpt = read_checkpoint(str(path))
         assert ckpt.format_version == 2 and len(ckpt.pages) == count
         assert ckpt.pages[0x7FFFF] == bytes(last) and ckpt.pages[numbers[0]] == bytes(4096)
+        with pytest.raises(PageError, match=f"saved page {numbers[1]} fails its checksum"):
+            ckpt.pages[numbers[1]]
     for engine in ("interp", "blocks"):
         with bounded("resuming a 1 GiB version-2 checkpoint", megabytes=64):
             machine, _ = resume(read_checkpoint(str(path)),

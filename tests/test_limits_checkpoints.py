@@ -6,7 +6,8 @@
   fails the checkpoints that need it, reported, while the guest goes on;
 * scheduling: checkpoints 100 ticks apart all finish saving while the guest runs;
 * layout: however slowly the save is paced, a (version-2) checkpoint is one
-  area of raw page data and one index, with nothing per batch; a version-1
+  area of page data (each page and its CRC-32) and one index (a bitmap),
+  with nothing per batch; a version-1
   file may have up to ckptfile.MAX_PAGES_SECTIONS ``pages`` sections;
 * size: a version-2 file is never read whole, so its page data (bounded by
   the memory, 4 GiB) has no cap; its records together are capped
@@ -214,8 +215,9 @@ spin:   add r2, r2, 1
 """
 
 
-def layout_of(path) -> tuple[int, dict, list]:
-    """A version-2 file's (end record offset, records, [pages offset, length, count])."""
+def layout_of(path) -> tuple[int, dict, list, bytes]:
+    """A version-2 file's (end record offset, records, [pages offset, length, count],
+    the SHA-256 of its magic and header)."""
     source = FileSource(str(path), "x")
     try:
         return read_end(source, "x")
@@ -224,9 +226,10 @@ def layout_of(path) -> tuple[int, dict, list]:
 
 
 def test_a_slow_save_writes_one_page_area(tmp_path):
-    """One page per batch, 4,200 pages: the file is one area of raw page data
-    (4,199 pages back to back; the first page holds zeros) and one index,
-    with nothing written per batch. (Version 1 wrote a ``pages`` section per
+    """One page per batch, 4,200 pages: the file is one area of page data
+    (4,199 pages back to back, each followed by its CRC-32; the first page
+    holds zeros) and one index, a bitmap of the 8,192 pages of memory, with
+    nothing written per batch. (Version 1 wrote a ``pages`` section per
     batch, 4,200 of them, and the reader called the file corrupt.)"""
     pages = 4200
     m = machine_for(TOUCH.format(end=hex(pages * 4096), n=pages * 40 + 10_000),
@@ -238,11 +241,11 @@ def test_a_slow_save_writes_one_page_area(tmp_path):
     ckpt = read_checkpoint(job.location)
     assert ckpt.format_version == 2
     assert len(ckpt.pages) == pages - 1 and list(ckpt.pages) == list(range(17, 16 + pages))
-    end_at, records, (pages_at, pages_bytes, count) = layout_of(job.location)
+    end_at, records, (pages_at, pages_bytes, count), _ = layout_of(job.location)
     assert sorted(records) == sorted(ckptfile.RECORDS)
-    assert count == pages - 1 and pages_bytes == (pages - 1) * PAGE_SIZE
+    assert count == pages - 1 and pages_bytes == (pages - 1) * (PAGE_SIZE + 4)
     index_bytes = records["index"][1]
-    assert index_bytes < (pages - 1) * 8 + 64                 # 4 bytes a number, 4 a CRC
+    assert index_bytes < (32 << 20) // PAGE_SIZE // 8 + 64    # a bit a page of memory
     size = os.path.getsize(job.location)
     assert size - pages_bytes - index_bytes < 8192, "more than the records around the pages"
     assert ckpt.pages[16 + pages - 1][:4] == ((pages - 1) * 4096).to_bytes(4, "little")
@@ -287,12 +290,12 @@ def test_the_record_limits_agree():
              + image_module.MAX_CODE * 4 * 9)               # code: 4 ints of <= 9 bytes
     state = devices.MAX_INFLIGHT_BYTES + (1 << 20) * 8      # in-flight data, lists of 2^16
     disk = disks.MAX_CHAIN * (3 * text + 1024)              # path, relpath, kind, fingerprint
-    index = (1 << 20) * 8 + 64                              # every page of 4 GiB: 8 bytes each
+    index = (1 << 20) // 8 + 64                             # 4 GiB: a bit for each page
     meta = 64 << 10
     assert image + state + disk + index + meta <= MAX_RECORD_BYTES
     huge = (1 << 64) - 1
     end = pack_end([[name, huge, huge, bytes(32)] for name in ckptfile.RECORDS],
-                   [huge, huge, huge])
+                   [huge, huge, huge], bytes(32))
     assert len(end) <= MAX_END_BYTES
 
 
@@ -321,7 +324,7 @@ def test_page_data_over_the_caps_is_written_and_loads(tmp_path, monkeypatch):
     m, job, reports = _big_pages_checkpoint(tmp_path, monkeypatch, 1 << 20)
     assert job.status == "complete", (job.error, reports)
     size = os.path.getsize(job.location)
-    assert size > 2 << 20
+    assert size > 511 * (PAGE_SIZE + 4) > 2 * (1 << 20) - 4096   # pages and CRC-32s: 2 MiB
     ckpt = read_checkpoint(job.location)
     assert len(ckpt.pages) == 511
     for engine in ENGINES:
@@ -348,7 +351,7 @@ def test_records_at_and_over_the_record_cap(tmp_path, monkeypatch):
     A version-1 file of exactly container.MAX_FILE_BYTES loads; one byte
     more is refused."""
     path = _small_checkpoint(tmp_path)
-    _, records, _ = layout_of(path)
+    _, records, _, _ = layout_of(path)
     total = sum(length for _, length, _ in records.values())
     v1 = tmp_path / "v1.mvc"
     with open(path, "rb") as f:
