@@ -51,8 +51,8 @@ from dataclasses import dataclass, field
 
 import msgpack
 
-from .container import (MAX_FILE_BYTES, describe_msgpack_error, magic_of, open_untrusted, pack,
-                        read_container, unpack_bounded)
+from .container import (MAX_FILE_BYTES, check_format_version, describe_msgpack_error, magic_of,
+                        open_untrusted, pack, read_container, unpack_bounded)
 from .devices import MAX_INFLIGHT
 from .errors import FormatError, OutOfMemory, show
 from .disks import MAX_CHAIN, valid_fingerprint
@@ -398,15 +398,7 @@ def _read_header(source, what: str) -> tuple[int, int]:
     except (ValueError, TypeError, msgpack.FormatError, msgpack.StackError,
             msgpack.ExtraData) as exc:
         raise FormatError(f"{what} is corrupt: {describe_msgpack_error(exc)}") from None
-    if not isinstance(header, dict) or type(header.get("version")) is not int:
-        raise FormatError(f"{what} is corrupt: its header has no format version")
-    version = header["version"]
-    if version > CHECKPOINT_VERSION:
-        raise FormatError(
-            f"{what} was written by a newer minivm (format {version}; this minivm reads "
-            f"format {CHECKPOINT_VERSION} and older); upgrade minivm to load it")
-    if version < 1:
-        raise FormatError(f"{what} is corrupt: format version {version} is not valid")
+    version = check_format_version(header, CHECKPOINT_VERSION, what)
     return version, len(magic) + unpacker.tell()
 
 

@@ -128,6 +128,21 @@ def is_container(data: bytes, kind: str) -> bool:
     return data.startswith(magic_of(kind))
 
 
+def check_format_version(header: object, version: int, what: str) -> int:
+    """The format version of a file whose unpacked header is ``header``, if
+    this minivm (which writes ``version``) reads it; else a FormatError."""
+    if not isinstance(header, dict) or type(header.get("version")) is not int:
+        raise FormatError(f"{what} is corrupt: its header has no format version")
+    file_version = header["version"]
+    if file_version > version:
+        raise FormatError(
+            f"{what} was written by a newer minivm (format {file_version}; "
+            f"this minivm reads format {version} and older); upgrade minivm to load it")
+    if file_version < 1:
+        raise FormatError(f"{what} is corrupt: format version {file_version} is not valid")
+    return file_version
+
+
 def read_container(data: bytes, kind: str, version: int, what: str) -> Container:
     """Parse and verify a container of ``kind``; ``what`` names it in errors."""
     magic = magic_of(kind)
@@ -146,15 +161,7 @@ def read_container(data: bytes, kind: str, version: int, what: str) -> Container
     try:
         unpacker.skip()  # magic
         header = unpacker.unpack()
-        if not isinstance(header, dict) or not isinstance(header.get("version"), int):
-            raise FormatError(f"{what} is corrupt: its header has no format version")
-        file_version = header["version"]
-        if file_version > version:
-            raise FormatError(
-                f"{what} was written by a newer minivm (format {file_version}; "
-                f"this minivm reads format {version} and older); upgrade minivm to load it")
-        if file_version < 1:
-            raise FormatError(f"{what} is corrupt: format version {file_version} is not valid")
+        check_format_version(header, version, what)
         sections: list[tuple[str, bytes]] = []
         while True:
             start = unpacker.tell()
