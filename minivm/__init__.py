@@ -1,3 +1,3 @@
 """minivm: a tiny bytecode machine whose checkpoint/resume protocol is built in."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -63,7 +63,6 @@ def _tick_list(text: str) -> list[int]:
 
 def _add_execution_options(p: argparse.ArgumentParser) -> None:
     from .checkpoint import COW, MODES
-    from .engine import ENGINES
     p.add_argument("--input", metavar="FILE",
                    help="console input for port 0x02 (default: standard input)")
     p.add_argument("--max-steps", type=_positive_int, metavar="N",
@@ -87,9 +86,15 @@ def _add_execution_options(p: argparse.ArgumentParser) -> None:
                    help="print every instruction executed to stderr")
     p.add_argument("--timeline", metavar="FILE.svg",
                    help="after the run, draw the checkpoints' timeline as an SVG picture")
-    p.add_argument("--engine", choices=ENGINES, default=ENGINES[0],
-                   help="interp: one instruction at a time (the reference); "
-                        "blocks: compiled basic blocks (faster)")
+    _add_engine_option(p)
+
+
+def _add_engine_option(p: argparse.ArgumentParser) -> None:
+    from .engine import DEFAULT_ENGINE, ENGINES
+    p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
+                   help="blocks (the default): hot code compiled to Python functions; "
+                        "interp: one instruction at a time, the reference the tests "
+                        "hold blocks to (same output, ticks and state)")
 
 
 def _add_machine_options(p: argparse.ArgumentParser) -> None:
@@ -193,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_machine_options(p)
     p.add_argument("--batch", metavar="FILE",
                    help="run the commands in FILE, echoing them, then exit")
+    _add_engine_option(p)
 
     p = sub.add_parser("export", help="copy a checkpoint and its disk files into a folder",
                        description="Copy a checkpoint and every file of its disk chain into "
@@ -210,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run straight through (the default when not at a terminal)")
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
                    help="where the demo's checkpoints go (default: a fresh temporary folder)")
+    _add_engine_option(p)
 
     p = sub.add_parser("bench", help="measure the interpreter against a bare Python loop",
                        description="Run the benchmark workloads and print rates and ratios.")
@@ -439,7 +446,7 @@ def cmd_demo(args) -> int:
         sys.stdout.write(list_demos())
         return 0
     return run_demo(args.name, pause=not args.no_pause and sys.stdin.isatty(),
-                    checkpoint_dir=args.checkpoint_dir)
+                    checkpoint_dir=args.checkpoint_dir, engine=args.engine)
 
 
 def cmd_repl(args) -> int:

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .engine import DEFAULT_ENGINE
 from .errors import MinivmError
 
 DEMO_SUFFIX = ".demo"
@@ -62,7 +63,8 @@ def list_demos() -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_demo(name: str, *, pause: bool, checkpoint_dir: str | None = None) -> int:
+def run_demo(name: str, *, pause: bool, checkpoint_dir: str | None = None,
+             engine: str = DEFAULT_ENGINE) -> int:
     from .repl import Session, run_batch
     demos = available()
     if name not in demos:
@@ -96,7 +98,7 @@ def run_demo(name: str, *, pause: bool, checkpoint_dir: str | None = None) -> in
         os.chdir(scratch)
         try:
             session = Session(checkpoint_dir=folder, disk=disk,
-                              mem=options.get("mem", "1M"))
+                              mem=options.get("mem", "1M"), engine=engine)
             if pause:
                 session.pause_hook = _wait_for_enter
             return run_batch(session, lines)

@@ -25,7 +25,7 @@ from . import isa
 from .devices import (BLOCK_SIZE, Console, Disk, EventQueue, InterruptController, Timer,
                       DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_INFLIGHT_BYTES)
 from .errors import GuestFault, MinivmError
-from .engine import select_engine
+from .engine import DEFAULT_ENGINE, select_engine
 from .engine.decode import BREAK, FAULT, decode
 from .engine.exact import step_exact
 from .engine.reference import run_fast
@@ -129,7 +129,7 @@ class Machine:
                  console_sink=None, console_input=None, disk_latency: int = 100,
                  disk_per_block: int = 10, max_inflight: int = DEFAULT_MAX_INFLIGHT,
                  max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
-                 load_data: bool = True, engine: str = "interp"):
+                 load_data: bool = True, engine: str = DEFAULT_ENGINE):
         self.image = image
         self.engine = select_engine(engine)
         self.memory = Memory(memory_size)

@@ -26,6 +26,7 @@ from .container import AtomicFile, pack, read_container, read_file_capped, write
 from .disks import (Overlay, check_identity, close_chain, describe_chain, identify, locate,
                     open_disk, same_record)
 from .errors import DiskError, FormatError, MinivmError, OutOfMemory, show
+from .engine import DEFAULT_ENGINE
 from .machine import Machine
 from .store import CheckpointStore, StoreError
 
@@ -200,7 +201,7 @@ def _append_disk_record(path: str, disk: bytes) -> None:
 
 def resume(ckpt: Checkpoint, store: CheckpointStore, *, disk_override: str | None = None,
            console_sink=None, console_input=None, group_blocks: int | None = None,
-           engine: str = "interp", chain: list[dict] | None = None, eager: bool = False):
+           engine: str = DEFAULT_ENGINE, chain: list[dict] | None = None, eager: bool = False):
     """Rebuild the machine a checkpoint describes. Returns (machine, overlay path or None).
 
     The checkpointed disk is never written: a fresh overlay on top of it takes

@@ -26,6 +26,7 @@ from ..assembler import evaluate_expression
 from ..checkpoint import Checkpointer
 from ..devices import DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_INFLIGHT_BYTES, MAX_DELAY, ConsoleInput
 from ..disks import close_chain, open_disk
+from ..engine import DEFAULT_ENGINE, select_engine
 from ..errors import GuestFault, MinivmError, show
 from ..interrupts_guard import SigintGuard
 from ..machine import Machine
@@ -62,7 +63,8 @@ class Session:
                  max_inflight: int = DEFAULT_MAX_INFLIGHT,
                  max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
                  checkpoint_dir: str = "checkpoints", out=None,
-                 pages_per_slice: int = REPL_PAGES_PER_SLICE, handle_sigint: bool = True):
+                 pages_per_slice: int = REPL_PAGES_PER_SLICE, handle_sigint: bool = True,
+                 engine: str = DEFAULT_ENGINE):
         self.out = Output(out)
         self.memory_size = parse_size(mem, "memory size")
         for what, value in (("disk latency", disk_latency), ("disk per-block time", disk_per_block)):
@@ -75,6 +77,8 @@ class Session:
         self.store = FileStore(checkpoint_dir)
         self.pages_per_slice = pages_per_slice
         self.handle_sigint = handle_sigint
+        select_engine(engine)                  # an unknown name: a clear error now
+        self.engine = engine
         self.image = None
         self.places: Places | None = None
         self.program_path: str | None = None
@@ -343,7 +347,7 @@ class Session:
                            console_sink=self.sink(), console_input=ConsoleInput(),
                            disk_latency=self.disk_latency, disk_per_block=self.disk_per_block,
                            max_inflight=self.max_inflight,
-                           max_inflight_bytes=self.max_inflight_bytes)
+                           max_inflight_bytes=self.max_inflight_bytes, engine=self.engine)
         except BaseException:
             close_chain(disk)
             raise

@@ -34,6 +34,7 @@ from prompt_toolkit.patch_stdout import patch_stdout
 
 from .. import isa
 from ..devices import DEFAULT_MAX_INFLIGHT
+from ..engine import DEFAULT_ENGINE
 from ..errors import MinivmError, reason, show
 from ..memory import parse_size
 from .core import Session
@@ -218,7 +219,8 @@ def main(args) -> int:
                       max_inflight=getattr(args, "max_inflight", DEFAULT_MAX_INFLIGHT),
                       max_inflight_bytes=parse_size(getattr(args, "max_inflight_bytes", "64M"),
                                                     "--max-inflight-bytes size"),
-                      checkpoint_dir=getattr(args, "checkpoint_dir", None) or "checkpoints")
+                      checkpoint_dir=getattr(args, "checkpoint_dir", None) or "checkpoints",
+                      engine=getattr(args, "engine", DEFAULT_ENGINE))
     if lines is None and not sys.stdin.isatty():
         lines = sys.stdin                  # line by line, as they arrive on the pipe
     if lines is not None:

@@ -156,7 +156,7 @@ def restore(s, args: str) -> None:
     log = lineage.fork(consumed) if lineage is not None else InputLog(consumed)
     replay = bytes(log.data)
     machine, overlay = resume(ckpt, s.store, console_sink=s.sink(),
-                              console_input=ConsoleInput(replay))
+                              console_input=ConsoleInput(replay), engine=s.engine)
     s.install(machine, ckpt.image, f"{show_path(path)}")
     s.input_log = log
     s.say(f"restored {name} (tick {machine.tick}) from {show_path(path)}")
