@@ -215,6 +215,32 @@ class Memory:
         self.writable[index] = page
         return page
 
+    # --- the compiled engine's misses (minivm.engine.emit) ---------------------
+    # A compiled store writes ``pack(wr[a >> 12] or store_miss(a, 4), ...)``: a
+    # page that is not writable in place is made so here, without leaving the
+    # compiled code (the COW fault or first touch of make_writable, P3), when
+    # the access lies inside one page of memory; anything else (an access
+    # across a page boundary or past the end, an error reading a lazily
+    # resumed page) raises IndexError, so the instruction is handed back to
+    # the exact path, which does it, or faults, as the reference engine would,
+    # with nothing done here first.
+    def store_miss(self, addr: int, length: int) -> bytearray:
+        if (addr & PAGE_MASK) > PAGE_SIZE - length or addr + length > self.size:
+            raise IndexError(addr)
+        try:
+            return self.make_writable(addr >> PAGE_SHIFT)
+        except (MinivmError, MemoryError):
+            raise IndexError(addr) from None
+
+    def load_miss(self, addr: int, length: int):
+        """A compiled load from a page a lazy resume has not read yet (see store_miss)."""
+        if (addr & PAGE_MASK) > PAGE_SIZE - length or addr + length > self.size:
+            raise IndexError(addr)
+        try:
+            return self.fetch(addr >> PAGE_SHIFT)
+        except (MinivmError, MemoryError):
+            raise IndexError(addr) from None
+
     def load_word(self, addr: int) -> int:
         self._check(addr, 4, "load")
         return int.from_bytes(self.read_bytes(addr, 4), "little")

@@ -355,17 +355,67 @@ def test_cow_stores_into_shared_pages(tmp_path):
         assert resumed["memory"] == final["memory"]
 
 
+def count_handbacks(m: Machine) -> list:
+    """Make the machine record the opcode of every instruction its engine hands back."""
+    seen = []
+    step = m.step_slow
+
+    def counting():
+        seen.append(m.code[m.pc][0])
+        return step()
+    m.step_slow = counting
+    return seen
+
+
 def test_cow_faults_happen_inside_compiled_code(tmp_path):
-    """Stores into shared pages are handed back from a compiled loop."""
-    source = COW_LOOP
+    """Stores into shared pages (COW faults) and first touches are served
+    inside the compiled loop (Memory.store_miss), not handed back: the only
+    instructions the blocks engine hands back are the two ckpt and the halt."""
+    from minivm.isa import ST, STB
     with threshold(1):
-        image = assemble(source, "cow.asm")
+        image = assemble(COW_LOOP, "cow.asm")
         m = new_machine(image, "blocks", tmp_path / "b", disk=False)
         cp = Checkpointer(m, FileStore(str(tmp_path / "ck")))
+        handed = count_handbacks(m)
         m.run(13_000)        # past the fill loop (compiled) and the first ckpt
         cp.finish_all()
-        assert m.memory.cow_copies > 0
+        assert m.memory.cow_copies > 0 and m.memory.allocated >= 4
         assert any(pc in blocks.state_of(m).regions for pc in range(6, 13))
+        assert ST not in handed and STB not in handed
+
+
+# Stores and loads the compiled miss path must hand back: across a page
+# boundary into an untouched page, past the end of memory (word stores in
+# the last 1-3 bytes of memory; a short last page), before anything is
+# allocated. Each case runs a compiled loop first (r9 counts), then the access.
+EDGE_ACCESS = """
+        mov r1, 0
+warm:   st r1, [r1 + {base}]
+        ld r2, [r1 + {base}]
+        add r1, r1, 4
+        blt r1, 64, warm
+        mov r1, {addr}
+        mov r3, 0x11223344
+        {access}
+        ld r4, [r1]
+        halt
+"""
+
+
+@pytest.mark.parametrize("memory_size,addr,access", [
+    (0x3000, 0x2FFC, "st r3, [r1]"),             # the last word: fine
+    (0x3000, 0x2FFD, "st r3, [r1]"),             # past the end: a fault, nothing allocated
+    (0x3000, 0x2FFF, "stb r3, [r1]"),
+    (0x3000, 0x1FFE, "st r3, [r1]"),             # straddles two untouched pages
+    (0x3000 + 6, 0x3002, "st r3, [r1]"),         # the short last page
+    (0x3000 + 6, 0x3003, "st r3, [r1]"),         # past its end
+    (0x3000 + 6, 0x3005, "stb r3, [r1]"),
+    (0x3000, 0x2FFD, "ld r3, [r1]"),
+], ids=str)
+def test_edge_accesses_in_compiled_code(memory_size, addr, access, tmp_path):
+    source = EDGE_ACCESS.format(base=0x1000, addr=addr, access=access)
+    final = run_source_both(source, tmp_path, memory_size=memory_size, disk=False)["blocks"][0]
+    assert final["stop"] == "halt" or f"0x{addr:08x}" in final["stop"]
 
 
 FAULT_CASES = {

@@ -53,7 +53,7 @@ def compiled(code: list, regs: list) -> tuple:
                  "FAST_PATH_ERRORS": FAST_PATH_ERRORS, "LINES": lines}
     exec(compile(source, "<region>", "exec"), namespace)
     out = list(regs)
-    pc, _ = namespace["region"](out, [], [], 0, 100)
+    pc, _ = namespace["region"](out, [], [], 0, 100, None, None)
     if pc == ~0:
         return "hand back"
     return out, ~pc if pc < 0 else pc
@@ -139,5 +139,5 @@ def test_the_comparison_can_fail():
                  "FAST_PATH_ERRORS": FAST_PATH_ERRORS, "LINES": lines}
     exec(compile(broken, "<region>", "exec"), namespace)
     out = list(regs)
-    namespace["region"](out, [], [], 0, 100)
+    namespace["region"](out, [], [], 0, 100, None, None)
     assert out[1] != ref_regs[1]

@@ -86,8 +86,11 @@ def run_blocks(m, deadline: int):
     counts = st.counts
     bblen = st.bblen
     regs = m.regs
-    pages = m.memory.pages
-    writable = m.memory.writable
+    memory = m.memory
+    pages = memory.pages
+    writable = memory.writable
+    load_miss = memory.load_miss
+    store_miss = memory.store_miss
     pc = m.pc
     t = m.tick
     while t < deadline:
@@ -99,7 +102,7 @@ def run_blocks(m, deadline: int):
                 entry = regions[pc] = _compile_region(m, st, pc)
         if entry is not None:
             if deadline - t >= entry[1]:
-                pc, t = entry[0](regs, pages, writable, t, deadline)
+                pc, t = entry[0](regs, pages, writable, t, deadline, load_miss, store_miss)
                 if pc < 0:
                     pc = ~pc
                     m.pc = pc

@@ -50,6 +50,19 @@ def _signed_compare(r: str, v: int, less: bool) -> str:
     return f"({S - 1} < {r} < {v + W})" if less else f"({r} < {S} or {r} >= {v + W})"
 
 
+def _load(address: str, page: str, length: int) -> str:
+    """The page to load ``length`` bytes at ``address`` from: the page table's
+    entry, or (a page a lazy resume has not read) Memory.load_miss."""
+    return f"(pg[{page}] or lm({address}, {length}))"
+
+
+def _store(address: str, page: str, length: int) -> str:
+    """The page to store into: the write table's entry, or (not writable in
+    place: untouched, or shared with a checkpoint) Memory.store_miss, which
+    makes it writable or hands the instruction back."""
+    return f"(wr[{page}] or sm({address}, {length}))"
+
+
 class Emitter:
     """Writes one region's function, line by line, remembering which pc
     (and position on its path) each line belongs to, so that a fault inside
@@ -249,8 +262,9 @@ class Emitter:
             return _signed_compare(ra, v + 1, False)
         return _signed_compare(ra, v, False)    # BGE_I
 
-    def address(self, d: int, base: int, off: int, at) -> tuple[str, str]:
-        """(page index, offset) expressions of ``[base + off]``; may emit ``x = ...``.
+    def address(self, d: int, base: int, off: int, at) -> tuple[str, str, str]:
+        """(address, page index, offset) expressions of ``[base + off]``; may
+        emit ``x = ...``.
 
         A positive offset is added without the mask: a sum past 2**32 - 1 gives
         a page index past any page table (memory is at most 4 GiB), so the
@@ -259,7 +273,7 @@ class Emitter:
         2**32 - d) subtracts d and wraps a negative result, which would
         otherwise index the page table from its end."""
         if base == ZERO:
-            return str(off >> 12), str(off & 4095)
+            return str(off), str(off >> 12), str(off & 4095)
         if off == 0:
             x = f"r{base}"
         elif off & S:
@@ -269,7 +283,7 @@ class Emitter:
         else:
             self.put(d, f"x = r{base} + {off}", at)
             x = "x"
-        return f"{x} >> 12", f"{x} & 4095"
+        return x, f"{x} >> 12", f"{x} & 4095"
 
     def instruction(self, pc: int, j: int, d: int) -> None:
         op, a, b, c = self.code[pc]
@@ -320,21 +334,20 @@ class Emitter:
             else:
                 put(d, f"{ra} = (x - q * {y}) & {M}", at)
         elif op in (LD, LDB, ST, STB):
-            page, offset = self.address(d, b, c, at)
+            x, page, offset = self.address(d, b, c, at)
             if op == LD:
-                put(d, f"{ra} = unpack(pg[{page}], {offset})[0]", at)
+                put(d, f"{ra} = unpack({_load(x, page, 4)}, {offset})[0]", at)
             elif op == LDB:
-                put(d, f"{ra} = pg[{page}][{offset}]", at)
+                put(d, f"{ra} = {_load(x, page, 1)}[{offset}]", at)
             elif op == ST:
-                put(d, f"pack(wr[{page}], {offset}, {ra})", at)
+                put(d, f"pack({_store(x, page, 4)}, {offset}, {ra})", at)
             else:
-                put(d, f"wr[{page}][{offset}] = {ra} & 255", at)
+                put(d, f"{_store(x, page, 1)}[{offset}] = {ra} & 255", at)
         elif op in (PUSH_R, PUSH_I, CALL_I):
             value = ra if op == PUSH_R else str(a) if op == PUSH_I else str(pc + 1)
             self.push(d, value, at)
         elif op == POP:
-            put(d, "x = r15", at)
-            put(d, "y = unpack(pg[x >> 12], x & 4095)[0]", at)
+            self.pop_address(d, at)
             put(d, f"r15 = x + 4 if x < {W - 4} else x - {W - 4}", at)
             put(d, f"{ra} = y", at)
         elif op == IN:
@@ -349,12 +362,12 @@ class Emitter:
     def push(self, d: int, value: str, at) -> None:
         self.put(d, "x = r15 - 4", at)
         self.put(d, f"if x < 0: x += {W}", at)
-        self.put(d, f"pack(wr[x >> 12], x & 4095, {value})", at)
+        self.put(d, f"pack({_store('x', 'x >> 12', 4)}, x & 4095, {value})", at)
         self.put(d, "r15 = x", at)
 
     def pop_address(self, d: int, at) -> None:
         self.put(d, "x = r15", at)
-        self.put(d, "y = unpack(pg[x >> 12], x & 4095)[0]", at)
+        self.put(d, f"y = unpack({_load('x', 'x >> 12', 4)}, x & 4095)[0]", at)
 
     def ret_guard(self, pc: int, j: int, expected: int, d: int) -> None:
         """``ret`` on a path that made the matching ``call``: follow it if the
@@ -445,7 +458,7 @@ def emit_region(code: list, ncode: int, root: int, stop=None):
         em.put(3, f"pc = {root}")
     ports = list(em.ports)
     params = "".join(f", {name}={name}" for name in em.ports.values())
-    head = [f"def region(regs, pg, wr, t, deadline, unpack=unpack, pack=pack{params}):"]
+    head = [f"def region(regs, pg, wr, t, deadline, lm, sm, unpack=unpack, pack=pack{params}):"]
     head += [f"    r{r} = regs[{r}]" for r in used]
     head += ["    i = 0", "    try:"]
     store = [f"regs[{r}] = r{r}" for r in written]
