@@ -12,7 +12,7 @@ meaningful even when the absolute rates are not:
   countdown loop (``sub``/``bne``), a register loop whose values use all 32
   bits (``add``/``xor``/``sub``/``bne``), a memory-heavy loop (a sieve over
   8 KiB, repeated) and the countdown with the timer interrupting every 1,000
-  ticks;
+  ticks, and every 100 (interrupt-heavy);
 * issue 2's figure: the interp engine's ratio on the countdown loop;
 * when ``py65`` (a pure-Python 6502 emulator) is importable, a countdown
   loop and a 4 KiB copy loop on it and on minivm, as instructions/s ratios.
@@ -93,9 +93,9 @@ table:  .space LIMIT
 """
 
 TIMER_LOOP = """
-; the countdown loop with a timer interrupt every 1,000 ticks
+; the countdown loop with a timer interrupt every {period} ticks
         out 0x11, tick
-        out 0x10, 1000
+        out 0x10, {period}
         ei
         mov r1, {n}
 loop:   sub r1, r1, 1
@@ -132,18 +132,24 @@ dst:    .space 4096
 """
 
 COUNTDOWN = "countdown (sub/bne)"
+ALU = "ALU loop, 32-bit values"
 MEMORY = "memory (sieve 8 KiB)"
+TIMER_1000 = "countdown + timer/1000"
+TIMER_100 = "countdown + timer/100"
 
 # (name, source, size parameter for a full run, for a quick run, expected output)
 WORKLOADS = (
     (COUNTDOWN, COUNTDOWN_LOOP, 1_500_000, 50_000, None),
-    ("ALU loop, 32-bit values", ALU_LOOP, 750_000, 25_000, None),
+    (ALU, ALU_LOOP, 750_000, 25_000, None),
     (MEMORY, SIEVE_LOOP, 16, 1, b"1028"),
-    ("countdown + timer/1000", TIMER_LOOP, 1_500_000, 50_000, None),
+    (TIMER_1000, TIMER_LOOP.replace("{period}", "1000"), 1_500_000, 50_000, None),
+    (TIMER_100, TIMER_LOOP.replace("{period}", "100"), 500_000, 50_000, None),
 )
 
-#: (workload, engine, minimum ratio to the bare loop) the engines aim at.
-TARGETS = ((COUNTDOWN, "blocks", 1.0), (MEMORY, "blocks", 0.5),
+#: (workload, engine, minimum ratio to the bare loop) the engines aim at: the
+#: performance issue's goals for blocks, and issue 2's for interp.
+TARGETS = ((COUNTDOWN, "blocks", 2.0), (ALU, "blocks", 1.3), (MEMORY, "blocks", 1.2),
+           (TIMER_1000, "blocks", 1.3), (TIMER_100, "blocks", 0.8),
            (COUNTDOWN, "interp", 0.25))
 
 

@@ -575,12 +575,21 @@ class EventQueue:
         self._timer = next((s for s in self.sources if isinstance(s, Timer)), None)
 
     def next_tick(self) -> int | None:
-        ticks = [t for t in (s.next_event() for s in self.sources) if t is not None]
-        return min(ticks) if ticks else None
+        # runs at every boundary (an interrupt-heavy guest: every few hundred
+        # ticks): a plain loop, no temporary lists
+        best = None
+        for source in self.sources:
+            t = source.next_event()
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
 
     def fire_due(self, now: int, on_interrupt: Callable[[int, int, str], None]) -> int:
         """Fire every event due at or before ``now`` in (tick, priority) order."""
         fired = 0
+        first = self.next_tick()
+        if first is None or first > now:          # the usual case: nothing is due
+            return 0
         while True:
             best = None
             for source in self.sources:

@@ -39,6 +39,11 @@ INFINITY = math.inf
 #: change what is scheduled, enable interrupts, or stop the machine). Others
 #: (a COW store, a division, a register jump) go straight back to the batch.
 NEEDS_BOUNDARY = isa.by_category(isa.SYSTEM) | {OUT_R, OUT_I, BREAK, FAULT}
+#: Of those, the ones that only change whether interrupts are enabled: they
+#: need the boundary only when an interrupt is pending (to deliver it at
+#: once); else the batch goes on, to the same deadline (they schedule nothing).
+#: ``iret`` at the end of every interrupt handler is the case that matters.
+ONLY_ENABLE = frozenset({isa.IRET, isa.EI, isa.DI})
 #: Longest stretch the hot loop runs before the boundary looks at the stop
 #: flag (Ctrl-C in the REPL); about a millisecond or two of guest time.
 SLICE = 1 << 14
@@ -204,7 +209,10 @@ class Machine:
                     stop = self.step_slow()
                     if stop is not None:
                         return stop
-                    if op in NEEDS_BOUNDARY or self.tick >= deadline:
+                    if self.tick >= deadline:
+                        break
+                    if op in NEEDS_BOUNDARY and (op not in ONLY_ENABLE
+                                                 or self.interrupts.has_pending()):
                         break
         except GuestFault as fault:
             self.fault = fault.locate(self.pc, self.tick, self.image.location(self.pc),

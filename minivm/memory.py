@@ -242,6 +242,13 @@ class Memory:
             raise IndexError(addr) from None
 
     def load_word(self, addr: int) -> int:
+        offset = addr & PAGE_MASK
+        if offset <= PAGE_SIZE - 4 and 0 <= addr and addr + 4 <= self.size:
+            # within one page (the usual case, e.g. ``iret``'s pop): one unpack
+            page = self.pages[addr >> PAGE_SHIFT]
+            if page is None:
+                page = self.fetch(addr >> PAGE_SHIFT)
+            return _WORD.unpack_from(page, offset)[0]
         self._check(addr, 4, "load")
         return int.from_bytes(self.read_bytes(addr, 4), "little")
 

@@ -12,6 +12,7 @@ works".
 from __future__ import annotations
 
 from operator import itemgetter
+import weakref
 from weakref import WeakKeyDictionary
 
 from .decode import FAST_PATH_ERRORS, WORD
@@ -40,7 +41,8 @@ def clear_code_cache() -> None:
 class _State:
     """Per-machine compiled regions and hotness counts."""
 
-    __slots__ = ("regions", "counts", "bblen", "cover", "getter", "expect", "loops")
+    __slots__ = ("regions", "counts", "bblen", "cover", "getter", "expect", "loops",
+                 "__weakref__")
 
     def __init__(self, code: list):
         self.regions: dict = {}          # pc -> (function, ticks needed)
@@ -63,8 +65,15 @@ def state_of(m):
     return _STATES.get(m)
 
 
+#: The last machine run and its state: an interrupt-heavy guest enters the
+#: engine every few hundred ticks, and a WeakKeyDictionary lookup makes a
+#: new weak reference each time.
+#: Both weakly: this keeps neither alive.
+_last: list = [lambda: None, lambda: None]
+
+
 def _state(m) -> _State:
-    st = _STATES.get(m)
+    st = _last[1]() if _last[0]() is m else _STATES.get(m)
     code = m.code
     if st is not None and st.getter is not None:
         try:
@@ -76,6 +85,8 @@ def _state(m) -> _State:
     if st is None or len(st.bblen) != len(code):
         st = _State(code)
         _STATES[m] = st
+    if _last[1]() is not st:
+        _last[:] = [weakref.ref(m), weakref.ref(st)]
     return st
 
 

@@ -23,10 +23,11 @@ from .semantics import inline
 
 #: A loop with one path back to its root, of at most UNROLL_MAX_LEN
 #: instructions per iteration and UNROLL_MAX_SIZE instructions in all, has
-#: its body repeated up to 4 times (UNROLL_TICKS // length) per ``for`` step.
+#: its body repeated up to UNROLL_CAP times (UNROLL_TICKS // length) per ``for`` step.
 UNROLL_MAX_LEN = 8
 UNROLL_MAX_SIZE = 24
 UNROLL_TICKS = 16
+UNROLL_CAP = 4
 
 M = isa.WORD_MASK
 S = isa.SIGN_BIT
@@ -420,7 +421,7 @@ def emit_region(code: list, ncode: int, root: int, stop=None):
         em.form, em.loop_len = "range", loops[0]
         size = sum(len(seg.items) + 1 for seg in walk(top))
         if loops[0] <= UNROLL_MAX_LEN and size <= UNROLL_MAX_SIZE:
-            unroll = min(4, UNROLL_TICKS // loops[0])
+            unroll = min(UNROLL_CAP, UNROLL_TICKS // loops[0])
     elif loops:
         em.form = "while"
     body_depth = 3
