@@ -1079,3 +1079,69 @@ def test_bench_quick_has_every_row(capsys):
     printed = capsys.readouterr().out
     for name in names:
         assert f"{name:<26} interp" in printed and f"{name:<26} blocks" in printed
+
+
+# --- batches against one boundary per instruction ---------------------------------------------
+
+# Interrupts raised while disabled (timer every few ticks, a disk read), then
+# `ei`, `di` and handlers that `iret` while more are pending: the batch skips
+# the boundary after iret/ei/di only when nothing is pending (Machine.run).
+PENDING_LOOP = """
+        out 0x11, tick
+        out 0x10, {period}
+        out 0x20, 1                 ; a disk read of block 1 ...
+        out 0x21, buf
+        out 0x22, 1
+        out 0x26, dma               ; ... that interrupts when it lands
+        out 0x23, 1
+        mov r1, 0
+spin:   add r1, r1, 1               ; interrupts disabled: they pile up
+        blt r1, {spin}, spin
+        ei                          ; delivered at once, one after the other
+        mov r2, r3                  ; how many handlers ran before this
+        mov r1, 0
+more:   add r1, r1, 1
+        {toggle}
+        blt r1, 300, more
+        out 0x10, 0
+        out 0x01, r2
+        out 0x00, ' '
+        out 0x01, r3
+        out 0x00, ' '
+        out 0x01, r4
+        halt
+tick:   add r3, r3, 1
+        iret
+dma:    add r4, r4, 100
+        iret
+.data
+buf:    .space 512
+"""
+
+
+def single_stepped(m: Machine) -> Machine:
+    """With a trace function the machine runs its boundary before every instruction."""
+    m.trace = lambda line: None
+    return m
+
+
+@pytest.mark.parametrize("period,spin,toggle", [
+    (3, 40, "nop"), (7, 10, "nop"), (5, 40, "di\n        ei"), (4, 3, "ei"), (11, 60, "di")])
+def test_batched_run_equals_a_boundary_before_every_instruction(period, spin, toggle, tmp_path):
+    source = PENDING_LOOP.format(period=period, spin=spin, toggle=toggle)
+    image = assemble(source, "pending.asm")
+    seen = {}
+    for engine in ENGINES:
+        for single in (False, True):
+            with threshold(1):
+                m = new_machine(image, engine, tmp_path / f"{engine}-{single}")
+                if single:
+                    single_stepped(m)
+                stop = m.run(50_000)
+            seen[(engine, single)] = observe(m, stop)
+            close_disks(m)
+    reference = seen[("interp", True)]
+    assert reference["stop"] == "halt"
+    assert int(reference["output"].split()[0]) > 0      # some were pending at the ei
+    for key, got in seen.items():
+        assert_same(reference, got, f"{key}")
