@@ -571,6 +571,26 @@ loop:   sub r1, r1, 1
         bne r1, 0, loop
         wait
 """,
+    "iret on an empty stack in a compiled loop": """
+        mov r1, 0
+loop:   add r1, r1, 1
+        blt r1, 40, loop
+        iret
+""",
+    "iret to a bad address in a compiled loop": """
+        mov r1, 0
+loop:   add r1, r1, 1
+        blt r1, 40, loop
+        push 99999
+        iret
+""",
+    "iret popping past the end of memory": """
+        mov r1, 0
+loop:   add r1, r1, 1
+        blt r1, 40, loop
+        mov sp, 0x000FFFFE
+        iret
+""",
 }
 
 
@@ -1145,3 +1165,16 @@ def test_batched_run_equals_a_boundary_before_every_instruction(period, spin, to
     assert int(reference["output"].split()[0]) > 0      # some were pending at the ei
     for key, got in seen.items():
         assert_same(reference, got, f"{key}")
+
+
+def test_iret_on_an_empty_stack_of_a_4_gib_memory(tmp_path):
+    """With 4 GiB of memory an empty stack has sp = 0 (2^32 wrapped): a
+    compiled iret must not pop address 0 but fault as the exact path does."""
+    source = """
+        mov r1, 0
+loop:   add r1, r1, 1
+        blt r1, 40, loop
+        iret
+"""
+    final = run_source_both(source, tmp_path, memory_size=1 << 32, disk=False)["blocks"][0]
+    assert "empty stack" in final["stop"], final["stop"]

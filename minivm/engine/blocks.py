@@ -15,6 +15,7 @@ from operator import itemgetter
 import weakref
 from weakref import WeakKeyDictionary
 
+from ..isa import WORD_MASK
 from .decode import FAST_PATH_ERRORS, WORD
 from .emit import emit_region
 from .reference import run_fast
@@ -153,7 +154,10 @@ def _compile_region(m, st: _State, root: int):
             _CODE_CACHE.clear()
         compiled = _CODE_CACHE[source] = compile(source, f"<minivm region {root}>", "exec")
     namespace = {"unpack": WORD.unpack_from, "pack": WORD.pack_into,
-                 "FAST_PATH_ERRORS": FAST_PATH_ERRORS, "LINES": lines}
+                 "FAST_PATH_ERRORS": FAST_PATH_ERRORS, "LINES": lines,
+                 # for a compiled iret: this machine's interrupt controller and
+                 # the stack pointer of an empty stack
+                 "INTC": m.interrupts, "STACK_TOP": m.memory.size & WORD_MASK}
     for index, fn in enumerate(ports):
         namespace[f"P{index}"] = fn
     exec(compiled, namespace)

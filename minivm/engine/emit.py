@@ -13,7 +13,7 @@ from __future__ import annotations
 from .. import isa
 from ..isa import (ADD_I, ADD_R, AND_I, AND_R, BEQ_I, BEQ_R, BGE_I, BGE_R, BGT_I,
                   BGT_R, BLE_I, BLE_R, BLT_I, BLT_R, BNE_I, BNE_R, CALL_I, CALL_R,
-                  DIV_I, DIV_R, IN, JMP_I, JMP_R, LD, LDB, MOD_I, MOD_R, MOV_I,
+                  DIV_I, DIV_R, IN, IRET, JMP_I, JMP_R, LD, LDB, MOD_I, MOD_R, MOV_I,
                   MOV_R, MUL_I, MUL_R, NEG, NOP, NOT, OR_I, OR_R, POP, PUSH_I,
                   PUSH_R, RET, SAR_I, SAR_R, SHL_I, SHL_R, SHR_I, SHR_R, ST, STB,
                   SUB_I, SUB_R, XOR_I, XOR_R, to_signed)
@@ -402,6 +402,17 @@ class Emitter:
             self.advance(d, n + 1)
             self.put(d, "pc = y")
             self.put(d, "break")
+        elif op == IRET:
+            # As the exact path does it, but only when no interrupt is pending
+            # (else the machine's boundary must deliver it at once: handed
+            # back) and the stack is not empty (the exact path's fault). Every
+            # check comes before any effect, so a handback finds nothing done.
+            self.put(d, "x = r15", at)
+            self.put(d, "if INTC.has_pending() or x == STACK_TOP:", at)
+            self.handback(d + 1, pc, n)
+            self.put(d, f"y = unpack({_load('x', 'x >> 12', 4)}, x & 4095)[0]", at)
+            self.dynamic_tail(d, pc, n, "y", f"r15 = x + 4 if x < {W - 4} else x - {W - 4}; "
+                                             "INTC.enabled = True")
         else:                                   # RET with no known call
             self.pop_address(d, at)
             self.dynamic_tail(d, pc, n, "y", f"r15 = x + 4 if x < {W - 4} else x - {W - 4}")

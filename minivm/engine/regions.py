@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 
 from .. import isa
-from ..isa import CALL_I, CALL_R, IN, JMP_I, JMP_R, OUT_I, OUT_R, RET
+from ..isa import CALL_I, CALL_R, IN, IRET, JMP_I, JMP_R, OUT_I, OUT_R, RET
 from .decode import OUTQ_I, OUTQ_R
 
 #: Longest path through a region, in instructions.
@@ -66,7 +66,7 @@ def build(code: list, ncode: int, root: int, stop=None):
 
     Terminators: ("loop", L) back to the root after L instructions;
     ("exit", pc, L); ("slow", pc, L) hand back the instruction at pc;
-    ("dyn", pc, L) jmp/call through a register or ret, executed at L;
+    ("dyn", pc, L) jmp/call through a register, ret or iret, executed at L;
     ("br", pc, j, taken, fallthrough).
     """
     top = Seg()
@@ -85,6 +85,9 @@ def build(code: list, ncode: int, root: int, stop=None):
                 break
             covered.add(pc)
             op, a, b, c = code[pc]
+            if op == IRET:                  # the end of every interrupt handler
+                seg.term = ("dyn", pc, j)
+                break
             if op not in COMPILED:
                 seg.term = ("slow", pc, j)
                 break
