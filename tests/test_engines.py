@@ -1178,3 +1178,28 @@ loop:   add r1, r1, 1
 """
     final = run_source_both(source, tmp_path, memory_size=1 << 32, disk=False)["blocks"][0]
     assert "empty stack" in final["stop"], final["stop"]
+
+
+def test_unwrapped_registers_in_a_compiled_loop(tmp_path):
+    """A register only added to and xor-ed into (the bench's ALU loop) loses
+    its wrap test inside the loop; one that doubles itself (``add r2, r2,
+    r2``, or two unwrapped operands) keeps it, so no value grows past a few
+    bits over 32 within a call. Both run equal to the reference."""
+    alu = """
+        mov r1, 5000
+loop:   add r2, r2, r1
+        xor r3, r3, r2
+        add r4, r4, r4
+        add r5, r5, 0x7FFFFFFF
+        add r6, r6, r5
+        sub r1, r1, 1
+        bne r1, 0, loop
+        halt
+"""
+    runs = run_source_both(alu, tmp_path)
+    m = runs["blocks"][1]
+    source = blocks.region_source(m, 1)
+    assert "if r2 > 4294967295" not in source and "r3 = r3 ^ r2" in source
+    assert "if r4 > 4294967295" in source            # doubles itself
+    assert "if r5 > 4294967295" in source or "if r6 > 4294967295" in source
+    assert runs["blocks"][0]["stop"] == "halt"

@@ -18,7 +18,8 @@ from ..isa import (ADD_I, ADD_R, AND_I, AND_R, BEQ_I, BEQ_R, BGE_I, BGE_R, BGT_I
                   PUSH_R, RET, SAR_I, SAR_R, SHL_I, SHL_R, SHR_I, SHR_R, ST, STB,
                   SUB_I, SUB_R, XOR_I, XOR_R, to_signed)
 from .decode import OUTQ_I, OUTQ_R
-from .regions import Seg, build, loop_pcs, registers, ticks_needed, walk
+from .regions import (WRAP_TOLERANT, Seg, build, loop_pcs, registers, ticks_needed,
+                      unwrapped_registers, walk)
 from .semantics import inline
 
 #: A loop with one path back to its root, of at most UNROLL_MAX_LEN
@@ -80,6 +81,7 @@ class Emitter:
         self.offset = 0                     # ticks before this copy of an unrolled body
         self.form = "once"
         self._loops: dict = {}
+        self.lazy: set = set()              # registers kept unwrapped (regions.unwrapped_registers)
 
     def port(self, fn) -> str:
         name = self.ports.get(fn)
@@ -197,6 +199,8 @@ class Emitter:
         if item[0] != "I":
             return None
         op, a, b, c = self.code[item[1]]
+        if {b, c if op in (ADD_R, SUB_R) else b} & self.lazy:
+            return None                          # its tests assume wrapped operands
         if op == ADD_R:
             delta, operand = 1, f"r{c}"          # adds a value in 0..M
         elif op == SUB_R:
@@ -293,7 +297,9 @@ class Emitter:
         ra, rb, rc = f"r{a}", f"r{b}", f"r{c}"
         if op == NOP or op == JMP_I:
             return
-        if op in _AS_IN_TABLE:
+        if op in WRAP_TOLERANT and (a in self.lazy or {b, c} & self.lazy):
+            self.unwrapped(op, a, b, c, at, d)
+        elif op in _AS_IN_TABLE:
             put(d, inline(isa.OPCODES[op].name, a, b, c), at)
         elif op == ADD_R:
             put(d, f"{ra} = {rb} + {rc}", at)
@@ -359,6 +365,24 @@ class Emitter:
             put(d, f"{self.port(a)}({b})", at)
         else:                                   # pragma: no cover - build filters
             raise AssertionError(f"opcode {op} is not compiled")
+
+    def unwrapped(self, op: int, a: int, b: int, c: int, at, d: int) -> None:
+        """A wrap-tolerant instruction that writes or reads an unwrapped
+        register: no wrap test; the result is wrapped only if ``a`` must
+        hold a wrapped value (see regions.unwrapped_registers)."""
+        rb = f"r{b}"
+        if op in (ADD_R, SUB_R):
+            value = f"{rb} {'+' if op == ADD_R else '-'} r{c}"
+        elif op in (ADD_I, SUB_I):
+            delta = c if op == ADD_I else (-c) & M
+            value = rb if delta == 0 else (f"{rb} + {delta}" if delta < S
+                                          else f"{rb} - {W - delta}")
+        else:
+            value = inline(isa.OPCODES[op].name, a, b, c).split(" = ", 1)[1]
+        if a in self.lazy:
+            self.put(d, f"r{a} = {value}", at)
+        else:
+            self.put(d, f"r{a} = ({value}) & {M}", at)
 
     def push(self, d: int, value: str, at) -> None:
         self.put(d, "x = r15 - 4", at)
@@ -427,6 +451,7 @@ def emit_region(code: list, ncode: int, root: int, stop=None):
     need, loops = ticks_needed(top)
     used, written = registers(code, top)
     em = Emitter(code, ncode, root)
+    em.lazy = unwrapped_registers(code, top)
     unroll = 1
     if len(loops) == 1:
         em.form, em.loop_len = "range", loops[0]
@@ -473,7 +498,8 @@ def emit_region(code: list, ncode: int, root: int, stop=None):
     head = [f"def region(regs, pg, wr, t, deadline, lm, sm, unpack=unpack, pack=pack{params}):"]
     head += [f"    r{r} = regs[{r}]" for r in used]
     head += ["    i = 0", "    try:"]
-    store = [f"regs[{r}] = r{r}" for r in written]
+    store = [f"regs[{r}] = r{r} & {M}" if r in em.lazy else f"regs[{r}] = r{r}"
+             for r in written]
     tick = f"t + j + i * {em.loop_len}" if em.form == "range" else "t + j"
     tail = ["    except FAST_PATH_ERRORS as e:",
             "        pc, j = LINES[e.__traceback__.tb_lineno]",

@@ -178,6 +178,63 @@ def registers(code: list, top: Seg) -> tuple[list, list]:
     return sorted(used), sorted(written)
 
 
+#: Instructions whose result, modulo 2**32, depends only on their operands
+#: modulo 2**32: they may read a register the region keeps unwrapped.
+WRAP_TOLERANT = frozenset({isa.ADD_R, isa.ADD_I, isa.SUB_R, isa.SUB_I, isa.XOR_R, isa.XOR_I,
+                           isa.AND_R, isa.AND_I, isa.OR_R, isa.OR_I})
+#: Of those, the ones that may grow a value past 32 bits (the others keep
+#: the bit length of their operands).
+_ADDSUB = frozenset({isa.ADD_R, isa.ADD_I, isa.SUB_R, isa.SUB_I})
+
+
+def _reads(code: list, pc: int) -> set:
+    op, a, b, c = code[pc]
+    meta = isa.OPCODES[_AS_ISA.get(op, op)]
+    out = {{"a": a, "b": b, "c": c}[f] for f in meta.reads}
+    if meta.uses_sp:
+        out.add(SP)
+    out.discard(ZERO)
+    return out
+
+
+def unwrapped_registers(code: list, top: Seg) -> set:
+    """Registers the region may keep unwrapped: any integer congruent to the
+    register's value modulo 2**32, wrapped (``& M``) only when written back.
+
+    A register qualifies when it is the destination of a wrap-tolerant
+    instruction (add, sub, and, or, xor) and nothing in the region reads it
+    but wrap-tolerant instructions: no compare, address, store, port, shift,
+    multiply, division, move, stack or jump. So ``add r2, r2, r1`` in a loop
+    whose r2 feeds only ``xor``/``add`` loses its wrap test. An add or sub
+    with two unwrapped operands would let a value double at every step: its
+    operands are wrapped instead. Within one call (at most one slice of
+    ticks) an unwrapped value stays within a few bits of 32 plus log2 of
+    the ticks run.
+    """
+    pcs = []
+    for seg in walk(top):
+        pcs.extend(item[1] for item in seg.items if item[0] == "I")
+        pcs.extend(item[1] for item in seg.items if item[0] == "R")
+        if seg.term[0] in ("br", "dyn"):     # a handed-back one reads regs, wrapped
+            pcs.append(seg.term[1])
+    tolerant = [pc for pc in pcs if code[pc][0] in WRAP_TOLERANT]
+    lazy = {code[pc][1] for pc in tolerant} - {ZERO, SP}
+    for pc in pcs:
+        if code[pc][0] not in WRAP_TOLERANT:
+            lazy -= _reads(code, pc)
+    while True:
+        doubled = set()
+        for pc in tolerant:
+            if code[pc][0] in _ADDSUB:
+                reads = _reads(code, pc) & lazy
+                if len(reads) > 1 or (reads and code[pc][0] == isa.ADD_R
+                                      and code[pc][2] == code[pc][3]):
+                    doubled |= reads
+        if not doubled:
+            return lazy
+        lazy -= doubled
+
+
 def loop_pcs(top: Seg) -> set:
     """The pcs on the region's paths back to its root."""
     looping: dict = {}
