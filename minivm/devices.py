@@ -574,11 +574,14 @@ class EventQueue:
         self.sources = sorted(sources, key=lambda s: s.priority)
         self._timer = next((s for s in self.sources if isinstance(s, Timer)), None)
 
-    def next_tick(self) -> int | None:
+    def next_tick(self, skip=None) -> int | None:
+        """The tick of the next event (of a source other than ``skip``)."""
         # runs at every boundary (an interrupt-heavy guest: every few hundred
         # ticks): a plain loop, no temporary lists
         best = None
         for source in self.sources:
+            if source is skip:
+                continue
             t = source.next_event()
             if t is not None and (best is None or t < best):
                 best = t
@@ -587,18 +590,15 @@ class EventQueue:
     def fire_due(self, now: int, on_interrupt: Callable[[int, int, str], None]) -> int:
         """Fire every event due at or before ``now`` in (tick, priority) order."""
         fired = 0
-        first = self.next_tick()
-        if first is None or first > now:          # the usual case: nothing is due
-            return 0
         while True:
-            best = None
-            for source in self.sources:
-                t = source.next_event()
-                if t is not None and t <= now and (best is None or t < best[0]):
-                    best = (t, source)
-            if best is None:
+            source = None
+            best = now
+            for candidate in self.sources:     # by priority: the first of equal ticks wins
+                t = candidate.next_event()
+                if t is not None and (t < best or (t == best and source is None)):
+                    source, best = candidate, t
+            if source is None:
                 return fired
-            source = best[1]
             tick, interrupts = source.fire(now) if source is self._timer else source.fire()
             fired += 1
             if interrupts:

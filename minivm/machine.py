@@ -137,6 +137,9 @@ class Machine:
                  load_data: bool = True, engine: str = DEFAULT_ENGINE):
         self.image = image
         self.engine = select_engine(engine)
+        # an engine that takes the timer's ticks inside a batch itself (see
+        # timer_boundary): its batches end only at the next other event
+        self._engine_takes_timer = getattr(self.engine, "takes_timer", False)
         self.memory = Memory(memory_size)
         if len(image.data) > memory_size:
             raise MinivmError(f"the program's data ({len(image.data)} bytes) does not fit in "
@@ -204,7 +207,8 @@ class Machine:
                     if stop is not None:
                         return stop
                     continue
-                deadline = min(limit, self.tick + SLICE, self._next_deadline())
+                deadline = min(limit, self.tick + SLICE,
+                               self._next_deadline(self._engine_takes_timer))
                 while (op := self.engine(self, deadline)) is not None:
                     stop = self.step_slow()
                     if stop is not None:
@@ -221,9 +225,9 @@ class Machine:
         finally:
             self.console.sink.flush()
 
-    def _next_deadline(self) -> float:
+    def _next_deadline(self, skip_timer: bool = False) -> float:
         deadline = INFINITY
-        nxt = self.events.next_tick()
+        nxt = self.events.next_tick(self.timer if skip_timer else None)
         if nxt is not None:
             deadline = nxt
         t = self._hooks.next_tick()
@@ -240,15 +244,26 @@ class Machine:
         t = hooks.next_tick()
         if t is not None and t <= self.tick:
             hooks.run_due(self)
-        self.events.fire_due(self.tick, self.interrupts.raise_irq)
-        if self.interrupts.enabled and self.interrupts.has_pending():
-            self._deliver_interrupt()
+        self.timer_boundary()
         if self.stop_requested:
             self.stop_requested = False
             return Stop("interrupted")
         if self.tick >= limit:
             return Stop("limit")
         return None
+
+    def timer_boundary(self) -> None:
+        """The boundary's device part: fire every event due now, then deliver
+        a pending interrupt if interrupts are enabled.
+
+        An engine with ``takes_timer`` (blocks) also calls it at a timer tick
+        inside a batch (``m.pc``/``m.tick`` set): its batch's deadline is the
+        next event of any other kind (disk, host task, limit, slice), so at
+        that tick this is all the full boundary would do but for the stop
+        request (Ctrl-C), which waits for the end of the slice."""
+        self.events.fire_due(self.tick, self.interrupts.raise_irq)
+        if self.interrupts.enabled and self.interrupts.has_pending():
+            self._deliver_interrupt()
 
     def _watch_hit(self) -> Stop | None:
         """A watched word differs from the last value seen (by any cause:

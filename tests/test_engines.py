@@ -1145,6 +1145,28 @@ def single_stepped(m: Machine) -> Machine:
     return m
 
 
+def test_timer_ticks_taken_inside_a_batch_meet_other_events(tmp_path):
+    """The blocks engine takes timer ticks inside its batch (takes_timer);
+    a timer tick at the same tick as a disk completion, a max_ticks limit
+    or the start of the run is left to the boundary, in (tick, priority)
+    order: every run equals the single-stepped reference."""
+    source = PENDING_LOOP.format(period=4, spin=3, toggle="nop")
+    image = assemble(source, "pending.asm")
+    for latency in range(0, 9):
+        for limit in (None, 97, 100, 400):
+            seen = []
+            for engine, single in (("interp", True), ("blocks", False)):
+                with threshold(1):
+                    m = new_machine(image, engine, tmp_path / f"{engine}-{latency}",
+                                    latency=latency, per_block=1)
+                    if single:
+                        single_stepped(m)
+                    stop = m.run(limit if limit is not None else 50_000)
+                seen.append(observe(m, stop))
+                close_disks(m)
+            assert_same(seen[0], seen[1], f"latency {latency}, limit {limit}")
+
+
 @pytest.mark.parametrize("period,spin,toggle", [
     (3, 40, "nop"), (7, 10, "nop"), (5, 40, "di\n        ei"), (4, 3, "ei"), (11, 60, "di")])
 def test_batched_run_equals_a_boundary_before_every_instruction(period, spin, toggle, tmp_path):

@@ -92,7 +92,12 @@ def _state(m) -> _State:
 
 
 def run_blocks(m, deadline: int):
-    """Run from ``m.pc`` until the clock reads ``deadline`` (see module doc)."""
+    """Run from ``m.pc`` until the clock reads ``deadline`` (see module doc).
+
+    The timer's ticks before the deadline are taken here, without leaving
+    the batch (``takes_timer``: Machine.run then ends the batch only at the
+    next event of another kind): at each, Machine.timer_boundary fires it
+    and delivers the interrupt, as the boundary would."""
     st = _state(m)
     regions = st.regions
     counts = st.counts
@@ -103,9 +108,28 @@ def run_blocks(m, deadline: int):
     writable = memory.writable
     load_miss = memory.load_miss
     store_miss = memory.store_miss
+    timer = m.timer
+    ncode = m.ncode
     pc = m.pc
     t = m.tick
-    while t < deadline:
+    soft = timer.next_fire
+    if soft is None or soft >= deadline:
+        soft = deadline
+    while True:
+        if t >= soft:
+            if soft == deadline:
+                break
+            # a timer tick inside the batch
+            m.pc = pc
+            m.tick = t
+            if pc >= ncode:                 # ran off the end: that fault comes first
+                return m.code[pc][0]
+            m.timer_boundary()
+            pc = m.pc
+            soft = timer.next_fire
+            if soft is None or soft >= deadline:
+                soft = deadline
+            continue
         entry = regions.get(pc)
         if entry is None:
             n = counts.get(pc, 0) + 1
@@ -113,8 +137,8 @@ def run_blocks(m, deadline: int):
             if n >= THRESHOLD:
                 entry = regions[pc] = _compile_region(m, st, pc)
         if entry is not None:
-            if deadline - t >= entry[1]:
-                pc, t = entry[0](regs, pages, writable, t, deadline, load_miss, store_miss)
+            if soft - t >= entry[1]:
+                pc, t = entry[0](regs, pages, writable, t, soft, load_miss, store_miss)
                 if pc < 0:
                     pc = ~pc
                     m.pc = pc
@@ -122,14 +146,15 @@ def run_blocks(m, deadline: int):
                     return m.code[pc][0]
                 continue
             # fewer ticks left than the region may need: finish with run_fast
-            m.pc = pc
-            m.tick = t
-            return run_fast(m, deadline)
-        # cold code: one basic block through run_fast
+            end = soft
+        else:
+            # cold code: one basic block through run_fast
+            end = t + bblen[pc]
+            if end > soft:
+                end = soft
         m.pc = pc
         m.tick = t
-        end = t + bblen[pc]
-        op = run_fast(m, end if end < deadline else deadline)
+        op = run_fast(m, end)
         if op is not None:
             return op
         pc = m.pc
@@ -137,6 +162,10 @@ def run_blocks(m, deadline: int):
     m.pc = pc
     m.tick = deadline
     return None
+
+
+#: Machine.run: this engine takes the timer's ticks inside a batch itself.
+run_blocks.takes_timer = True
 
 
 def _compile_region(m, st: _State, root: int):
