@@ -1225,3 +1225,42 @@ loop:   add r2, r2, r1
     assert "if r4 > 4294967295" in source            # doubles itself
     assert "if r5 > 4294967295" in source or "if r6 > 4294967295" in source
     assert runs["blocks"][0]["stop"] == "halt"
+
+
+@pytest.mark.parametrize("shape", ["fall", "taken", "sub"])
+def test_loop_tested_at_its_top_is_rotated(shape, tmp_path):
+    """``L: bge r1, N, done`` ... ``add r1, r1, 1`` / ``jmp L`` compiles as a
+    one-instruction prologue at L and the loop rooted after the test, where
+    the add and the test meet (the fast guard): same run as the reference."""
+    body = {"fall": """
+loop:   bge r1, 300, done
+        add r2, r2, r1
+        add r1, r1, 1
+        jmp loop
+done:   halt
+""", "taken": """
+loop:   blt r1, 300, body
+        halt
+body:   add r2, r2, r1
+        add r1, r1, 1
+        jmp loop
+""", "sub": """
+        mov r1, 300
+loop:   beq r1, 0, done
+        xor r2, r2, r1
+        sub r1, r1, 1
+        jmp loop
+done:   halt
+"""}[shape]
+    runs = run_source_both(body, tmp_path, disk=False)
+    m = runs["blocks"][1]
+    assert runs["blocks"][0]["stop"] == "halt" and runs["blocks"][0]["tick"] > 900
+    head = 1 if shape == "sub" else 0                  # the pc of the test
+    after = {"fall": head + 1, "taken": 2, "sub": head + 1}[shape]
+    prologue = blocks.region_source(m, head)
+    assert "continue" not in prologue and "for i in range" not in prologue
+    assert f"pc = {after}" in prologue
+    assert head in blocks.state_of(m).regions and after in blocks.state_of(m).regions
+    loop = blocks.region_source(m, after)
+    assert "for i in range(k):" in loop
+    assert "if not (r1 < 300):" in loop or "if not (r1 > 0):" in loop     # the fast guard

@@ -18,8 +18,8 @@ from weakref import WeakKeyDictionary
 from ..isa import WORD_MASK
 from .decode import FAST_PATH_ERRORS, WORD
 from .emit import emit_region
+from .regions import block_lengths, build, rotation
 from .reference import run_fast
-from .regions import block_lengths
 
 #: Visits of a block start (through run_fast) before a region is compiled there.
 THRESHOLD = 16
@@ -170,7 +170,17 @@ run_blocks.takes_timer = True
 
 def _compile_region(m, st: _State, root: int):
     code = m.code
-    generated = emit_region(code, m.ncode, root)
+    top, covered = build(code, m.ncode, root)
+    body = rotation(code, top, root)
+    if body is not None:
+        # a loop tested at its top: compile it rooted after the test (where
+        # its add and the test meet), and this root as a prologue to it: the
+        # test alone, exiting to the loop or past it
+        if body not in st.regions:
+            st.regions[body] = _compile_region(m, st, body)
+        generated = emit_region(code, m.ncode, root, body, max_path=1)
+    else:
+        generated = emit_region(code, m.ncode, root, None, top, covered)
     loop_pcs = generated[-1]
     for other, pcs in st.loops.get(root, ()):
         if pcs == loop_pcs:                 # the same cycle, entered elsewhere
@@ -199,5 +209,10 @@ def _compile_region(m, st: _State, root: int):
 
 
 def region_source(m, pc: int, stop=None) -> str:
-    """The generated source of the region at ``pc`` (for docs and debugging)."""
+    """The generated source of the region at ``pc`` (for docs and debugging),
+    a loop tested at its top as the prologue _compile_region makes of it."""
+    if stop is None:
+        body = rotation(m.code, build(m.code, m.ncode, pc)[0], pc)
+        if body is not None:
+            return emit_region(m.code, m.ncode, pc, body, max_path=1)[0]
     return emit_region(m.code, m.ncode, pc, stop)[0]

@@ -18,7 +18,7 @@ from ..isa import (ADD_I, ADD_R, AND_I, AND_R, BEQ_I, BEQ_R, BGE_I, BGE_R, BGT_I
                   PUSH_R, RET, SAR_I, SAR_R, SHL_I, SHL_R, SHR_I, SHR_R, ST, STB,
                   SUB_I, SUB_R, XOR_I, XOR_R, to_signed)
 from .decode import OUTQ_I, OUTQ_R
-from .regions import (WRAP_TOLERANT, Seg, build, loop_pcs, registers, ticks_needed,
+from .regions import (MAX_PATH, WRAP_TOLERANT, Seg, build, loop_pcs, registers, ticks_needed,
                       unwrapped_registers, walk)
 from .semantics import inline
 
@@ -444,10 +444,13 @@ class Emitter:
 
 
 
-def emit_region(code: list, ncode: int, root: int, stop=None):
+def emit_region(code: list, ncode: int, root: int, stop=None, top=None, covered=None,
+                max_path: int = MAX_PATH):
     """Source of the region at ``root``: (source, line table, ticks needed,
-    port functions in parameter order, pcs covered, pcs on its loops)."""
-    top, covered = build(code, ncode, root, stop)
+    port functions in parameter order, pcs covered, pcs on its loops).
+    ``top``/``covered``: the tree, if already built (regions.build)."""
+    if top is None:
+        top, covered = build(code, ncode, root, stop, max_path)
     need, loops = ticks_needed(top)
     used, written = registers(code, top)
     em = Emitter(code, ncode, root)

@@ -56,8 +56,11 @@ class Seg:
         self.pcs: list = []              # every pc the stretch goes through
 
 
-def build(code: list, ncode: int, root: int, stop=None):
+def build(code: list, ncode: int, root: int, stop=None, max_path: int = MAX_PATH):
     """The tree of paths from ``root`` (breadth first, within the budget).
+
+    ``max_path``: 1 makes a prologue, the root instruction alone (see
+    :func:`rotation`).
 
     ``stop``: the root of an already compiled region whose loop is the very
     loop this one would make (``root`` is in the middle of it: the clock
@@ -80,7 +83,7 @@ def build(code: list, ncode: int, root: int, stop=None):
             if j and pc == root:
                 seg.term = ("loop", j)
                 break
-            if pc in onpath or j >= MAX_PATH or budget <= 0 or pc == stop:
+            if pc in onpath or j >= max_path or budget <= 0 or pc == stop:
                 seg.term = ("exit", pc, j)
                 break
             covered.add(pc)
@@ -119,6 +122,29 @@ def build(code: list, ncode: int, root: int, stop=None):
             seg.items.append(("I", pc, j))
             pc, j = pc + 1, j + 1
     return top, covered
+
+
+def rotation(code: list, top: Seg, root: int):
+    """Where to root a loop that is tested at its top: the pc after the root
+    branch, on the side that comes back to the root, when that path ends
+    with an add or sub of the very register the branch tests
+    (``L: bge r1, N, out`` ... ``add r1, r1, 1`` / ``jmp L``). Rooted there,
+    the loop ends "add, then branch on the result", the idiom the emitter's
+    fast guard tests in one compare. None if the region is not such a loop.
+    """
+    term = top.term
+    if top.items or term[0] != "br":
+        return None
+    op, a, _, target = code[root]
+    for side, start in ((term[3], target), (term[4], root + 1)):
+        if start == root:
+            continue
+        for seg in walk(side):
+            if (seg.term[0] == "loop" and seg.items and seg.items[-1][0] == "I"
+                    and code[seg.items[-1][1]][0] in _ADDSUB
+                    and code[seg.items[-1][1]][1] == a):
+                return start
+    return None
 
 
 def walk(seg):
