@@ -65,6 +65,11 @@ def _store(address: str, page: str, length: int) -> str:
     return f"(wr[{page}] or sm({address}, {length}))"
 
 
+def _bare(seg: Seg) -> bool:
+    """A leaf with nothing to run: it only loops, exits or hands back."""
+    return not seg.items and seg.term[0] in ("loop", "exit", "slow")
+
+
 class Emitter:
     """Writes one region's function, line by line, remembering which pc
     (and position on its path) each line belongs to, so that a fault inside
@@ -109,12 +114,30 @@ class Emitter:
     def segment(self, seg: Seg, d: int) -> None:
         items = seg.items
         term = seg.term
-        guard = self.fast_guard(items[-1], term) if items and term[0] == "br" else None
+        guard = (self.fast_guard(items[-1], term, bare_only=False)
+                 if items and term[0] == "br" else None)
         for item in (items[:-1] if guard else items):
             if item[0] == "I":
                 self.instruction(item[1], item[2], d)
             else:
                 self.ret_guard(item[1], item[2], item[3], d)
+        if guard and not _bare(guard[3]):
+            # the same, when the side the fast test leads to is a whole
+            # subtree (emitted once): only a failed test runs the wrap and the
+            # full test, which may lead to the other side (every path ends in
+            # break or continue, so nothing falls through from it)
+            first, wrap, test, leaf = guard
+            at = items[-1][1:3]
+            _, pc, j, taken, fall = term
+            other = fall if leaf is taken else taken
+            cond = self.condition(pc)
+            self.put(d, first, at)
+            self.put(d, f"if not ({test}):", at)
+            self.put(d + 1, wrap, at)
+            self.put(d + 1, f"if {cond}:" if other is taken else f"if not ({cond}):", (pc, j))
+            self.segment(other, d + 2)
+            self.segment(leaf, d)
+            return
         if guard:
             # ``rd = rs +- k`` then a branch on rd: first a test that implies
             # both "no wrap" and the branch's outcome, leading to a leaf; the
@@ -191,11 +214,12 @@ class Emitter:
         self.segment(other, d + 1)
         self.main_path(main, d)
 
-    def fast_guard(self, item, term):
+    def fast_guard(self, item, term, bare_only: bool = True):
         """(first line, wrap line, fast test, leaf) for an add/sub of a
         constant followed by a branch on its result with a constant, when
-        one side of the branch is a bare leaf; else None. The fast test
-        implies the sum needs no wrap and fixes the branch's outcome."""
+        one side of the branch is a bare leaf (any side, with ``bare_only``
+        false); else None. The fast test implies the sum needs no wrap and
+        fixes the branch's outcome."""
         if item[0] != "I":
             return None
         op, a, b, c = self.code[item[1]]
@@ -234,7 +258,7 @@ class Emitter:
                 test = f"{v} <= {r} < {S}"
             implies = bop in (BNE_I, BGT_I, BGE_I)
         leaf = taken if implies else fall
-        if leaf.items or leaf.term[0] not in ("loop", "exit", "slow"):
+        if bare_only and (leaf.items or leaf.term[0] not in ("loop", "exit", "slow")):
             return None
         return first, wrap, test, leaf
 
