@@ -172,3 +172,23 @@ def test_unwrapped_chains(chain, tail, reader, x1, x2, x3, x4):
     code = _decoded(source)
     regs = [0, x1, x2, x3, x4] + [0] * (isa.ZERO_REG + 1 - 5)
     assert compiled(code, regs) == reference(code, regs), source
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(["add", "sub"]), st.sampled_from(["r1", "r2"]),
+       WORDS | SIGNED_IMMEDIATES | st.sampled_from(["r3"]),
+       st.sampled_from(BRANCHES), WORDS | SIGNED_IMMEDIATES, st.booleans(), WORDS, WORDS, WORDS)
+@example("add", "r1", 1, "blt", 300, True, 299, 0, 0)
+@example("sub", "r2", 1, "bne", 0, False, 0, 1, 0)
+@example("add", "r1", 1, "bge", 8192, True, 2**32 - 1, 0, 0)
+def test_add_then_branch_on_the_result(op, rs, operand, branch, bound, long_side, x1, x2, x3):
+    """``rd = rs +- k`` then a branch on rd (the fast guard), with either side
+    a bare leaf or a whole subtree (instructions before its halt): the same
+    registers and stopping point as the reference loop."""
+    work = "xor r4, r4, r1\n        add r5, r5, 7\n        mov r6, r1\n"
+    source = (f"{op} r1, {rs}, {operand}\n        {branch} r1, {bound}, side\n"
+              + (work if long_side else "") + "        halt\n"
+              + "side:   " + (work if not long_side else "") + "        halt")
+    code = _decoded(source)
+    regs = [0, x1, x2, x3] + [0] * (isa.ZERO_REG + 1 - 4)
+    assert compiled(code, regs) == reference(code, regs), source
