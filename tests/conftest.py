@@ -84,3 +84,21 @@ def _audit(event, args):
 
 
 sys.addaudithook(_audit)
+
+
+# --- the engine a test runs on -----------------------------------------------------------
+# Every test that drives the REPL, a demo or a checkpoint takes the fixture
+# ``engine`` and passes it on (``engine=`` to a Session, Machine or resume;
+# ``--engine`` to the command line), so it runs once per engine: the two must
+# behave identically (docs/performance.md). Tests that do not depend on the
+# engine (parsing, rendering, completion) do not take it and run once.
+
+import pytest
+
+from minivm.engine import ENGINES
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request) -> str:
+    """Each engine's name in turn, the reference ``interp`` first."""
+    return request.param

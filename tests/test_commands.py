@@ -13,6 +13,7 @@ import pytest
 from minivm.assembler import assemble
 from minivm.checkpoint import FIRST_SLICE_TICKS, Checkpointer
 from minivm.disks import create_raw_disk
+from minivm.engine import DEFAULT_ENGINE
 from minivm.machine import Machine
 from minivm.repl import COMMANDS, Session
 from minivm.resume import read_checkpoint, resume
@@ -117,11 +118,16 @@ buf:    .ascii "hello, disk"
 
 
 class Harness:
-    def __init__(self, tmp_path, source: str | None = None, name: str = "prog.asm", **options):
+    """A Session writing to a buffer, on ``engine`` (required: every test that
+    runs commands runs on both engines, through the ``harness`` fixture)."""
+
+    def __init__(self, tmp_path, source: str | None = None, name: str = "prog.asm", *,
+                 engine: str, **options):
         self.tmp = tmp_path
+        self.engine = engine
         self.buffer = io.StringIO()
         self.session = Session(out=self.buffer, checkpoint_dir=str(tmp_path / "ckpts"),
-                               **options)
+                               engine=engine, **options)
         if source is not None:
             self.write(name, source)
             self.ok(f"load {tmp_path / name}")
@@ -154,77 +160,92 @@ class Harness:
 
 
 @pytest.fixture
-def calls(tmp_path):
-    return Harness(tmp_path, CALLS, "calls.asm")
+def harness(tmp_path, engine):
+    """Harness(SOURCE, NAME, **options) in tmp_path, on each engine in turn."""
+    def make(source: str | None = None, name: str = "prog.asm", **options) -> Harness:
+        return Harness(tmp_path, source, name, engine=engine, **options)
+    return make
+
+
+@pytest.fixture
+def calls(harness):
+    return harness(CALLS, "calls.asm")
+
+
+@pytest.fixture
+def calls_once(tmp_path):
+    """CALLS on the default engine only: for tests of parsing, help and error
+    messages, which do not depend on the engine."""
+    return Harness(tmp_path, CALLS, "calls.asm", engine=DEFAULT_ENGINE)
 
 
 # --- help, aliases and errors --------------------------------------------------------------
 
-def test_help_lists_every_command_and_each_has_examples(calls):
-    text = calls.ok("help")
+def test_help_lists_every_command_and_each_has_examples(calls_once):
+    text = calls_once.ok("help")
     for name, cmd in COMMANDS.items():
         assert re.search(rf"^  {re.escape(name)}\b", text, re.M), name
-        detail = calls.ok(f"help {name}")
+        detail = calls_once.ok(f"help {name}")
         assert detail.startswith(cmd.usage)
         assert "Example" in detail, name
         for alias in cmd.aliases:
             assert alias in detail
-            assert calls.ok(f"help {alias}") == detail
+            assert calls_once.ok(f"help {alias}") == detail
 
 
-def test_unknown_command_suggests_and_session_goes_on(calls):
-    text = calls.fails("stpe")
+def test_unknown_command_suggests_and_session_goes_on(calls_once):
+    text = calls_once.fails("stpe")
     assert text == "error: unknown command 'stpe'; did you mean 'step'? (type 'help')\n"
-    assert "did you mean 'break'" in calls.fails("braek loop")
-    assert calls.fails("frobnicate 3").startswith("error: unknown command 'frobnicate'")
-    calls.ok("step")
-    assert calls.m.tick == 1
-    assert calls.session.errors == 3
+    assert "did you mean 'break'" in calls_once.fails("braek loop")
+    assert calls_once.fails("frobnicate 3").startswith("error: unknown command 'frobnicate'")
+    calls_once.ok("step")
+    assert calls_once.m.tick == 1
+    assert calls_once.session.errors == 3
 
 
-def test_bad_arguments_get_one_line_with_usage(calls):
-    assert "usage: step [N]" in calls.fails("step x")
-    assert "at least 1" in calls.fails("step 0")
-    assert "no label or register named 'nosuch'" in calls.fails("break nosuch")
-    assert "did you mean 'main_loop'" in calls.fails("break main_lop")
-    assert "no instruction at 99" in calls.fails("b 99")
-    assert "data label" in calls.fails("break counter")
-    assert "code label" in calls.fails("x main_loop")
-    assert "outside memory" in calls.fails("x 0x200000")
-    assert "no breakpoint or watchpoint number 7" in calls.fails("delete 7")
-    assert "no checkpoint named 'nope'" in calls.fails("restore nope")
-    assert "usage: diff A B" in calls.fails("diff a b c")
-    assert "unknown info topic" in calls.fails("info frob")
-    assert "missing ')'" in calls.fails("print (1 + 2")
-    assert "division by zero" in calls.fails("print 1/0")
-    for text in calls.buffer.getvalue().splitlines():
+def test_bad_arguments_get_one_line_with_usage(calls_once):
+    assert "usage: step [N]" in calls_once.fails("step x")
+    assert "at least 1" in calls_once.fails("step 0")
+    assert "no label or register named 'nosuch'" in calls_once.fails("break nosuch")
+    assert "did you mean 'main_loop'" in calls_once.fails("break main_lop")
+    assert "no instruction at 99" in calls_once.fails("b 99")
+    assert "data label" in calls_once.fails("break counter")
+    assert "code label" in calls_once.fails("x main_loop")
+    assert "outside memory" in calls_once.fails("x 0x200000")
+    assert "no breakpoint or watchpoint number 7" in calls_once.fails("delete 7")
+    assert "no checkpoint named 'nope'" in calls_once.fails("restore nope")
+    assert "usage: diff A B" in calls_once.fails("diff a b c")
+    assert "unknown info topic" in calls_once.fails("info frob")
+    assert "missing ')'" in calls_once.fails("print (1 + 2")
+    assert "division by zero" in calls_once.fails("print 1/0")
+    for text in calls_once.buffer.getvalue().splitlines():
         assert text.startswith("error: ") or text.startswith(("loaded", "=>"))
 
 
-def test_commands_without_a_program(tmp_path):
-    h = Harness(tmp_path)
+def test_commands_without_a_program(harness):
+    h = harness()
     for line in ("run", "step", "regs", "x 0", "break 0", "checkpoint", "pages", "devices"):
         assert "no program loaded; 'load PROG' first" in h.fails(line)
     assert h.session.prompt_text() == "minivm> "
     assert "load PROG" in h.session.toolbar_text()
 
 
-def test_load_errors_are_reported_and_the_session_continues(calls, tmp_path):
-    assert "does not exist" in calls.fails(f"load {tmp_path / 'missing.asm'}")
-    bad = calls.write("bad.asm", "    mov r1,\n")
-    text = calls.fails(f"load {bad}")
+def test_load_errors_are_reported_and_the_session_continues(calls_once, tmp_path):
+    assert "does not exist" in calls_once.fails(f"load {tmp_path / 'missing.asm'}")
+    bad = calls_once.write("bad.asm", "    mov r1,\n")
+    text = calls_once.fails(f"load {bad}")
     assert "bad.asm:1" in text and "^" in text and "Traceback" not in text
-    assert calls.session.image.source_file.endswith("calls.asm")   # old program kept
-    calls.ok("step")
+    assert calls_once.session.image.source_file.endswith("calls.asm")   # old program kept
+    calls_once.ok("step")
 
 
-def test_internal_errors_never_give_a_traceback(calls, monkeypatch):
+def test_internal_errors_never_give_a_traceback(calls_once, monkeypatch):
     def boom(self, args):
         raise RuntimeError("kaboom")
     monkeypatch.setattr(COMMANDS["regs"], "handler", boom)
-    text = calls.fails("regs")
+    text = calls_once.fails("regs")
     assert "internal error: RuntimeError: kaboom" in text
-    calls.ok("step")
+    calls_once.ok("step")
 
 
 # --- running, breakpoints, stepping -----------------------------------------------------------
@@ -309,8 +330,8 @@ def test_next_stops_at_a_breakpoint_inside_the_callee(calls):
     assert calls.m.breakpoints == {7}             # the temporary breakpoint is gone
 
 
-def test_next_over_a_recursive_call_returns_at_the_same_depth(tmp_path):
-    h = Harness(tmp_path, FACT, "fact.asm")
+def test_next_over_a_recursive_call_returns_at_the_same_depth(harness):
+    h = harness(FACT, "fact.asm")
     h.ok("break rec")
     h.ok("run")
     h.ok("step 2")                               # push r1; sub r1, r1, 1
@@ -344,8 +365,8 @@ def test_run_after_halt_starts_again_continue_does_not(calls):
     assert "(starting again from the beginning)" in text and "halted at tick 21" in text
 
 
-def test_guest_fault_is_shown_and_the_session_continues(tmp_path):
-    h = Harness(tmp_path, FAULT, "fault.asm")
+def test_guest_fault_is_shown_and_the_session_continues(harness):
+    h = harness(FAULT, "fault.asm")
     text = h.ok("run")
     assert "fault.asm:3: fault: division by zero" in text and "(pc 2, tick 2)" in text
     assert "then 'restore' or 'reset'" in text
@@ -359,8 +380,8 @@ def test_guest_fault_is_shown_and_the_session_continues(tmp_path):
     assert "fault" in h.ok("c")
 
 
-def test_ctrl_c_simulated_with_stop_requested_keeps_state_consistent(tmp_path):
-    h = Harness(tmp_path, SPIN, "spin.asm")
+def test_ctrl_c_simulated_with_stop_requested_keeps_state_consistent(harness):
+    h = harness(SPIN, "spin.asm")
 
     class StopAt:                       # what the SIGINT handler does, at a known tick
         def __init__(self, tick, inner):  # (the session's checkpointer stays below)
@@ -388,8 +409,8 @@ def test_ctrl_c_simulated_with_stop_requested_keeps_state_consistent(tmp_path):
     assert h.m.stop_requested is False
 
 
-def test_continue_with_a_tick_limit(tmp_path):
-    h = Harness(tmp_path, SPIN, "spin.asm")
+def test_continue_with_a_tick_limit(harness):
+    h = harness(SPIN, "spin.asm")
     assert h.ok("c 100") == "ran 100 ticks\n=> pc 0 <top>  spin.asm:1  add r1, r1, 1\n"
     assert h.m.regs[1] == 50 and h.m.tick == 100
     h.ok("break top+1")
@@ -397,8 +418,8 @@ def test_continue_with_a_tick_limit(tmp_path):
     assert "usage: continue [TICKS]" in h.fails("c soon")
 
 
-def test_real_sigint_stops_the_guest_and_restores_the_handler(tmp_path):
-    h = Harness(tmp_path, SPIN, "spin.asm")
+def test_real_sigint_stops_the_guest_and_restores_the_handler(harness):
+    h = harness(SPIN, "spin.asm")
     before = signal.getsignal(signal.SIGINT)
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
@@ -453,7 +474,7 @@ def test_mem_dump_hex_and_ascii_and_continuation(calls):
     text = calls.ok("x")                       # continues after the last dump: 0x22..0x25
     assert text == ("0x00000020        00 00 00 00                                 "
                     "|  ....          |\n")
-    assert "give an address" in Harness(calls.tmp, CALLS, "c2.asm").fails("x")
+    assert "give an address" in Harness(calls.tmp, CALLS, "c2.asm", engine=calls.engine).fails("x")
 
 
 def test_disasm_marks_pc_and_breakpoints(calls):
@@ -470,8 +491,8 @@ def test_disasm_marks_pc_and_breakpoints(calls):
     assert calls.ok("dis calls.asm:13 1").strip().startswith("8    ret")
 
 
-def test_devices_show_timer_interrupts_and_console(tmp_path):
-    h = Harness(tmp_path, TIMER, "timer.asm")
+def test_devices_show_timer_interrupts_and_console(harness):
+    h = harness(TIMER, "timer.asm")
     h.ok("step 3")
     text = h.ok("devices")
     assert "timer       period 5 ticks, next at tick 6, handler 4 <on_tick>, fired 0 time(s)" in text
@@ -484,8 +505,8 @@ def test_devices_show_timer_interrupts_and_console(tmp_path):
     assert "console     4 input byte(s) fed and not yet read" in h.ok("info devices")
 
 
-def test_input_feeds_the_guest_and_end_of_input_reads_minus_one(tmp_path):
-    h = Harness(tmp_path, ECHO, "echo.asm")
+def test_input_feeds_the_guest_and_end_of_input_reads_minus_one(harness):
+    h = harness(ECHO, "echo.asm")
     assert h.ok("input hi") == "fed 3 byte(s); 3 buffered, not yet read\n"
     assert h.ok('input -n "\\tA\\x42 "') == "fed 4 byte(s); 7 buffered, not yet read\n"
     text = h.ok("continue")
@@ -494,10 +515,10 @@ def test_input_feeds_the_guest_and_end_of_input_reads_minus_one(tmp_path):
     assert "unknown escape" in h.fails("input \\q")
 
 
-def test_devices_show_disk_requests_in_flight_and_diff_shows_disk_blocks(tmp_path):
+def test_devices_show_disk_requests_in_flight_and_diff_shows_disk_blocks(tmp_path, harness):
     disk = tmp_path / "disk.img"
     create_raw_disk(str(disk), 16 * 512)
-    h = Harness(tmp_path, None, disk=str(disk))
+    h = harness(None, disk=str(disk))
     h.ok(f"load {h.write('disk.asm', DISK)}")
     h.ok("break issued")
     h.ok("run")
@@ -563,14 +584,14 @@ def test_checkpoints_list_states_and_sizes(calls):
     assert "cannot name a checkpoint" in calls.fails("checkpoint ../evil")
     assert "cannot name a checkpoint" in calls.fails("checkpoint now")
     # A new session sees the file from the earlier one.
-    h2 = Harness(calls.tmp, CALLS, "calls2.asm")
+    h2 = Harness(calls.tmp, CALLS, "calls2.asm", engine=calls.engine)
     assert re.search(r"ckpt-0001\s+2\s+complete \(earlier session\)", h2.ok("checkpoints"))
     assert "restored ckpt-0001 (tick 2)" in h2.ok("restore ckpt-0001")
     assert "ckpt-0002" in h2.ok("ckpt")
 
 
-def test_restore_feeds_again_the_input_fed_after_the_checkpoint(tmp_path):
-    h = Harness(tmp_path, ECHO, "echo.asm")
+def test_restore_feeds_again_the_input_fed_after_the_checkpoint(harness):
+    h = harness(ECHO, "echo.asm")
     h.ok("checkpoint start")
     h.ok("input abc")
     first = h.ok("continue")
@@ -580,8 +601,8 @@ def test_restore_feeds_again_the_input_fed_after_the_checkpoint(tmp_path):
     assert h.ok("continue").startswith("abc\nhalted")
 
 
-def test_pages_before_and_after_a_checkpoint_and_after_a_store(tmp_path):
-    h = Harness(tmp_path, PAGES, "pages.asm", mem="64K", pages_per_slice=1)
+def test_pages_before_and_after_a_checkpoint_and_after_a_store(harness):
+    h = harness(PAGES, "pages.asm", mem="64K", pages_per_slice=1)
     h.ok("break wait")
     h.ok("run")
     text = h.ok("pages")
@@ -612,8 +633,8 @@ def test_pages_before_and_after_a_checkpoint_and_after_a_store(tmp_path):
     assert "complete" in h.ok("checkpoints")
 
 
-def test_pages_of_a_big_memory_fold_untouched_rows(tmp_path):
-    h = Harness(tmp_path, CALLS, "calls.asm", mem="4G")
+def test_pages_of_a_big_memory_fold_untouched_rows(harness):
+    h = harness(CALLS, "calls.asm", mem="4G")
     h.ok("run")
     text = h.ok("pages")
     lines = text.splitlines()
@@ -674,8 +695,8 @@ def test_quit_and_close_finish_saving_checkpoints(calls):
     assert job.status == "complete" and os.path.exists(job.location)
 
 
-def test_guest_ckpt_instruction_is_announced(tmp_path):
-    h = Harness(tmp_path, "    mov r1, 1\n    ckpt\n    mov r1, 2\n    halt\n", "ck.asm")
+def test_guest_ckpt_instruction_is_announced(harness):
+    h = harness("    mov r1, 1\n    ckpt\n    mov r1, 2\n    halt\n", "ck.asm")
     text = h.ok("run")
     assert "(the guest took checkpoint ckpt-0001 at tick 2 with 'ckpt'" in text
     assert "checkpoint ckpt-0001 is complete" in text
@@ -683,14 +704,14 @@ def test_guest_ckpt_instruction_is_announced(tmp_path):
     assert h.m.regs[1] == 1 and h.m.pc == 2
 
 
-def test_core_checkpoint_of_a_machine_halted_on_its_last_instruction_resumes(tmp_path):
-    machine = Machine(assemble("    mov r1, 1\n    halt\n", "h.asm"))
+def test_core_checkpoint_of_a_machine_halted_on_its_last_instruction_resumes(tmp_path, engine):
+    machine = Machine(assemble("    mov r1, 1\n    halt\n", "h.asm"), engine=engine)
     assert machine.run().reason == "halt" and machine.pc == 1   # stopped at its halt
     store = FileStore(str(tmp_path))
     checkpointer = Checkpointer(machine, store)
     job = checkpointer.take("repl")
     checkpointer.finish_all()
-    resumed, _ = resume(read_checkpoint(job.location), store)
+    resumed, _ = resume(read_checkpoint(job.location), store, engine=engine)
     assert resumed.halted and resumed.regs[1] == 1 and resumed.tick == 2
 
 
@@ -707,10 +728,10 @@ buf:    .space 512
 """
 
 
-def test_core_watch_sees_a_dma_read_landing(tmp_path):
+def test_core_watch_sees_a_dma_read_landing(tmp_path, harness):
     disk = tmp_path / "disk.img"
     disk.write_bytes(b"DATA" + bytes(508))
-    h = Harness(tmp_path, None, disk=str(disk))
+    h = harness(None, disk=str(disk))
     h.ok(f"load {h.write('dma.asm', DMA_READ)}")
     h.ok("watch buf")
     text = h.ok("continue")
@@ -719,13 +740,13 @@ def test_core_watch_sees_a_dma_read_landing(tmp_path):
 
 # --- the dispatcher and the shared expression grammar --------------------------------------
 
-def test_the_dispatcher_checks_machine_and_arity_once(tmp_path):
-    h = Harness(tmp_path)
+def test_the_dispatcher_checks_machine_and_arity_once(harness):
+    h = harness()
     for line in ("regs", "i r", "step", "x msg", "checkpoint", "run"):
         assert "no program loaded" in h.fails(line), line
     assert "give an expression" in h.fails("print")
     assert h.ok("print 6 * 7") == "6 * 7 = 42  (0x0000002a)\n"      # no machine needed
-    calls = Harness(tmp_path, CALLS, "calls.asm")
+    calls = harness(CALLS, "calls.asm")
     assert "'run' takes no arguments" in calls.fails("run 5")
     assert "too many arguments; usage: next [N]" in calls.fails("next 1 2")
     assert "usage: mem ADDR [N] (put an expression" in calls.fails("x msg 4 4")
@@ -750,6 +771,6 @@ def test_expressions_use_the_assembler_rules_with_registers_and_memory(calls):
     assert "no label or register named 'r16'" in calls.fails("p r16")
 
 
-def test_a_deeply_nested_expression_is_one_line(calls):
-    assert calls.ok("p " + "(" * 300 + "1" + ")" * 300).endswith(" = 1\n")  # no tree depth
-    assert calls.fails("p " + "-" * 300 + "1") == "error: that expression is nested too deeply\n"
+def test_a_deeply_nested_expression_is_one_line(calls_once):
+    assert calls_once.ok("p " + "(" * 300 + "1" + ")" * 300).endswith(" = 1\n")  # no tree depth
+    assert calls_once.fails("p " + "-" * 300 + "1") == "error: that expression is nested too deeply\n"

@@ -18,6 +18,7 @@ from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
 from minivm import repl
+from minivm.engine import DEFAULT_ENGINE
 from minivm.repl import Session
 from minivm.repl import ReplCompleter, interact, make_prompt_session, open_history, run_batch
 
@@ -41,13 +42,26 @@ count:  .word 0
 """
 
 
-@pytest.fixture
-def session(tmp_path):
+def make_session(tmp_path, engine: str) -> Session:
     (tmp_path / "prog.asm").write_text(PROG)
     out = io.StringIO()
-    s = Session(str(tmp_path / "prog.asm"), out=out, checkpoint_dir=str(tmp_path / "ckpts"))
+    s = Session(str(tmp_path / "prog.asm"), out=out, checkpoint_dir=str(tmp_path / "ckpts"),
+                engine=engine)
     s.buffer = out
     return s
+
+
+@pytest.fixture
+def session(tmp_path, engine):
+    """A session on PROG, on each engine in turn (tests that run the guest)."""
+    return make_session(tmp_path, engine)
+
+
+@pytest.fixture
+def quiet_session(tmp_path):
+    """A session on PROG on the default engine only, for completion, history and
+    the prompt's keys, which do not depend on the engine."""
+    return make_session(tmp_path, DEFAULT_ENGINE)
 
 
 def completions(session, text: str) -> dict[str, str]:
@@ -58,24 +72,24 @@ def completions(session, text: str) -> dict[str, str]:
 
 # --- completion ---------------------------------------------------------------------------
 
-def test_first_word_completes_commands_with_their_help(session):
-    found = completions(session, "ste")
+def test_first_word_completes_commands_with_their_help(quiet_session):
+    found = completions(quiet_session, "ste")
     assert list(found) == ["step"]
     assert "execute N instructions" in found["step"]
-    assert {"checkpoint", "checkpoints"} <= set(completions(session, "checkp"))
-    assert completions(session, "zz") == {}
+    assert {"checkpoint", "checkpoints"} <= set(completions(quiet_session, "checkp"))
+    assert completions(quiet_session, "zz") == {}
 
 
-def test_arguments_complete_labels_registers_and_source_lines(session):
-    assert set(completions(session, "break ma")) == {"main_loop"}
-    assert set(completions(session, "b s")) == {"show"}          # aliases work too
-    assert "prog.asm:" in completions(session, "b p")
-    assert set(completions(session, "watch c")) == {"count"}     # data labels for data
-    assert "main_loop" not in completions(session, "x m")
-    assert set(completions(session, "regs s")) == {"sp"}
-    assert {"registers"} == set(completions(session, "info reg"))
-    assert {"r1", "r10", "r11", "r12", "r13", "r14", "r15"} == set(completions(session, "i r r1"))
-    assert set(completions(session, "help brea")) == {"break", "breakpoints"}
+def test_arguments_complete_labels_registers_and_source_lines(quiet_session):
+    assert set(completions(quiet_session, "break ma")) == {"main_loop"}
+    assert set(completions(quiet_session, "b s")) == {"show"}          # aliases work too
+    assert "prog.asm:" in completions(quiet_session, "b p")
+    assert set(completions(quiet_session, "watch c")) == {"count"}     # data labels for data
+    assert "main_loop" not in completions(quiet_session, "x m")
+    assert set(completions(quiet_session, "regs s")) == {"sp"}
+    assert {"registers"} == set(completions(quiet_session, "info reg"))
+    assert {"r1", "r10", "r11", "r12", "r13", "r14", "r15"} == set(completions(quiet_session, "i r r1"))
+    assert set(completions(quiet_session, "help brea")) == {"break", "breakpoints"}
 
 
 def test_completion_follows_loads_checkpoints_and_breakpoints(session, tmp_path):
@@ -94,9 +108,9 @@ def test_completion_follows_loads_checkpoints_and_breakpoints(session, tmp_path)
     assert set(completions(session, "b st")) == {"start"}
 
 
-def test_load_completes_file_paths(session, tmp_path):
+def test_load_completes_file_paths(quiet_session, tmp_path):
     (tmp_path / "sieve.asm").write_text("halt\n")
-    found = completions(session, f"load {tmp_path}/sie")
+    found = completions(quiet_session, f"load {tmp_path}/sie")
     assert list(found) == ["ve.asm"]
 
 
@@ -116,14 +130,14 @@ def _type(inp, session_prompt, *steps):
     return thread
 
 
-def test_tab_completes_in_the_prompt(session):
+def test_tab_completes_in_the_prompt(quiet_session):
     with create_pipe_input() as inp:
-        prompt = make_prompt_session(session, input=inp, output=DummyOutput())
+        prompt = make_prompt_session(quiet_session, input=inp, output=DummyOutput())
         _type(inp, prompt, "b main_l", ("wait", "b main_l"), "\t", ("wait", "b main_loop"), "\r")
-        assert prompt.prompt(session.prompt_text()) == "b main_loop"
+        assert prompt.prompt(quiet_session.prompt_text()) == "b main_loop"
         _type(inp, prompt, "brea", ("wait", "brea"), "\t", ("wait", "break"), " sh",
               ("wait", "break sh"), "\t", ("wait", "break show"), "\r")
-        assert prompt.prompt(session.prompt_text()) == "break show"
+        assert prompt.prompt(quiet_session.prompt_text()) == "break show"
 
 
 # --- the loop: prompt, toolbar, Ctrl-C, Ctrl-D, Enter repeats -----------------------------
@@ -180,12 +194,12 @@ def test_history_is_a_file_or_falls_back_to_memory(tmp_path, monkeypatch):
     assert history.filename == str(tmp_path / "env-hist")
 
 
-def test_history_file_records_commands(session, tmp_path):
+def test_history_file_records_commands(quiet_session, tmp_path):
     history, _ = open_history(str(tmp_path / "hist"))
     with create_pipe_input() as inp:
-        prompt = make_prompt_session(session, input=inp, output=DummyOutput(), history=history)
+        prompt = make_prompt_session(quiet_session, input=inp, output=DummyOutput(), history=history)
         inp.send_text("step\rregs\r\x04")
-        interact(session, prompt)
+        interact(quiet_session, prompt)
     assert list(FileHistory(str(tmp_path / "hist")).load_history_strings()) == ["regs", "step"]
 
 
@@ -205,15 +219,17 @@ def test_batch_without_errors_exits_0_and_quit_stops_reading(session):
     assert "bogus" not in session.buffer.getvalue()
 
 
-def test_commands_on_a_pipe(tmp_path):
+def test_commands_on_a_pipe(tmp_path, engine):
     (tmp_path / "prog.asm").write_text(PROG)
-    result = run_cli("repl", "prog.asm", input=b"break show\nrun\ninput hello\nc\n", cwd=tmp_path)
+    result = run_cli("repl", "--engine", engine, "prog.asm",
+                     input=b"break show\nrun\ninput hello\nc\n", cwd=tmp_path)
     out = result.stdout.decode()
     assert result.returncode == 0, result.stderr
     assert "minivm[tick 0 pc 0]> break show\nBreakpoint 1: pc 5 <show>" in out
     assert "minivm[tick 3 pc 5]> input hello\nfed 6 byte(s)" in out   # the guest's input only
     assert result.stderr == b""
-    result = run_cli("repl", "prog.asm", input=b"step\nfrobnicate\n", cwd=tmp_path)
+    result = run_cli("repl", "--engine", engine, "prog.asm", input=b"step\nfrobnicate\n",
+                     cwd=tmp_path)
     assert result.returncode == 1
     assert "error: unknown command 'frobnicate' (type 'help')" in result.stdout.decode()
 
@@ -226,22 +242,23 @@ def test_batch_file_errors_and_bad_options_are_one_line(tmp_path):
     assert result.returncode == 2 and b"bad memory size 'lots'" in result.stderr
 
 
-def test_main_with_a_batch_file_in_process(tmp_path, capsys, monkeypatch):
+def test_main_with_a_batch_file_in_process(tmp_path, capsys, monkeypatch, engine):
     (tmp_path / "prog.asm").write_text(PROG)
     (tmp_path / "script.txt").write_text("step 2\nregs r1\n")
     monkeypatch.chdir(tmp_path)
     args = Namespace(program="prog.asm", mem="64K", disk=None, disk_latency=100,
-                     disk_per_block=10, batch="script.txt")
+                     disk_per_block=10, batch="script.txt", engine=engine)
     assert repl.main(args) == 0
     out = capsys.readouterr().out
     assert out.startswith("loaded prog.asm: 8 instructions, 7 data bytes; memory 64 KiB\n")
     assert out.endswith("minivm[tick 2 pc 2]> regs r1\n* r1  0x00000001 1\n")
 
 
-def test_classroom_demo_transcript(tmp_path):
+def test_classroom_demo_transcript(tmp_path, engine):
     for name in ("repl_demo.asm", "repl_demo.txt"):
         shutil.copy(DATA / name, tmp_path / name)
-    result = run_cli("repl", "--mem", "64K", "--batch", "repl_demo.txt", "repl_demo.asm",
+    result = run_cli("repl", "--engine", engine, "--mem", "64K", "--batch", "repl_demo.txt",
+                     "repl_demo.asm",
                      cwd=tmp_path)
     assert result.stderr == b""
     assert result.returncode == 0
