@@ -22,6 +22,7 @@ import sys
 import pytest
 
 from minivm.demos import available, demos_folder, run_demo
+from minivm.engine import ENGINES
 from minivm.program import load_program
 from minivm.resume import read_checkpoint
 
@@ -76,19 +77,26 @@ def dumped(x_output: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """Run a demo once per test module: (exit status, Transcript, checkpoint folder)."""
+def demo_runs(tmp_path_factory):
+    """Run a demo once per module and engine: (exit status, Transcript, checkpoint folder)."""
     results = {}
 
-    def run(name):
-        if name not in results:
-            folder = tmp_path_factory.mktemp(f"demo-{name}") / "checkpoints"
+    def run(name, engine):
+        if (name, engine) not in results:
+            folder = tmp_path_factory.mktemp(f"demo-{name}-{engine}") / "checkpoints"
             out = io.StringIO()
             with contextlib.redirect_stdout(out):
-                status = run_demo(name, pause=False, checkpoint_dir=str(folder))
-            results[name] = (status, Transcript(out.getvalue()), folder)
-        return results[name]
+                status = run_demo(name, pause=False, checkpoint_dir=str(folder), engine=engine)
+            results[name, engine] = (status, Transcript(out.getvalue()), folder)
+        return results[name, engine]
     return run
+
+
+@pytest.fixture
+def demo(demo_runs, engine):
+    """demo(NAME): the demo's run on each engine in turn, so every check of a
+    transcript below holds on both engines."""
+    return lambda name: demo_runs(name, engine)
 
 
 # --- every demo ---------------------------------------------------------------------------------
@@ -114,6 +122,18 @@ def test_demo_runs_cleanly(name, demo):
     pauses = sum(line.split()[:1] == ["pause"] for line in source)
     assert pauses >= 3, "a demo pauses where it matters"
     assert sum(line.startswith("-- ") and line.endswith(" --") for line in lines) == pauses
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_demo_transcripts_are_the_same_on_both_engines(name, demo_runs):
+    """The whole transcript, byte for byte (the checkpoint folder's path aside),
+    and the checkpoint files' names."""
+    (_, reference, ref_folder), *others = [demo_runs(name, e) for e in ENGINES]
+    for engine, (_, t, folder) in zip(ENGINES[1:], others):
+        assert t.text.replace(str(folder), "CK") == reference.text.replace(str(ref_folder), "CK"), \
+            engine
+        assert sorted(p.name for p in folder.iterdir()) == \
+            sorted(p.name for p in ref_folder.iterdir()), engine
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -144,8 +164,8 @@ def test_minivm_demo_lists_every_demo_with_its_title():
             listing
 
 
-def test_a_demo_through_the_cli_does_not_wait_without_a_terminal():
-    result = run_cli("demo", "cow", input=b"", timeout=60)
+def test_a_demo_through_the_cli_does_not_wait_without_a_terminal(engine):
+    result = run_cli("demo", "cow", "--engine", engine, input=b"", timeout=60)
     assert result.returncode == 0, result.stderr
     out = result.stdout.decode()
     assert "# The checkpoint kept the original bytes" in out
