@@ -27,17 +27,18 @@ P5 put in the checkpointed memory, before the read completes again.)
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hypothesis import strategies as st
 
 from minivm import isa
 from minivm.assembler import assemble
-from minivm.checkpoint import Checkpointer
+from minivm.checkpoint import MODES, Checkpointer
 from minivm.resume import read_checkpoint, resume
 from minivm.devices import BLOCK_SIZE, BufferSink, ConsoleInput
 from minivm.disks import close_chain, open_disk
+from minivm.engine import DEFAULT_ENGINE, ENGINES
 from minivm.image import Image
 from minivm.machine import Machine
 from minivm.store import FileStore
@@ -47,6 +48,8 @@ PROGRAMS = ROOT / "programs"
 DISK_PORTS = range(0x20, 0x27)
 DISK_SIZE = 64 * 1024
 MAX_TICKS = 5_000_000
+#: The engine of every reference run: the per-instruction reference loop.
+REFERENCE_ENGINE = ENGINES[0]
 
 
 # --- programs ----------------------------------------------------------------------------
@@ -96,13 +99,25 @@ class Config:
     disk_content: bytes | None = None       # None: no disk attached
     latency: int = 100
     per_block: int = 10
+    #: the engine of the original and resumed runs (the tests pass the
+    #: ``engine`` fixture); the reference run is always the reference engine
+    engine: str = DEFAULT_ENGINE
+
+
+def engine_of_mode(mode: str, salt: int = 0) -> str:
+    """The engine for a costly test's runs in checkpoint ``mode``: each mode on
+    one engine, which one rotating with ``salt`` (e.g. a program's index), so
+    such a test covers both engines at the cost of one, and its comparison of
+    the cow and stop-copy runs compares the engines too."""
+    return ENGINES[(MODES.index(mode) + salt) % len(ENGINES)]
 
 
 def new_machine(image: Image, config: Config, disk_path: str | None) -> Machine:
     disk = open_disk(disk_path) if disk_path is not None else None
     return Machine(image, memory_size=config.memory_size, disk=disk,
                    console_sink=BufferSink(), console_input=ConsoleInput(b""),
-                   disk_latency=config.latency, disk_per_block=config.per_block)
+                   disk_latency=config.latency, disk_per_block=config.per_block,
+                   engine=config.engine)
 
 
 @dataclass
@@ -248,6 +263,7 @@ def _record_writes(machine: Machine, writes: list, requests: list) -> None:
 
 
 def run_reference(image: Image, config: Config, workdir: Path) -> Reference:
+    config = replace(config, engine=REFERENCE_ENGINE)
     plain = with_nops(image)
     workdir.mkdir(parents=True, exist_ok=True)
     disk_path = None
@@ -294,6 +310,7 @@ class Original:
     folder: Path
     jobs: list = field(default_factory=list)
     output_at: list = field(default_factory=list)   # console bytes when each job was taken
+    engine: str = DEFAULT_ENGINE                     # what it ran on; its resumes run on it too
 
     def output_after(self, job) -> bytes:
         """What the original run printed after it took ``job``."""
@@ -337,11 +354,11 @@ def run_original(image: Image, config: Config, folder: Path, *, mode: str, sched
     final = final_state(machine, stop)
     if not keep_open:
         close_disks(machine)
-    return Original(machine, cp, final, disk_path, folder, list(cp.jobs), lengths)
+    return Original(machine, cp, final, disk_path, folder, list(cp.jobs), lengths, config.engine)
 
 
 def resume_run(location: str, store_folder: Path, *, checkpointer: bool = False,
-               schedule=(), eager: bool = False):
+               schedule=(), eager: bool = False, engine: str = DEFAULT_ENGINE):
     """Load a checkpoint file, resume it in a fresh machine and run it to the end.
 
     With ``checkpointer``, one is attached as ``minivm resume`` does, so that a
@@ -352,7 +369,7 @@ def resume_run(location: str, store_folder: Path, *, checkpointer: bool = False,
     ckpt = read_checkpoint(location)
     store = FileStore(str(store_folder))
     machine, _ = resume(ckpt, store, console_sink=BufferSink(), console_input=ConsoleInput(b""),
-                        eager=eager)
+                        eager=eager, engine=engine)
     cp = None
     if checkpointer:
         cp = Checkpointer(machine, store, mode=ckpt.meta.get("mode", "cow"),
@@ -372,7 +389,7 @@ def check_resumed(ref: Reference, original: Original, job, store_folder: Path) -
     later = original.jobs[number + 1:]
     _, resumed = resume_run(job.location, store_folder, checkpointer=original.p8,
                             schedule=[j.tick for j in later if j.origin == "host"],
-                            eager=number % 2 == 1)
+                            eager=number % 2 == 1, engine=original.engine)
     after = original.output_after(job)
     if not original.p8:     # then the original ran exactly like the reference
         assert len(original.final.output) - len(after) == ref.output_before(job.tick), \
@@ -571,9 +588,9 @@ def ckpt_programs(draw, max_ops: int = 30):
                      for line in lines) + "\n"
 
 
-def gen_config(disk_content: bytes) -> Config:
+def gen_config(disk_content: bytes, engine: str = DEFAULT_ENGINE) -> Config:
     return Config(memory_size=MEMORY, disk_content=disk_content, latency=GEN_LATENCY,
-                  per_block=GEN_PER_BLOCK)
+                  per_block=GEN_PER_BLOCK, engine=engine)
 
 
 def assemble_text(source: str, name: str = "generated.asm") -> Image:

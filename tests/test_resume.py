@@ -23,6 +23,7 @@ comparison is against it or against bytes written out by hand.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 import os
 import shutil
 from pathlib import Path
@@ -34,8 +35,9 @@ from hypothesis import strategies as st
 from ckpt_strategies import (DISK_SIZE, Config, assemble_text, check_checkpointed_disk,
                              check_resumed, ckpt_programs, disk_pattern, gen_config,
                              list_programs, program_image, read_checkpoint, run_original,
-                             run_reference, uses_disk)
+                             run_reference, uses_disk, engine_of_mode)
 from minivm.checkpoint import COW, MODES, STOP_COPY
+from minivm.engine import ENGINES
 from support import run_cli
 
 CORPUS = list_programs()
@@ -62,9 +64,9 @@ def _uses_disk(path: Path) -> bool:
 DISK_CORPUS = [p for p in CORPUS if _uses_disk(p)]
 
 
-def corpus_config(image) -> Config:
+def corpus_config(image, engine: str) -> Config:
     return Config(memory_size=1 << 20,
-                  disk_content=bytes(DISK_SIZE) if uses_disk(image) else None)
+                  disk_content=bytes(DISK_SIZE) if uses_disk(image) else None, engine=engine)
 
 
 @pytest.fixture(autouse=True)
@@ -136,11 +138,14 @@ def check_distinct_files(original) -> None:
         f"{[os.path.basename(c) for c in clashes][:3]}, so all but one of them are lost")
 
 
-def check_program(image, config, ref, workdir: Path, ks, single, *, check_disk=False):
+def check_program(image, config, ref, workdir: Path, ks, single, *, check_disk=False,
+                  salt: int = 0):
     """Equivalence (and invisibility) at the given ks, in both modes, batched and
-    one checkpoint per run; returns {mode: {(origin, tick): resumed Final}}."""
+    one checkpoint per run, each mode on one engine (engine_of_mode(mode, salt));
+    returns {mode: {(origin, tick): resumed Final}}."""
     results = {}
     for mode in MODES:
+        config = replace(config, engine=engine_of_mode(mode, salt))
         found = results[mode] = {}
         store = workdir / f"{mode}-resumed"
         runs = [(f"{mode}-single{k}", [k]) for k in single]
@@ -172,13 +177,14 @@ def check_program(image, config, ref, workdir: Path, ks, single, *, check_disk=F
 @pytest.mark.parametrize("path", CORPUS, ids=lambda p: p.name)
 def test_resume_equivalence_programs(path, references, tmp_path):
     image = program_image(path)
-    config = corpus_config(image)
+    config = corpus_config(image, ENGINES[0])
     ref = references(path.name, image, config)
     assert ref.final.stop in ("halt", "fault"), f"{path.name} did not end: {ref.final.stop}"
     assert ref.final.tick > 0
     ks = choose_ks(ref)
     assert ks[0] == 0 and ks[-1] == ref.final.tick - 1
-    results = check_program(image, config, ref, tmp_path, ks, spread(ref.final.tick - 1, SINGLE))
+    results = check_program(image, config, ref, tmp_path, ks, spread(ref.final.tick - 1, SINGLE),
+                            salt=CORPUS.index(path))
     assert len(results["cow"]) >= min(len(ks), 2)
 
 
@@ -188,7 +194,7 @@ def test_checkpointed_disk_programs(path, mode, references, tmp_path):
     """After the original run, the parent disk file holds exactly the writes
     issued before the checkpoint (in flight ones included), none issued after."""
     image = program_image(path)
-    config = corpus_config(image)
+    config = corpus_config(image, engine_of_mode(mode, DISK_CORPUS.index(path)))
     ref = references(path.name, image, config)
     last = ref.final.tick - 1
     ks = set(spread(last, 8))
@@ -298,9 +304,9 @@ on_disk:
 """
 
 
-def test_resume_with_interrupts_pending_and_dma_in_flight(references, tmp_path):
+def test_resume_with_interrupts_pending_and_dma_in_flight(references, tmp_path, engine):
     image = assemble_text(PENDING_PROGRAM, "pending.asm")
-    config = Config(memory_size=64 * 1024, disk_content=disk_pattern())
+    config = Config(memory_size=64 * 1024, disk_content=disk_pattern(), engine=engine)
     ref = references("pending", image, config)
     assert ref.final.stop == "halt"
     # every 9th tick, and every tick from just before the first request is issued
@@ -308,6 +314,7 @@ def test_resume_with_interrupts_pending_and_dma_in_flight(references, tmp_path):
     first = ref.writes[0][0]
     ks = sorted(set(range(0, ref.final.tick, 9)) | set(range(first - 3, first + 40)))
     check_program(image, config, ref, tmp_path, ks, [0, first + 1, first + 40, ref.final.tick - 1],
+                  salt=ENGINES.index(engine),
                   check_disk=True)
     # the case the test is about really happened: a checkpoint with interrupts
     # disabled, timer interrupts pending and requests in flight
@@ -340,14 +347,15 @@ STACK_PROGRAM = """
 """
 
 
-def test_resume_with_a_short_last_page(references, tmp_path):
+def test_resume_with_a_short_last_page(references, tmp_path, engine):
     """5000 bytes of memory: the last page has 904 bytes, and holds the stack."""
     image = assemble_text(STACK_PROGRAM, "stack.asm")
-    config = Config(memory_size=5000)
+    config = Config(memory_size=5000, engine=engine)
     ref = references("stack-5000", image, config)
     # 0xcafebabe + 77 = 0xcafebb0b, printed signed: 3405691659 - 2^32
     assert ref.final.stop == "halt" and ref.final.output == b"-889275637\n"
-    check_program(image, config, ref, tmp_path, list(range(ref.final.tick)), [0])
+    check_program(image, config, ref, tmp_path, list(range(ref.final.tick)), [0],
+                  salt=ENGINES.index(engine))
     original = run_original(image, config, tmp_path / "pages", mode="cow")
     ckpt = read_checkpoint(original.jobs[0].location)
     assert sorted(ckpt.pages) == [0, 1] and len(ckpt.pages[1]) == 5000 - 4096
@@ -364,6 +372,7 @@ def test_resume_with_4_gib_of_memory(tmp_path):
     assert sorted(ref.final.memory) == [0, (1 << 20) - 1]
     finals = []
     for mode in MODES:
+        config = replace(config, engine=engine_of_mode(mode))
         original = run_original(image, config, tmp_path / mode, mode=mode)
         assert not original.final.differences(ref.final, skip=())
         (job,) = original.jobs
@@ -409,7 +418,7 @@ def test_repeated_checkpoints_with_large_memory(mode, tmp_path):
     Every store after a checkpoint must still be a COW fault (P3): the guest
     sees its own writes, and each checkpoint holds page 5 as it was."""
     image = assemble_text(REPEATED_PROGRAM, "repeated.asm")
-    config = Config(memory_size=1 << 30)
+    config = Config(memory_size=1 << 30, engine=engine_of_mode(mode))
     ref = run_reference(image, config, tmp_path / "ref")
     assert ref.final.output == b"222\n333\n"
     original = run_original(image, config, tmp_path / mode, mode=mode)
@@ -482,9 +491,9 @@ on_timer:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_ckpt_instruction_is_invisible(mode, references, tmp_path):
+def test_ckpt_instruction_is_invisible(mode, references, tmp_path, engine):
     image = assemble_text(CKPT_PROGRAM, "ckpt.asm")
-    config = Config(memory_size=64 * 1024, disk_content=disk_pattern())
+    config = Config(memory_size=64 * 1024, disk_content=disk_pattern(), engine=engine)
     ref = references("ckpt-program", image, config)
     assert ref.final.stop == "halt"
     original = run_original(image, config, tmp_path / "orig", mode=mode)
@@ -506,9 +515,10 @@ def test_host_checkpoints_are_invisible(path, references, tmp_path):
     """Output, ticks and the whole final state of a run with checkpoints taken
     are those of the run without them."""
     image = program_image(path)
-    config = corpus_config(image)
+    config = corpus_config(image, ENGINES[0])
     ref = references(path.name, image, config)
     for mode in MODES:
+        config = replace(config, engine=engine_of_mode(mode, len(path.name)))
         original = run_original(image, config, tmp_path / mode, mode=mode,
                                 schedule=spread(ref.final.tick - 1, 12))
         assert len(original.jobs) >= min(ref.final.tick, 2)
@@ -557,7 +567,7 @@ on_disk:
 """
 
 
-def test_p8_is_the_documented_exception(tmp_path):
+def test_p8_is_the_documented_exception(tmp_path, engine):
     """docs/contract.md: P8 is the one exception to invisibility (the pending
     requests complete before the guest resumes). It shows like this:
     right after the ckpt the guest sees 0 requests in flight (2 with nop) and
@@ -565,7 +575,7 @@ def test_p8_is_the_documented_exception(tmp_path):
     are pending from the checkpoint's tick on. Nothing else changes: the read
     still ran before the write, so memory and disk end the same."""
     image = assemble_text(P8_PROGRAM, "p8.asm")
-    config = Config(memory_size=64 * 1024, disk_content=disk_pattern())
+    config = Config(memory_size=64 * 1024, disk_content=disk_pattern(), engine=engine)
     ref = run_reference(image, config, tmp_path / "ref")
     assert ref.final.output == b"2 0\n2\n"
     for mode in MODES:
@@ -584,7 +594,8 @@ def test_p8_is_the_documented_exception(tmp_path):
 @given(source=ckpt_programs(), data=st.data())
 def test_property_equivalence_and_invisibility(source, data, tmp_path_factory):
     image = assemble_text(source)
-    config = gen_config(disk_pattern())
+    # one engine per example (both are covered, at the cost of one)
+    config = gen_config(disk_pattern(), data.draw(st.sampled_from(ENGINES), label="engine"))
     workdir = tmp_path_factory.mktemp("prop")
     try:
         ref = run_reference(image, config, workdir / "ref")
@@ -627,11 +638,11 @@ DEMO_AFTER = ("in flight before ckpt: 2, after ckpt: 2\n"
               "timer: 10 interrupts, the 10th handled at tick 1003\n")
 
 
-def test_checkpoint_demo_cli(tmp_path):
+def test_checkpoint_demo_cli(tmp_path, engine):
     disk = tmp_path / "demo.img"
     created = run_cli("disk", "create", str(disk), "64K", cwd=tmp_path)
     assert created.returncode == 0, created.stderr
-    run = run_cli("run", str(DEMO), "--disk", str(disk), "--checkpoint-dir", "ck",
+    run = run_cli("run", "--engine", engine, str(DEMO), "--disk", str(disk), "--checkpoint-dir", "ck",
                   input=b"", cwd=tmp_path)
     assert run.returncode == 0, run.stderr.decode()
     assert run.stdout.decode() == DEMO_BEFORE + DEMO_AFTER
@@ -645,11 +656,11 @@ def test_checkpoint_demo_cli(tmp_path):
     assert data[5 * 512:5 * 512 + len(payload)] == payload
     assert data[:5 * 512] == bytes(5 * 512) and data[6 * 512:] == bytes(len(data) - 6 * 512)
 
-    resumed = run_cli("resume", str(ckpt), input=b"", cwd=tmp_path)
+    resumed = run_cli("resume", "--engine", engine, str(ckpt), input=b"", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr.decode()
     assert resumed.stdout.decode() == DEMO_AFTER
     # resuming twice gives the same again (the checkpointed disk is never written)
-    again = run_cli("resume", str(ckpt), input=b"", cwd=tmp_path)
+    again = run_cli("resume", "--engine", engine, str(ckpt), input=b"", cwd=tmp_path)
     assert again.returncode == 0 and again.stdout.decode() == DEMO_AFTER
 
 
