@@ -109,10 +109,11 @@ def test_first_access_to_a_lazy_page_out_of_memory_is_out_of_memory(seed, tmp_pa
     assert "corrupt" not in str(info.value) and "not a valid" not in str(info.value)
 
 
-def test_repl_restore_out_of_memory(seed, tmp_path, monkeypatch):
+def test_repl_restore_out_of_memory(seed, tmp_path, monkeypatch, engine):
     monkeypatch.setattr(container.msgpack, "Unpacker", StarvedUnpacker)
     out = io.StringIO()
-    session = Session(checkpoint_dir=str(tmp_path / "ck"), out=out, handle_sigint=False)
+    session = Session(checkpoint_dir=str(tmp_path / "ck"), out=out, handle_sigint=False,
+                      engine=engine)
     session.execute(f"restore {seed}")
     text = out.getvalue()
     assert "error: out of memory while loading checkpoint" in text, text

@@ -20,6 +20,7 @@ import pytest
 from minivm.assembler import assemble_file
 from minivm.checkpoint import Checkpointer
 from minivm.devices import BufferSink, ConsoleInput, EventQueue, Timer
+from minivm.engine import DEFAULT_ENGINE
 from minivm.disks import open_disk
 from minivm.errors import FormatError, MinivmError
 from minivm.machine import Machine
@@ -87,9 +88,10 @@ def seed(tmp_path_factory) -> Path:
     return make_seed(tmp_path_factory.mktemp("hostile-numbers"))
 
 
-def repl(tmp_path: Path, *lines: str) -> str:
+def repl(tmp_path: Path, engine: str, *lines: str) -> str:
     out = io.StringIO()
-    session = Session(checkpoint_dir=str(tmp_path / "repl-ck"), out=out, handle_sigint=False)
+    session = Session(checkpoint_dir=str(tmp_path / "repl-ck"), out=out, handle_sigint=False,
+                      engine=engine)
     for line in lines:
         session.execute(line)
     session.close()
@@ -103,13 +105,13 @@ def repl(tmp_path: Path, *lines: str) -> str:
 @VERSIONS
 @pytest.mark.parametrize("tick", [1 << 31, 1 << 40], ids=["2^31", "2^40"])
 def test_repl_restore_of_a_late_tick_allocates_nothing_per_input_byte(seed, tmp_path, tick,
-                                                                     version):
+                                                                     version, engine):
     def edit(state):
         shift_time(state, tick)
         state["console"]["input_consumed"] = tick
     path = patched(seed, seed.parent / f"late-{tick}-v{version}.mvc", in_state(edit), version)
     with bounded("restore of a checkpoint at a late tick", megabytes=64):
-        text = repl(tmp_path, f"restore {path}", "status", "continue 1000", "devices")
+        text = repl(tmp_path, engine, f"restore {path}", "status", "continue 1000", "devices")
     assert f"tick {tick}" in text, text
     assert "halted" in text, text
 
@@ -131,7 +133,7 @@ def test_timer_event_before_the_tick_is_refused_at_load(seed, tmp_path, tick, ve
     with bounded("loading a checkpoint with a stale timer", megabytes=64):
         with pytest.raises(FormatError, match="timer.next_fire: 0 is before the checkpoint's"):
             read_checkpoint(str(path))
-        text = repl(tmp_path, f"restore {path}")
+        text = repl(tmp_path, DEFAULT_ENGINE, f"restore {path}")   # refused at load
     assert "timer.next_fire" in text
     proc = run_cli("resume", str(path), cwd=tmp_path, timeout=120)
     assert proc.returncode != 0 and b"timer.next_fire" in proc.stderr, proc.stderr

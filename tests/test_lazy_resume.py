@@ -160,12 +160,13 @@ def test_repl_page_map_shows_pages_still_in_the_file(tmp_path):
     assert any(line.strip().startswith("f in the checkpoint file") for line in lines)
 
 
-def test_repl_restore_is_lazy_and_diff_reads_pages_without_installing_them(tmp_path):
+def test_repl_restore_is_lazy_and_diff_reads_pages_without_installing_them(tmp_path, engine):
     import io
     from minivm.repl.core import Session
     _, job = _checkpoint(tmp_path, "interp")
     out = io.StringIO()
-    session = Session(checkpoint_dir=str(tmp_path / "repl"), out=out, handle_sigint=False)
+    session = Session(checkpoint_dir=str(tmp_path / "repl"), out=out, handle_sigint=False,
+                      engine=engine)
     session.execute(f"restore {job.location}")
     assert session.machine.memory.pages_loaded == 0
     session.execute(f"diff now {job.location}")
