@@ -54,13 +54,15 @@ def words(value: int, nbytes: int) -> bytes:
 
 
 class Run:
-    """A guest run with a checkpointer, which the test can advance tick by tick."""
+    """A guest run with a checkpointer, which the test can advance tick by tick,
+    on ``engine`` (the tests pass the ``engine`` fixture: each runs on both)."""
 
-    def __init__(self, source: str, tmp_path, mode: str = "cow", **checkpointer_options):
+    def __init__(self, source: str, tmp_path, mode: str = "cow", *, engine: str,
+                 **checkpointer_options):
         self.image = assemble_text(source, "dma.asm")
         self.disk_path = write_disk(tmp_path / "disk.img", PATTERN)
         config = Config(memory_size=MEMORY, disk_content=PATTERN, latency=LATENCY,
-                        per_block=PER_BLOCK)
+                        per_block=PER_BLOCK, engine=engine)
         self.machine = new_machine(self.image, config, self.disk_path)
         self.cp = Checkpointer(self.machine, FileStore(str(tmp_path / "ck")), mode=mode,
                                **checkpointer_options)
@@ -157,8 +159,8 @@ fill2:  st r1, [r2]             ; new contents for the write buffer
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_p5_inflight_requests_belong_to_the_checkpoint(mode, tmp_path):
-    run = Run(P5_PROGRAM, tmp_path, mode).run_to_end()
+def test_p5_inflight_requests_belong_to_the_checkpoint(mode, tmp_path, engine):
+    run = Run(P5_PROGRAM, tmp_path, mode, engine=engine).run_to_end()
     ckpt = run.checkpoint()
     # both requests were in flight when the checkpoint was taken (timing: docs/isa.md, Block disk)
     queue = queue_of(ckpt)
@@ -188,11 +190,11 @@ def test_p5_inflight_requests_belong_to_the_checkpoint(mode, tmp_path):
     run.close()
 
 
-def test_p5_saving_memory_waits_for_inflight_reads(tmp_path):
+def test_p5_saving_memory_waits_for_inflight_reads(tmp_path, engine):
     """The checkpoint is not complete (no file under its name) until the read
     in flight at the checkpoint has landed, although saving is given every
     chance to finish earlier (a batch at every tick, no page limit)."""
-    run = Run(P5_PROGRAM, tmp_path, "cow", slice_ticks=1, pages_per_slice=100_000)
+    run = Run(P5_PROGRAM, tmp_path, "cow", slice_ticks=1, pages_per_slice=100_000, engine=engine)
     while not run.cp.jobs:
         run.run_until(run.machine.tick + 1)
     job = run.job
@@ -224,10 +226,10 @@ TWO_CHECKPOINTS_PROGRAM = """
 """ + DRAIN
 
 
-def test_p5_read_in_flight_across_two_checkpoints(tmp_path):
+def test_p5_read_in_flight_across_two_checkpoints(tmp_path, engine):
     """A read in flight at two checkpoints lands in both checkpointed memories
     (each with its own version of the rest of the page) and the running one."""
-    run = Run(TWO_CHECKPOINTS_PROGRAM, tmp_path, "cow").run_to_end()
+    run = Run(TWO_CHECKPOINTS_PROGRAM, tmp_path, "cow", engine=engine).run_to_end()
     first, second = (read_checkpoint(job.location) for job in run.cp.jobs)
     assert len(queue_of(first)) == len(queue_of(second)) == 1
     assert second.tick == first.tick + 3
@@ -259,8 +261,8 @@ fill:   st r1, [r2]             ; 0x6c00..0x6fff = ab ab ...
 """ + DRAIN
 
 
-def test_p6_new_read_never_reaches_checkpointed_memory(tmp_path):
-    run = Run(P6_PROGRAM, tmp_path, "cow").run_to_end()
+def test_p6_new_read_never_reaches_checkpointed_memory(tmp_path, engine):
+    run = Run(P6_PROGRAM, tmp_path, "cow", engine=engine).run_to_end()
     ckpt = run.checkpoint()
     original_page6 = page_with((0, bytes([4, 3, 2, 1])), (0xC00, b"\xab" * 1024))
     assert sorted(ckpt.pages) == [6]
@@ -295,8 +297,8 @@ fill:   st r1, [r2]             ; 0x7200..0x72ff = 55 55 ...
 """ + DRAIN
 
 
-def test_p7_inflight_read_lands_in_original_and_copy(tmp_path):
-    run = Run(P7_PROGRAM, tmp_path, "cow").run_to_end()
+def test_p7_inflight_read_lands_in_original_and_copy(tmp_path, engine):
+    run = Run(P7_PROGRAM, tmp_path, "cow", engine=engine).run_to_end()
     ckpt = run.checkpoint()
     (read,) = queue_of(ckpt)
     assert read[6] > ckpt.tick + 2, "the guest's stores must come before the read lands"
@@ -340,13 +342,13 @@ on_disk:
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_p8_pending_read_then_write_completes_before_resumption(mode, tmp_path):
+def test_p8_pending_read_then_write_completes_before_resumption(mode, tmp_path, engine):
     """P8 shows to the guest like this (the documented exception to
     invisibility): right after ``ckpt`` port 0x24 reads 0 (it would read 2 with
     nop) and port 0x25 reads 2, the write's id (0 with nop); both completion
     interrupts are pending from the checkpoint's tick, not from their
     scheduled completion ticks."""
-    run = Run(P8_PROGRAM, tmp_path, mode).run_to_end()
+    run = Run(P8_PROGRAM, tmp_path, mode, engine=engine).run_to_end()
     ckpt = run.checkpoint()
     assert run.job.p8_drained == 2
     assert queue_of(ckpt) == [], "P8: no request may still be pending in the checkpoint"
@@ -389,8 +391,8 @@ fill2:  st r1, [r2]             ; 0x2400..0x25ff = 44 ...
 """ + DRAIN
 
 
-def test_p9_cow_fault_waits_for_pending_write_to_the_group(tmp_path):
-    run = Run(P9_PROGRAM, tmp_path, "cow").run_to_end()
+def test_p9_cow_fault_waits_for_pending_write_to_the_group(tmp_path, engine):
+    run = Run(P9_PROGRAM, tmp_path, "cow", engine=engine).run_to_end()
     ckpt = run.checkpoint()
     (w1,) = queue_of(ckpt)
     assert w1[6] > ckpt.tick + 4, "the second write is issued while the first is pending"
@@ -443,8 +445,8 @@ touch:  st r1, [r2 + 0x10]      ; pages 1..8 get a word each
 """ + DRAIN
 
 
-def test_memory_cow_faults_only_for_pages_written_after_the_checkpoint(tmp_path):
-    run = Run(COUNTERS_PROGRAM, tmp_path, "cow")
+def test_memory_cow_faults_only_for_pages_written_after_the_checkpoint(tmp_path, engine):
+    run = Run(COUNTERS_PROGRAM, tmp_path, "cow", engine=engine)
     while not run.cp.jobs:
         run.run_until(run.machine.tick + 1)
     memory = run.machine.memory
