@@ -47,10 +47,11 @@ def disk_with(*pieces) -> bytes:
     return bytes(disk)
 
 
-def run_machine(source: str, tmp_path, **checkpointer_options):
+def run_machine(source: str, tmp_path, engine: str, **checkpointer_options):
     image = assemble_text(source, "overlay.asm")
     disk_path = write_disk(tmp_path / "disk.img", PATTERN)
-    machine = new_machine(image, Config(memory_size=MEMORY, disk_content=PATTERN), disk_path)
+    machine = new_machine(image, Config(memory_size=MEMORY, disk_content=PATTERN, engine=engine),
+                          disk_path)
     cp = Checkpointer(machine, FileStore(str(tmp_path / "ck")), **checkpointer_options)
     return image, machine, cp, disk_path
 
@@ -101,11 +102,11 @@ done:   halt
 
 
 @pytest.mark.parametrize("group_blocks,touched", [(8, [0, 1, 2, 3]), (4, [0, 2, 3, 5, 6])])
-def test_p3_partial_write_copies_the_group_from_the_parent(group_blocks, touched, tmp_path):
+def test_p3_partial_write_copies_the_group_from_the_parent(group_blocks, touched, tmp_path, engine):
     """Writes: block 3; blocks 8..15; blocks 22..25. With 8-block groups that is
     group 0 (partial), 1 (whole), 2 and 3 (partial); with 4-block groups 0
     (partial), 2 and 3 (whole), 5 and 6 (partial). Three COW faults either way."""
-    _, machine, cp, disk_path = run_machine(P3_PROGRAM, tmp_path, group_blocks=group_blocks)
+    _, machine, cp, disk_path = run_machine(P3_PROGRAM, tmp_path, engine, group_blocks=group_blocks)
     assert machine.run(1_000_000).reason == "halt"
     cp.finish_all()
     overlay = machine.disk.backing
@@ -154,8 +155,8 @@ FINAL = disk_with((1, b"D" * BLOCK), (9, b"B" * BLOCK), (17, b"C" * BLOCK))
 
 
 @pytest.fixture
-def chain_run(tmp_path):
-    image, machine, cp, disk_path = run_machine(CHAIN_PROGRAM, tmp_path)
+def chain_run(tmp_path, engine):
+    image, machine, cp, disk_path = run_machine(CHAIN_PROGRAM, tmp_path, engine)
     stop = machine.run(1_000_000)
     assert stop.reason == "halt"
     cp.finish_all()
@@ -189,12 +190,13 @@ def test_second_checkpoint_makes_a_chain(chain_run):
 
 
 @pytest.mark.parametrize("which", [1, 2])
-def test_resuming_reads_through_the_chain(which, chain_run):
+def test_resuming_reads_through_the_chain(which, chain_run, engine):
     tmp_path, disk_path, first, second, final = chain_run
     job = first if which == 1 else second
     ckpt = read_checkpoint(job.location)
     machine, overlay = resume(ckpt, FileStore(str(tmp_path / "resumed")),
-                              console_sink=BufferSink(), console_input=ConsoleInput(b""))
+                              console_sink=BufferSink(), console_input=ConsoleInput(b""),
+                              engine=engine)
     chain = [os.path.basename(layer.path) for layer in machine.disk.backing.chain()]
     assert chain[1:] == (["disk.img"] if which == 1 else ["ckpt-0001.cow", "disk.img"])
     backing = machine.disk.backing
@@ -209,7 +211,7 @@ def test_resuming_reads_through_the_chain(which, chain_run):
 
 
 @pytest.mark.parametrize("which", [1, 2])
-def test_checkpoint_taken_in_a_resumed_run(which, chain_run):
+def test_checkpoint_taken_in_a_resumed_run(which, chain_run, engine):
     """A resumed run takes checkpoints like any run (``minivm resume`` attaches a
     checkpointer): here one a few ticks after resuming, on top of the
     checkpointed chain, which stays unchanged; the new checkpoint resumes too."""
@@ -217,7 +219,8 @@ def test_checkpoint_taken_in_a_resumed_run(which, chain_run):
     job = first if which == 1 else second
     ckpt = read_checkpoint(job.location)
     store = FileStore(str(tmp_path / "resumed"))
-    machine, _ = resume(ckpt, store, console_sink=BufferSink(), console_input=ConsoleInput(b""))
+    machine, _ = resume(ckpt, store, console_sink=BufferSink(), console_input=ConsoleInput(b""),
+                        engine=engine)
     cp = Checkpointer(machine, store, schedule=[ckpt.tick + 5])
     stop = machine.run(1_000_000)
     cp.finish_all()
@@ -230,15 +233,15 @@ def test_checkpoint_taken_in_a_resumed_run(which, chain_run):
         assert f.read() == AFTER_A
     assert read_file_blocks(str(tmp_path / "ck" / "ckpt-0001.cow")) == AFTER_B
     machine, _ = resume(read_checkpoint(again.location), FileStore(str(tmp_path / "again")),
-                        console_sink=BufferSink(), console_input=ConsoleInput(b""))
+                        console_sink=BufferSink(), console_input=ConsoleInput(b""), engine=engine)
     assert final_state(machine, machine.run(1_000_000)).differences(final) == []
     close_disks(machine)
 
 
-def test_checkpoint_in_a_resumed_run_cli(chain_run):
+def test_checkpoint_in_a_resumed_run_cli(chain_run, engine):
     tmp_path, _, _, second, final = chain_run
     tick = read_checkpoint(second.location).tick
-    result = run_cli("resume", second.location, "--checkpoint-dir", "ck2",
+    result = run_cli("resume", "--engine", engine, second.location, "--checkpoint-dir", "ck2",
                      "--checkpoint-at", str(tick + 5), cwd=tmp_path)
     assert result.returncode == 0, result.stderr.decode()
     assert b"Traceback" not in result.stderr
@@ -263,11 +266,11 @@ drain:  in r7, 0x24
 """
 
 
-def test_every_checkpoint_of_a_long_chain_resumes(tmp_path):
+def test_every_checkpoint_of_a_long_chain_resumes(tmp_path, engine):
     """70 checkpoints in one run with a disk: each one's disk is a chain of all
     the overlays before it. Every checkpoint taken must load and resume (docs/contract.md:
     'for every program and every point k at which a checkpoint is taken')."""
-    _, machine, cp, _ = run_machine(MANY_CHECKPOINTS, tmp_path)
+    _, machine, cp, _ = run_machine(MANY_CHECKPOINTS, tmp_path, engine)
     stop = machine.run(1_000_000)
     cp.finish_all()
     final = final_state(machine, stop)
@@ -277,7 +280,8 @@ def test_every_checkpoint_of_a_long_chain_resumes(tmp_path):
         ckpt = read_checkpoint(job.location)
         assert len(ckpt.disk["chain"]) == job.seq
         machine, _ = resume(ckpt, FileStore(str(tmp_path / f"r{job.seq}")),
-                            console_sink=BufferSink(), console_input=ConsoleInput(b""))
+                            console_sink=BufferSink(), console_input=ConsoleInput(b""),
+                            engine=engine)
         assert final_state(machine, machine.run(1_000_000)).differences(final) == []
         close_disks(machine)
 
@@ -298,7 +302,7 @@ def test_disk_info_describes_a_chain(chain_run):
     assert raw.returncode == 0 and raw.stdout.decode().count("\n") == 1
 
 
-def test_disk_commit_merges_into_the_parent(chain_run):
+def test_disk_commit_merges_into_the_parent(chain_run, engine):
     tmp_path, disk_path, first, second, final = chain_run
     top = "ck/ckpt-0002.cow"
     result = run_cli("disk", "commit", top, cwd=tmp_path)
@@ -309,7 +313,7 @@ def test_disk_commit_merges_into_the_parent(chain_run):
         assert f.read() == AFTER_A
     # the second checkpoint used ckpt-0001.cow as its disk: it no longer matches
     with pytest.raises(DiskError):
-        resume(read_checkpoint(second.location), FileStore(str(tmp_path / "r")))
+        resume(read_checkpoint(second.location), FileStore(str(tmp_path / "r")), engine=engine)
     # committing ckpt-0002.cow again: refused (its parent changed) or recognised as
     # done already; either way with a clear message and nothing written
     again = run_cli("disk", "commit", top, cwd=tmp_path)
@@ -323,7 +327,7 @@ def test_disk_commit_merges_into_the_parent(chain_run):
     with open(disk_path, "rb") as f:
         assert f.read() == FINAL
     with pytest.raises(DiskError):
-        resume(read_checkpoint(first.location), FileStore(str(tmp_path / "r2")))
+        resume(read_checkpoint(first.location), FileStore(str(tmp_path / "r2")), engine=engine)
 
 
 def test_overlay_whose_parent_changed_is_refused(chain_run):
@@ -373,7 +377,7 @@ done:   halt
 
 
 @pytest.mark.parametrize("pending", [False, True], ids=["idle", "write-pending"])
-def test_commit_disk_while_the_guest_runs(pending, tmp_path):
+def test_commit_disk_while_the_guest_runs(pending, tmp_path, engine):
     image = assemble_text(P10_PROGRAM, "p10.asm")
     config = Config(memory_size=MEMORY, disk_content=PATTERN)
     ref = run_reference(image, config, tmp_path / "ref")
@@ -381,7 +385,7 @@ def test_commit_disk_while_the_guest_runs(pending, tmp_path):
     issued = ref.writes[4][0]                   # phase 4's write
     at = issued + 5 if pending else issued + 300
     assert (ref.writes[4][1] > at) == pending
-    _, machine, cp, disk_path = run_machine(P10_PROGRAM, tmp_path, slice_ticks=16)
+    _, machine, cp, disk_path = run_machine(P10_PROGRAM, tmp_path, engine, slice_ticks=16)
     machine.run(at)
     assert machine.tick == at
     assert cp.jobs and cp.jobs[0].status == "complete", "the checkpoint saves quickly"
@@ -404,17 +408,17 @@ def test_commit_disk_while_the_guest_runs(pending, tmp_path):
     assert parent != ref.final.disk
     # the checkpoint made on the old parent contents can no longer be resumed
     with pytest.raises(DiskError):
-        resume(read_checkpoint(cp.jobs[0].location), FileStore(str(tmp_path / "r")))
+        resume(read_checkpoint(cp.jobs[0].location), FileStore(str(tmp_path / "r")), engine=engine)
 
 
-def test_checkpoint_while_a_commit_is_pending(tmp_path):
+def test_checkpoint_while_a_commit_is_pending(tmp_path, engine):
     """commit_disk() with a write still pending to the overlay defers the merge;
     a checkpoint taken meanwhile must either be refused with a clear message
     or be a checkpoint that resumes to the original's end."""
     image = assemble_text(P10_PROGRAM, "p10.asm")
     ref = run_reference(image, Config(memory_size=MEMORY, disk_content=PATTERN),
                         tmp_path / "ref")
-    _, machine, cp, _ = run_machine(P10_PROGRAM, tmp_path, slice_ticks=16)
+    _, machine, cp, _ = run_machine(P10_PROGRAM, tmp_path, engine, slice_ticks=16)
     machine.run(ref.writes[4][0] + 5)           # phase 4's write is pending
     cp.commit_disk()
     try:
@@ -430,13 +434,14 @@ def test_checkpoint_while_a_commit_is_pending(tmp_path):
     if job is not None:
         assert job.status == "complete"
         resumed, _ = resume(read_checkpoint(job.location), FileStore(str(tmp_path / "r")),
-                            console_sink=BufferSink(), console_input=ConsoleInput(b""))
+                            console_sink=BufferSink(), console_input=ConsoleInput(b""),
+                            engine=engine)
         assert final_state(resumed, resumed.run(1_000_000)).differences(final) == []
         close_disks(resumed)
 
 
-def test_commit_disk_needs_an_overlay(tmp_path):
-    _, machine, cp, _ = run_machine("        nop\n        halt\n", tmp_path)
+def test_commit_disk_needs_an_overlay(tmp_path, engine):
+    _, machine, cp, _ = run_machine("        nop\n        halt\n", tmp_path, engine)
     with pytest.raises(MinivmError) as info:
         cp.commit_disk()
     assert "no overlay" in str(info.value)

@@ -88,7 +88,8 @@ def test_arguments_complete_labels_registers_and_source_lines(quiet_session):
     assert "main_loop" not in completions(quiet_session, "x m")
     assert set(completions(quiet_session, "regs s")) == {"sp"}
     assert {"registers"} == set(completions(quiet_session, "info reg"))
-    assert {"r1", "r10", "r11", "r12", "r13", "r14", "r15"} == set(completions(quiet_session, "i r r1"))
+    assert {"r1", "r10", "r11", "r12", "r13", "r14", "r15"} == \
+        set(completions(quiet_session, "i r r1"))
     assert set(completions(quiet_session, "help brea")) == {"break", "breakpoints"}
 
 
@@ -197,7 +198,8 @@ def test_history_is_a_file_or_falls_back_to_memory(tmp_path, monkeypatch):
 def test_history_file_records_commands(quiet_session, tmp_path):
     history, _ = open_history(str(tmp_path / "hist"))
     with create_pipe_input() as inp:
-        prompt = make_prompt_session(quiet_session, input=inp, output=DummyOutput(), history=history)
+        prompt = make_prompt_session(quiet_session, input=inp, output=DummyOutput(),
+                                     history=history)
         inp.send_text("step\rregs\r\x04")
         interact(quiet_session, prompt)
     assert list(FileHistory(str(tmp_path / "hist")).load_history_strings()) == ["regs", "step"]

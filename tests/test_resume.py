@@ -642,7 +642,8 @@ def test_checkpoint_demo_cli(tmp_path, engine):
     disk = tmp_path / "demo.img"
     created = run_cli("disk", "create", str(disk), "64K", cwd=tmp_path)
     assert created.returncode == 0, created.stderr
-    run = run_cli("run", "--engine", engine, str(DEMO), "--disk", str(disk), "--checkpoint-dir", "ck",
+    run = run_cli("run", "--engine", engine, str(DEMO), "--disk", str(disk),
+                  "--checkpoint-dir", "ck",
                   input=b"", cwd=tmp_path)
     assert run.returncode == 0, run.stderr.decode()
     assert run.stdout.decode() == DEMO_BEFORE + DEMO_AFTER
