@@ -35,7 +35,7 @@ from ckpt_raw import PAGES, bitmap_of, build_v2, index_payload, join_v2, parse_v
 from ckpt_strategies import (Config, assemble_text, close_disks, disk_pattern, final_state,
                              new_machine, write_disk)
 from minivm.checkpoint import Checkpointer
-from minivm.engine import ENGINES
+from minivm.engine import DEFAULT_ENGINE, ENGINES
 from minivm.resume import read_checkpoint, resume
 from minivm.ckptfile import PageError, load_checkpoint
 from minivm.cli import main as cli_main
@@ -95,11 +95,12 @@ done:   ld r3, [0x3000]
 
 
 def take(source: str, folder, *, disk: bool = False, mode: str = "cow", store=None,
-         memory: int = MEMORY):
+         memory: int = MEMORY, engine: str = DEFAULT_ENGINE):
     image = assemble_text(source, "sample.asm")
     folder.mkdir(parents=True, exist_ok=True)
     disk_path = write_disk(folder / "disk.img", disk_pattern()) if disk else None
-    config = Config(memory_size=memory, disk_content=disk_pattern() if disk else None)
+    config = Config(memory_size=memory, disk_content=disk_pattern() if disk else None,
+                    engine=engine)
     machine = new_machine(image, config, disk_path)
     reports = []
     cp = Checkpointer(machine, store or FileStore(str(folder / "ck")), mode=mode,
@@ -688,9 +689,9 @@ spin:   sub r3, r3, 1
 """
 
 
-def test_checkpoint_being_saved_is_not_loadable(tmp_path):
+def test_checkpoint_being_saved_is_not_loadable(tmp_path, engine):
     image = assemble_text(MANY_PAGES, "many.asm")
-    machine = new_machine(image, Config(memory_size=1 << 20), None)
+    machine = new_machine(image, Config(memory_size=1 << 20, engine=engine), None)
     folder = tmp_path / "ck"
     cp = Checkpointer(machine, FileStore(str(folder)), mode="cow", pages_per_slice=1)
     while not cp.jobs:
@@ -717,12 +718,12 @@ def test_checkpoint_being_saved_is_not_loadable(tmp_path):
     assert not [f for f in os.listdir(folder) if f.endswith(".tmp")]
 
 
-def test_checkpoints_taken_while_one_is_saving_are_all_kept(tmp_path):
+def test_checkpoints_taken_while_one_is_saving_are_all_kept(tmp_path, engine):
     """Each checkpoint is its own, complete file, even when it is taken while an
     earlier one is still being saved in the background (here: no disk attached,
     so no overlay file claims the name first)."""
     image = assemble_text(SAMPLE.replace("ckpt", "ckpt\n        ckpt\n        ckpt"), "three.asm")
-    machine = new_machine(image, Config(memory_size=MEMORY), None)
+    machine = new_machine(image, Config(memory_size=MEMORY, engine=engine), None)
     cp = Checkpointer(machine, FileStore(str(tmp_path / "ck")), mode="cow")
     machine.run(100_000)
     cp.finish_all()
@@ -737,10 +738,11 @@ def test_checkpoints_taken_while_one_is_saving_are_all_kept(tmp_path):
 
 @pytest.mark.parametrize("source,disk", [(SAMPLE, False), (DISK_SAMPLE, True)],
                          ids=["no-disk", "disk"])
-def test_memory_store_round_trip(source, disk, tmp_path):
-    _, file_job, file_final, _ = take(source, tmp_path / "file", disk=disk)
+def test_memory_store_round_trip(source, disk, tmp_path, engine):
+    _, file_job, file_final, _ = take(source, tmp_path / "file", disk=disk, engine=engine)
     store = MemoryStore(overlay_folder=str(tmp_path / "mem-overlays"))
-    image, mem_job, mem_final, _ = take(source, tmp_path / "mem", disk=disk, store=store)
+    image, mem_job, mem_final, _ = take(source, tmp_path / "mem", disk=disk, store=store,
+                                        engine=engine)
     assert mem_final.differences(file_final, skip=()) == []
     assert mem_job.location == "memory:ckpt-0001"
     assert store.names() == ["ckpt-0001"]
@@ -754,7 +756,7 @@ def test_memory_store_round_trip(source, disk, tmp_path):
     for ckpt, resume_store in ((from_file, FileStore(str(tmp_path / "resume-file"))),
                                (from_memory, MemoryStore(str(tmp_path / "resume-mem")))):
         machine, _ = resume(ckpt, resume_store, console_sink=BufferSink(),
-                            console_input=ConsoleInput(b""))
+                            console_input=ConsoleInput(b""), engine=engine)
         results.append(final_state(machine, machine.run(100_000)))
         close_disks(machine)
     assert results[0].differences(results[1], skip=()) == []
