@@ -41,6 +41,7 @@ from minivm.assembler import assemble
 from minivm.checkpoint import Checkpointer
 from minivm.devices import BufferSink, ConsoleInput
 from minivm.disks import close_chain, fingerprint_file, open_disk
+from minivm.engine import ENGINES
 from minivm.errors import DiskError
 from minivm.machine import Machine
 from minivm.report import describe_checkpoint
@@ -102,33 +103,41 @@ GUEST = (_write(1, "A") + "        ckpt\n" + _write(9, "B") + "        ckpt\n"
          + "        halt\n")
 
 
+#: The engine of the original run, and the other one, which resumes after commits.
+REFERENCE, OTHER = ENGINES
+
+
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
-    """The folder of the run, and for each checkpoint the output of resuming it."""
+    """The folder of the run, and for each checkpoint the output of resuming it.
+    The run and these resumes are on the reference engine; the tests resume on
+    the other (``resumed``'s default), so every comparison of outputs below
+    compares the engines too."""
     folder = tmp_path_factory.mktemp("chain")
     disk_path = write_disk(folder / "disk.img", PATTERN)
     machine = Machine(assemble(GUEST, "chain.asm"), memory_size=64 * 1024,
                       disk=open_disk(disk_path, writable=True), console_sink=BufferSink(),
-                      console_input=ConsoleInput(b""))
+                      console_input=ConsoleInput(b""), engine=REFERENCE)
     cp = Checkpointer(machine, FileStore(str(folder / "ck")))
     assert machine.run(5_000_000).reason == "halt"
     cp.finish_all()
     close_disks(machine)
     assert [job.status for job in cp.jobs] == ["complete"] * 3
-    outputs = {name: resumed(folder, name, folder / "resumed") for name in CHECKPOINTS}
+    outputs = {name: resumed(folder, name, folder / "resumed", REFERENCE)
+               for name in CHECKPOINTS}
     assert all(outputs.values())
     assert bytes(machine.console.sink.data).endswith(outputs["ckpt-0001"])
     shutil.rmtree(folder / "resumed")
     return folder, outputs
 
 
-def resumed(folder: Path, name: str, store: Path) -> bytes:
+def resumed(folder: Path, name: str, store: Path, engine: str = OTHER) -> bytes:
     """Resume a checkpoint of ``folder`` to the end, taking the guest's later
     checkpoints as ``minivm resume`` does (they seal the resumed chain); its
     console output."""
     machine, _ = resume(read_checkpoint(str(folder / "ck" / f"{name}.mvc")),
                         FileStore(str(store)), console_sink=BufferSink(),
-                        console_input=ConsoleInput(b""))
+                        console_input=ConsoleInput(b""), engine=engine)
     cp = Checkpointer(machine, FileStore(str(store)))
     try:
         assert machine.run(5_000_000).reason == "halt"
