@@ -185,10 +185,10 @@ spin:   add r2, r2, 1
 
 
 @pytest.mark.parametrize("gap", [100, 50, 127])
-def test_checkpoints_closer_than_the_first_batch_all_save(gap):
+def test_checkpoints_closer_than_the_first_batch_all_save(gap, engine):
     """take() used to put the next batch FIRST_SLICE_TICKS (128) ticks ahead,
     so checkpoints 100 ticks apart never saved at all while the guest ran."""
-    m = machine_for(SPIN.format(n=20_000))
+    m = machine_for(SPIN.format(n=20_000), engine=engine)
     ticks = list(range(200, 40_000, gap))
     cp = Checkpointer(m, MemoryStore(), schedule=ticks, pages_per_slice=64)
     assert m.run(1_000_000).reason == "halt"
@@ -225,7 +225,7 @@ def layout_of(path) -> tuple[int, dict, list, bytes]:
         source.close()
 
 
-def test_a_slow_save_writes_one_page_area(tmp_path):
+def test_a_slow_save_writes_one_page_area(tmp_path, engine):
     """One page per batch, 4,200 pages: the file is one area of page data
     (4,199 pages back to back, each followed by its CRC-32; the first page
     holds zeros) and one index, a bitmap of the 8,192 pages of memory, with
@@ -233,7 +233,7 @@ def test_a_slow_save_writes_one_page_area(tmp_path):
     batch, 4,200 of them, and the reader called the file corrupt.)"""
     pages = 4200
     m = machine_for(TOUCH.format(end=hex(pages * 4096), n=pages * 40 + 10_000),
-                    memory_size=32 << 20)
+                    memory_size=32 << 20, engine=engine)
     cp = Checkpointer(m, FileStore(str(tmp_path / "ck")), pages_per_slice=1, slice_ticks=32)
     assert m.run(10_000_000).reason == "halt"
     (job,) = cp.jobs
@@ -372,13 +372,13 @@ def test_records_at_and_over_the_record_cap(tmp_path, monkeypatch):
 
 # --- chains ---------------------------------------------------------------------------------------------
 
-def test_no_checkpoint_names_a_chain_the_loader_refuses(tmp_path, monkeypatch):
+def test_no_checkpoint_names_a_chain_the_loader_refuses(tmp_path, monkeypatch, engine):
     """With the chain limit at 5 (reader and writer alike), 8 checkpoints: the
     ones whose chain would be too long are not taken (reported); every file
     written loads and resumes."""
     monkeypatch.setattr(checkpoint_module, "MAX_CHAIN", 5)
     monkeypatch.setattr(ckptfile, "MAX_CHAIN", 5)
-    m = machine_for(DISK_LOOP.format(n=20), tmp_path)
+    m = machine_for(DISK_LOOP.format(n=20), tmp_path, engine=engine)
     reports: list[str] = []
     cp = Checkpointer(m, FileStore(str(tmp_path / "ck")),
                       schedule=[100 * k for k in range(1, 9)], report=reports.append)
@@ -389,7 +389,8 @@ def test_no_checkpoint_names_a_chain_the_loader_refuses(tmp_path, monkeypatch):
     for job in cp.jobs:
         ckpt = read_checkpoint(job.location)
         resumed, _ = resume(ckpt, FileStore(str(tmp_path / f"r{job.seq}")),
-                            console_sink=BufferSink(), console_input=ConsoleInput(b""))
+                            console_sink=BufferSink(), console_input=ConsoleInput(b""),
+                            engine=engine)
         assert resumed.run(1_000_000).reason == "halt" and resumed.regs[0] == 9
         close_chain(resumed.disk.backing)
     close_chain(m.disk.backing)
@@ -411,10 +412,10 @@ tick:   iret
 """
 
 
-def test_checkpoint_at_ticks_a_wait_jumps_over_are_reported(tmp_path):
+def test_checkpoint_at_ticks_a_wait_jumps_over_are_reported(tmp_path, engine):
     prog = tmp_path / "wait.asm"
     prog.write_text(WAIT)
-    proc = run_cli("run", str(prog), "--checkpoint-at", "200,300,1500,2001",
+    proc = run_cli("run", "--engine", engine, str(prog), "--checkpoint-at", "200,300,1500,2001",
                    "--checkpoint-dir", str(tmp_path / "ck"), input=b"")
     err = proc.stderr.decode()
     assert proc.returncode == 5, err
@@ -426,13 +427,14 @@ def test_checkpoint_at_ticks_a_wait_jumps_over_are_reported(tmp_path):
     assert len([n for n in os.listdir(tmp_path / "ck") if n.endswith(".mvc")]) == 2
 
 
-def test_checkpoint_at_before_the_resumed_tick_is_reported(tmp_path):
+def test_checkpoint_at_before_the_resumed_tick_is_reported(tmp_path, engine):
     prog = tmp_path / "wait.asm"
     prog.write_text(WAIT)
-    proc = run_cli("run", str(prog), "--checkpoint-at", "1001",
+    proc = run_cli("run", "--engine", engine, str(prog), "--checkpoint-at", "1001",
                    "--checkpoint-dir", str(tmp_path / "ck"), input=b"")
     assert proc.returncode == 5 and "jumped" not in proc.stderr.decode(), proc.stderr
-    proc = run_cli("resume", str(tmp_path / "ck" / "ckpt-0001.mvc"), "--checkpoint-at", "10",
+    proc = run_cli("resume", "--engine", engine, str(tmp_path / "ck" / "ckpt-0001.mvc"),
+                   "--checkpoint-at", "10",
                    "--checkpoint-dir", str(tmp_path / "ck2"), input=b"")
     err = proc.stderr.decode()
     assert proc.returncode == 5, err
