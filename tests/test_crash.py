@@ -42,6 +42,7 @@ from minivm.resume import read_checkpoint, resume
 from minivm.ckptfile import CHECKPOINT_VERSION
 from minivm.devices import BufferSink, ConsoleInput
 from minivm.disks import Overlay, close_chain, describe_chain, open_disk
+from minivm.engine import ENGINES
 from minivm.errors import MinivmError
 from minivm.machine import Machine
 from minivm.store import FileStore
@@ -162,12 +163,18 @@ class Reference:
     run_seconds: float = 0.0
 
 
+#: The reference run is on the reference engine, the killed runs (``minivm run``)
+#: on the default one and the resumes on the other engine, so the comparisons
+#: of outputs and disks compare the engines too, at no extra cost.
+REFERENCE, OTHER = ENGINES
+
+
 def reference_run(folder: Path, guest: Path, initial_disk: bytes) -> Reference:
     disk_path = folder / "ref-disk.img"
     disk_path.write_bytes(initial_disk)
     machine = Machine(assemble(guest.read_text(), str(guest)), memory_size=MEM,
                       disk=open_disk(str(disk_path)), console_sink=BufferSink(),
-                      console_input=ConsoleInput(b""))
+                      console_input=ConsoleInput(b""), engine=REFERENCE)
     writes = []                                    # (tick issued, disk content after it)
     complete = machine.disk.complete
 
@@ -352,7 +359,7 @@ def resumed_output(ckpt, run_dir: Path) -> bytes:
     before = (run_dir / "disk.img").read_bytes()
     with tempfile.TemporaryDirectory() as store:
         machine, _ = resume(ckpt, FileStore(store), console_sink=BufferSink(),
-                            console_input=ConsoleInput(b""))
+                            console_input=ConsoleInput(b""), engine=OTHER)
         try:
             stop = machine.run(50_000_000)
         finally:
