@@ -75,10 +75,11 @@ def fault_line(err: str) -> str:
 
 def test_resume_faults_where_the_run_faulted(tmp_path):
     """A run with --max-inflight 3 faults at the 4th request; its resume must too
-    (it used to run on with the default 1024 and exit 5)."""
+    (it used to run on with the default 1024 and exit 5). The run is on interp,
+    the resume on blocks: the fault is the same on both."""
     prog, img = program(tmp_path, 5), disk(tmp_path)
-    proc = run_cli("run", prog, "--disk", img, "--max-inflight", "3", "--disk-latency",
-                   "100000", "--checkpoint-at", "3", "--checkpoint-dir",
+    proc = run_cli("run", "--engine", "interp", prog, "--disk", img, "--max-inflight", "3",
+                   "--disk-latency", "100000", "--checkpoint-at", "3", "--checkpoint-dir",
                    str(tmp_path / "ck"), input=b"")
     err = err_of(proc)
     assert proc.returncode == 3, err
@@ -86,7 +87,8 @@ def test_resume_faults_where_the_run_faulted(tmp_path):
     assert "too many disk requests in flight (the limit is 3)" in fault, err
     ckpt = str(tmp_path / "ck" / "ckpt-0001.mvc")
     assert read_checkpoint(ckpt).state["disk"]["max_inflight"] == 3
-    proc = run_cli("resume", ckpt, "--checkpoint-dir", str(tmp_path / "ck2"), input=b"")
+    proc = run_cli("resume", "--engine", "blocks", ckpt, "--checkpoint-dir", str(tmp_path / "ck2"),
+                   input=b"")
     err = err_of(proc)
     assert proc.returncode == 3, err
     assert fault_line(err) == fault
@@ -96,8 +98,8 @@ def test_a_checkpoint_with_2000_in_flight_resumes_and_inspects(tmp_path):
     """--max-inflight 2000 with 1,419 reads in flight: the checkpoint used to be
     refused by resume and inspect ("more than the limit of 1024")."""
     prog, img = program(tmp_path, 1419), disk(tmp_path)
-    proc = run_cli("run", prog, "--disk", img, "--max-inflight", "2000", "--disk-latency",
-                   "10000000", "--checkpoint-at", str(2 + 4 * 1419), "--checkpoint-dir",
+    proc = run_cli("run", "--engine", "interp", prog, "--disk", img, "--max-inflight", "2000",
+                   "--disk-latency", "10000000", "--checkpoint-at", str(2 + 4 * 1419), "--checkpoint-dir",
                    str(tmp_path / "ck"), input=b"")
     err = err_of(proc)
     assert proc.returncode == 1419 & 0xFF, err
@@ -105,7 +107,8 @@ def test_a_checkpoint_with_2000_in_flight_resumes_and_inspects(tmp_path):
     assert len(read_checkpoint(ckpt).state["disk"]["queue"]) == 1419
     proc = run_cli("inspect", ckpt, input=b"")
     assert proc.returncode == 0, err_of(proc)
-    proc = run_cli("resume", ckpt, "--checkpoint-dir", str(tmp_path / "ck2"), input=b"")
+    proc = run_cli("resume", "--engine", "blocks", ckpt, "--checkpoint-dir", str(tmp_path / "ck2"),
+                   input=b"")
     assert proc.returncode == 1419 & 0xFF, err_of(proc)
 
 
@@ -254,13 +257,13 @@ def test_a_checkpoint_with_the_most_requests_in_flight_resumes(tmp_path):
     close_chain(m.disk.backing, resumed.disk.backing)
 
 
-def test_the_repl_takes_the_limits_too(tmp_path):
+def test_the_repl_takes_the_limits_too(tmp_path, engine):
     """`minivm repl` accepts the machine options of `run`; it used to ignore
     --max-inflight (the run faulted, the REPL did not)."""
     prog, img = program(tmp_path, 5), disk(tmp_path)
     batch = tmp_path / "cmds.txt"
     batch.write_text(f"load {prog}\nrun\n")
-    proc = run_cli("repl", "--disk", img, "--max-inflight", "3", "--disk-latency", "100000",
-                   "--batch", str(batch), input=b"", cwd=tmp_path)
+    proc = run_cli("repl", "--engine", engine, "--disk", img, "--max-inflight", "3",
+                   "--disk-latency", "100000", "--batch", str(batch), input=b"", cwd=tmp_path)
     out = proc.stdout.decode() + err_of(proc)
     assert "too many disk requests in flight (the limit is 3)" in out, out
