@@ -32,7 +32,7 @@ import struct
 import sys
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
-from importlib import resources
+import os
 
 from lark import Lark, Token, v_args
 from lark.visitors import Transformer_NonRecursive
@@ -154,7 +154,10 @@ def _pointing(before: str, after: str) -> str:
 
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
-    grammar = resources.files("minivm").joinpath("grammar.lark").read_text()
+    # beside this module (package data); importlib.resources would cost more
+    # start-up time than the rest of this function
+    with open(os.path.join(os.path.dirname(__file__), "grammar.lark"), encoding="utf-8") as f:
+        grammar = f.read()
     # cache=True: Lark stores the built LALR tables in a temp file keyed by the
     # grammar's hash, which halves the start-up time of `minivm run`.
     return Lark(grammar, parser="lalr", propagate_positions=True,

@@ -59,11 +59,9 @@ from .memory import PAGE_SIZE
 from .disks import MAX_CHAIN, Overlay, commit_overlay
 from .errors import MinivmError, reason
 from .machine import Hooks, Machine
+from .modes import COW, MODES, STOP_COPY  # noqa: F401  (checkpoint.MODES, as before)
 from .store import CheckpointStore, StoreError
 
-COW = "cow"
-STOP_COPY = "stop-copy"
-MODES = (COW, STOP_COPY)
 SLICE_TICKS = 2048          # guest ticks between two background-save batches ...
 FIRST_SLICE_TICKS = 128     # ... starting this soon after a checkpoint, doubling each time
 SAVE_DUTY = 0.15            # share of host time the background save may take

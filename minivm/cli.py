@@ -14,9 +14,7 @@ import argparse
 import os
 import sys
 
-from .devices import MAX_DELAY
 from .errors import MinivmError, show
-from .interrupts_guard import SigintGuard
 
 EXIT_USAGE = 2
 EXIT_FAULT = 3
@@ -62,7 +60,7 @@ def _tick_list(text: str) -> list[int]:
 
 
 def _add_execution_options(p: argparse.ArgumentParser) -> None:
-    from .checkpoint import COW, MODES
+    from .modes import COW, MODES
     p.add_argument("--input", metavar="FILE",
                    help="console input for port 0x02 (default: standard input)")
     p.add_argument("--max-steps", type=_positive_int, metavar="N",
@@ -114,6 +112,7 @@ def _add_machine_options(p: argparse.ArgumentParser) -> None:
 
 
 def _delay(text: str) -> int:
+    from .devices import MAX_DELAY
     value = _nonneg_int(text)
     if value > MAX_DELAY:
         raise argparse.ArgumentTypeError(f"'{text}' is more than the limit of {MAX_DELAY} ticks")
@@ -243,6 +242,7 @@ def _console_input(path: str | None):
 
 
 def _execute(machine, args, checkpointer, overlay_note: str | None) -> int:
+    from .interrupts_guard import SigintGuard
     if args.trace:
         machine.trace = lambda line: print(show(line), file=sys.stderr)   # the source file's name
     with SigintGuard(machine):
@@ -250,8 +250,12 @@ def _execute(machine, args, checkpointer, overlay_note: str | None) -> int:
             stop = machine.run(args.max_steps)
         finally:
             machine.console.sink.flush()
-            checkpointer.finish_all()
-    _summarise_checkpoints(checkpointer, overlay_note)
+            if checkpointer is not None:
+                checkpointer.finish_all()
+    if checkpointer is not None:
+        _summarise_checkpoints(checkpointer, overlay_note)
+    elif overlay_note:
+        _note(overlay_note)
     if args.timeline:
         _write_timeline(checkpointer, args.timeline)
     if stop.reason == "halt":
@@ -290,7 +294,14 @@ def _summarise_checkpoints(checkpointer, overlay_note: str | None) -> None:
         _note(overlay_note)
 
 
-def _make_checkpointer(machine, args):
+def _make_checkpointer(machine, args, lazy: bool = False):
+    """The run's Checkpointer; with ``lazy``, None when the run cannot take
+    a checkpoint (no ``ckpt`` in the program, no --checkpoint-at, no
+    --timeline), so that such a run never loads the checkpoint code."""
+    from . import isa
+    if lazy and not (args.checkpoint_at or args.timeline
+                     or any(ins[0] == isa.CKPT for ins in machine.image.code)):
+        return None
     from .checkpoint import Checkpointer
     from .store import FileStore
     return Checkpointer(machine, FileStore(args.checkpoint_dir), mode=args.checkpoint_mode,
@@ -303,21 +314,23 @@ def _make_checkpointer(machine, args):
 def cmd_run(args) -> int:
     from .devices import StreamSink, check_inflight_limits
     from .program import load_program
-    from .disks import open_disk
     from .machine import Machine
     from .memory import parse_size
     image = load_program(args.program)
     memory_size = parse_size(args.mem, "memory size")
     max_inflight_bytes = parse_size(args.max_inflight_bytes, "--max-inflight-bytes size")
     check_inflight_limits(args.max_inflight, max_inflight_bytes)
-    disk = open_disk(args.disk) if args.disk else None
+    disk = None
+    if args.disk:
+        from .disks import open_disk
+        disk = open_disk(args.disk)
     machine = Machine(image, memory_size=memory_size, disk=disk,
                       console_sink=StreamSink(sys.stdout.buffer),
                       console_input=_console_input(args.input),
                       disk_latency=args.disk_latency, disk_per_block=args.disk_per_block,
                       max_inflight=args.max_inflight, max_inflight_bytes=max_inflight_bytes,
                       engine=args.engine)
-    return _execute(machine, args, _make_checkpointer(machine, args), None)
+    return _execute(machine, args, _make_checkpointer(machine, args, lazy=True), None)
 
 
 def cmd_resume(args) -> int:

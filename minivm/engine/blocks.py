@@ -17,7 +17,6 @@ from weakref import WeakKeyDictionary
 
 from ..isa import WORD_MASK
 from .decode import FAST_PATH_ERRORS, WORD
-from .emit import emit_region
 from .regions import block_lengths, build, rotation
 from .reference import run_fast
 
@@ -169,6 +168,7 @@ run_blocks.takes_timer = True
 
 
 def _compile_region(m, st: _State, root: int):
+    from .emit import emit_region        # the emitter loads with the first hot loop
     code = m.code
     top, covered = build(code, m.ncode, root)
     body = rotation(code, top, root)
@@ -211,6 +211,7 @@ def _compile_region(m, st: _State, root: int):
 def region_source(m, pc: int, stop=None) -> str:
     """The generated source of the region at ``pc`` (for docs and debugging),
     a loop tested at its top as the prologue _compile_region makes of it."""
+    from .emit import emit_region
     if stop is None:
         body = rotation(m.code, build(m.code, m.ncode, pc)[0], pc)
         if body is not None:
