@@ -6,11 +6,15 @@
 * The background save runs at a fixed rate (MINIVM_SAVE_RATE pages per batch),
   for every machine the tests build and every ``minivm`` they start, so that
   nothing a test compares depends on how fast the host is.
+* The cache of assembled sources (minivm/program.py) is off, so that every
+  test assembles what it runs and nothing is written outside the test's
+  folders; tests/test_program_cache.py turns it on in a folder of its own.
 """
 
 import os
 
 os.environ.setdefault("MINIVM_SAVE_RATE", "16")
+os.environ["MINIVM_ASM_CACHE"] = "off"
 
 from hypothesis import HealthCheck, settings
 
