@@ -68,7 +68,7 @@ def bf_run(code: str) -> tuple[bytes, int]:
     tape, ptr, pc, out, steps = bytearray(BF_TAPE), 0, 0, bytearray(), 0
     while pc < len(code):
         c = code[pc]
-        if c in "+-<>.,[]":
+        if c in "+-<>.[]":
             steps += 1
         if c == "+":
             tape[ptr] = (tape[ptr] + 1) & 0xFF
