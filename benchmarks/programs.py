@@ -182,9 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=[g.name for g in GUESTS], action="append",
                         help="run only this guest (may be repeated)")
     args = parser.parse_args(argv)
-    repeat = args.repeat or (2 if args.quick else 5)
-    if repeat < 1 or args.top < 1:
+    if (args.repeat is not None and args.repeat < 1) or args.top < 1:
         parser.error("--repeat and --top must be at least 1")
+    repeat = args.repeat or (2 if args.quick else 5)
     guests = [g for g in GUESTS if not args.only or g.name in args.only]
     bare = BareLoop(300_000 if args.quick else 1_000_000)
     with tempfile.TemporaryDirectory(prefix="minivm-programs-") as folder:
