@@ -225,19 +225,17 @@ class Memory:
     # the exact path, which does it, or faults, as the reference engine would,
     # with nothing done here first.
     def store_miss(self, addr: int, length: int) -> bytearray:
-        if (addr & PAGE_MASK) > PAGE_SIZE - length or addr + length > self.size:
-            raise IndexError(addr)
-        try:
-            return self.make_writable(addr >> PAGE_SHIFT)
-        except (MinivmError, MemoryError):
-            raise IndexError(addr) from None
+        return self._miss(addr, length, self.make_writable)
 
     def load_miss(self, addr: int, length: int):
         """A compiled load from a page a lazy resume has not read yet (see store_miss)."""
+        return self._miss(addr, length, self.fetch)
+
+    def _miss(self, addr: int, length: int, serve):
         if (addr & PAGE_MASK) > PAGE_SIZE - length or addr + length > self.size:
             raise IndexError(addr)
         try:
-            return self.fetch(addr >> PAGE_SHIFT)
+            return serve(addr >> PAGE_SHIFT)
         except (MinivmError, MemoryError):
             raise IndexError(addr) from None
 

@@ -63,6 +63,19 @@ class Hang(BaseException):
 
 
 @contextmanager
+def threshold(value: int):
+    """The blocks engine compiles a region at the ``value``-th visit of a
+    block start (1: almost everything runs compiled, even a short program)."""
+    from minivm.engine import blocks
+    saved = blocks.THRESHOLD
+    blocks.THRESHOLD = value
+    try:
+        yield
+    finally:
+        blocks.THRESHOLD = saved
+
+
+@contextmanager
 def time_limit(seconds: float, what: str):
     """Fail (instead of hanging the test run) if the body takes longer than ``seconds``."""
     def on_alarm(signum, frame):

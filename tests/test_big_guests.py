@@ -13,7 +13,6 @@ engine, to the same end. benchmarks/programs.py measures their speed.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
 
@@ -33,18 +32,9 @@ from minivm.engine import ENGINES, blocks  # noqa: E402
 from minivm.machine import Machine  # noqa: E402
 from minivm.resume import read_checkpoint, resume  # noqa: E402
 from minivm.store import FileStore  # noqa: E402
+from support import threshold  # noqa: E402
 
 MAX_TICKS = 2_000_000
-
-
-@contextlib.contextmanager
-def threshold(value):
-    saved = blocks.THRESHOLD
-    blocks.THRESHOLD = value
-    try:
-        yield
-    finally:
-        blocks.THRESHOLD = saved
 
 
 def new_machine(guest: Guest, engine: str, folder: Path, size: int | None = None) -> Machine:

@@ -23,7 +23,6 @@ almost entirely in compiled code.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import itertools
 import os
@@ -46,6 +45,7 @@ from minivm.engine import ENGINES, blocks
 from minivm.machine import Machine
 from minivm.store import FileStore
 from strategies import programs
+from support import threshold
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = sorted((ROOT / "programs").glob("*.asm"))
@@ -55,16 +55,6 @@ MAX_TICKS = 5_000_000
 
 
 # --- running one program on one engine -----------------------------------------------------
-
-@contextlib.contextmanager
-def threshold(value):
-    saved = blocks.THRESHOLD
-    blocks.THRESHOLD = value
-    try:
-        yield
-    finally:
-        blocks.THRESHOLD = saved
-
 
 def new_machine(image, engine: str, folder: Path, *, memory_size: int = 1 << 20,
                 input: bytes = INPUT, disk: bool = True, latency: int = 100,
