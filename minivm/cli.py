@@ -129,7 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("run", help="assemble (if needed) and run a program",
-                       description="Run a program: an .asm source file or an assembled image.")
+                       description="Run a program: an .asm source file or an assembled image. "
+                                   "A source is assembled once and its image kept in a cache "
+                                   "(~/.cache/minivm/asm, or $MINIVM_ASM_CACHE; "
+                                   "MINIVM_ASM_CACHE=off turns it off), so later runs of the "
+                                   "same file start faster.")
     p.add_argument("program", help="program.asm or program.mvb")
     _add_machine_options(p)
     _add_execution_options(p)
