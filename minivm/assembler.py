@@ -34,9 +34,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache, partial
 import os
 
-from lark import Lark, Token, v_args
-from lark.visitors import Transformer_NonRecursive
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from . import isa
 from .container import MAX_PROGRAM_BYTES, read_program_file
@@ -153,7 +150,8 @@ def _pointing(before: str, after: str) -> str:
 # --- stage 1: parsing ---------------------------------------------------------
 
 @lru_cache(maxsize=1)
-def _parser() -> Lark:
+def _parser():
+    from lark import Lark       # imported the first time a line needs Lark
     # beside this module (package data); importlib.resources would cost more
     # start-up time than the rest of this function
     with open(os.path.join(os.path.dirname(__file__), "grammar.lark"), encoding="utf-8") as f:
@@ -215,7 +213,7 @@ def _in_words(expected) -> str:
     return ", ".join(words[:-1]) + " or " + words[-1]
 
 
-def _describe_token(token: Token) -> str:
+def _describe_token(token) -> str:
     if token.type == "_NL":
         return "end of line"
     if token.type == "$END":
@@ -223,7 +221,8 @@ def _describe_token(token: Token) -> str:
     return f"'{show(token)}'"
 
 
-def _parse_error(exc: UnexpectedInput, text: str) -> tuple[Diagnostic, str]:
+def _parse_error(exc, text: str) -> tuple[Diagnostic, str]:
+    from lark.exceptions import UnexpectedCharacters, UnexpectedToken
     pos = Pos(exc.line if exc.line > 0 else 1, exc.column if exc.column > 0 else 1)
     if isinstance(exc, UnexpectedCharacters):
         char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
@@ -350,119 +349,133 @@ def _register_index(text: str) -> int:
     return isa.SP if text == "sp" else int(text[1:])
 
 
-class _ToStatements(Transformer_NonRecursive):
-    """Parse tree -> list of :class:`Statement` (one list per source line).
+@lru_cache(maxsize=1)
+def _statements_class():
+    """The Transformer class, made on first use: then only Lark's lines import Lark."""
+    from lark import v_args
+    from lark.visitors import Transformer_NonRecursive
+    class _ToStatements(Transformer_NonRecursive):
+        """Parse tree -> list of :class:`Statement` (one list per source line).
 
-    Non-recursive, so a deeply nested expression cannot overflow Python's
-    stack; :meth:`_Assembler.evaluate` then refuses nesting beyond MAX_DEPTH.
-    """
+        Non-recursive, so a deeply nested expression cannot overflow Python's
+        stack; :meth:`_Assembler.evaluate` then refuses nesting beyond MAX_DEPTH.
+        """
 
-    def __init__(self, errors=None):
-        super().__init__()
-        self.errors = [] if errors is None else errors     # a list, or a _Sink
-        self.offset = 0           # added to Lark's line numbers (one line parsed at a time)
-        self.text = ""            # the source line being transformed
+        def __init__(self, errors=None):
+            super().__init__()
+            self.errors = [] if errors is None else errors     # a list, or a _Sink
+            self.offset = 0           # added to Lark's line numbers (one line parsed at a time)
+            self.text = ""            # the source line being transformed
 
-    def _at(self, node) -> Pos:
-        return Pos(node.line + self.offset, node.column)
+        def _at(self, node) -> Pos:
+            return Pos(node.line + self.offset, node.column)
 
-    def start(self, lines):
-        return [stmt for line in lines for stmt in line]
+        def start(self, lines):
+            return [stmt for line in lines for stmt in line]
 
-    def line(self, children):
-        text = self.text.strip()
-        out = []
-        for child in children:
-            if child is not None:
-                if child.kind == "instruction":
-                    child.line_text = text
-                out.append(child)
-        return out
+        def line(self, children):
+            text = self.text.strip()
+            out = []
+            for child in children:
+                if child is not None:
+                    if child.kind == "instruction":
+                        child.line_text = text
+                    out.append(child)
+            return out
 
-    def label(self, children):
-        (name,) = children
-        return Statement("label", str(name), (), self._at(name))
+        def label(self, children):
+            (name,) = children
+            return Statement("label", str(name), (), self._at(name))
 
-    def instruction(self, children):
-        name, operands = children
-        return Statement("instruction", str(name).lower(), operands or (), self._at(name))
+        def instruction(self, children):
+            name, operands = children
+            return Statement("instruction", str(name).lower(), operands or (), self._at(name))
 
-    def directive(self, children):
-        name, arguments = children
-        return Statement("directive", str(name).lower(), arguments or (), self._at(name))
+        def directive(self, children):
+            name, arguments = children
+            return Statement("directive", str(name).lower(), arguments or (), self._at(name))
 
-    def operands(self, children):
-        return list(children)
+        def operands(self, children):
+            return list(children)
 
-    arguments = operands
+        arguments = operands
 
-    def register(self, children):
-        (token,) = children
-        return Reg(_register_index(str(token)), self._at(token))
+        def register(self, children):
+            (token,) = children
+            return Reg(_register_index(str(token)), self._at(token))
 
-    @v_args(meta=True)
-    def mem_reg(self, meta, children):
-        base, sign, expr = children
-        terms = [] if sign is None else [(str(sign), expr)]
-        return Mem(_register_index(str(base)), terms, self._at(meta))
+        @v_args(meta=True)
+        def mem_reg(self, meta, children):
+            base, sign, expr = children
+            terms = [] if sign is None else [(str(sign), expr)]
+            return Mem(_register_index(str(base)), terms, self._at(meta))
 
-    @v_args(meta=True)
-    def mem_abs(self, meta, children):
-        return Mem(None, [("+", children[0])], self._at(meta))
+        @v_args(meta=True)
+        def mem_abs(self, meta, children):
+            return Mem(None, [("+", children[0])], self._at(meta))
 
-    def _quoted(self, token) -> str | None:
-        """The unescaped body of a string or character literal; None (and the
-        error recorded) for an unknown escape."""
-        try:
-            return _unescape(str(token)[1:-1], self._at(token))
-        except _LiteralError as exc:
-            self.errors.append(Diagnostic(exc.pos, exc.message))
-            return None
+        def _quoted(self, token) -> str | None:
+            """The unescaped body of a string or character literal; None (and the
+            error recorded) for an unknown escape."""
+            try:
+                return _unescape(str(token)[1:-1], self._at(token))
+            except _LiteralError as exc:
+                self.errors.append(Diagnostic(exc.pos, exc.message))
+                return None
 
-    def string(self, children):
-        (token,) = children
-        text = self._quoted(token)
-        return Str((text or "").encode("utf-8"), self._at(token))
+        def string(self, children):
+            (token,) = children
+            text = self._quoted(token)
+            return Str((text or "").encode("utf-8"), self._at(token))
 
-    def number(self, children):
-        (token,) = children
-        text = str(token)
-        base = {"0x": 16, "0X": 16, "0b": 2, "0B": 2}.get(text[:2], 10)
-        return Num(int(text[2:] if base != 10 else text, base), self._at(token))
+        def number(self, children):
+            (token,) = children
+            text = str(token)
+            base = {"0x": 16, "0X": 16, "0b": 2, "0B": 2}.get(text[:2], 10)
+            return Num(int(text[2:] if base != 10 else text, base), self._at(token))
 
-    def char(self, children):
-        (token,) = children
-        pos = self._at(token)
-        text = self._quoted(token)
-        if text is None:
-            return Num(0, pos)
-        if len(text) != 1:
-            self.errors.append(Diagnostic(pos, "a character literal holds exactly one character"))
-            return Num(0, pos)
-        return Num(ord(text), pos)
+        def char(self, children):
+            (token,) = children
+            pos = self._at(token)
+            text = self._quoted(token)
+            if text is None:
+                return Num(0, pos)
+            if len(text) != 1:
+                self.errors.append(Diagnostic(pos, "a character literal holds exactly one character"))
+                return Num(0, pos)
+            return Num(ord(text), pos)
 
-    def name(self, children):
-        (token,) = children
-        return Name(str(token), self._at(token))
+        def name(self, children):
+            (token,) = children
+            return Name(str(token), self._at(token))
 
-    def binop(self, children):
-        left, op, right = children
-        return BinOp(str(op), left, right, self._at(op))
+        def binop(self, children):
+            left, op, right = children
+            return BinOp(str(op), left, right, self._at(op))
 
-    def unop(self, children):
-        op, operand = children
-        return UnOp(str(op), operand, self._at(op))
+        def unop(self, children):
+            op, operand = children
+            return UnOp(str(op), operand, self._at(op))
 
-    @v_args(meta=True)
-    def deref(self, meta, children):
-        return Deref(children[0], self._at(meta))
+        @v_args(meta=True)
+        def deref(self, meta, children):
+            return Deref(children[0], self._at(meta))
 
-    def expr_start(self, children):
-        return children[0]
+        def expr_start(self, children):
+            return children[0]
 
 
-# --- stage 2b: one line at a time -------------------------------------------
-#
+    # --- stage 2b: one line at a time -------------------------------------------
+    #
+
+    return _ToStatements
+
+
+def _ToStatements(errors=None):
+    """A new Transformer (see _statements_class) recording into ``errors``."""
+    return _statements_class()(errors)
+
+
 # The grammar is line by line: no token spans a newline, and the parser is in
 # the same state at the start of every line after the first. So the source is
 # read one line at a time: a line of the common shapes (labels, a mnemonic or
@@ -486,6 +499,8 @@ _NAME_RE = re.compile(_NAME)
 _NEGATIVE_RE = re.compile(rf"-{_WS}({_NUMBER})")
 _MEM_RE = re.compile(rf"\[{_WS}(?:({_REGISTER}){_WS}(?:([+-]){_WS}({_NUMBER}|{_NAME}){_WS})?"
                      rf"|({_NUMBER}|{_NAME}){_WS})\]")
+_STRING_LINE = re.compile(rf"((?:{_WS}{_NAME}{_WS}:)*){_WS}(\.[A-Za-z_][A-Za-z0-9_]*)"
+                          rf"[{_BLANKS}]+{_WS}(\"(?:\\[^\n]|[^\\\"\n])*\"){_WS}(?:;.*)?\Z")
 _PACKED = {".byte", ".word"}      # directives whose plain numbers are kept as ints
 _PACKED_STEP = re.compile(rf"{_WS}(-?)({_NUMBER}){_WS}(,|\Z)")
 
@@ -508,7 +523,7 @@ def _fast_line(line: str, lineno: int, pack: bool = True):
     (or minus a number) in .byte and .word is kept as an int without a
     position (:func:`_item_pos` finds it again for an error message)."""
     if '"' in line or "'" in line:
-        return None
+        return _string_line(line, lineno)
     cut = line.find(";")
     body = line if cut < 0 else line[:cut]
     head = _HEAD.match(body)
@@ -572,6 +587,26 @@ def _fast_line(line: str, lineno: int, pack: bool = True):
     return out
 
 
+def _string_line(line: str, lineno: int):
+    """A directive with one string argument (``msg: .asciz "Hello\\n"``), as
+    the Transformer makes it; None for any other line with a quote, or a
+    string with a bad escape (Lark then reads the line and the error is the
+    Transformer's)."""
+    match = _STRING_LINE.match(line)
+    if match is None:
+        return None
+    out = [Statement("label", label.group(1), (), Pos(lineno, label.start(1) + 1))
+           for label in _LABEL.finditer(match.group(1))]
+    token = Pos(lineno, match.start(3) + 1)
+    try:
+        text = _unescape(match.group(3)[1:-1], token)
+    except _LiteralError:
+        return None
+    out.append(Statement("directive", sys.intern(match.group(2).lower()),
+                         [Str(text.encode("utf-8"), token)], Pos(lineno, match.start(2) + 1)))
+    return out
+
+
 def _packed_numbers(rest: str) -> list | None:
     """The values of a data line that holds only (minus) numbers, or None."""
     out, at, step = [], 0, _PACKED_STEP.match
@@ -597,10 +632,11 @@ class _SyntaxError(Exception):
         self.diagnostic, self.context = diagnostic, context
 
 
-def _lark_line(line: str, lineno: int, builder: _ToStatements) -> list:
+def _lark_line(line: str, lineno: int, builder) -> list:
     """The statements of one line, parsed by Lark. After the first line, a
     blank line goes first, so that the parser is in the state it has after a
     line (the hints of match_examples depend on it), as in a whole file."""
+    from lark.exceptions import UnexpectedInput
     prefix = "\n" if lineno > 1 else ""
     text = prefix + line + "\n"
     try:
@@ -614,11 +650,12 @@ def _lark_line(line: str, lineno: int, builder: _ToStatements) -> list:
     return builder.transform(tree)
 
 
-def _statements(text: str, builder: _ToStatements):
+def _statements(text: str, errors):
     """Every statement of ``text`` (which ends with a newline), in order, one
     line's worth at a time: the caller lays each out as it comes, so that only
     what the second pass needs stays in memory."""
     start, lineno, end = 0, 0, len(text)
+    builder = None
     while start < end:
         stop = text.find("\n", start)
         line = text[start:stop]
@@ -626,6 +663,8 @@ def _statements(text: str, builder: _ToStatements):
         lineno += 1
         found = _fast_line(line, lineno)
         if found is None:
+            if builder is None:          # the first line the fast reader leaves to Lark
+                builder = _ToStatements(errors)
             found = _lark_line(line, lineno, builder)
         elif found and found[-1].kind == "directive" and found[-1].name in _PACKED:
             found[-1].line_text = line        # kept for _item_pos
@@ -1042,6 +1081,7 @@ def parse_expression(text: str):
     if semicolon:                        # ';' starts a comment in assembly, not here
         raise ExpressionError(f"cannot read '{text[semicolon.end() - 1:].strip()}' in '{text}' "
                               "(give a number, label, register or expression like 'buf+4')")
+    from lark.exceptions import UnexpectedCharacters, UnexpectedInput
     try:
         tree = _parser().parse(text, start="expr_start")
     except UnexpectedCharacters as exc:
@@ -1090,9 +1130,8 @@ def assemble(source: str, filename: str = "<source>") -> Image:
         raise AssemblyError(filename, "", [diag], {id(diag): ""})
     text = source if source.endswith("\n") else source + "\n"
     asm = _Assembler(filename)
-    builder = _ToStatements(_Sink(asm.errors, 0))
     try:
-        asm.layout(_statements(text, builder))
+        asm.layout(_statements(text, _Sink(asm.errors, 0)))
     except _SyntaxError as exc:
         raise AssemblyError(filename, text, [exc.diagnostic],
                             {id(exc.diagnostic): exc.context}) from None

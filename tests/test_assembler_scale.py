@@ -39,6 +39,10 @@ TRICKY = [
     "x: .byte 1,,2", ".ascii \"a;b\"", "mov r1, ';'", ".byte 'a', 1", "nop ; 'quote\"",
     "5: nop", "$", "mov r1, [r2", "r1: nop", "sp: nop", "nop: nop", "foo bar:", "a.b: mov r1, a.b",
     "mov r1, (5)", "out 0x01, r2", "beq r1, r2, loop", "mov r1, ~1", "  \u00a0nop",
+    # one string argument (the fast reader's _string_line)
+    'msg: .asciz "Hello, world!\\n"', '.ascii "a;b" ; "c"', 'a: b: .ASCIZ\t"q\\"x\\\\"\r',
+    '.asciz ""', '.asciz"x"', '.asciz "x" y', '.asciz "bad\\q"', '.asciz "a", "b"',
+    '.ascii "caf\u00e9"', 'x: .asciz "tab\\there" ;', '.asciz "unterminated',
 ]
 
 
@@ -182,3 +186,17 @@ def test_a_source_over_the_limit_is_refused_before_any_work():
         assemble("x" * (MAX_SOURCE + 1), "big.asm")
     assert str(info.value) == (f"big.asm:1:1: error: the source is {MAX_SOURCE + 1} characters "
                                f"long, more than the limit of {MAX_SOURCE}")
+
+
+def test_a_source_the_fast_reader_takes_whole_never_imports_lark():
+    """hello.asm (labels, instructions, a string directive) is read without
+    Lark: the assembler imports it only for a line the fast reader leaves."""
+    import subprocess
+    probe = ("import sys\nfrom minivm.assembler import assemble\n"
+             f"assemble(open({os.path.join(ROOT, 'programs', 'hello.asm')!r}).read(), 'h.asm')\n"
+             "print('lark' in sys.modules)\n"
+             "assemble('mov r1, (5)\\nhalt\\n', 'p.asm')\n"
+             "print('lark' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.split() == ["False", "True"], out.stderr
