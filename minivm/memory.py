@@ -137,6 +137,13 @@ class Memory:
         self.cow_copies = 0           # memory COW faults since the last share()
         self.copied: set[int] = set()  # pages copied since the last share()
         self._frozen: list[FrozenMemory] = []
+        # write trackers (track_writes): each a set that collects the index of
+        # every page made writable, i.e. written for the first time since the
+        # tracker's owner last cleared its entries in ``writable``
+        self._trackers: list[set] = []
+        # the time-travel history keeps page objects as versions: a page it may
+        # hold is never written in place again, always copied first
+        self.keep_versions = False
         # an all-None write table, ready for share(): allocated now, not in the stop
         self._spare: list | None = [None] * self.page_count
         self._retired_tables: list[list] = []  # old write tables, cleared in the background
@@ -182,7 +189,7 @@ class Memory:
             except MemoryError:
                 raise OutOfMemory(f"page {index} of {self.saved.source.what}", PAGE_SIZE) from None
             self.pages_loaded += 1
-            if not self._frozen:            # a checkpoint being saved still shares it
+            if not self._frozen and not self._trackers:   # else the first store must be seen
                 self.writable[index] = page
         else:
             page = self._zero_page(index)
@@ -209,11 +216,61 @@ class Memory:
             page = bytearray(current)
             self.cow_copies += 1
             self.copied.add(index)
+        elif self.keep_versions:                       # a version the history keeps
+            page = bytearray(current)
         else:                                          # protection no longer needed
             page = current
         self.pages[index] = page
         self.writable[index] = page
+        for tracker in self._trackers:
+            tracker.add(index)
         return page
+
+    # --- write tracking (incremental checkpoints, time travel) ----------------------
+    def track_writes(self) -> set:
+        """A new tracker: a set that from now on collects every page made
+        writable (:meth:`make_writable`, by either engine) or replaced
+        (:meth:`install_pages`). It sees every write to a page only if that
+        page's ``writable`` entry is None when tracking starts or when the
+        owner clears the set: :meth:`share` clears them all, :meth:`protect`
+        the ones given. Stop with :meth:`untrack`."""
+        tracker: set = set()
+        self._trackers.append(tracker)
+        return tracker
+
+    def _counts(self, index: int, page) -> int:
+        """1 if ``page`` as page ``index`` counts in ``allocated``."""
+        return 1 if type(page) is bytearray or (page is None and index in self.saved) else 0
+
+    def untrack(self, tracker: set) -> None:
+        self._trackers = [t for t in self._trackers if t is not tracker]
+
+    def protect(self, indexes) -> None:
+        """Make the next store to each page of ``indexes`` take the slow path
+        again (so a tracker sees it): O(len(indexes))."""
+        writable = self.writable
+        for index in indexes:
+            writable[index] = None
+
+    def install_pages(self, versions: dict) -> None:
+        """Time travel: page *i* becomes ``versions[i]`` (a page object, or
+        None for a lazily resumed page still in the file), not writable in
+        place. A checkpoint still being saved keeps the page it sees (P3)."""
+        pages, writable = self.pages, self.writable
+        for index, version in versions.items():
+            current = pages[index]
+            if current is version:
+                writable[index] = None
+                continue
+            for view in self._frozen:
+                if index not in view.originals:
+                    view.originals[index] = (current if current is not None
+                                             else self.saved_page(index))
+            self.allocated += self._counts(index, version) - self._counts(index, current)
+            pages[index] = version
+            writable[index] = None
+            for tracker in self._trackers:
+                tracker.add(index)
 
     # --- the compiled engine's misses (minivm.engine.emit) ---------------------
     # A compiled store writes ``pack(wr[a >> 12] or store_miss(a, 4), ...)``: a
