@@ -90,6 +90,14 @@ class ConsoleInput:
     def buffered(self) -> int:
         return len(self._buffer)
 
+    def pending(self) -> bytes:
+        """What is buffered, not yet read."""
+        return bytes(self._buffer)
+
+    def replace(self, data: bytes) -> None:
+        """Time travel: what is buffered, not yet read, becomes ``data``."""
+        self._buffer = deque(data)
+
 
 class BufferSink:
     """Collects console output in memory (tests, the REPL, comparisons)."""
@@ -326,6 +334,7 @@ class Disk:
         self.handler: int | None = None
         self.busy_until = 0
         self.queue: deque[Request] = deque()
+        self.journal = None               # time travel (history.py): sees each write first
         self.out_ports = {0x20: (self.set_block, False), 0x21: (self.set_addr, False),
                           0x22: (self.set_count, False), 0x23: (self.command, True),
                           0x26: (self.set_handler, False)}
@@ -408,6 +417,8 @@ class Disk:
             data = request.target.read_blocks(request.block, request.count)
             self.dma.land_read(request, data)
         else:
+            if self.journal is not None:          # time travel: the old blocks first
+                self.journal.before_write(request)
             request.target.write_blocks(request.block, request.data)
         self.last_completed = request.id
         self.dma.request_done(request)

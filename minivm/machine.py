@@ -175,6 +175,9 @@ class Machine:
         self.trace = None                 # callable(str) to print each instruction
         self.stop_requested = False
         self._resume_break: tuple[int, int] | None = None
+        # time travel (history.py): where a 'wait' jumped the clock, as
+        # {tick after: tick of the wait}, when a history records this run
+        self.wait_gaps: dict[int, int] | None = None
 
     @property
     def hooks(self) -> Hooks:
@@ -312,7 +315,13 @@ class Machine:
     def step_slow(self) -> Stop | None:
         """Execute the instruction at pc exactly, with every check (generated
         from the semantics table: :func:`minivm.engine.exact.step_exact`)."""
-        return step_exact(self)
+        if self.wait_gaps is None:
+            return step_exact(self)
+        t = self.tick
+        stop = step_exact(self)
+        if self.tick > t + 1:               # a 'wait' moved the clock: no boundary between
+            self.wait_gaps[self.tick] = t
+        return stop
 
     def stop(self, reason: str, detail=None) -> Stop:
         """A Stop for the exact path to return."""
@@ -365,6 +374,15 @@ class Machine:
         return Limits(code_size=self.ncode, memory_size=self.memory.size,
                       disk_blocks=None if backing is None else backing.block_count,
                       disk_attached=backing is not None)
+
+    def travel_to(self, state: dict, fault) -> None:
+        """Time travel (history.py): the CPU and devices become ``state`` (a
+        :meth:`save_state` of this machine's own run) and ``fault`` (the
+        machine's fault then, or None); memory and disk are the history's."""
+        MACHINE_STATE.restore(self, state, self.state_limits())
+        self.fault = fault
+        self._resume_break = None
+        self.stop_requested = False
 
     def restore_state(self, state: dict) -> None:
         """Inverse of :meth:`save_state`. The whole state is validated against
