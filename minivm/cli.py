@@ -201,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_machine_options(p)
     p.add_argument("--batch", metavar="FILE",
                    help="run the commands in FILE, echoing them, then exit")
+    p.add_argument("--history-budget", metavar="SIZE", default=None,
+                   help="host memory the time-travel history may use, e.g. 256M (default: "
+                        "the guest's touched memory + 64M; old snapshots are thinned to fit)")
+    p.add_argument("--no-history", action="store_true",
+                   help="do not record the run: no goto/reverse-step ('history on' at the "
+                        "prompt starts recording)")
     _add_engine_option(p)
 
     p = sub.add_parser("export", help="copy a checkpoint and its disk files into a folder",

@@ -165,6 +165,7 @@ class History(Hooks):
         self.base_interval = interval
         self.adaptive = adaptive
         self.replaying = False               # a jump's replay: no checkpoints, no output
+        self.searching = False               # a search's replay: no snapshots either
         self.snapshots: list[Snapshot] = []
         self._seq = 0
         memory = machine.memory
@@ -183,6 +184,7 @@ class History(Hooks):
         self.start = machine.tick
         self.horizon = machine.tick
         self.thinned = 0
+        self.changes: list[int] = []                  # ticks where the run was changed
         self.host_time = 0.0                          # spent taking snapshots
         self._last_host = time.perf_counter()
         self._record_cost = 0.0
@@ -239,7 +241,7 @@ class History(Hooks):
     # ---- hooks: snapshots, feeds and pinned snapshots as the run passes them -----------------
     def _next_own(self) -> int | None:
         at = self.snapshots[self.at]
-        due = at.tick + self.interval
+        due = at.tick + self.interval if not self.searching else 1 << 62
         if self.at + 1 < len(self.snapshots):
             due = min(due, self.snapshots[self.at + 1].tick)
         k = bisect.bisect_right(self.feeds, (self.machine.tick, 1 << 62))
@@ -276,7 +278,7 @@ class History(Hooks):
         while k < len(self.feeds) and self.feeds[k][0] == now:
             self._feed_to(self.feeds[k][1])
             k += 1
-        if now >= self.snapshots[self.at].tick + self.interval:
+        if now >= self.snapshots[self.at].tick + self.interval and not self.searching:
             self.take()
 
     def _feed_to(self, end: int) -> None:
@@ -331,6 +333,10 @@ class History(Hooks):
                 self.interval //= 2
         self._last_host = time.perf_counter()
         return snap
+
+    def fit(self) -> None:
+        """Thin the snapshots to the budget now (after it changed)."""
+        self._thin()
 
     def _thin(self) -> None:
         budget, used = self.budget_bytes(), self.memory_used()
@@ -403,10 +409,9 @@ class History(Hooks):
         ticks = [s.tick for s in self.snapshots]
         return max(bisect.bisect_right(ticks, tick) - 1, 0)
 
-    def muted(self, keep_stops: bool = False):
-        """Silence the machine for a replay: no console output, no trace, and
-        (unless ``keep_stops``) no breakpoints or watches."""
-        return _Mute(self, keep_stops)
+    def muted(self):
+        """Silence the machine for a jump's replay (no output, no stops)."""
+        return _Mute(self)
 
     def goto(self, tick: int) -> None:
         """The machine becomes exactly what the run was at ``tick`` (at the
@@ -442,6 +447,7 @@ class History(Hooks):
 
     def truncate_future(self) -> None:
         now = self.machine.tick
+        self.changes.append(now)
         del self.snapshots[self.at + 1:]
         if self.journal is not None:
             self.journal.truncate()
@@ -472,58 +478,110 @@ class History(Hooks):
             tick = gaps.get(tick, tick - 1)
         return max(tick, self.start)
 
-    def find_stops(self, first: int, end: int, stops) -> list[Hit]:
-        """Replay from snapshot ``first`` to tick ``end`` with the stops in
-        ``stops`` (a callable(machine) -> list of (kind, detail) or None after
-        each stop) and return every stop before ``end``. The machine is left
-        somewhere in between; the caller jumps after."""
+    def find_stops(self, first: int, end: int, stops: "Stops") -> list[Hit]:
+        """Replay from snapshot ``first`` to tick ``end``, stopping where
+        ``stops`` says, and return every stop before ``end`` that ``stops``
+        accepts. The machine is left somewhere in between: jump after."""
         m = self.machine
         self._install(first)
         hits: list[Hit] = []
-        with self.muted(keep_stops=True):
+        with _Mute(self, stops):
             ordinal = 0
             while m.fault is None and not m.halted and m.tick < end:
                 stop = m.run(max_ticks=end - m.tick)
-                if stop.reason in ("limit", "halt", "fault", "interrupted"):
+                if stop.reason == "interrupted":
+                    raise KeyboardInterrupt
+                if stop.reason not in ("breakpoint", "watch"):
                     break
                 ordinal += 1
-                if m.tick < end:
+                if m.tick < end and stops.accept(m, stop):
                     hits.append(Hit(m.tick, stop.reason, stop.detail, ordinal, first))
-            self.note_position()
         return hits
 
-    def replay_to_stop(self, hit: Hit) -> None:
-        """Land exactly on ``hit`` (found by :meth:`find_stops` with the same stops)."""
+    def replay_to_stop(self, hit: Hit, stops: "Stops") -> None:
+        """Land exactly on ``hit`` (found by :meth:`find_stops` with ``stops``)."""
         m = self.machine
         self._install(hit.snapshot)
-        with self.muted(keep_stops=True):
+        with _Mute(self, stops):
             for _ in range(hit.ordinal):
                 m.run(max_ticks=hit.tick - m.tick + 1)
+        self.note_position()
+
+    def search_back(self, stops: "Stops", want=None):
+        """The latest stop before the present that ``stops`` accepts (or, with
+        ``want``, that ``want(hits_latest_first, carry)`` picks: it returns
+        (hit or None, carry) for each interval, going back); lands on it and
+        returns it, or returns None at the start of the history (the machine
+        back where it was)."""
+        self._check_jump()
+        m = self.machine
+        present = m.tick
+        end = present
+        k = self.latest_at_or_before(max(present - 1, self.start))
+        carry = None
+        while True:
+            hits = [h for h in self.find_stops(k, end, stops) if h.tick < present]
+            if want is None:
+                found = hits[-1] if hits else None
+            else:
+                found, carry = want(list(reversed(hits)), carry)
+            if found is not None:
+                self.replay_to_stop(found, stops)
+                return found
+            if k == 0:
+                self.goto(present)
+                return None
+            end = self.snapshots[k].tick
+            k -= 1
+
+
+class Stops:
+    """What a search replay stops at: the user's breakpoints and watches
+    (``breakpoints=None``), or only the given code addresses; ``accept(m,
+    stop)`` filters the stops that count."""
+
+    def __init__(self, breakpoints: set | None = None, watches: bool = True, accept=None):
+        self.breakpoints = breakpoints
+        self.watches = watches
+        self._accept = accept
+
+    def accept(self, machine, stop) -> bool:
+        return self._accept is None or self._accept(machine, stop)
 
 
 class _Mute:
-    def __init__(self, history: History, keep_stops: bool):
-        self.h, self.keep = history, keep_stops
+    """A replay's machine: no console output and no trace; breakpoints and
+    watches as ``stops`` says (none for a plain jump); no snapshots taken
+    while searching."""
+
+    def __init__(self, history: History, stops: Stops | None = None):
+        self.h, self.stops = history, stops
 
     def __enter__(self):
-        m = self.h.machine
+        m, stops = self.h.machine, self.stops
         self.saved = _Muted(set(m.breakpoints), dict(m.watches), m.trace, m.console.sink)
-        if not self.keep:
+        if stops is None or stops.breakpoints is not None:
             for pc in list(m.breakpoints):
                 m.clear_breakpoint(pc)
+            for pc in (stops.breakpoints if stops is not None else ()):
+                m.set_breakpoint(pc)
+        if stops is None or not stops.watches:
             m.watches.clear()
         m.trace = None
         m.console.sink = BufferSink()
         self.h.replaying = True
+        self.h.searching = stops is not None
         return self
 
     def __exit__(self, *exc):
         m, saved = self.h.machine, self.saved
-        self.h.replaying = False
+        self.h.replaying = self.h.searching = False
         m.console.sink = saved.sink
         m.trace = saved.trace
-        if not self.keep:
-            for pc in saved.breakpoints:
-                m.set_breakpoint(pc)
-            m.watches.update({addr: m.memory.load_word(addr) for addr in saved.watches})
+        for pc in list(m.breakpoints):
+            m.clear_breakpoint(pc)
+        for pc in saved.breakpoints:
+            m.set_breakpoint(pc)
+        m.watches.clear()
+        m.watches.update({addr: m.memory.load_word(addr) for addr in saved.watches})
         return False

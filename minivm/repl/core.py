@@ -29,11 +29,13 @@ from ..disks import close_chain, open_disk
 from ..engine import DEFAULT_ENGINE, select_engine
 from ..errors import GuestFault, MinivmError, show
 from ..interrupts_guard import SigintGuard
+from ..history import History
 from ..machine import Machine
 from ..memory import format_size, parse_size
 from ..store import CHECKPOINT_SUFFIX, FileStore
 from . import render
 from .books import Breakpoints, CheckpointBook, InputLog
+from . import travel
 from .output import GuestSink, Output
 from .parsing import CommandError
 from .places import Places, show_path
@@ -64,7 +66,8 @@ class Session:
                  max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
                  checkpoint_dir: str = "checkpoints", out=None,
                  pages_per_slice: int = REPL_PAGES_PER_SLICE, handle_sigint: bool = True,
-                 engine: str = DEFAULT_ENGINE):
+                 engine: str = DEFAULT_ENGINE, history: bool = True,
+                 history_budget: int | None = None, history_interval: int | None = None):
         self.out = Output(out)
         self.memory_size = parse_size(mem, "memory size")
         for what, value in (("disk latency", disk_latency), ("disk per-block time", disk_per_block)):
@@ -96,6 +99,11 @@ class Session:
         self.pause_hook = None                 # called by 'pause' (minivm demo: wait for Enter)
         self.input_log = InputLog()           # console input of this run's lineage
         self.sigint_seen = False
+        # time travel (travel.py): the recorded run, its settings (None: the
+        # defaults), the jumps 'undo' takes back and where its checkpoints go
+        self.history: History | None = None
+        self.history_on, self.history_budget = history, history_budget
+        self.history_interval, self.undo_points, self.undo_store = history_interval, [], None
         if program is not None:
             self.load(program)
 
@@ -316,6 +324,7 @@ class Session:
                      f"{len(book.watches)} watchpoint(s) deleted)")
             book.clear()
         book.install(machine)
+        travel.start_history(self, only_if_on=True)
         self.prev_regs = None
         self.x_next = None
         self.last_stop = ""
@@ -325,6 +334,7 @@ class Session:
         `minivm run` does when a run ends) and close its disk files."""
         if self.machine is None:
             return
+        travel.stop_history(self, keep_undo=True)
         if self.checkpointer is not None:
             self.checkpointer.finish_all()
         self.report_jobs()
@@ -396,6 +406,7 @@ class Session:
         finally:
             self.sigint_seen = guard.seen
             m.stop_requested = False
+            travel.after_run(self)
             for job in self.checkpointer.jobs[jobs_before:]:
                 if job not in self.checkpoints:
                     self.checkpoints.add(job, self.input_log)

@@ -99,7 +99,8 @@ class ReplCompleter(Completer):
         equ = sorted(n for n, (sec, _) in symbols.items() if sec == "equ")
         lines = [os.path.basename(image.source_file) + ":"] if image is not None else []
         path = PathCompleter(expanduser=True)
-        regs = WordCompleter(REGISTERS + ["pc"], ignore_case=True, WORD=True)
+        regs = WordCompleter(REGISTERS + ["pc", "history-budget", "history-interval"],
+                             ignore_case=True, WORD=True)
         kinds = {
             "code": WordCompleter(code + lines, WORD=True),
             "data": WordCompleter(data + REGISTERS, WORD=True),
@@ -112,6 +113,8 @@ class ReplCompleter(Completer):
                  for name in checkpoints + ["now"]}),
             "command": WordCompleter(list(COMMANDS), ignore_case=True),
             "numbers": WordCompleter(numbers),
+            "onoff": WordCompleter(["on", "off"]),
+            "tick": WordCompleter(["0", "tick"], WORD=True),
         }
         info = NestedCompleter({topic: (regs if target == "regs" else None)
                                 for topic, target in INFO_TOPICS.items()})
@@ -210,6 +213,10 @@ def _read_batch(path: str) -> list[str]:
         raise MinivmError(f"cannot read the batch file '{show(path)}': {reason(exc)}") from None
 
 
+def _budget(text: str | None) -> int | None:
+    return None if text is None else parse_size(text, "--history-budget size")
+
+
 def main(args) -> int:
     batch = getattr(args, "batch", None)
     lines = _read_batch(batch) if batch else None
@@ -220,7 +227,9 @@ def main(args) -> int:
                       max_inflight_bytes=parse_size(getattr(args, "max_inflight_bytes", "64M"),
                                                     "--max-inflight-bytes size"),
                       checkpoint_dir=getattr(args, "checkpoint_dir", None) or "checkpoints",
-                      engine=getattr(args, "engine", DEFAULT_ENGINE))
+                      engine=getattr(args, "engine", DEFAULT_ENGINE),
+                      history=not getattr(args, "no_history", False),
+                      history_budget=_budget(getattr(args, "history_budget", None)))
     if lines is None and not sys.stdin.isatty():
         lines = sys.stdin                  # line by line, as they arrive on the pipe
     if lines is not None:

@@ -18,7 +18,7 @@ from typing import Callable
 
 from .parsing import CommandError, split_args
 
-GROUPS = ("running", "breakpoints", "inspecting", "checkpoints", "session")
+GROUPS = ("running", "time travel", "breakpoints", "inspecting", "checkpoints", "session")
 
 
 @dataclass

@@ -7,12 +7,11 @@ import os
 import re
 
 from ... import isa
-from ...resume import open_chain, read_checkpoint, resolve_disk_chain, resume
+from ...resume import open_chain, read_checkpoint, resolve_disk_chain
 from ...container import write_text_atomically
-from ...devices import ConsoleInput
 from ...errors import MinivmError, show
 from .. import render
-from ..books import InputLog
+from .. import travel
 from ..parsing import CommandError, split_args
 from ..places import show_path
 from ..registry import command
@@ -63,6 +62,8 @@ def checkpoint(s, args: str) -> None:
                                "('checkpoints' lists them)")
     job = s.checkpointer.take("repl", name)
     s.checkpoints.add(job, s.input_log)
+    if job.p8_drained:                  # P8 changed the run: the replay must see it
+        travel.changed(s, f"checkpoint {job.name} (P8)")
     s.say(f"checkpoint {job.name} at tick {job.tick}, {s.describe(job.pc)}")
     s.say_lines(render.checkpoint_notes(job, m))
 
@@ -146,29 +147,27 @@ def restore(s, args: str) -> None:
     'minivm resume' does: registers, memory, devices, disk queue, tick. The disk
     it checkpointed is not written: a fresh overlay takes the new writes.
     Breakpoints and watches stay. Console input you fed since the checkpoint's
-    point is fed again, so 'restore' + 'continue' replays the same run.
-    Examples:  restore ckpt-0001      restore before-loop      restore old/ckpt-0003.mvc
+    point is fed again, so 'restore' + 'continue' replays the same run. A
+    checkpoint of the machine as it is (undo-NNNN) is taken first, so 'undo'
+    (or 'restore -') comes back; the time-travel history starts again at the
+    restored tick.
+    Examples:  restore ckpt-0001      restore before-loop      restore -
     """
-    name, path = s.resolve_checkpoint(args)
+    if args.strip() == "-":
+        travel.undo_last(s)
+        return
+    restore_checkpoint(s, args)
+
+
+def restore_checkpoint(s, spec: str, undo: bool = True) -> None:
+    """'restore SPEC'; with ``undo``, a checkpoint taken first lets 'undo' come back."""
+    name, path = s.resolve_checkpoint(spec)
     ckpt = read_checkpoint(path)
-    consumed = ckpt.state["console"]["input_consumed"]      # validated by the loader
     lineage = s.checkpoints.input_lineage(name)
-    log = lineage.fork(consumed) if lineage is not None else InputLog(consumed)
-    replay = bytes(log.data)
-    machine, overlay = resume(ckpt, s.store, console_sink=s.sink(),
-                              console_input=ConsoleInput(replay), engine=s.engine)
-    s.install(machine, ckpt.image, f"{show_path(path)}")
-    s.input_log = log
-    s.say(f"restored {name} (tick {machine.tick}) from {show_path(path)}")
-    if machine.halted:
-        s.say("the checkpoint was taken after the program halted")
-    else:
-        s.say(f"=> {s.describe(machine.pc)}")
-    if replay:
-        s.say(f"  console input: {len(replay)} byte(s) fed after that point are fed again")
-    if overlay:
-        s.say(f"  disk writes now go to {show_path(overlay)}; the checkpointed disk "
-              "stays unchanged")
+    if undo and s.machine is not None:
+        travel.undo_checkpoint(s, f"restore {spec}")
+    travel.restore_from(s, ckpt, name, show_path(path), lineage)
+
 
 
 @command("diff", usage="diff A B", group="checkpoints", complete="checkpoint2",

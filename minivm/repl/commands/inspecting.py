@@ -9,7 +9,7 @@ from ... import isa
 from ...container import write_text_atomically
 from ...errors import show
 from ...isa import WORD_MASK, to_signed
-from .. import render
+from .. import render, travel
 from ..core import register_index
 from ..parsing import CommandError, parse_count, split_args
 from ..registry import COMMANDS, INFO_TOPICS, command, invoke
@@ -55,23 +55,32 @@ def print_(s, args: str) -> None:
     s.say(f"{args} = {value}" + (f"  ({word:#010x})" if value != word or value > 9 else ""))
 
 
-@command("set", usage="set REG VALUE | set [ADDR] VALUE", group="inspecting", complete="regs",
-         needs="machine", summary="change a register or a word of memory")
+@command("set", usage="set REG VALUE | set [ADDR] VALUE | set SETTING VALUE", group="inspecting",
+         complete="regs", needs="machine",
+         summary="change a register, a word of memory, or a setting")
 def set_(s, args: str) -> None:
     """
     Sets a register (r0..r15, sp, pc) or the 32-bit word at a memory address to a
     value (any expression). A store into a page a saving checkpoint still shares
     copies the page first, as a guest store would (P3) - try it with 'pages'.
+    A change made in the past (after 'goto' or 'reverse-step') changes the run:
+    the recorded history after that point is dropped. Settings:
+    'set history-budget SIZE|auto' and 'set history-interval TICKS|auto'
+    (see 'help history').
     Examples:  set r1 42      set r2 = r1 * 2      set [counter] 0      set pc loop
+               set history-budget 256M
     """
     m = s.machine
     parts = split_args(args.replace("=", " ", 1) if "=" in args else args)
     if len(parts) < 2:
         raise CommandError("usage: set REG VALUE | set [ADDR] VALUE (e.g. set r1 42)")
     target, value_text = parts[0], " ".join(parts[1:])
+    if travel.set_history_setting(s, target, value_text):
+        return
     if target.lower() == "pc":
         pc = s.code_address(value_text)
         m.pc = pc
+        travel.changed(s, f"set pc {value_text}")
         s.say(f"pc set: {s.describe(pc)}")
         return
     value = s.evaluate(value_text, "value")
@@ -80,6 +89,7 @@ def set_(s, args: str) -> None:
     i = register_index(target)
     if i is not None:
         m.regs[i] = value & WORD_MASK
+        travel.changed(s, f"set {target} {value_text}")
         s.say(f"{isa.reg_name(i)} = {to_signed(m.regs[i])} ({m.regs[i]:#010x})")
         return
     if target.startswith("[") and target.endswith("]"):
@@ -88,6 +98,7 @@ def set_(s, args: str) -> None:
         m.memory.store_word(addr, value & WORD_MASK)
         if addr in m.watches:
             m.watches[addr] = value & WORD_MASK
+        travel.changed(s, f"set {target} {value_text}")
         s.say(f"word at {addr:#x}{s.data_label_at(addr)} = {to_signed(value & WORD_MASK)}")
         return
     raise CommandError(f"'{target}' is not a register or [ADDR]; usage: set REG VALUE | "

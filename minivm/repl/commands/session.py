@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import textwrap
 
+from ..books import InputLog
 from ..parsing import CommandError, unescape
 from ..registry import COMMANDS, GROUPS, command, resolve_command
 
@@ -59,6 +60,14 @@ def input_(s, args: str) -> None:
     if not data:
         raise CommandError("nothing to feed; usage: input [-n] TEXT")
     m.console.source.feed(data)
+    if s.history is not None:
+        if s.history.end() > m.tick:
+            s.say(f"(input fed in the past changes the run: the recorded history after "
+                  f"tick {m.tick} is dropped)")
+            keep = m.console.input_consumed + m.console.source.buffered() - len(data)
+            log = s.input_log                   # the stream up to here, then this input
+            s.input_log = InputLog(log.start, bytes(log.data[:max(keep - log.start, 0)]))
+        s.history.note_input(data)
     s.input_log += data
     s.say(f"fed {len(data)} byte(s); {m.console.source.buffered()} buffered, not yet read")
 
