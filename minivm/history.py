@@ -52,7 +52,7 @@ import bisect
 import time
 from dataclasses import dataclass, field
 
-from .machine import Hooks, Machine
+from .machine import Hooks, Machine, Stop
 from .devices import BufferSink
 from .errors import MinivmError
 from .memory import PAGE_SIZE
@@ -244,7 +244,7 @@ class History(Hooks):
         due = at.tick + self.interval if not self.searching else 1 << 62
         if self.at + 1 < len(self.snapshots):
             due = min(due, self.snapshots[self.at + 1].tick)
-        k = bisect.bisect_right(self.feeds, (self.machine.tick, 1 << 62))
+        k = bisect.bisect_left(self.feeds, (self.machine.tick, -1))   # fed here or later
         if k < len(self.feeds):
             due = min(due, self.feeds[k][0])
         return due
@@ -487,6 +487,10 @@ class History(Hooks):
         hits: list[Hit] = []
         with _Mute(self, stops):
             ordinal = 0
+            m.run(max_ticks=0)                   # this boundary's work: then a stop here counts
+            if m.pc in m.breakpoints and m.tick < end and stops.accept(
+                    m, Stop("breakpoint", m.pc)):
+                hits.append(Hit(m.tick, "breakpoint", m.pc, 0, first))
             while m.fault is None and not m.halted and m.tick < end:
                 stop = m.run(max_ticks=end - m.tick)
                 if stop.reason == "interrupted":
@@ -494,7 +498,8 @@ class History(Hooks):
                 if stop.reason not in ("breakpoint", "watch"):
                     break
                 ordinal += 1
-                if m.tick < end and stops.accept(m, stop):
+                # a watch sees the instruction before ``end`` change its word at ``end``
+                if (m.tick < end or stop.reason == "watch") and stops.accept(m, stop):
                     hits.append(Hit(m.tick, stop.reason, stop.detail, ordinal, first))
         return hits
 
@@ -503,6 +508,7 @@ class History(Hooks):
         m = self.machine
         self._install(hit.snapshot)
         with _Mute(self, stops):
+            m.run(max_ticks=0)
             for _ in range(hit.ordinal):
                 m.run(max_ticks=hit.tick - m.tick + 1)
         self.note_position()
