@@ -200,3 +200,34 @@ def test_reverse_step_over_a_wait_lands_on_the_wait(tmp_path, engine):
         assert not _differences(run.state(), states[boundaries[3]])
     finally:
         run.close()
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+@given(source=ckpt_programs(max_ops=12), data=st.data())
+def test_search_back_finds_the_forward_hits_in_reverse(tmp_path_factory, engine, source, data):
+    from minivm.history import Stops
+    image = assemble_text(source)
+    config = gen_config(disk_pattern(), engine)
+    folder = tmp_path_factory.mktemp("rc")
+    run = Run(image, config, folder, "rec", interval=data.draw(st.integers(50, 900)))
+    m = run.machine
+    try:
+        pcs = data.draw(st.sets(st.integers(0, len(image.code) - 1), min_size=1, max_size=3))
+        for pc in pcs:
+            m.set_breakpoint(pc)
+        # a breakpoint on the first instruction: the forward run starts on it
+        hits = [(m.tick, m.pc, tuple(m.regs))] if m.pc in pcs else []
+        for _ in range(300):
+            stop = m.run(max_ticks=LIMIT)
+            if stop.reason != "breakpoint":
+                break
+            hits.append((m.tick, m.pc, tuple(m.regs)))
+        back = []
+        while True:
+            found = run.history.search_back(Stops())
+            if found is None:
+                break
+            back.append((m.tick, m.pc, tuple(m.regs)))
+        assert back == list(reversed(hits))
+    finally:
+        run.close()

@@ -278,14 +278,16 @@ def hot_programs(draw) -> str:
 def scripts(draw, ncode: int) -> list[str]:
     """Random commands: step/next k, continue (mostly bounded), break at a pc,
     delete, watch, checkpoint, restore (of a taken one, or an unknown name),
-    reset and run (which start again), then a dump and a last continue."""
+    reset and run (which start again), time travel (goto, rs, rn, rc, undo),
+    then a dump and a last continue."""
     taken = []
     warm = draw(st.none() | st.integers(100, 1500))     # often: the loop is compiled first
     out = [] if warm is None else [f"continue {warm}"]
     for _ in range(draw(st.integers(1, 20))):
         kind = draw(st.sampled_from(["step", "step", "next", "cont", "cont", "cont", "contn",
                                      "break", "break", "break", "delete", "watch", "ckpt",
-                                     "ckpt", "restore", "restore", "regs", "reset"]))
+                                     "ckpt", "restore", "restore", "regs", "reset",
+                                     "goto", "rs", "rn", "rc", "undo"]))
         if kind == "step":
             out.append(f"step {draw(st.integers(1, 40))}")
         elif kind == "next":
@@ -305,6 +307,12 @@ def scripts(draw, ncode: int) -> list[str]:
             out.append(f"checkpoint {taken[-1]}")
         elif kind == "restore":
             out.append(f"restore {draw(st.sampled_from(taken))}" if taken else "restore none")
+        elif kind == "goto":
+            out.append(f"goto {draw(st.integers(0, 3000))}")
+        elif kind in ("rs", "rn"):
+            out.append(f"{kind} {draw(st.integers(1, 30))}")
+        elif kind in ("rc", "undo"):
+            out.append(kind)
         elif kind == "reset":
             out.append(draw(st.sampled_from(["reset", "run"])))
         else:

@@ -265,3 +265,88 @@ def test_history_off_and_a_tiny_budget(tmp_path, engine):
     assert snapshot(s.machine) == end
     text = run(s, out, "history")
     assert "recording: ticks 3.." in text
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fresh(tmp_path: Path, engine: str, source: str, script: list[str], **options):
+    """The machine a fresh session reaches with ``script`` (no time travel)."""
+    s, out = session(tmp_path, engine, source, **options)
+    for line in script:
+        run(s, out, line)
+    return snapshot(s.machine)
+
+
+def test_goto_zero_and_goto_the_present(tmp_path, engine):
+    source = (ROOT / "programs" / "timer_clock.asm").read_text()
+    s, out = session(tmp_path, engine, source)
+    start = snapshot(s.machine)
+    run(s, out, "continue 2500")
+    here = snapshot(s.machine)
+    text = run(s, out, f"goto {s.machine.tick}")
+    assert "no move" in text and snapshot(s.machine) == here
+    run(s, out, "goto 0")
+    assert snapshot(s.machine) == start
+
+
+def test_reverse_over_an_interrupt_delivery_and_a_wait(tmp_path, engine):
+    source = (ROOT / "programs" / "timer_clock.asm").read_text()
+    s, out = session(tmp_path, engine, source)
+    m = s.machine
+    seen_wait = seen_irq = False
+    for _ in range(40):
+        before = snapshot(m)
+        taken, tick = m.interrupts_taken, m.tick
+        text = run(s, out, "step")
+        after = snapshot(m)
+        jumped = m.tick > tick + 1
+        run(s, out, "rs")
+        assert snapshot(m) == before, text
+        run(s, out, "step")
+        assert snapshot(m) == after
+        seen_wait |= jumped
+        seen_irq |= m.interrupts_taken != taken
+    assert seen_wait and seen_irq
+
+
+def test_reverse_over_a_checkpoint_being_saved(tmp_path, engine):
+    source = (ROOT / "programs" / "bubble_sort.asm").read_text()
+    s, out = session(tmp_path, engine, source)
+    run(s, out, "continue 30")
+    run(s, out, "checkpoint mid")
+    run(s, out, "continue 40")                 # the save is under way
+    assert s.checkpoints.find("mid").status == "saving"
+    run(s, out, "goto 10")                     # the save is finished first, then the jump
+    assert s.checkpoints.find("mid").status == "complete"
+    assert snapshot(s.machine) == fresh(tmp_path / "f1", engine, source, ["continue 10"])
+    run(s, out, "goto 50")
+    assert snapshot(s.machine) == fresh(tmp_path / "f2", engine, source, ["continue 50"])
+    run(s, out, "restore mid")                 # the checkpoint holds tick 30, as taken
+    assert snapshot(s.machine)[:6] == fresh(tmp_path / "f3", engine, source,
+                                            ["continue 30"])[:6]
+
+
+def test_reverse_over_a_disk_commit(tmp_path, engine):
+    source = (ROOT / "programs" / "disk_copy.asm").read_text()
+    disk = tmp_path / "d.img"
+    disk.write_bytes(bytes(64 * 512))
+    s, out = session(tmp_path, engine, source, disk=str(disk))
+    m = s.machine
+    run(s, out, "continue 3000")
+    run(s, out, "checkpoint one")
+    run(s, out, "sync")
+    run(s, out, "commit")
+    text = run(s, out, "continue")
+    assert m.halted, text
+    final = m.disk.backing.read_blocks(0, 64)
+    assert final != bytes(64 * 512)
+    run(s, out, "goto 0")
+    assert m.disk.backing.read_blocks(0, 64) == bytes(64 * 512)
+    run(s, out, "goto 3000")
+    disk2 = tmp_path / "d2.img"
+    disk2.write_bytes(bytes(64 * 512))
+    fresh_state = fresh(tmp_path / "f", engine, source, ["continue 3000"], disk=str(disk2))
+    assert snapshot(m) == fresh_state
+    run(s, out, "continue")
+    assert m.halted and m.disk.backing.read_blocks(0, 64) == final
