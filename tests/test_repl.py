@@ -78,6 +78,13 @@ def test_first_word_completes_commands_with_their_help(quiet_session):
     assert "execute N instructions" in found["step"]
     assert {"checkpoint", "checkpoints"} <= set(completions(quiet_session, "checkp"))
     assert completions(quiet_session, "zz") == {}
+    # a '-' inside a command name does not end the word being completed
+    assert set(completions(quiet_session, "reverse-")) == {
+        "reverse-step", "reverse-next", "reverse-finish", "reverse-continue"}
+    assert set(completions(quiet_session, "reverse-s")) == {"reverse-step"}
+    assert set(completions(quiet_session, "history o")) == {"on", "off"}
+    assert set(completions(quiet_session, "set history-")) == {"history-budget",
+                                                              "history-interval"}
 
 
 def test_arguments_complete_labels_registers_and_source_lines(quiet_session):

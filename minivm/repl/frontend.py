@@ -74,7 +74,8 @@ class ReplCompleter(Completer):
         self.session = session
         self._key = None
         self._nested: NestedCompleter | None = None
-        self._first = WordCompleter(list(COMMANDS), ignore_case=True,
+        # WORD: a command name may hold '-' (reverse-step), which must not end the word
+        self._first = WordCompleter(list(COMMANDS), ignore_case=True, WORD=True,
                                     meta_dict={name: cmd.summary for name, cmd in COMMANDS.items()})
 
     def _checkpoint_names(self) -> list[str]:
