@@ -53,7 +53,7 @@ import time
 from dataclasses import dataclass
 
 from . import __version__
-from .ckptfile import CheckpointWriter, chain_entry
+from .ckptfile import MAX_PARENTS, CheckpointWriter, chain_entry, parent_record
 from .devices import BLOCK_SIZE
 from .memory import PAGE_SIZE
 from .disks import MAX_CHAIN, Overlay, commit_overlay
@@ -118,8 +118,22 @@ class CheckpointJob:
     """One checkpoint, from P2 until its file is complete (P4, P5)."""
 
     def __init__(self, checkpointer: "Checkpointer", seq: int, name: str, origin: str,
-                 mode: str, state: dict, frozen, chain, inflight, pending, location):
+                 mode: str, state: dict, frozen, chain, inflight, pending, location,
+                 dirty: set | None = None, parent: "CheckpointJob | None" = None,
+                 previous: "CheckpointJob | None" = None):
         self.checkpointer = checkpointer
+        # Incremental checkpoints: ``dirty`` is every page written between the
+        # previous checkpoint's P2 and this one's (None for the first of the
+        # run); ``parent`` the checkpoint this one is a delta of (None: a full
+        # checkpoint), whose file must be complete before this one can be;
+        # ``save_only`` the pages this file stores (None: every non-zero page).
+        self.dirty = dirty
+        self.previous = previous
+        self.parent = parent
+        self.depth = parent.depth + 1 if parent is not None else 0
+        self.save_set: set | None = None           # the pages to store, if incremental ...
+        self.save_only: list[int] | None = None     # ... in order (sorted after P2)
+        self.identity: dict | None = None          # size and end_sha256, once complete
         self.seq, self.name, self.origin, self.mode = seq, name, origin, mode
         self.state = state
         self.tick = state["cpu"]["tick"]
@@ -152,7 +166,13 @@ class CheckpointJob:
 
     @property
     def pages_total(self) -> int:
+        if self.save_set is not None:
+            return len(self.save_set)
         return max(self.frozen.allocated, self.pages_done)
+
+    @property
+    def incremental(self) -> bool:
+        return self.parent is not None
 
     def progress(self) -> str:
         if self.status == "saving":
@@ -164,8 +184,10 @@ class CheckpointJob:
             return f"failed: {self.error}"
         return f"complete, {self.pages_saved} pages, {self.bytes_written} bytes"
 
-    def saved_page_indexes(self) -> range:
+    def saved_page_indexes(self):
         """Page indexes already examined by the saver (for the REPL's page map)."""
+        if self.save_set is not None:
+            return (self.save_only or [])[:self._scan]
         return range(0, self._scan)
 
     # P4: write device state, then (after P5) the original pages, then the disk.
@@ -186,15 +208,18 @@ class CheckpointJob:
                     self.pending.suspend()          # no open file while it waits
                     return budget                   # P5: memory waits for those reads
                 self._stage = "pages"
+                if self.save_set is not None and self.save_only is None:
+                    self.save_only = sorted(self.save_set)     # not inside the stop window
             if self._stage == "pages":
                 budget = self._save_pages(budget)
-                if self._scan < self.frozen.page_count():
+                if self._scan < (len(self.save_only) if self.save_only is not None
+                                 else self.frozen.page_count()):
                     self.pending.suspend()          # closed until the next batch
                     return budget
                 self._stage = "wait-disk"
                 self.checkpointer.log(self, "P4", f"{self.pages_saved} pages written")
             if self._stage == "wait-disk" and finish:
-                if not self.checkpointer.chain_sealed(self.chain):
+                if not self.checkpointer.chain_sealed(self.chain) or not self._parent_done():
                     self.pending.suspend()
                     return budget
                 self._finish()
@@ -202,11 +227,37 @@ class CheckpointJob:
             self._fail(exc)
         return budget
 
+    def _parent_done(self) -> bool:
+        """An incremental checkpoint completes after its parent (it records the
+        parent's identity); one whose parent failed fails too."""
+        parent = self.parent
+        if parent is None or parent.status == "complete":
+            return True
+        if parent.status == "failed":
+            raise MinivmError(f"its parent checkpoint {parent.name} failed, and it holds only "
+                              f"the pages written since {parent.name}")
+        return False
+
+    def _save_incremental(self, budget: int) -> int:
+        """Write up to ``budget`` of the pages written since the parent, each as
+        the checkpoint sees it, zeros included (they override the parent)."""
+        pages, writer, frozen = self.save_only, self._writer, self.frozen
+        stop = min(len(pages), self._scan + max(budget, 0))
+        for index in pages[self._scan:stop]:
+            writer.page(index, frozen.original(index))
+        done = stop - self._scan
+        self._scan = stop
+        self.pages_done += done
+        self.pages_saved = writer.pages_written
+        return budget - done
+
     def _save_pages(self, budget: int) -> int:
         """Write up to ``budget`` pages, each straight to the file as it is
         (ckptfile.CheckpointWriter.page); scanning empty page-table entries
         costs one unit per SCAN_PER_PAGE entries, so a huge, sparse memory
         still ends."""
+        if self.save_only is not None:
+            return self._save_incremental(budget)
         frozen = self.frozen
         total = frozen.page_count()
         writer = self._writer
@@ -228,7 +279,8 @@ class CheckpointJob:
         return budget
 
     def _meta(self) -> dict:
-        return {"name": self.name, "seq": self.seq, "tick": self.tick, "pc": self.pc,
+        extra = {"chain_depth": self.depth} if self.parent is not None else {}
+        return {"name": self.name, "seq": self.seq, "tick": self.tick, "pc": self.pc, **extra,
                 "origin": self.origin, "mode": self.mode, "created": time.time(),
                 "minivm": __version__, "p8_drained": self.p8_drained,
                 "pause_us": round(self.pause_seconds * 1e6, 1),
@@ -245,11 +297,17 @@ class CheckpointJob:
                     "reads_not_landed": self.reads_not_landed,
                     "writes_not_done": self.writes_not_done}
         self._writer.disk(disk)
+        if self.parent is not None:
+            parent = self.parent
+            self._writer.parent(parent_record(parent.location, parent.identity, parent.name,
+                                              parent.tick, self.location))
         self._writer.meta(self._meta())
         self._writer.finish()
         self.bytes_written = self._writer.bytes_written
         self.pending.commit()
+        self.identity = self._writer.identity
         self.status = "complete"
+        self.checkpointer.forget_before(self)
         self.finished = time.perf_counter()
         self.finished_tick = self.checkpointer.machine.tick
         self.frozen.release()
@@ -275,6 +333,8 @@ class CheckpointJob:
         self.writes_not_done = sorted(self.inflight_writes)
         self.inflight_reads.clear()
         self.checkpointer.seal_layers(force=True)
+        if self.parent is not None:
+            self.parent.force_finish()            # (done already: jobs finish in order)
         while self.status == "saving":
             self.advance(1 << 30)
 
@@ -285,7 +345,7 @@ class Checkpointer(Hooks):
 
     def __init__(self, machine: Machine, store: CheckpointStore, *, mode: str = COW,
                  group_blocks: int = 8, schedule=(), pages_per_slice: int | None = None,
-                 slice_ticks: int = SLICE_TICKS, report=None):
+                 slice_ticks: int = SLICE_TICKS, report=None, incremental: bool = False):
         if mode not in MODES:
             raise MinivmError(f"unknown checkpoint mode '{mode}' (use {' or '.join(MODES)})")
         self.machine = machine
@@ -313,6 +373,11 @@ class Checkpointer(Hooks):
         self._report = report
         self._commit = None              # (overlay being committed, fresh overlay)
         self.last_commit = ""
+        #: checkpoints the guest (ckpt) and --checkpoint-at take are incremental
+        self.incremental = incremental
+        #: pages written since the last checkpoint's P2 (memory.track_writes);
+        #: None until the first checkpoint of this machine
+        self._written: set | None = None
         machine.hooks = self
 
     def on_ckpt(self, machine: Machine) -> None:
@@ -324,7 +389,7 @@ class Checkpointer(Hooks):
         be written is reported, and the guest goes on as if it had been taken
         (it cannot tell the difference)."""
         try:
-            self.take(origin)
+            self.take(origin, incremental=self.incremental)
         except (OSError, MinivmError) as exc:
             why = reason(exc)
             self.report(f"checkpoint at tick {self.machine.tick} could not be taken: {why}; "
@@ -343,8 +408,12 @@ class Checkpointer(Hooks):
         return [job for job in self.jobs if job.status == "saving"]
 
     # --- the protocol ----------------------------------------------------------------
-    def take(self, origin: str = "repl", name: str | None = None) -> CheckpointJob:
-        """Take a checkpoint now, at an instruction boundary (P1, P2)."""
+    def take(self, origin: str = "repl", name: str | None = None,
+             incremental: bool = False) -> CheckpointJob:
+        """Take a checkpoint now, at an instruction boundary (P1, P2).
+        ``incremental``: store only the pages written since the previous
+        checkpoint of this machine, and name it as the parent (the first
+        checkpoint of a machine is always full)."""
         machine = self.machine
         if self._commit is not None:
             raise MinivmError("a disk commit is waiting for pending writes (P10); take the "
@@ -379,7 +448,7 @@ class Checkpointer(Hooks):
         collecting = gc.isenabled()
         gc.disable()          # no garbage collection pass inside the stop window
         try:
-            job = self._stop(seq, name, origin, disk, overlay, pending, location)
+            job = self._stop(seq, name, origin, disk, overlay, pending, location, incremental)
         finally:
             if collecting:
                 gc.enable()
@@ -403,7 +472,38 @@ class Checkpointer(Hooks):
         self.sample()
         return job
 
-    def _stop(self, seq, name, origin, disk, overlay, pending, location) -> "CheckpointJob":
+    def _parent_for(self, location: str, dirty: set | None):
+        """The parent an incremental checkpoint at ``location`` can have, and
+        the pages it must store: the last checkpoint of this machine that is
+        complete or still saving in a file, the pages written since it (those
+        since every failed or in-memory checkpoint after it too); (None, None)
+        for a full checkpoint."""
+        if dirty is None or location.startswith("memory:"):
+            return None, None
+        pages = dirty                             # (copied only if a union is needed)
+        prev = self.jobs[-1] if self.jobs else None
+        while prev is not None:
+            usable = prev.status != "failed" and not prev.location.startswith("memory:")
+            if usable:
+                if prev.depth + 1 >= MAX_PARENTS:
+                    return None, None             # a chain as long as allowed: start anew
+                return prev, pages
+            if prev.dirty is None:
+                return None, None
+            pages = pages | prev.dirty
+            prev = prev.previous
+        return None, None
+
+    def forget_before(self, job: "CheckpointJob") -> None:
+        """``job`` is complete: no later checkpoint looks past it for its parent,
+        so the pages written before it need not be remembered."""
+        earlier = job.previous
+        job.previous = job.dirty = None
+        while earlier is not None:
+            earlier.dirty, earlier.previous, earlier = None, None, earlier.previous
+
+    def _stop(self, seq, name, origin, disk, overlay, pending, location,
+              incremental: bool = False) -> "CheckpointJob":
         """P2: everything done with the VM stopped; returns the new job, its
         stop window measured (``pause_seconds``)."""
         machine = self.machine
@@ -412,6 +512,10 @@ class Checkpointer(Hooks):
         if self._pending_read_then_write():          # P8
             drained = machine.drain_disk()
         frozen = machine.memory.share()               # ... mark memory COW ...
+        dirty = self._written                         # (pages written since the last P2,
+        if dirty is not None:                         # for incremental checkpoints)
+            machine.memory.untrack(dirty)
+        self._written = machine.memory.track_writes()
         state = machine.save_state()                  # ... save device state to memory ...
         inflight = list(machine.disk.queue)
         chain = disk.chain() if disk is not None else None
@@ -419,8 +523,13 @@ class Checkpointer(Hooks):
             machine.disk.switch_to(overlay)           # ... switch to the overlay ...
             self._overlays.append(overlay)
             disk.park()     # below the top now: its file is closed until it is used
+        parent, dirty_since = (self._parent_for(location, dirty) if incremental
+                               else (None, None))
         job = CheckpointJob(self, seq, name, origin, self.mode, state, frozen, chain,
-                            inflight, pending, location)
+                            inflight, pending, location, dirty=dirty,
+                            parent=parent, previous=self.jobs[-1] if self.jobs else None)
+        if parent is not None:
+            job.save_set = dirty_since
         job.p8_drained = drained
         self.jobs.append(job)
         if self.mode == STOP_COPY:                    # baseline: memory saved while stopped
