@@ -162,7 +162,7 @@ class CheckpointJob:
         self._scan = 0
         self._stage = "state"
         self._writer = CheckpointWriter(pending.file, {"name": name, "tick": self.tick},
-                                        frozen.size)
+                                        frozen.size, sparse_index=parent is not None)
 
     @property
     def pages_total(self) -> int:

@@ -133,8 +133,11 @@ class CheckpointWriter:
     image and state first, then each page as the saver reaches it (no page is
     gathered with others), then disk, meta, the index and the end record."""
 
-    def __init__(self, sink, header: dict, memory_size: int):
+    def __init__(self, sink, header: dict, memory_size: int, sparse_index: bool = False):
         self._sink = sink
+        # an incremental checkpoint's index lists its few pages (4 bytes each)
+        # when that is shorter than the bitmap, which grows with the memory
+        self._listed: list[int] | None = [] if sparse_index else None
         self.bytes_written = 0
         self._records: list[list] = []
         self._pages_at: int | None = None   # where the page data starts
@@ -178,6 +181,10 @@ class CheckpointWriter:
         if index <= self._last:
             raise ValueError(f"page {index} after page {self._last}")
         self._bitmap[index >> 3] |= 1 << (index & 7)     # (IndexError: outside memory)
+        if self._listed is not None:
+            self._listed.append(index)
+            if 4 * len(self._listed) >= len(self._bitmap):
+                self._listed = None                      # the bitmap is as short
         self._write(data)
         self._write(CRC.pack(zlib.crc32(data)))
         self._pages_bytes += len(data) + CRC.size
@@ -200,7 +207,11 @@ class CheckpointWriter:
         self.record("meta", pack(meta))
 
     def finish(self) -> None:
-        self.record("index", pack({"bitmap": bytes(self._bitmap)}))
+        if self._listed is not None:
+            index = {"list": b"".join(i.to_bytes(4, "little") for i in self._listed)}
+        else:
+            index = {"bitmap": bytes(self._bitmap)}
+        self.record("index", pack(index))
         end_at = self.bytes_written
         end = pack_end(self._records, [self._pages_at, self._pages_bytes, self._count],
                        self._header_digest)
@@ -637,6 +648,8 @@ def _check_index(payload: bytes, page_count: int, memory_size: int, what: str) -
     last page, as many set as the end record counts."""
     index = unpack_bounded(payload, what, max_items=4)
     pages_in_memory = -(-memory_size // PAGE_SIZE)
+    if isinstance(index, dict) and isinstance(index.get("list"), bytes) and len(index) == 1:
+        index = {"bitmap": _listed_bitmap(index["list"], page_count, pages_in_memory, what)}
     if not isinstance(index, dict) or not isinstance(index.get("bitmap"), bytes):
         raise _bad(what, "its page index is malformed")
     bitmap = index["bitmap"]
@@ -651,6 +664,24 @@ def _check_index(payload: bytes, page_count: int, memory_size: int, what: str) -
         raise _bad(what, f"its index lists {bits.bit_count()} page(s), its end record "
                          f"{page_count}")
     return bitmap
+
+
+def _listed_bitmap(listed: bytes, page_count: int, pages_in_memory: int, what: str) -> bytes:
+    """The bitmap of an index given as a list: page numbers, 4 bytes each
+    (unsigned, little-endian), strictly increasing, inside memory."""
+    if len(listed) % 4 or len(listed) // 4 != page_count:
+        raise _bad(what, f"its page index lists {len(listed) / 4:g} page(s), its end record "
+                         f"{page_count}")
+    bitmap = bytearray((pages_in_memory + 7) // 8)
+    prev = -1
+    for (index,) in struct.iter_unpack("<I", listed):
+        if index <= prev or index >= pages_in_memory:
+            raise _bad(what, f"its page index lists page {index} "
+                             + ("out of order" if index <= prev else
+                                f"outside memory ({pages_in_memory} pages)"))
+        bitmap[index >> 3] |= 1 << (index & 7)
+        prev = index
+    return bytes(bitmap)
 
 
 def load_checkpoint_v1(data: bytes, what: str) -> Checkpoint:
