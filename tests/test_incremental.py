@@ -525,3 +525,47 @@ def test_checkpoint_format_is_still_2():
     """Full files are laid out and versioned as before (older minivm read them);
     an incremental file is a format-2 file with one more record."""
     assert CHECKPOINT_VERSION == 2 and STRIDE == 4100
+
+
+class FailingStore(FileStore):
+    """A file store whose checkpoint ``fail`` cannot be committed (a full disk)."""
+
+    def __init__(self, folder, fail):
+        super().__init__(folder)
+        self.fail = fail
+
+    def begin(self, name):
+        pending = super().begin(name)
+        if name == self.fail:
+            def commit():
+                raise OSError(28, "No space left on device")
+            pending._commit = commit
+        return pending
+
+
+def test_a_failed_parent_fails_its_child_and_the_next_skips_both(tmp_path, engine):
+    """ckpt-0002 fails; ckpt-0003, taken while it was still saving, names it and
+    fails too; ckpt-0004, taken after, names ckpt-0001 and stores every page
+    written since then: it resumes to the run."""
+    source = PAGES.replace("ckpt", "nop")
+    machine = _machine(source, engine)
+    reports = []
+    cp = Checkpointer(machine, FailingStore(str(tmp_path / "ck"), "ckpt-0002"),
+                      report=reports.append, incremental=True)
+    machine.run(50)
+    first = cp.take("repl", incremental=True)
+    cp.sync()
+    machine.run(4)                                   # one page written
+    second = cp.take("repl", incremental=True)
+    machine.run(4)                                   # the same page, cleared
+    third = cp.take("repl", incremental=True)
+    cp.sync()
+    assert (first.status, second.status, third.status) == ("complete", "failed", "failed")
+    assert "its parent checkpoint ckpt-0002 failed" in third.error
+    fourth = cp.take("repl", incremental=True)
+    assert fourth.parent is first and fourth.pages_total == 1
+    final = make_golden.final_of(machine, machine.run(10_000_000))
+    cp.finish_all()
+    assert fourth.status == "complete"
+    assert_resumes_as_run(fourth.location, final, 0, tmp_path / "again", engine)
+    assert any("ckpt-0003 failed" in r for r in reports)
