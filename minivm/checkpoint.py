@@ -35,6 +35,13 @@ between instruction batches by the machine):
       be committed into its parent while the VM runs on a fresh overlay
       (:meth:`Checkpointer.commit_disk`, and ``minivm disk commit``).
 
+Incremental checkpoints (``incremental``): at every P2 the Checkpointer swaps
+its write tracker (memory.py, ``track_writes``) for a fresh one, so at the
+next P2 the old one holds exactly the pages written in between (P3 sees every
+first store); such a checkpoint saves only those pages, zeros included, and
+names the previous checkpoint as its parent (ckptfile.py, the ``parent``
+record), completing after it. The first checkpoint of a machine is full.
+
 Resuming a checkpoint (and exporting one) is in resume.py.
 
 Stop-and-copy mode (``--checkpoint-mode stop-copy``) is the baseline: the
@@ -114,6 +121,19 @@ class ProtocolEvent:
     detail: str = ""
 
 
+class _IncrementalDone:
+    """The pages an incremental checkpoint's saver is done with (``in`` only)."""
+
+    def __init__(self, job: "CheckpointJob"):
+        self._job = job
+
+    def __contains__(self, index) -> bool:
+        job = self._job
+        if index not in job.save_set:
+            return True
+        return job._scan > 0 and job.save_only is not None and index <= job.save_only[job._scan - 1]
+
+
 class CheckpointJob:
     """One checkpoint, from P2 until its file is complete (P4, P5)."""
 
@@ -185,9 +205,11 @@ class CheckpointJob:
         return f"complete, {self.pages_saved} pages, {self.bytes_written} bytes"
 
     def saved_page_indexes(self):
-        """Page indexes already examined by the saver (for the REPL's page map)."""
+        """Page indexes already examined by the saver (for the REPL's page map):
+        ``in`` is O(1). An incremental checkpoint never needs a page it does not
+        store (its parent holds it)."""
         if self.save_set is not None:
-            return (self.save_only or [])[:self._scan]
+            return _IncrementalDone(self)
         return range(0, self._scan)
 
     # P4: write device state, then (after P5) the original pages, then the disk.
@@ -226,6 +248,14 @@ class CheckpointJob:
         except (OSError, MinivmError) as exc:
             self._fail(exc)
         return budget
+
+    def _forget_earlier(self) -> None:
+        """This checkpoint is complete: no later one looks past it for its
+        parent (choose_parent), so the pages written before it are forgotten."""
+        earlier = self.previous
+        self.previous = self.dirty = None
+        while earlier is not None:
+            earlier.dirty, earlier.previous, earlier = None, None, earlier.previous
 
     def _parent_done(self) -> bool:
         """An incremental checkpoint completes after its parent (it records the
@@ -307,7 +337,7 @@ class CheckpointJob:
         self.pending.commit()
         self.identity = self._writer.identity
         self.status = "complete"
-        self.checkpointer.forget_before(self)
+        self._forget_earlier()
         self.finished = time.perf_counter()
         self.finished_tick = self.checkpointer.machine.tick
         self.frozen.release()
@@ -337,6 +367,61 @@ class CheckpointJob:
             self.parent.force_finish()            # (done already: jobs finish in order)
         while self.status == "saving":
             self.advance(1 << 30)
+
+
+class WriteLog:
+    """For incremental checkpoints: the pages written since the last P2, in a
+    write tracker (memory.py, ``track_writes``) swapped for a fresh one at
+    every P2, inside the stop window (O(1))."""
+
+    def __init__(self):
+        self._tracker: set | None = None     # None until the first checkpoint
+
+    def swap(self, memory) -> set | None:
+        """At P2, after ``Memory.share``: the pages written since the previous
+        P2 (None at the first), and a fresh tracker from now on."""
+        written = self._tracker
+        if written is not None:
+            memory.untrack(written)
+        self._tracker = memory.track_writes()
+        return written
+
+
+def choose_parent(jobs: list, location: str, dirty: set | None):
+    """The parent an incremental checkpoint at ``location`` can have, and the
+    pages it must store: the last checkpoint (of ``jobs``) complete or still
+    saving in a file, and the pages written since it (since every failed or
+    in-memory checkpoint after it too); (None, None) for a full checkpoint: the
+    first of a machine, one in memory, or one that would make the chain longer
+    than MAX_PARENTS files."""
+    if dirty is None or location.startswith("memory:"):
+        return None, None
+    pages = dirty                             # (copied only if a union is needed)
+    prev = jobs[-1] if jobs else None
+    while prev is not None:
+        if prev.status != "failed" and not prev.location.startswith("memory:"):
+            if prev.depth + 1 >= MAX_PARENTS:
+                return None, None             # a chain as long as allowed: start anew
+            return prev, pages
+        if prev.dirty is None:
+            return None, None
+        pages = pages | prev.dirty
+        prev = prev.previous
+    return None, None
+
+
+def merged_note(due: list[int], now: int, start_tick: int) -> str:
+    """--checkpoint-at ticks the clock passed without a boundary at them: one
+    checkpoint, now, stands for them all; what to say."""
+    asked = ", ".join(map(str, due[:10])) + (", ..." if len(due) > 10 else "")
+    them = "it" if len(due) == 1 else f"these {len(due)} ticks"
+    if now == start_tick:
+        why = f"the run starts at tick {now}, after {them}"
+    else:
+        why = (f"the clock jumped past {them} in one step (a 'wait' runs until the "
+               "next device event)")
+    return (f"--checkpoint-at {asked}: {why}, so one checkpoint is taken at tick "
+            f"{now} for {'it' if len(due) == 1 else 'them'}")
 
 
 class Checkpointer(Hooks):
@@ -373,11 +458,8 @@ class Checkpointer(Hooks):
         self._report = report
         self._commit = None              # (overlay being committed, fresh overlay)
         self.last_commit = ""
-        #: checkpoints the guest (ckpt) and --checkpoint-at take are incremental
-        self.incremental = incremental
-        #: pages written since the last checkpoint's P2 (memory.track_writes);
-        #: None until the first checkpoint of this machine
-        self._written: set | None = None
+        self.incremental = incremental   # ckpt and --checkpoint-at take incremental ones
+        self._writes = WriteLog()
         machine.hooks = self
 
     def on_ckpt(self, machine: Machine) -> None:
@@ -410,10 +492,8 @@ class Checkpointer(Hooks):
     # --- the protocol ----------------------------------------------------------------
     def take(self, origin: str = "repl", name: str | None = None,
              incremental: bool = False) -> CheckpointJob:
-        """Take a checkpoint now, at an instruction boundary (P1, P2).
-        ``incremental``: store only the pages written since the previous
-        checkpoint of this machine, and name it as the parent (the first
-        checkpoint of a machine is always full)."""
+        """Take a checkpoint now, at an instruction boundary (P1, P2);
+        ``incremental``: only the pages written since the previous one."""
         machine = self.machine
         if self._commit is not None:
             raise MinivmError("a disk commit is waiting for pending writes (P10); take the "
@@ -472,36 +552,6 @@ class Checkpointer(Hooks):
         self.sample()
         return job
 
-    def _parent_for(self, location: str, dirty: set | None):
-        """The parent an incremental checkpoint at ``location`` can have, and
-        the pages it must store: the last checkpoint of this machine that is
-        complete or still saving in a file, the pages written since it (those
-        since every failed or in-memory checkpoint after it too); (None, None)
-        for a full checkpoint."""
-        if dirty is None or location.startswith("memory:"):
-            return None, None
-        pages = dirty                             # (copied only if a union is needed)
-        prev = self.jobs[-1] if self.jobs else None
-        while prev is not None:
-            usable = prev.status != "failed" and not prev.location.startswith("memory:")
-            if usable:
-                if prev.depth + 1 >= MAX_PARENTS:
-                    return None, None             # a chain as long as allowed: start anew
-                return prev, pages
-            if prev.dirty is None:
-                return None, None
-            pages = pages | prev.dirty
-            prev = prev.previous
-        return None, None
-
-    def forget_before(self, job: "CheckpointJob") -> None:
-        """``job`` is complete: no later checkpoint looks past it for its parent,
-        so the pages written before it need not be remembered."""
-        earlier = job.previous
-        job.previous = job.dirty = None
-        while earlier is not None:
-            earlier.dirty, earlier.previous, earlier = None, None, earlier.previous
-
     def _stop(self, seq, name, origin, disk, overlay, pending, location,
               incremental: bool = False) -> "CheckpointJob":
         """P2: everything done with the VM stopped; returns the new job, its
@@ -512,10 +562,7 @@ class Checkpointer(Hooks):
         if self._pending_read_then_write():          # P8
             drained = machine.drain_disk()
         frozen = machine.memory.share()               # ... mark memory COW ...
-        dirty = self._written                         # (pages written since the last P2,
-        if dirty is not None:                         # for incremental checkpoints)
-            machine.memory.untrack(dirty)
-        self._written = machine.memory.track_writes()
+        dirty = self._writes.swap(machine.memory)     # (pages written since the last P2)
         state = machine.save_state()                  # ... save device state to memory ...
         inflight = list(machine.disk.queue)
         chain = disk.chain() if disk is not None else None
@@ -523,13 +570,11 @@ class Checkpointer(Hooks):
             machine.disk.switch_to(overlay)           # ... switch to the overlay ...
             self._overlays.append(overlay)
             disk.park()     # below the top now: its file is closed until it is used
-        parent, dirty_since = (self._parent_for(location, dirty) if incremental
-                               else (None, None))
+        parent, since = choose_parent(self.jobs, location, dirty) if incremental else (None, None)
         job = CheckpointJob(self, seq, name, origin, self.mode, state, frozen, chain,
                             inflight, pending, location, dirty=dirty,
                             parent=parent, previous=self.jobs[-1] if self.jobs else None)
-        if parent is not None:
-            job.save_set = dirty_since
+        job.save_set = since
         job.p8_drained = drained
         self.jobs.append(job)
         if self.mode == STOP_COPY:                    # baseline: memory saved while stopped
@@ -657,23 +702,10 @@ class Checkpointer(Hooks):
             while self._schedule and self._schedule[0] <= now:
                 due.append(self._schedule.pop(0))
             if due[0] < now:
-                self._note_merged([t for t in due if t < now], now)
+                self.report(merged_note([t for t in due if t < now], now, self._start_tick))
             self._take_or_report("host")
         if self._next_slice is not None and self._next_slice <= now:
             self.background_slice()
-
-    def _note_merged(self, due: list[int], now: int) -> None:
-        """--checkpoint-at ticks the clock passed without a boundary at them: one
-        checkpoint, now, stands for them all; say so."""
-        asked = ", ".join(map(str, due[:10])) + (", ..." if len(due) > 10 else "")
-        them = "it" if len(due) == 1 else f"these {len(due)} ticks"
-        if now == self._start_tick:
-            why = f"the run starts at tick {now}, after {them}"
-        else:
-            why = (f"the clock jumped past {them} in one step (a 'wait' runs until the "
-                   "next device event)")
-        self.report(f"--checkpoint-at {asked}: {why}, so one checkpoint is taken at tick "
-                    f"{now} for {'it' if len(due) == 1 else 'them'}")
 
     def background_slice(self) -> None:
         """P4 in the background: one batch of saving work between guest batches.
