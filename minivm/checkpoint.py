@@ -139,20 +139,20 @@ class CheckpointJob:
 
     def __init__(self, checkpointer: "Checkpointer", seq: int, name: str, origin: str,
                  mode: str, state: dict, frozen, chain, inflight, pending, location,
-                 dirty: set | None = None, parent: "CheckpointJob | None" = None,
-                 previous: "CheckpointJob | None" = None):
+                 dirty: set | None = None, previous: "CheckpointJob | None" = None,
+                 incremental: bool = False):
         self.checkpointer = checkpointer
-        # Incremental checkpoints: ``dirty`` is every page written between the
-        # previous checkpoint's P2 and this one's (None for the first of the
-        # run); ``parent`` the checkpoint this one is a delta of (None: a full
-        # checkpoint), whose file must be complete before this one can be;
-        # ``save_only`` the pages this file stores (None: every non-zero page).
-        self.dirty = dirty
-        self.previous = previous
-        self.parent = parent
-        self.depth = parent.depth + 1 if parent is not None else 0
-        self.save_set: set | None = None           # the pages to store, if incremental ...
-        self.save_only: list[int] | None = None     # ... in order (sorted after P2)
+        # Incremental checkpoints (WriteLog): ``dirty`` is every page written
+        # between the P2 of ``previous``, the last checkpoint in a file before
+        # this one, and this one's (None: no record, the first of the machine);
+        # ``parent``, the checkpoint this one is a delta of (None: a full one),
+        # whose file must be complete before this one can be; ``save_set``,
+        # the pages this file stores (None: every non-zero page).
+        self.dirty, self.previous = dirty, previous
+        self.parent, self.save_set = (choose_parent(previous, location, dirty) if incremental
+                                      else (None, None))
+        self.depth = self.parent.depth + 1 if self.parent is not None else 0
+        self.save_only: list[int] | None = None     # save_set in order (sorted after P2)
         self.identity: dict | None = None          # size and end_sha256, once complete
         self.seq, self.name, self.origin, self.mode = seq, name, origin, mode
         self.state = state
@@ -182,7 +182,7 @@ class CheckpointJob:
         self._scan = 0
         self._stage = "state"
         self._writer = CheckpointWriter(pending.file, {"name": name, "tick": self.tick},
-                                        frozen.size, sparse_index=parent is not None)
+                                        frozen.size, sparse_index=self.parent is not None)
 
     @property
     def pages_total(self) -> int:
@@ -337,7 +337,8 @@ class CheckpointJob:
         self.pending.commit()
         self.identity = self._writer.identity
         self.status = "complete"
-        self._forget_earlier()
+        if not self.location.startswith("memory:"):
+            self._forget_earlier()
         self.finished = time.perf_counter()
         self.finished_tick = self.checkpointer.machine.tick
         self.frozen.release()
@@ -370,43 +371,51 @@ class CheckpointJob:
 
 
 class WriteLog:
-    """For incremental checkpoints: the pages written since the last P2, in a
-    write tracker (memory.py, ``track_writes``) swapped for a fresh one at
-    every P2, inside the stop window (O(1))."""
+    """For incremental checkpoints: the pages written since the last checkpoint
+    in a file, in a write tracker (memory.py, ``track_writes``; ``share`` makes
+    every page's next store seen again). At the P2 of a checkpoint in a file
+    it is swapped for a fresh one, in O(1); a checkpoint in memory (the
+    REPL's history, tests) can be no parent, and leaves it collecting."""
 
     def __init__(self):
         self._tracker: set | None = None     # None until the first checkpoint
+        self._last = None                    # the last checkpoint in a file
 
-    def swap(self, memory) -> set | None:
-        """At P2, after ``Memory.share``: the pages written since the previous
-        P2 (None at the first), and a fresh tracker from now on."""
+    def at_stop(self, memory, location: str):
+        """At P2, after ``Memory.share``: (the pages written since the last
+        checkpoint in a file, or None; that checkpoint, or None)."""
+        if self._tracker is not None and location.startswith("memory:"):
+            return None, None
         written = self._tracker
         if written is not None:
             memory.untrack(written)
         self._tracker = memory.track_writes()
-        return written
+        return written, self._last
+
+    def taken(self, job: "CheckpointJob") -> None:
+        if not job.location.startswith("memory:"):
+            self._last = job
 
 
-def choose_parent(jobs: list, location: str, dirty: set | None):
+def choose_parent(previous, location: str, dirty: set | None):
     """The parent an incremental checkpoint at ``location`` can have, and the
-    pages it must store: the last checkpoint (of ``jobs``) complete or still
-    saving in a file, and the pages written since it (since every failed or
-    in-memory checkpoint after it too); (None, None) for a full checkpoint: the
-    first of a machine, one in memory, or one that would make the chain longer
-    than MAX_PARENTS files."""
+    pages it must store: ``previous``, the last checkpoint in a file, if it
+    has not failed, and the pages written since it; else the one before it,
+    and so on, the pages written since then too; (None, None) for a full
+    checkpoint: the first of a machine, one in memory, or one that would make
+    the chain longer than MAX_PARENTS files."""
     if dirty is None or location.startswith("memory:"):
         return None, None
     pages = dirty                             # (copied only if a union is needed)
-    prev = jobs[-1] if jobs else None
-    while prev is not None:
-        if prev.status != "failed" and not prev.location.startswith("memory:"):
-            if prev.depth + 1 >= MAX_PARENTS:
+    while previous is not None:
+        if previous.status != "failed":
+            if previous.depth + 1 >= MAX_PARENTS:
                 return None, None             # a chain as long as allowed: start anew
-            return prev, pages
-        if prev.dirty is None:
+            return previous, pages
+        if previous.dirty is None:
             return None, None
-        pages = pages | prev.dirty
-        prev = prev.previous
+        pages = pages | previous.dirty
+        previous = previous.previous
     return None, None
 
 
@@ -562,7 +571,7 @@ class Checkpointer(Hooks):
         if self._pending_read_then_write():          # P8
             drained = machine.drain_disk()
         frozen = machine.memory.share()               # ... mark memory COW ...
-        dirty = self._writes.swap(machine.memory)     # (pages written since the last P2)
+        dirty, previous = self._writes.at_stop(machine.memory, location)   # (incremental)
         state = machine.save_state()                  # ... save device state to memory ...
         inflight = list(machine.disk.queue)
         chain = disk.chain() if disk is not None else None
@@ -570,11 +579,9 @@ class Checkpointer(Hooks):
             machine.disk.switch_to(overlay)           # ... switch to the overlay ...
             self._overlays.append(overlay)
             disk.park()     # below the top now: its file is closed until it is used
-        parent, since = choose_parent(self.jobs, location, dirty) if incremental else (None, None)
         job = CheckpointJob(self, seq, name, origin, self.mode, state, frozen, chain,
-                            inflight, pending, location, dirty=dirty,
-                            parent=parent, previous=self.jobs[-1] if self.jobs else None)
-        job.save_set = since
+                            inflight, pending, location, dirty, previous, incremental)
+        self._writes.taken(job)
         job.p8_drained = drained
         self.jobs.append(job)
         if self.mode == STOP_COPY:                    # baseline: memory saved while stopped

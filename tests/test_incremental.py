@@ -569,3 +569,37 @@ def test_a_failed_parent_fails_its_child_and_the_next_skips_both(tmp_path, engin
     assert fourth.status == "complete"
     assert_resumes_as_run(fourth.location, final, 0, tmp_path / "again", engine)
     assert any("ckpt-0003 failed" in r for r in reports)
+
+
+@pytest.mark.parametrize("eager", [False, True], ids=["lazy", "eager"])
+def test_a_resumed_chain_checkpoints_again(tmp_path, engine, eager):
+    """A machine resumed from the middle of a chain (its pages still in the
+    chain's files, when lazy) takes a new incremental chain of its own: the
+    first full (its saver reads the old chain's pages), the next incremental;
+    each resumes to the run."""
+    final, jobs = run_incremental(PAGES, tmp_path / "ck", engine)
+    machine, _ = resume(read_checkpoint(jobs[1].location), FileStore(str(tmp_path / "r")),
+                        console_sink=BufferSink(), console_input=ConsoleInput(b""),
+                        engine=engine, eager=eager)
+    cp = Checkpointer(machine, FileStore(str(tmp_path / "ck2")), incremental=True)
+    again = make_golden.final_of(machine, machine.run(10_000_000))
+    cp.finish_all()
+    assert [j.incremental for j in cp.jobs] == [False, True]
+    assert cp.jobs[0].pages_saved == 11 and cp.jobs[1].pages_saved == 0
+    for key in ("tick", "regs", "memory_sha256"):
+        assert again[key] == final[key]
+    for job in cp.jobs:
+        assert_resumes_as_run(job.location, final, 0, tmp_path / f"x-{job.name}", engine)
+
+
+def test_checkpoints_in_memory_are_never_parents(engine):
+    """A file cannot name a checkpoint held in memory: in a memory store every
+    checkpoint is full (and the run is unchanged)."""
+    from minivm.store import MemoryStore
+    machine = _machine(PAGES, engine)
+    cp = Checkpointer(machine, MemoryStore(), incremental=True)
+    machine.run(10_000_000)
+    cp.finish_all()
+    assert [j.status for j in cp.jobs] == ["complete"] * 4
+    assert not any(j.incremental for j in cp.jobs)
+    assert machine.regs[0] == 75
