@@ -603,3 +603,22 @@ def test_checkpoints_in_memory_are_never_parents(engine):
     assert [j.status for j in cp.jobs] == ["complete"] * 4
     assert not any(j.incremental for j in cp.jobs)
     assert machine.regs[0] == 75
+
+
+@settings(max_examples=8, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                 HealthCheck.too_slow])
+@given(ticks=st.lists(st.integers(0, 6000), min_size=1, max_size=5),
+       mode=st.sampled_from(["cow", STOP_COPY]))
+def test_dma_chains_at_random_ticks(engine, ticks, mode):
+    """The DMA program (requests in flight, P5-P8) checkpointed at random ticks
+    on top of its own two ckpt: every file of the chain resumes to the run."""
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        disk = dma_disk(tmp)
+        final, jobs = run_incremental(DMA, tmp / "ck", engine, mem=64 << 10, disk_path=disk,
+                                      schedule=ticks, mode=mode)
+        assert all(j.status == "complete" for j in jobs)
+        assert all(j.incremental for j in jobs[1:])
+        for job in jobs:
+            assert_resumes_as_run(job.location, final, _written(job.location),
+                                  tmp / f"r-{job.name}", engine)
