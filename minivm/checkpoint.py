@@ -35,6 +35,13 @@ between instruction batches by the machine):
       be committed into its parent while the VM runs on a fresh overlay
       (:meth:`Checkpointer.commit_disk`, and ``minivm disk commit``).
 
+Incremental checkpoints (``incremental``): at every P2 the Checkpointer swaps
+its write tracker (memory.py, ``track_writes``) for a fresh one, so at the
+next P2 the old one holds exactly the pages written in between (P3 sees every
+first store); such a checkpoint saves only those pages, zeros included, and
+names the previous checkpoint as its parent (ckptfile.py, the ``parent``
+record), completing after it. The first checkpoint of a machine is full.
+
 Resuming a checkpoint (and exporting one) is in resume.py.
 
 Stop-and-copy mode (``--checkpoint-mode stop-copy``) is the baseline: the
@@ -53,7 +60,7 @@ import time
 from dataclasses import dataclass
 
 from . import __version__
-from .ckptfile import CheckpointWriter, chain_entry
+from .ckptfile import MAX_PARENTS, CheckpointWriter, chain_entry, parent_record
 from .devices import BLOCK_SIZE
 from .memory import PAGE_SIZE
 from .disks import MAX_CHAIN, Overlay, commit_overlay
@@ -114,12 +121,39 @@ class ProtocolEvent:
     detail: str = ""
 
 
+class _IncrementalDone:
+    """The pages an incremental checkpoint's saver is done with (``in`` only)."""
+
+    def __init__(self, job: "CheckpointJob"):
+        self._job = job
+
+    def __contains__(self, index) -> bool:
+        job = self._job
+        if index not in job.save_set:
+            return True
+        return job._scan > 0 and job.save_only is not None and index <= job.save_only[job._scan - 1]
+
+
 class CheckpointJob:
     """One checkpoint, from P2 until its file is complete (P4, P5)."""
 
     def __init__(self, checkpointer: "Checkpointer", seq: int, name: str, origin: str,
-                 mode: str, state: dict, frozen, chain, inflight, pending, location):
+                 mode: str, state: dict, frozen, chain, inflight, pending, location,
+                 dirty: set | None = None, previous: "CheckpointJob | None" = None,
+                 incremental: bool = False):
         self.checkpointer = checkpointer
+        # Incremental checkpoints (WriteLog): ``dirty`` is every page written
+        # between the P2 of ``previous``, the last checkpoint in a file before
+        # this one, and this one's (None: no record, the first of the machine);
+        # ``parent``, the checkpoint this one is a delta of (None: a full one),
+        # whose file must be complete before this one can be; ``save_set``,
+        # the pages this file stores (None: every non-zero page).
+        self.dirty, self.previous = dirty, previous
+        self.parent, self.save_set = (choose_parent(previous, location, dirty) if incremental
+                                      else (None, None))
+        self.depth = self.parent.depth + 1 if self.parent is not None else 0
+        self.save_only: list[int] | None = None     # save_set in order (sorted after P2)
+        self.identity: dict | None = None          # size and end_sha256, once complete
         self.seq, self.name, self.origin, self.mode = seq, name, origin, mode
         self.state = state
         self.tick = state["cpu"]["tick"]
@@ -148,11 +182,17 @@ class CheckpointJob:
         self._scan = 0
         self._stage = "state"
         self._writer = CheckpointWriter(pending.file, {"name": name, "tick": self.tick},
-                                        frozen.size)
+                                        frozen.size, sparse_index=self.parent is not None)
 
     @property
     def pages_total(self) -> int:
+        if self.save_set is not None:
+            return len(self.save_set)
         return max(self.frozen.allocated, self.pages_done)
+
+    @property
+    def incremental(self) -> bool:
+        return self.parent is not None
 
     def progress(self) -> str:
         if self.status == "saving":
@@ -164,8 +204,12 @@ class CheckpointJob:
             return f"failed: {self.error}"
         return f"complete, {self.pages_saved} pages, {self.bytes_written} bytes"
 
-    def saved_page_indexes(self) -> range:
-        """Page indexes already examined by the saver (for the REPL's page map)."""
+    def saved_page_indexes(self):
+        """Page indexes already examined by the saver (for the REPL's page map):
+        ``in`` is O(1). An incremental checkpoint never needs a page it does not
+        store (its parent holds it)."""
+        if self.save_set is not None:
+            return _IncrementalDone(self)
         return range(0, self._scan)
 
     # P4: write device state, then (after P5) the original pages, then the disk.
@@ -186,15 +230,18 @@ class CheckpointJob:
                     self.pending.suspend()          # no open file while it waits
                     return budget                   # P5: memory waits for those reads
                 self._stage = "pages"
+                if self.save_set is not None and self.save_only is None:
+                    self.save_only = sorted(self.save_set)     # not inside the stop window
             if self._stage == "pages":
                 budget = self._save_pages(budget)
-                if self._scan < self.frozen.page_count():
+                if self._scan < (len(self.save_only) if self.save_only is not None
+                                 else self.frozen.page_count()):
                     self.pending.suspend()          # closed until the next batch
                     return budget
                 self._stage = "wait-disk"
                 self.checkpointer.log(self, "P4", f"{self.pages_saved} pages written")
             if self._stage == "wait-disk" and finish:
-                if not self.checkpointer.chain_sealed(self.chain):
+                if not self.checkpointer.chain_sealed(self.chain) or not self._parent_done():
                     self.pending.suspend()
                     return budget
                 self._finish()
@@ -202,11 +249,45 @@ class CheckpointJob:
             self._fail(exc)
         return budget
 
+    def _forget_earlier(self) -> None:
+        """This checkpoint is complete: no later one looks past it for its
+        parent (choose_parent), so the pages written before it are forgotten."""
+        earlier = self.previous
+        self.previous = self.dirty = None
+        while earlier is not None:
+            earlier.dirty, earlier.previous, earlier = None, None, earlier.previous
+
+    def _parent_done(self) -> bool:
+        """An incremental checkpoint completes after its parent (it records the
+        parent's identity); one whose parent failed fails too."""
+        parent = self.parent
+        if parent is None or parent.status == "complete":
+            return True
+        if parent.status == "failed":
+            raise MinivmError(f"its parent checkpoint {parent.name} failed, and it holds only "
+                              f"the pages written since {parent.name}")
+        return False
+
+    def _save_incremental(self, budget: int) -> int:
+        """Write up to ``budget`` of the pages written since the parent, each as
+        the checkpoint sees it, zeros included (they override the parent)."""
+        pages, writer, frozen = self.save_only, self._writer, self.frozen
+        stop = min(len(pages), self._scan + max(budget, 0))
+        for index in pages[self._scan:stop]:
+            writer.page(index, frozen.original(index))
+        done = stop - self._scan
+        self._scan = stop
+        self.pages_done += done
+        self.pages_saved = writer.pages_written
+        return budget - done
+
     def _save_pages(self, budget: int) -> int:
         """Write up to ``budget`` pages, each straight to the file as it is
         (ckptfile.CheckpointWriter.page); scanning empty page-table entries
         costs one unit per SCAN_PER_PAGE entries, so a huge, sparse memory
         still ends."""
+        if self.save_only is not None:
+            return self._save_incremental(budget)
         frozen = self.frozen
         total = frozen.page_count()
         writer = self._writer
@@ -228,7 +309,8 @@ class CheckpointJob:
         return budget
 
     def _meta(self) -> dict:
-        return {"name": self.name, "seq": self.seq, "tick": self.tick, "pc": self.pc,
+        extra = {"chain_depth": self.depth} if self.parent is not None else {}
+        return {"name": self.name, "seq": self.seq, "tick": self.tick, "pc": self.pc, **extra,
                 "origin": self.origin, "mode": self.mode, "created": time.time(),
                 "minivm": __version__, "p8_drained": self.p8_drained,
                 "pause_us": round(self.pause_seconds * 1e6, 1),
@@ -245,11 +327,18 @@ class CheckpointJob:
                     "reads_not_landed": self.reads_not_landed,
                     "writes_not_done": self.writes_not_done}
         self._writer.disk(disk)
+        if self.parent is not None:
+            parent = self.parent
+            self._writer.parent(parent_record(parent.location, parent.identity, parent.name,
+                                              parent.tick, self.location))
         self._writer.meta(self._meta())
         self._writer.finish()
         self.bytes_written = self._writer.bytes_written
         self.pending.commit()
+        self.identity = self._writer.identity
         self.status = "complete"
+        if not self.location.startswith("memory:"):
+            self._forget_earlier()
         self.finished = time.perf_counter()
         self.finished_tick = self.checkpointer.machine.tick
         self.frozen.release()
@@ -275,8 +364,73 @@ class CheckpointJob:
         self.writes_not_done = sorted(self.inflight_writes)
         self.inflight_reads.clear()
         self.checkpointer.seal_layers(force=True)
+        if self.parent is not None:
+            self.parent.force_finish()            # (done already: jobs finish in order)
         while self.status == "saving":
             self.advance(1 << 30)
+
+
+class WriteLog:
+    """For incremental checkpoints: the pages written since the last checkpoint
+    in a file, in a write tracker (memory.py, ``track_writes``; ``share`` makes
+    every page's next store seen again). At the P2 of a checkpoint in a file
+    it is swapped for a fresh one, in O(1); a checkpoint in memory (the
+    REPL's history, tests) can be no parent, and leaves it collecting."""
+
+    def __init__(self):
+        self._tracker: set | None = None     # None until the first checkpoint
+        self._last = None                    # the last checkpoint in a file
+
+    def at_stop(self, memory, location: str):
+        """At P2, after ``Memory.share``: (the pages written since the last
+        checkpoint in a file, or None; that checkpoint, or None)."""
+        if self._tracker is not None and location.startswith("memory:"):
+            return None, None
+        written = self._tracker
+        if written is not None:
+            memory.untrack(written)
+        self._tracker = memory.track_writes()
+        return written, self._last
+
+    def taken(self, job: "CheckpointJob") -> None:
+        if not job.location.startswith("memory:"):
+            self._last = job
+
+
+def choose_parent(previous, location: str, dirty: set | None):
+    """The parent an incremental checkpoint at ``location`` can have, and the
+    pages it must store: ``previous``, the last checkpoint in a file, if it
+    has not failed, and the pages written since it; else the one before it,
+    and so on, the pages written since then too; (None, None) for a full
+    checkpoint: the first of a machine, one in memory, or one that would make
+    the chain longer than MAX_PARENTS files."""
+    if dirty is None or location.startswith("memory:"):
+        return None, None
+    pages = dirty                             # (copied only if a union is needed)
+    while previous is not None:
+        if previous.status != "failed":
+            if previous.depth + 1 >= MAX_PARENTS:
+                return None, None             # a chain as long as allowed: start anew
+            return previous, pages
+        if previous.dirty is None:
+            return None, None
+        pages = pages | previous.dirty
+        previous = previous.previous
+    return None, None
+
+
+def merged_note(due: list[int], now: int, start_tick: int) -> str:
+    """--checkpoint-at ticks the clock passed without a boundary at them: one
+    checkpoint, now, stands for them all; what to say."""
+    asked = ", ".join(map(str, due[:10])) + (", ..." if len(due) > 10 else "")
+    them = "it" if len(due) == 1 else f"these {len(due)} ticks"
+    if now == start_tick:
+        why = f"the run starts at tick {now}, after {them}"
+    else:
+        why = (f"the clock jumped past {them} in one step (a 'wait' runs until the "
+               "next device event)")
+    return (f"--checkpoint-at {asked}: {why}, so one checkpoint is taken at tick "
+            f"{now} for {'it' if len(due) == 1 else 'them'}")
 
 
 class Checkpointer(Hooks):
@@ -285,7 +439,7 @@ class Checkpointer(Hooks):
 
     def __init__(self, machine: Machine, store: CheckpointStore, *, mode: str = COW,
                  group_blocks: int = 8, schedule=(), pages_per_slice: int | None = None,
-                 slice_ticks: int = SLICE_TICKS, report=None):
+                 slice_ticks: int = SLICE_TICKS, report=None, incremental: bool = False):
         if mode not in MODES:
             raise MinivmError(f"unknown checkpoint mode '{mode}' (use {' or '.join(MODES)})")
         self.machine = machine
@@ -313,6 +467,8 @@ class Checkpointer(Hooks):
         self._report = report
         self._commit = None              # (overlay being committed, fresh overlay)
         self.last_commit = ""
+        self.incremental = incremental   # ckpt and --checkpoint-at take incremental ones
+        self._writes = WriteLog()
         machine.hooks = self
 
     def on_ckpt(self, machine: Machine) -> None:
@@ -324,7 +480,7 @@ class Checkpointer(Hooks):
         be written is reported, and the guest goes on as if it had been taken
         (it cannot tell the difference)."""
         try:
-            self.take(origin)
+            self.take(origin, incremental=self.incremental)
         except (OSError, MinivmError) as exc:
             why = reason(exc)
             self.report(f"checkpoint at tick {self.machine.tick} could not be taken: {why}; "
@@ -343,8 +499,10 @@ class Checkpointer(Hooks):
         return [job for job in self.jobs if job.status == "saving"]
 
     # --- the protocol ----------------------------------------------------------------
-    def take(self, origin: str = "repl", name: str | None = None) -> CheckpointJob:
-        """Take a checkpoint now, at an instruction boundary (P1, P2)."""
+    def take(self, origin: str = "repl", name: str | None = None,
+             incremental: bool = False) -> CheckpointJob:
+        """Take a checkpoint now, at an instruction boundary (P1, P2);
+        ``incremental``: only the pages written since the previous one."""
         machine = self.machine
         if self._commit is not None:
             raise MinivmError("a disk commit is waiting for pending writes (P10); take the "
@@ -379,7 +537,7 @@ class Checkpointer(Hooks):
         collecting = gc.isenabled()
         gc.disable()          # no garbage collection pass inside the stop window
         try:
-            job = self._stop(seq, name, origin, disk, overlay, pending, location)
+            job = self._stop(seq, name, origin, disk, overlay, pending, location, incremental)
         finally:
             if collecting:
                 gc.enable()
@@ -403,7 +561,8 @@ class Checkpointer(Hooks):
         self.sample()
         return job
 
-    def _stop(self, seq, name, origin, disk, overlay, pending, location) -> "CheckpointJob":
+    def _stop(self, seq, name, origin, disk, overlay, pending, location,
+              incremental: bool = False) -> "CheckpointJob":
         """P2: everything done with the VM stopped; returns the new job, its
         stop window measured (``pause_seconds``)."""
         machine = self.machine
@@ -412,6 +571,7 @@ class Checkpointer(Hooks):
         if self._pending_read_then_write():          # P8
             drained = machine.drain_disk()
         frozen = machine.memory.share()               # ... mark memory COW ...
+        dirty, previous = self._writes.at_stop(machine.memory, location)   # (incremental)
         state = machine.save_state()                  # ... save device state to memory ...
         inflight = list(machine.disk.queue)
         chain = disk.chain() if disk is not None else None
@@ -420,7 +580,8 @@ class Checkpointer(Hooks):
             self._overlays.append(overlay)
             disk.park()     # below the top now: its file is closed until it is used
         job = CheckpointJob(self, seq, name, origin, self.mode, state, frozen, chain,
-                            inflight, pending, location)
+                            inflight, pending, location, dirty, previous, incremental)
+        self._writes.taken(job)
         job.p8_drained = drained
         self.jobs.append(job)
         if self.mode == STOP_COPY:                    # baseline: memory saved while stopped
@@ -548,23 +709,10 @@ class Checkpointer(Hooks):
             while self._schedule and self._schedule[0] <= now:
                 due.append(self._schedule.pop(0))
             if due[0] < now:
-                self._note_merged([t for t in due if t < now], now)
+                self.report(merged_note([t for t in due if t < now], now, self._start_tick))
             self._take_or_report("host")
         if self._next_slice is not None and self._next_slice <= now:
             self.background_slice()
-
-    def _note_merged(self, due: list[int], now: int) -> None:
-        """--checkpoint-at ticks the clock passed without a boundary at them: one
-        checkpoint, now, stands for them all; say so."""
-        asked = ", ".join(map(str, due[:10])) + (", ..." if len(due) > 10 else "")
-        them = "it" if len(due) == 1 else f"these {len(due)} ticks"
-        if now == self._start_tick:
-            why = f"the run starts at tick {now}, after {them}"
-        else:
-            why = (f"the clock jumped past {them} in one step (a 'wait' runs until the "
-                   "next device event)")
-        self.report(f"--checkpoint-at {asked}: {why}, so one checkpoint is taken at tick "
-                    f"{now} for {'it' if len(due) == 1 else 'them'}")
 
     def background_slice(self) -> None:
         """P4 in the background: one batch of saving work between guest batches.

@@ -72,7 +72,13 @@ FOOTER = struct.Struct("<8sQ")
 FOOTER_MAGIC = b"MVCKEND2"
 #: Version 2: the records a file has, each exactly once.
 RECORDS = ("image", "state", "disk", "meta", "index")
-#: The most bytes of the end record (it lists five records).
+#: ... and the records it may have, at most once: ``parent``, in an
+#: incremental checkpoint (the checkpoint it is a delta of).
+OPTIONAL_RECORDS = ("parent",)
+#: The longest chain of incremental checkpoints (a file and its parents), as
+#: for disk overlays (disks.MAX_CHAIN).
+MAX_PARENTS = MAX_CHAIN
+#: The most bytes of the end record (it lists six records).
 MAX_END_BYTES = 4096
 #: The most bytes of all records together (the page data is not counted: it
 #: is never read whole). As for a whole version-1 file.
@@ -98,6 +104,16 @@ class Checkpoint:
     file_size: int = 0
     path: str | None = None        # the file it was read from, if any
     format_version: int = CHECKPOINT_VERSION
+    #: an incremental checkpoint's parent record (path, relpath, size,
+    #: end_sha256, name, tick), None for a standalone file
+    parent: dict | None = None
+    #: this file's own identity, as a child records it: size and end_sha256
+    identity: dict | None = None
+    #: the pages this file itself holds (``pages`` is the whole chain's once
+    #: resume.read_checkpoint has followed the parents)
+    own_pages: Mapping | None = None
+    #: the parents, nearest first, once followed (resume.read_checkpoint)
+    parents: list = field(default_factory=list)
 
     @property
     def tick(self) -> int:
@@ -117,8 +133,11 @@ class CheckpointWriter:
     image and state first, then each page as the saver reaches it (no page is
     gathered with others), then disk, meta, the index and the end record."""
 
-    def __init__(self, sink, header: dict, memory_size: int):
+    def __init__(self, sink, header: dict, memory_size: int, sparse_index: bool = False):
         self._sink = sink
+        # an incremental checkpoint's index lists its few pages (4 bytes each)
+        # when that is shorter than the bitmap, which grows with the memory
+        self._listed: list[int] | None = [] if sparse_index else None
         self.bytes_written = 0
         self._records: list[list] = []
         self._pages_at: int | None = None   # where the page data starts
@@ -162,6 +181,10 @@ class CheckpointWriter:
         if index <= self._last:
             raise ValueError(f"page {index} after page {self._last}")
         self._bitmap[index >> 3] |= 1 << (index & 7)     # (IndexError: outside memory)
+        if self._listed is not None:
+            self._listed.append(index)
+            if 4 * len(self._listed) >= len(self._bitmap):
+                self._listed = None                      # the bitmap is as short
         self._write(data)
         self._write(CRC.pack(zlib.crc32(data)))
         self._pages_bytes += len(data) + CRC.size
@@ -175,15 +198,28 @@ class CheckpointWriter:
     def disk(self, disk: dict | None) -> None:
         self.record("disk", pack(disk))
 
+    def parent(self, parent: dict) -> None:
+        """An incremental checkpoint's parent: the file whose pages this one's
+        index does not hold (parent_record)."""
+        self.record("parent", pack(parent))
+
     def meta(self, meta: dict) -> None:
         self.record("meta", pack(meta))
 
     def finish(self) -> None:
-        self.record("index", pack({"bitmap": bytes(self._bitmap)}))
+        if self._listed is not None:
+            index = {"list": b"".join(i.to_bytes(4, "little") for i in self._listed)}
+        else:
+            index = {"bitmap": bytes(self._bitmap)}
+        self.record("index", pack(index))
         end_at = self.bytes_written
-        self._write(pack_end(self._records, [self._pages_at, self._pages_bytes, self._count],
-                             self._header_digest))
+        end = pack_end(self._records, [self._pages_at, self._pages_bytes, self._count],
+                       self._header_digest)
+        self._write(end)
         self._write(FOOTER.pack(FOOTER_MAGIC, end_at))
+        #: what a child checkpoint records of this file (file_identity)
+        self.identity = {"size": self.bytes_written,
+                         "end_sha256": hashlib.sha256(end).hexdigest()}
 
 
 def pack_end(records: list[list], pages: list[int], header: bytes) -> bytes:
@@ -347,6 +383,53 @@ class SavedPages(Mapping):
             at += pos
 
 
+class ChainPages(Mapping):
+    """The pages of an incremental checkpoint and its parents (nearest first):
+    page *i* is the nearest file's that holds it, read on demand. Like
+    SavedPages, ``len``, ``in`` and iteration read no page: they use the
+    union of the files' bitmaps, computed once."""
+
+    def __init__(self, layers: list):
+        self.layers = layers                    # SavedPages, the child first
+        self.source = layers[0].source          # for messages (memory.Memory.fetch)
+        union = 0
+        for layer in layers:
+            union |= int.from_bytes(layer._bitmap, "little")
+        self._union = union
+        self._bitmap = union.to_bytes(len(layers[0]._bitmap), "little")
+        self._count = union.bit_count()
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self):
+        return SavedPages.__iter__(self)
+
+    def __contains__(self, index) -> bool:
+        return SavedPages.__contains__(self, index)
+
+    def __getitem__(self, index: int) -> bytes:
+        for layer in self.layers:
+            if index in layer:
+                return layer[index]
+        raise KeyError(index)
+
+    def chunks(self, pages: int = EAGER_CHUNK_PAGES):
+        """(index, bytes) for every page of the chain, in order: each file's
+        pages read in big reads, the nearest file's copy of a page kept."""
+        taken = 0
+        for layer in self.layers:
+            mine = int.from_bytes(layer._bitmap, "little") & ~taken
+            taken |= mine
+            for index, data in layer.chunks(pages):
+                if mine >> index & 1:
+                    yield index, data
+
+    def close(self) -> None:
+        for layer in self.layers:
+            layer.source.close()
+
+
 # --- loading -------------------------------------------------------------------------------
 
 def load_checkpoint(data: bytes, what: str) -> Checkpoint:
@@ -405,6 +488,14 @@ def _read_header(source, what: str) -> tuple[int, int]:
 def read_end(source, what: str):
     """A version-2 file's end record, from the footer: (its offset, the records
     by name as (offset, length, sha256), the page data as [offset, length, count])."""
+    end_at, raw = _end_bytes(source, what)
+    end = unpack_bounded(raw, what, max_items=64)
+    records, pages = _check_end(end, end_at, what)
+    return end_at, records, pages, end[1]["header"]
+
+
+def _end_bytes(source, what: str) -> tuple[int, bytes]:
+    """A version-2 file's end record as bytes, found from the footer, and its offset."""
     size = source.size
     if size < FOOTER.size:
         raise FormatError(f"{what} is incomplete: it ends before its end record "
@@ -414,9 +505,16 @@ def read_end(source, what: str):
     if tag != FOOTER_MAGIC or not 0 < end_length <= MAX_END_BYTES:
         raise FormatError(f"{what} is incomplete or corrupt: it does not end with a valid "
                           "end record (truncated, still being written, or damaged)")
-    end = unpack_bounded(source.read(end_at, end_length), what, max_items=64)
-    records, pages = _check_end(end, end_at, what)
-    return end_at, records, pages, end[1]["header"]
+    return end_at, source.read(end_at, end_length)
+
+
+def file_identity(source, what: str) -> dict:
+    """What an incremental child records of its parent, and checks in O(1):
+    the file's size and the SHA-256 of its end record (which holds the
+    SHA-256 of the header and of every record, and where the page data is).
+    A version-1 file has none (it cannot be a parent)."""
+    _, raw = _end_bytes(source, what)
+    return {"size": source.size, "end_sha256": hashlib.sha256(raw).hexdigest()}
 
 
 def _load_v2(source, header_end: int, what: str) -> Checkpoint:
@@ -435,6 +533,10 @@ def _load_v2(source, header_end: int, what: str) -> Checkpoint:
             raise FormatError(f"{what} is corrupt: its '{name}' record fails its checksum")
         payloads[name] = item[1]
     meta, image, state, disk = _decode_records(payloads, what)
+    parent = None
+    if "parent" in payloads:
+        parent = unpack_bounded(payloads["parent"], what, max_items=64)
+        _check_parent(parent, state["cpu"]["tick"], what)
     memory_size = state["memory_size"]
     bitmap = _check_index(payloads["index"], page_count, memory_size, what)
     expected = page_count * STRIDE
@@ -445,7 +547,49 @@ def _load_v2(source, header_end: int, what: str) -> Checkpoint:
         raise _bad(what, f"its page data is {pages_bytes} bytes, but its index lists "
                          f"{page_count} page(s) ({expected} bytes with their checksums)")
     pages = SavedPages(source, pages_at, bitmap, page_count, memory_size)
-    return Checkpoint(meta, image, state, disk, pages, what, size, format_version=2)
+    identity = file_identity(source, what)
+    return Checkpoint(meta, image, state, disk, pages, what, size, format_version=2,
+                      parent=parent, identity=identity, own_pages=pages)
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_parent(parent, tick: int, what: str) -> None:
+    """An incremental checkpoint's parent record: where the parent is
+    (``path``, absolute, and ``relpath``, from the child's folder), its
+    identity (``size``, ``end_sha256``), and its ``name`` and ``tick``."""
+    if not isinstance(parent, dict):
+        raise _bad(what, "its parent record is not a map")
+    for key in ("path", "relpath"):
+        value = parent.get(key)
+        if not isinstance(value, str) or not value or len(value) > 4096 or "\0" in value:
+            raise _bad(what, f"its parent record has no valid '{key}'")
+    size = parent.get("size")
+    if type(size) is not int or not 0 < size <= 1 << 40:
+        raise _bad(what, f"its parent record's size {show_value(size)} is not a file size")
+    digest = parent.get("end_sha256")
+    if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+        raise _bad(what, "its parent record has no valid 'end_sha256'")
+    name = parent.get("name")
+    if not isinstance(name, str) or len(name) > 4096:
+        raise _bad(what, "its parent record has no valid 'name'")
+    ptick = parent.get("tick")
+    if type(ptick) is not int or not 0 <= ptick <= tick:
+        raise _bad(what, f"its parent's tick {show_value(ptick)} is not 0 .. its own "
+                         f"tick {show_int(tick)}")
+
+
+def parent_record(parent_path: str, identity: dict, name: str, tick: int,
+                  child_path: str) -> dict:
+    """What an incremental checkpoint at ``child_path`` records of its parent."""
+    folder = os.path.dirname(os.path.abspath(child_path))
+    try:
+        rel = os.path.relpath(parent_path, folder)
+    except ValueError:
+        rel = parent_path
+    return {"path": os.path.abspath(parent_path), "relpath": rel, "size": identity["size"],
+            "end_sha256": identity["end_sha256"], "name": name, "tick": tick}
 
 
 def _check_end(end, end_at: int, what: str):
@@ -462,7 +606,8 @@ def _check_end(end, end_at: int, what: str):
         raise shape
     records = {}
     for entry in sections:
-        if (not isinstance(entry, list) or len(entry) != 4 or entry[0] not in RECORDS
+        if (not isinstance(entry, list) or len(entry) != 4
+                or entry[0] not in RECORDS + OPTIONAL_RECORDS
                 or type(entry[1]) is not int or type(entry[2]) is not int
                 or entry[1] < 0 or entry[2] <= 0
                 or not isinstance(entry[3], bytes) or entry[0] in records):
@@ -503,6 +648,8 @@ def _check_index(payload: bytes, page_count: int, memory_size: int, what: str) -
     last page, as many set as the end record counts."""
     index = unpack_bounded(payload, what, max_items=4)
     pages_in_memory = -(-memory_size // PAGE_SIZE)
+    if isinstance(index, dict) and isinstance(index.get("list"), bytes) and len(index) == 1:
+        index = {"bitmap": _listed_bitmap(index["list"], page_count, pages_in_memory, what)}
     if not isinstance(index, dict) or not isinstance(index.get("bitmap"), bytes):
         raise _bad(what, "its page index is malformed")
     bitmap = index["bitmap"]
@@ -517,6 +664,24 @@ def _check_index(payload: bytes, page_count: int, memory_size: int, what: str) -
         raise _bad(what, f"its index lists {bits.bit_count()} page(s), its end record "
                          f"{page_count}")
     return bitmap
+
+
+def _listed_bitmap(listed: bytes, page_count: int, pages_in_memory: int, what: str) -> bytes:
+    """The bitmap of an index given as a list: page numbers, 4 bytes each
+    (unsigned, little-endian), strictly increasing, inside memory."""
+    if len(listed) % 4 or len(listed) // 4 != page_count:
+        raise _bad(what, f"its page index lists {len(listed) / 4:g} page(s), its end record "
+                         f"{page_count}")
+    bitmap = bytearray((pages_in_memory + 7) // 8)
+    prev = -1
+    for (index,) in struct.iter_unpack("<I", listed):
+        if index <= prev or index >= pages_in_memory:
+            raise _bad(what, f"its page index lists page {index} "
+                             + ("out of order" if index <= prev else
+                                f"outside memory ({pages_in_memory} pages)"))
+        bitmap[index >> 3] |= 1 << (index & 7)
+        prev = index
+    return bytes(bitmap)
 
 
 def load_checkpoint_v1(data: bytes, what: str) -> Checkpoint:

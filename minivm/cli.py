@@ -78,6 +78,11 @@ def _add_execution_options(p: argparse.ArgumentParser) -> None:
                         "ticks at most), so the save's progress is the same on any host; "
                         "default: adapt to the host's speed (about 15%% of its time), "
                         "or $MINIVM_SAVE_RATE if set")
+    p.add_argument("--incremental", action="store_true",
+                   help="after the first checkpoint of this run, each checkpoint file "
+                        "stores only the pages written since the previous one and names "
+                        "it as its parent (resume follows the chain; 'minivm export' "
+                        "makes a standalone copy)")
     p.add_argument("--cow-group", type=_positive_int, default=8, metavar="BLOCKS",
                    help="disk COW block group size in 512-byte blocks (default 8)")
     p.add_argument("--trace", action="store_true",
@@ -212,9 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="copy a checkpoint and its disk files into a folder",
                        description="Copy a checkpoint and every file of its disk chain into "
                                    "FOLDER, so that the folder can be taken to another "
-                                   "machine and resumed there with 'minivm resume'.")
+                                   "machine and resumed there with 'minivm resume'. An "
+                                   "incremental checkpoint (taken with --incremental) is "
+                                   "written as one standalone file, every page of its "
+                                   "chain merged in, unless --chain is given.")
     p.add_argument("checkpoint")
     p.add_argument("folder")
+    p.add_argument("--chain", action="store_true",
+                   help="for an incremental checkpoint: copy it and all its parents "
+                        "(each naming its parent beside it) instead of merging them "
+                        "into one standalone file")
 
     p = sub.add_parser("demo", help="list or run the classroom demos",
                        description="Without NAME, list the demos. With NAME, run it: a "
@@ -295,7 +307,9 @@ def _write_timeline(checkpointer, path: str) -> None:
 def _summarise_checkpoints(checkpointer, overlay_note: str | None) -> None:
     for job in checkpointer.jobs:
         if job.status == "complete":
-            _note(f"checkpoint {job.name} at tick {job.tick} -> {job.location}")
+            delta = (f" (incremental: {job.pages_saved} page(s) written since "
+                     f"{job.parent.name}, {job.bytes_written} bytes)" if job.incremental else "")
+            _note(f"checkpoint {job.name} at tick {job.tick} -> {job.location}{delta}")
     top = checkpointer.machine.disk.backing
     if top is not None and top.kind == "overlay" and checkpointer.jobs and top.groups():
         _note(f"disk writes since the last checkpoint are in {os.path.relpath(top.path)}; "
@@ -316,7 +330,8 @@ def _make_checkpointer(machine, args, lazy: bool = False):
     from .store import FileStore
     return Checkpointer(machine, FileStore(args.checkpoint_dir), mode=args.checkpoint_mode,
                         group_blocks=args.cow_group, schedule=args.checkpoint_at,
-                        pages_per_slice=args.save_rate, report=_note)
+                        pages_per_slice=args.save_rate, report=_note,
+                        incremental=args.incremental)
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -398,7 +413,7 @@ def cmd_disasm(args) -> int:
 def cmd_inspect(args) -> int:
     from .resume import read_checkpoint
     from .report import describe_checkpoint, inspect_json, page_lines
-    ckpt = read_checkpoint(args.checkpoint)
+    ckpt = read_checkpoint(args.checkpoint, follow=False)     # inspect tells of its parent
     if args.json:
         # The summary object is built whole before anything is written, so a
         # bad file prints its error alone, never part of a JSON object.
@@ -455,7 +470,8 @@ def cmd_disk(args) -> int:
 
 def cmd_export(args) -> int:
     from .resume import export_checkpoint, read_checkpoint
-    written = export_checkpoint(read_checkpoint(args.checkpoint), args.folder)
+    written = export_checkpoint(read_checkpoint(args.checkpoint), args.folder,
+                                chain=args.chain)
     for path in written:
         _note(f"wrote {show(path)}")                     # disk files are named by the checkpoint
     _note(f"take the folder anywhere and run: minivm resume "

@@ -20,7 +20,7 @@ from .disks import (BLOCK_SIZE, check_identity, close_chain, describe_chain, des
 from .errors import MinivmError, show
 from .machine import MACHINE_STATE
 from .memory import PAGE_SIZE, format_size
-from .resume import resolve_disk_chain
+from .resume import ParentError, follow_parents, locate_parent, open_parent, resolve_disk_chain
 from .state import ListOf
 
 
@@ -91,6 +91,75 @@ def _check_alone(entry: dict, ckpt, seen: dict, verify: bool) -> dict:
     return {"resolved": candidate, "status": "unchanged" if ok else "CHANGED", "detail": how}
 
 
+#: The status of an incremental checkpoint's parent, in ``inspect``.
+PARENT_STATUSES = ("unchanged", "CHANGED", "MISSING", "unreadable")
+
+
+def check_parent(ckpt) -> dict | None:
+    """An incremental checkpoint's parent as ``inspect`` shows it: the record
+    (``path``, ``relpath``, ``name``, ``tick``, ``size``, ``end_sha256``),
+    where it was found (``resolved``), its ``status`` (PARENT_STATUSES) and
+    ``detail``, and the whole chain: ``chain_files`` and ``chain_pages`` (the
+    pages of the file and its parents together), or ``chain_error``, why
+    resume would refuse the chain (then both are None). None for a
+    standalone checkpoint. Each file is checked in O(1) (its end record)."""
+    record = ckpt.parent
+    if record is None:
+        return None
+    out = {key: record[key] for key in ("path", "relpath", "name", "tick", "size",
+                                        "end_sha256")}
+    out.update(resolved=None, status="MISSING", detail="", chain_files=None,
+               chain_pages=None, chain_error=None)
+    own = ckpt.own_pages if ckpt.own_pages is not None else ckpt.pages
+    try:
+        if not ckpt.parents:
+            follow_parents(ckpt)
+        out.update(resolved=ckpt.parents[0].path, status="unchanged",
+                   detail="same file: size and end-record SHA-256",
+                   chain_files=1 + len(ckpt.parents), chain_pages=len(ckpt.pages))
+        return out
+    except (OSError, MinivmError) as exc:
+        out["chain_error"] = str(exc)
+    finally:
+        ckpt.pages = own                 # inspect describes the file's own pages
+    where = locate_parent(ckpt)
+    if not os.path.exists(where):
+        out["detail"] = f"not found (looked for '{where}')"
+        return out
+    out["resolved"] = where
+    try:
+        parent = open_parent(ckpt)
+        parent.own_pages.source.close()
+        out.update(status="unchanged", detail="same file: size and end-record SHA-256")
+    except ParentError as exc:
+        changed = "changed or been replaced" in str(exc)
+        out.update(status="CHANGED" if changed else "unreadable", detail=str(exc))
+    except (OSError, MinivmError) as exc:
+        out.update(status="unreadable", detail=str(exc))
+    return out
+
+
+def _parent_lines(ckpt) -> list[str]:
+    row = check_parent(ckpt)
+    if row is None:
+        return []
+    lines = [f"  incremental: holds only the pages written since its parent "
+             f"{show(row['name'])} (tick {row['tick']})"]
+    status, where = row["status"], show(row["resolved"] or row["path"])
+    if status == "unchanged":
+        lines.append(f"  parent: {where} (present, unchanged; {show(row['detail'])})")
+    elif status == "MISSING":
+        lines.append(f"  parent: {show(row['path'])} (MISSING; {show(row['detail'])})")
+    else:
+        lines.append(f"  parent: {where} ({status})")
+    if row["chain_error"] is None:
+        lines.append(f"  chain: {row['chain_files']} file(s), {row['chain_pages']} page(s) "
+                     "in all ('minivm export' writes them as one standalone file)")
+    else:
+        lines.append(f"  resume would refuse it: {show(row['chain_error'])}")
+    return lines
+
+
 def _disk_status_text(row: dict) -> str:
     status, detail = row["status"], show(row["detail"])
     if status == "MISSING":
@@ -123,11 +192,14 @@ def describe_checkpoint(ckpt, verify_disk: bool = False) -> str:
              f"{'enabled' if state['interrupts']['enabled'] else 'disabled'}",
              "  registers:"]
     lines += _regs_table(cpu["regs"])
-    count = len(ckpt.pages)                 # keys only: the summary reads no page
-    lines.append(f"  memory: {format_size(ckpt.memory_size)}; {count} non-zero page(s) "
+    own = _own_pages(ckpt)
+    count = len(own)                        # keys only: the summary reads no page
+    kind = "non-zero " if ckpt.parent is None else ""
+    lines.append(f"  memory: {format_size(ckpt.memory_size)}; {count} {kind}page(s) "
                  f"saved ({count * PAGE_SIZE} bytes)")
     if count:
-        lines.append("    pages: " + index_ranges(page_indexes(ckpt.pages), limit=200))
+        lines.append("    pages: " + index_ranges(page_indexes(own), limit=200))
+    lines += _parent_lines(ckpt)
     timer = state["timer"]
     if timer["period"]:
         handler = timer["handler"]
@@ -165,6 +237,13 @@ def describe_checkpoint(ckpt, verify_disk: bool = False) -> str:
             lines.append(f"  reads in flight that had not landed when the run ended: {late} "
                          "(they land when the checkpoint is resumed)")
     return "\n".join(lines) + "\n"
+
+
+def _own_pages(ckpt):
+    """The pages the file itself holds (an incremental checkpoint's, not its chain's)."""
+    if getattr(ckpt, "parent", None) is not None and ckpt.own_pages is not None:
+        return ckpt.own_pages
+    return ckpt.pages
 
 
 def _meta_text(value):
@@ -213,7 +292,7 @@ def checkpoint_json(ckpt, verify_disk: bool = False) -> dict:
         "regs": list(cpu["regs"]),
         "memory_size": ckpt.memory_size,
         "page_size": PAGE_SIZE,
-        "pages": len(ckpt.pages),
+        "pages": len(_own_pages(ckpt)),
         "timer": {"period": timer["period"], "next_fire": timer["next_fire"],
                   "handler": timer["handler"]},
         "inflight": len(disk_state["queue"]),
@@ -221,7 +300,7 @@ def checkpoint_json(ckpt, verify_disk: bool = False) -> dict:
         "disk": None,
         "disk_error": None,
         "reads_not_landed": [],
-        "parent": None,         # reserved: the parent of an incremental checkpoint
+        "parent": check_parent(ckpt) if getattr(ckpt, "parent", None) else None,
     }
     if ckpt.disk is not None:
         rows, problem = check_disk_chain(ckpt, verify_disk)
@@ -240,8 +319,9 @@ def dump_json(value) -> str:
 def _saved_pages(ckpt) -> Iterator[tuple[int, bytes]]:
     """Each saved page in address order, read one at a time (``ckpt.pages[i]``),
     never all held at once."""
-    for index in page_indexes(ckpt.pages):
-        yield index, ckpt.pages[index]
+    own = _own_pages(ckpt)
+    for index in page_indexes(own):
+        yield index, own[index]
 
 
 def page_records(ckpt) -> Iterator[dict]:
@@ -271,7 +351,7 @@ def page_lines(ckpt) -> Iterator[str]:
     """``inspect --pages``: a heading, then one line per saved page, in
     address order: index, address range, a SHA-256 prefix and the first
     non-zero bytes (at most 8, with their offset in the page)."""
-    yield (f"  saved pages ({len(ckpt.pages)}; index, addresses, SHA-256 prefix, "
+    yield (f"  saved pages ({len(_own_pages(ckpt))}; index, addresses, SHA-256 prefix, "
            "first non-zero bytes):")
     for index, data in _saved_pages(ckpt):
         address = index * PAGE_SIZE

@@ -20,8 +20,9 @@ import hashlib
 import os
 import shutil
 
-from .ckptfile import (FOOTER, FOOTER_MAGIC, Checkpoint, FileSource, SavedPages,
-                       open_checkpoint, pack_end, read_end)
+from .ckptfile import (FOOTER, FOOTER_MAGIC, MAX_PARENTS, ChainPages, Checkpoint,
+                       CheckpointWriter, FileSource, SavedPages, file_identity, open_checkpoint,
+                       pack_end, parent_record, read_end)
 from .container import AtomicFile, pack, read_container, read_file_capped, write_atomically
 from .disks import (Overlay, check_identity, close_chain, describe_chain, identify, locate,
                     open_disk, same_record)
@@ -31,13 +32,120 @@ from .machine import Machine
 from .store import CheckpointStore, StoreError
 
 
-def read_checkpoint(path: str) -> Checkpoint:
+def read_checkpoint(path: str, follow: bool = True) -> Checkpoint:
     """Open and validate a checkpoint file. A version-2 file stays open (its
-    pages are read on demand, ``ckpt.pages``); nothing but its records is read."""
+    pages are read on demand, ``ckpt.pages``); nothing but its records is read.
+
+    An incremental checkpoint holds only the pages written since its parent:
+    with ``follow`` (the default), each parent is found, checked against the
+    identity the child recorded and opened too, and ``ckpt.pages`` is the
+    whole chain's (ckptfile.ChainPages: a page is read from the nearest file
+    that holds it, on demand); ``ckpt.own_pages`` stays the file's own."""
     what = f"checkpoint '{show(path)}'"
     ckpt = open_checkpoint(FileSource(path, what), what)
     ckpt.path = os.path.abspath(path)
+    if follow and ckpt.parent is not None:
+        follow_parents(ckpt)
     return ckpt
+
+
+class ParentError(FormatError):
+    """An incremental checkpoint's parent cannot be used (missing, changed,
+    unreadable, or the chain loops or is too long)."""
+
+
+def locate_parent(child: Checkpoint) -> str:
+    """Where the parent a child records is now: beside the child (its relative
+    path, then its name), else at its recorded absolute path (disks.locate)."""
+    record = child.parent
+    base = os.path.dirname(child.path) if child.path else os.getcwd()
+    return locate(base, record["relpath"], record["path"])
+
+
+def open_parent(child: Checkpoint) -> Checkpoint:
+    """The parent of an incremental checkpoint, found, checked against the
+    identity the child recorded (O(1): size and the SHA-256 of its end
+    record) and validated; not followed further."""
+    record = child.parent
+    path = locate_parent(child)
+    whose = f"the parent of {child.source}"
+    if not os.path.exists(path):
+        raise ParentError(
+            f"{child.source} is an incremental checkpoint: it holds only the pages written "
+            f"since its parent {show(record['name'])}, and that parent "
+            f"'{show(record['path'])}' is missing (looked for '{show(path)}'); keep the "
+            "chain's files together, or 'minivm export' a standalone copy where the chain "
+            "is complete")
+    what = f"checkpoint '{show(path)}' ({whose})"
+    source = FileSource(path, what)
+    try:
+        found = {"size": source.size}
+        if source.size == record["size"]:
+            try:
+                found = file_identity(source, what)
+            except FormatError:
+                pass
+        if found != {"size": record["size"], "end_sha256": record["end_sha256"]}:
+            how = ("its size differs" if found["size"] != record["size"]
+                   else "its end record's SHA-256 differs")
+            raise ParentError(
+                f"{child.source} is an incremental checkpoint of '{show(path)}', but that file "
+                f"has changed or been replaced since the child was taken ({how}): it is "
+                "not the parent the child's pages complete, so resuming would not "
+                "reproduce the run")
+        parent = open_checkpoint(source, what)
+    except BaseException:
+        source.close()
+        raise
+    parent.path = os.path.abspath(path)
+    if parent.memory_size != child.memory_size:
+        raise ParentError(f"{what} has a memory of {parent.memory_size} bytes, its child "
+                          f"{child.memory_size}: it cannot be its parent")
+    return parent
+
+
+def follow_parents(ckpt: Checkpoint) -> None:
+    """Open every parent of an incremental checkpoint (nearest first, at most
+    MAX_PARENTS), into ``ckpt.parents``, and make ``ckpt.pages`` the chain's."""
+    seen = {_file_key(ckpt.path)}
+    parents = []
+    current = ckpt
+    try:
+        while current.parent is not None:
+            if len(parents) + 1 >= MAX_PARENTS:
+                raise ParentError(f"{ckpt.source} is an incremental checkpoint with a chain of "
+                                  f"more than {MAX_PARENTS} files, the most minivm follows "
+                                  "(ckptfile.MAX_PARENTS)")
+            path = locate_parent(current)
+            if os.path.exists(path) and _file_key(path) in seen:
+                raise ParentError(f"{ckpt.source} is an incremental checkpoint whose chain of "
+                                  f"parents loops: '{show(path)}' comes back in it")
+            parent = open_parent(current)
+            seen.add(_file_key(parent.path))
+            parents.append(parent)
+            current = parent
+    except BaseException:
+        for parent in parents:
+            parent.own_pages.source.close()
+        raise
+    ckpt.parents = parents
+    ckpt.pages = ChainPages([ckpt.own_pages] + [p.own_pages for p in parents])
+
+
+def _file_key(path: str):
+    try:
+        info = os.stat(path)
+        return (info.st_dev, info.st_ino)
+    except OSError:
+        return os.path.realpath(path)
+
+
+def close_pages(pages) -> None:
+    """Close the file(s) a checkpoint's pages are read from."""
+    if isinstance(pages, ChainPages):
+        pages.close()
+    elif isinstance(pages, SavedPages):
+        pages.source.close()
 
 
 def resolve_disk_chain(ckpt: Checkpoint, disk_override: str | None = None,
@@ -106,16 +214,26 @@ def open_chain(chain: list[dict]):
     return open_disk(chain[0]["resolved"], verify=False, writable=False)
 
 
-def export_checkpoint(ckpt: Checkpoint, folder: str) -> list[str]:
+def export_checkpoint(ckpt: Checkpoint, folder: str, chain: bool = False) -> list[str]:
     """Copy a checkpoint and every file of its disk chain into ``folder``, flat,
     so the folder can be taken to another machine and resumed there (resume
     finds each file by its name beside the checkpoint). Returns the paths written.
+
+    An incremental checkpoint (one with a parent) is written as a standalone
+    file, every page of its chain merged in and no parent; with ``chain``, the
+    checkpoint and all its parents are copied instead, each naming its parent
+    beside it.
 
     The disk files are checked in full (whole-file SHA-256, where the
     checkpoint recorded one), and the exported checkpoint records each copy
     with its whole-file SHA-256: there, ``--verify-disk`` verifies every
     file in full, and a copy whose mtime was not kept is verified in full
     instead of refused (docs/formats.md, "Disk identity")."""
+    if ckpt.parent is not None and (chain or not ckpt.parents):
+        if not ckpt.parents:
+            follow_parents(ckpt)
+    if ckpt.parent is not None:
+        return _export_incremental(ckpt, folder, chain)
     sources = [ckpt.path]
     chain = []
     if ckpt.disk is not None:
@@ -142,6 +260,137 @@ def export_checkpoint(ckpt: Checkpoint, folder: str) -> list[str]:
     if chain:
         _record_copies(ckpt, targets[0], chain, targets[1:])
     return targets
+
+
+def _prepare_folder(folder: str, names: list[str]) -> list[str]:
+    if len(set(names)) != len(names):
+        raise MinivmError("two files of this checkpoint have the same name; export cannot "
+                          "put them side by side")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise MinivmError(f"cannot create '{show(folder)}': {exc.strerror}") from None
+    targets = [os.path.join(folder, name) for name in names]
+    for target in targets:
+        if os.path.exists(target):
+            raise MinivmError(f"'{show(target)}' already exists; export will not overwrite it")
+    return targets
+
+
+def _copy(source: str, target: str) -> None:
+    try:
+        shutil.copy2(source, target)
+    except OSError as exc:
+        raise MinivmError(f"cannot copy '{show(source)}' to '{show(target)}': "
+                          f"{exc.strerror}") from None
+
+
+def _export_incremental(ckpt: Checkpoint, folder: str, whole_chain: bool) -> list[str]:
+    """export of an incremental checkpoint: a standalone file (its chain's
+    pages merged), or with ``whole_chain`` every file of the chain, bottom
+    first rewritten so each names its copied parent beside it."""
+    files = [ckpt] + (ckpt.parents if whole_chain else [])
+    disks = {}                  # each checkpoint's disk chain, as found, checked in full
+    disk_sources: list[str] = []
+    for c in files:
+        if c.disk is not None:
+            disks[id(c)] = resolve_disk_chain(c, verify=True)
+            for entry in disks[id(c)]:
+                if entry["resolved"] not in disk_sources:
+                    disk_sources.append(entry["resolved"])
+    names = [os.path.basename(c.path) for c in files] + [os.path.basename(p)
+                                                         for p in disk_sources]
+    targets = _prepare_folder(folder, names)
+    ckpt_targets, disk_targets = targets[:len(files)], targets[len(files):]
+    copy_of = dict(zip(disk_sources, disk_targets))
+    for source, target in zip(disk_sources, disk_targets):
+        _copy(source, target)
+    identities: dict[str, dict] = {}
+
+    def disk_payload(c: Checkpoint) -> bytes | None:
+        if c.disk is None:
+            return None
+        entries = []
+        for entry in disks[id(c)]:
+            copy = copy_of[entry["resolved"]]
+            if copy not in identities:
+                identities[copy] = identify(copy, full=True)
+            entries.append(_copied_entry(entry, copy, identities[copy]))
+        return pack({**c.disk, "chain": entries})
+
+    if not whole_chain:
+        _write_standalone(ckpt, ckpt_targets[0], disk_payload(ckpt))
+        return [ckpt_targets[0]] + disk_targets
+    # bottom up: a parent's copy is final before its child records its identity
+    below = None
+    for c, target in reversed(list(zip(files, ckpt_targets))):
+        _copy(c.path, target)
+        replace = {}
+        disk = disk_payload(c)
+        if disk is not None:
+            replace["disk"] = disk
+        if below is not None:
+            parent_target, parent = below
+            what = f"checkpoint '{show(parent_target)}'"
+            source = FileSource(parent_target, what)
+            try:
+                identity = file_identity(source, what)
+            finally:
+                source.close()
+            replace["parent"] = pack(parent_record(parent_target, identity,
+                                                   c.parent["name"], c.parent["tick"], target))
+        if replace:
+            _replace_records(target, replace)
+        below = (target, c)
+    return ckpt_targets + disk_targets
+
+
+def _copied_entry(entry: dict, copy: str, record: dict) -> dict:
+    recorded = entry["fingerprint"].get("sha256")
+    if recorded and recorded != record["sha256"]:
+        raise DiskError(f"disk file '{show(entry['resolved'])}' has changed since the "
+                        "checkpoint was taken (its SHA-256 differs, verified in full); "
+                        "export refuses to carry it")
+    return {"path": os.path.abspath(copy), "relpath": os.path.basename(copy),
+            "kind": entry["kind"], "fingerprint": record}
+
+
+def _write_standalone(ckpt: Checkpoint, target: str, disk: bytes | None) -> None:
+    """A checkpoint with every page of its chain and no parent: the image and
+    state records byte for byte, the meta record saying what it was merged
+    from, each non-zero page of the chain (the nearest file's copy)."""
+    source = ckpt.own_pages.source
+    what = ckpt.source
+    _, records, _, _ = read_end(source, what)
+    raw = {name: _record_payload(source, records[name], name, what)
+           for name in ("image", "state", "disk")}
+    out = AtomicFile(target)
+    try:
+        writer = CheckpointWriter(out.file, {"name": ckpt.meta.get("name", ""),
+                                             "tick": ckpt.tick}, ckpt.memory_size)
+        writer.record("image", raw["image"])
+        writer.record("state", raw["state"])
+        pages = ckpt.pages
+        for index in pages:
+            data = pages[index]
+            if data.count(0) != len(data):
+                writer.page(index, data)
+        writer.record("disk", disk if disk is not None else raw["disk"])
+        meta = {key: value for key, value in ckpt.meta.items() if key != "chain_depth"}
+        meta["merged_from"] = [os.path.basename(c.path) for c in [ckpt] + ckpt.parents]
+        writer.meta(meta)
+        writer.finish()
+        out.commit()
+    except BaseException:
+        out.abort()
+        raise
+
+
+def _record_payload(source, place, name: str, what: str) -> bytes:
+    from .container import unpack_bounded
+    offset, length, _ = place
+    item = unpack_bounded(source.read(offset, length), what, max_items=1 << 22)
+    return item[1]
 
 
 def _record_copies(ckpt: Checkpoint, target: str, chain: list[dict], copies: list[str]) -> None:
@@ -175,6 +424,12 @@ def _append_disk_record(path: str, disk: bytes) -> None:
     then the new record and an end record that points at it (the old disk
     record stays in the file, unreferenced). Written to a temp file, renamed
     over ``path`` once complete."""
+    _replace_records(path, {"disk": disk})
+
+
+def _replace_records(path: str, replace: dict) -> None:
+    """Give a version-2 copy new records (``replace``: name -> payload), as
+    _append_disk_record does for the disk record."""
     what = f"checkpoint '{show(path)}'"
     source = FileSource(path, what)
     out = AtomicFile(path)
@@ -185,12 +440,15 @@ def _append_disk_record(path: str, disk: bytes) -> None:
             chunk = source.read(offset, min(end_at - offset, 1 << 20))
             out.file.write(chunk)
             offset += len(chunk)
-        record = pack(["disk", disk])
-        entries = [[name, *place] for name, place in records.items() if name != "disk"]
-        entries.append(["disk", end_at, len(record), hashlib.sha256(disk).digest()])
-        out.file.write(record)
+        entries = [[name, *place] for name, place in records.items() if name not in replace]
+        at = end_at
+        for name, payload in replace.items():
+            record = pack([name, payload])
+            entries.append([name, at, len(record), hashlib.sha256(payload).digest()])
+            out.file.write(record)
+            at += len(record)
         out.file.write(pack_end(entries, pages, header))
-        out.file.write(FOOTER.pack(FOOTER_MAGIC, end_at + len(record)))
+        out.file.write(FOOTER.pack(FOOTER_MAGIC, at))
         out.commit()
     except BaseException:
         out.abort()
@@ -243,15 +501,14 @@ def resume(ckpt: Checkpoint, store: CheckpointStore, *, disk_override: str | Non
                           load_data=False, engine=engine)
         machine.restore_state(state)
         pages = ckpt.pages
-        if isinstance(pages, SavedPages) and not eager:
+        lazy = isinstance(pages, (SavedPages, ChainPages))
+        if lazy and not eager:
             machine.memory.attach_saved(pages)
         else:
-            for index, data in (pages.chunks() if isinstance(pages, SavedPages)
-                                else pages.items()):
+            for index, data in (pages.chunks() if lazy else pages.items()):
                 machine.memory.load_page(index, data)
             machine.memory.pages_loaded = len(pages)
-            if isinstance(pages, SavedPages):
-                pages.source.close()
+            close_pages(pages)
     except (ValueError, MinivmError, MemoryError) as exc:
         if disk_layer is not None:
             close_chain(disk_layer)

@@ -36,7 +36,8 @@ def timeline(s, args: str) -> None:
     s.say(f"timeline of {len(s.checkpointer.jobs)} checkpoint(s) written to {args}")
 
 
-@command("checkpoint", aliases=("ckpt", "cp"), usage="checkpoint [NAME]", group="checkpoints",
+@command("checkpoint", aliases=("ckpt", "cp"), usage="checkpoint [--incremental] [NAME]",
+         group="checkpoints",
          needs="machine", summary="take a checkpoint now (saved in the background)")
 def checkpoint(s, args: str) -> None:
     """
@@ -45,14 +46,25 @@ def checkpoint(s, args: str) -> None:
     memory copy-on-write and saves the device state (P2); the pages are then
     written to the checkpoint folder while the guest runs (P4) - 'checkpoints',
     'pages' and the toolbar show the progress; 'sync' finishes at once. NAME
-    defaults to ckpt-NNNN.
-    Examples:  checkpoint      checkpoint before-loop      ckpt
+    defaults to ckpt-NNNN. With --incremental (-i), the file stores only the
+    pages written since this machine's previous checkpoint, and names that
+    one as its parent (restore and 'minivm resume' follow the chain; the first
+    checkpoint of a machine is always full).
+    Examples:  checkpoint      checkpoint before-loop      ckpt      ckpt -i step2
     """
     m = s.machine
     if m.fault is not None or m.halted:
         raise CommandError(f"the machine has {'halted' if m.halted else 'faulted'}: there is "
                            "nothing left to checkpoint ('diff CKPT now' compares states)")
-    name = args or None
+    words = split_args(args)
+    incremental = False
+    for flag in ("--incremental", "-i"):
+        while flag in words:
+            words.remove(flag)
+            incremental = True
+    if len(words) > 1 or any(w.startswith("-") for w in words):
+        raise CommandError("usage: checkpoint [--incremental] [NAME]")
+    name = words[0] if words else None
     if name is not None:
         if not NAME_RE.match(name) or name == "now":
             raise CommandError(f"'{name}' cannot name a checkpoint: use letters, digits, "
@@ -60,11 +72,17 @@ def checkpoint(s, args: str) -> None:
         if name in s.checkpoints.names() or name in s.store.names():
             raise CommandError(f"there is already a checkpoint named '{name}' "
                                "('checkpoints' lists them)")
-    job = s.checkpointer.take("repl", name)
+    job = s.checkpointer.take("repl", name, incremental=incremental)
     s.checkpoints.add(job, s.input_log)
     if job.p8_drained:                  # P8 changed the run: the replay must see it
         travel.changed(s, f"checkpoint {job.name} (P8)")
     s.say(f"checkpoint {job.name} at tick {job.tick}, {s.describe(job.pc)}")
+    if job.incremental:
+        s.say(f"  incremental: {job.pages_total} page(s) written since its parent "
+              f"{job.parent.name}")
+    elif incremental:
+        s.say("  a full checkpoint: the first of this machine (or after a failed or "
+              "in-memory one), so it has no parent")
     s.say_lines(render.checkpoint_notes(job, m))
 
 
