@@ -59,7 +59,7 @@ from .disks import MAX_CHAIN, valid_fingerprint
 from .image import Image
 from .machine import MACHINE_STATE
 from .memory import PAGE_SIZE
-from .state import Limits, StateError, show as show_value, show_int
+from .state import MAX_TICK, Limits, StateError, show as show_value, show_int
 
 CHECKPOINT_KIND = "checkpoint"
 CHECKPOINT_VERSION = 2
@@ -574,10 +574,11 @@ def _check_parent(parent, tick: int, what: str) -> None:
     name = parent.get("name")
     if not isinstance(name, str) or len(name) > 4096:
         raise _bad(what, "its parent record has no valid 'name'")
+    # the parent's tick may be later than the child's: a checkpoint taken after
+    # going back in time (REPL time travel) completes the one taken before it
     ptick = parent.get("tick")
-    if type(ptick) is not int or not 0 <= ptick <= tick:
-        raise _bad(what, f"its parent's tick {show_value(ptick)} is not 0 .. its own "
-                         f"tick {show_int(tick)}")
+    if type(ptick) is not int or not 0 <= ptick <= MAX_TICK:
+        raise _bad(what, f"its parent's tick {show_value(ptick)} is not a tick")
 
 
 def parent_record(parent_path: str, identity: dict, name: str, tick: int,

@@ -350,3 +350,20 @@ def test_reverse_over_a_disk_commit(tmp_path, engine):
     assert snapshot(m) == fresh_state
     run(s, out, "continue")
     assert m.halted and m.disk.backing.read_blocks(0, 64) == final
+
+
+def test_an_incremental_checkpoint_taken_after_going_back_resumes_exactly(tmp_path, engine):
+    """Its parent was taken later in the run: the pages time travel put back
+    are among those it stores (Memory.install_pages tells the write trackers)."""
+    from minivm.resume import read_checkpoint, resume
+    from minivm.store import FileStore
+    source = (ROOT / "programs" / "bubble_sort.asm").read_text()
+    s, out = session(tmp_path, engine, source)
+    for line in ("continue 400", "checkpoint a", "continue 300", "checkpoint -i b", "sync",
+                 "goto 100", "checkpoint -i c", "sync"):
+        run(s, out, line)
+    here = snapshot(s.machine)
+    ckpt = read_checkpoint(str(tmp_path / "ck" / "c.mvc"))
+    assert ckpt.parent is not None
+    machine, _ = resume(ckpt, FileStore(str(tmp_path / "resumed")), engine=engine)
+    assert snapshot(machine)[1:] == here[1:] and machine.regs[:16] == here[0][:16]
