@@ -376,7 +376,7 @@ def test_bad_parent_records_are_refused(chain):
                 {"path": "/x", "relpath": "x", "size": 1, "end_sha256": "zz", "name": "",
                  "tick": 0},
                 {"path": "/x", "relpath": "x", "size": 1, "end_sha256": "0" * 64, "name": "",
-                 "tick": 10 ** 9},
+                 "tick": -1},
                 [1, 2]):
         _replace_records(jobs[1].location, {"parent": pack(bad)})
         with pytest.raises(FormatError, match="parent"):
