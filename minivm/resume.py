@@ -239,18 +239,7 @@ def export_checkpoint(ckpt: Checkpoint, folder: str, chain: bool = False) -> lis
     if ckpt.disk is not None:
         chain = resolve_disk_chain(ckpt, verify=True)
         sources += [entry["resolved"] for entry in chain]
-    names = [os.path.basename(p) for p in sources]
-    if len(set(names)) != len(names):
-        raise MinivmError("two files of this checkpoint have the same name; export cannot "
-                          "put them side by side")
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as exc:
-        raise MinivmError(f"cannot create '{show(folder)}': {exc.strerror}") from None
-    targets = [os.path.join(folder, name) for name in names]
-    for target in targets:
-        if os.path.exists(target):
-            raise MinivmError(f"'{show(target)}' already exists; export will not overwrite it")
+    targets = _prepare_folder(folder, [os.path.basename(p) for p in sources])
     for source, target in zip(sources, targets):
         try:
             shutil.copy2(source, target)

@@ -54,6 +54,17 @@ def goto(s, args: str) -> None:
     arrived(s, before)
 
 
+def _stepping_back(s, args: str, usage: str):
+    """(history, count, tick now) for a step back; an error at the start."""
+    h = require_history(s)
+    count = parse_count(args, "the count", usage) if args else 1
+    before = s.machine.tick
+    if before <= h.start:
+        raise CommandError(f"at the start of the history (tick {h.start}): nothing to step "
+                           "back over")
+    return h, count, before
+
+
 @command("reverse-step", aliases=("rs", "rsi", "reverse-stepi"), usage="reverse-step [N]",
          group="time travel", repeat=True, needs="machine", max_args=1,
          summary="go back N instructions (default 1)")
@@ -65,13 +76,7 @@ def reverse_step(s, args: str) -> None:
     'step' goes forward again. Pressing Enter repeats it.
     Examples:  reverse-step      rs      rs 10
     """
-    h = require_history(s)
-    count = parse_count(args, "the count", "reverse-step [N]") if args else 1
-    m = s.machine
-    before = m.tick
-    if before <= h.start:
-        raise CommandError(f"at the start of the history (tick {h.start}): nothing to step "
-                           "back over")
+    h, count, before = _stepping_back(s, args, "reverse-step [N]")
     target = h.instruction_back(before, count)
     travel(s, lambda h: h.goto(target), f"reverse-step {count}")
     if target == h.start and count > 1:
@@ -90,14 +95,8 @@ def reverse_next(s, args: str) -> None:
     at its 'iret', as 'reverse-step' does.
     Examples:  reverse-next      rn      rn 3
     """
-    h = require_history(s)
-    count = parse_count(args, "the count", "reverse-next [N]") if args else 1
-    m = s.machine
-    before = m.tick
-    if before <= h.start:
-        raise CommandError(f"at the start of the history (tick {h.start}): nothing to step "
-                           "back over")
-    code = s.image.code
+    h, count, before = _stepping_back(s, args, "reverse-next [N]")
+    m, code = s.machine, s.image.code
 
     def move(h):
         for _ in range(count):
