@@ -29,7 +29,7 @@ from minivm.resume import read_checkpoint
 from support import ROOT, run_cli
 
 DEMOS = demos_folder()
-EXPECTED = {"cow", "timer", "p5", "p6", "p7", "p8", "p9", "elsewhere", "reverse"}
+EXPECTED = {"cow", "timer", "p5", "p6", "p7", "p8", "p9", "elsewhere", "reverse", "commit"}
 PROMPT = re.compile(r"^minivm(?:\[[^\]]*\])?> (.*)$")
 MAP_ROW = re.compile(r"^\s+0x00000000\s+0\s+(\S+)$", re.M)
 
@@ -326,3 +326,12 @@ def test_reverse_demo_finds_the_store_that_broke_the_total(demo):
     assert "r3  0x00000014 20" in t.after("regs r3")
     assert "changed 0 -> 150" in found[1]
     assert "undid 'goto 0': at tick 28" in t.after("undo")
+
+
+def test_commit_demo_merges_the_overlay_while_the_guest_runs(demo):
+    _, t, _ = demo("commit")
+    assert re.search(r"writes go to \S*ckpt-0001\.cow \(overlay\) on \S*disk\.img \(raw\)",
+                     t.after("devices", 0))
+    assert "committed 1 block group(s) from ckpt-0001.cow" in t.after("commit")
+    assert re.search(r"writes go to \S*commit-0002\.cow \(overlay\) on \S*disk\.img \(raw\)",
+                     t.after("devices", 1))
