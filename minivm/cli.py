@@ -78,6 +78,11 @@ def _add_execution_options(p: argparse.ArgumentParser) -> None:
                         "ticks at most), so the save's progress is the same on any host; "
                         "default: adapt to the host's speed (about 15%% of its time), "
                         "or $MINIVM_SAVE_RATE if set")
+    p.add_argument("--checkpoint-store", choices=("file", "memory"), default="file",
+                   help="where checkpoints go (P11): file, one .mvc file each in "
+                        "--checkpoint-dir (default); memory, kept in host memory and "
+                        "gone when the run ends (to measure the protocol without file "
+                        "writes; disk overlays still go to --checkpoint-dir)")
     p.add_argument("--incremental", action="store_true",
                    help="after the first checkpoint of this run, each checkpoint file "
                         "stores only the pages written since the previous one and names "
@@ -310,6 +315,11 @@ def _summarise_checkpoints(checkpointer, overlay_note: str | None) -> None:
             delta = (f" (incremental: {job.pages_saved} page(s) written since "
                      f"{job.parent.name}, {job.bytes_written} bytes)" if job.incremental else "")
             _note(f"checkpoint {job.name} at tick {job.tick} -> {job.location}{delta}")
+    from .store import MemoryStore
+    store = checkpointer.store
+    if isinstance(store, MemoryStore) and store.names():       # --checkpoint-store memory
+        _note(f"{len(store.names())} checkpoint(s), {store.total_bytes()} bytes, were kept in "
+              "host memory (--checkpoint-store memory) and are gone now that the run ends")
     top = checkpointer.machine.disk.backing
     if top is not None and top.kind == "overlay" and checkpointer.jobs and top.groups():
         _note(f"disk writes since the last checkpoint are in {os.path.relpath(top.path)}; "
@@ -327,8 +337,10 @@ def _make_checkpointer(machine, args, lazy: bool = False):
                      or any(ins[0] == isa.CKPT for ins in machine.image.code)):
         return None
     from .checkpoint import Checkpointer
-    from .store import FileStore
-    return Checkpointer(machine, FileStore(args.checkpoint_dir), mode=args.checkpoint_mode,
+    from .store import FileStore, MemoryStore
+    store = (MemoryStore(args.checkpoint_dir) if args.checkpoint_store == "memory"
+             else FileStore(args.checkpoint_dir))
+    return Checkpointer(machine, store, mode=args.checkpoint_mode,
                         group_blocks=args.cow_group, schedule=args.checkpoint_at,
                         pages_per_slice=args.save_rate, report=_note,
                         incremental=args.incremental)

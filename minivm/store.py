@@ -195,6 +195,9 @@ class MemoryStore(CheckpointStore):
     def names(self) -> list[str]:
         return sorted(self._blobs)
 
+    def total_bytes(self) -> int:
+        return sum(map(len, self._blobs.values()))
+
     def _used_names(self) -> list[str]:
         used = list(self._blobs)
         if self._overlay_folder and os.path.isdir(self._overlay_folder):

@@ -377,3 +377,22 @@ def test_trace_goes_to_stderr(tmp_path):
     assert proc.returncode == 0
     assert proc.stdout == b"5"
     assert b"out 0x01, 5" in proc.stderr and b"halt" in proc.stderr
+
+
+def test_checkpoint_store_memory_takes_the_checkpoints_without_files(tmp_path):
+    """P11 from the command line: the same run and checkpoints, none on disk."""
+    prog = str(PROGRAMS / "checkpoint_demo.asm")
+    disk = tmp_path / "d.img"
+    results = {}
+    for store in ("file", "memory"):
+        disk.write_bytes(bytes(64 * 1024))
+        folder = tmp_path / store
+        done = run_cli("run", prog, "--disk", str(disk), "--checkpoint-dir", str(folder),
+                       "--checkpoint-at", "500", "--checkpoint-store", store)
+        assert done.returncode == 0, done.stderr
+        results[store] = done.stdout
+        mvc = sorted(p.name for p in folder.glob("*.mvc"))
+        assert mvc == (["ckpt-0001.mvc", "ckpt-0002.mvc"] if store == "file" else [])
+    assert results["file"] == results["memory"]
+    assert b"2 checkpoint(s)" in done.stderr and b"host memory" in done.stderr
+    assert b"-> memory:ckpt-0002" in done.stderr
