@@ -227,16 +227,23 @@ def _compile_region(m, st: _State, root: int):
         # test alone, exiting to the loop or past it
         if body not in st.regions:
             st.regions[body] = _compile_region(m, st, body)
-        generated = emit_region(code, m.ncode, root, body, max_path=1)
+        stop = body
+        generated = emit_region(code, m.ncode, root, body, max_path=1,
+                                chain=st.regions[body][1])
     else:
+        stop = None
         generated = emit_region(code, m.ncode, root, None, top, covered)
     loop_pcs = generated[-1]
     for other, pcs in st.loops.get(root, ()):
         if pcs == loop_pcs:                 # the same cycle, entered elsewhere
-            generated = emit_region(code, m.ncode, root, other)
+            stop = other
+            generated = emit_region(code, m.ncode, root, other, chain=st.regions[other][1])
             break
     source, lines, need, ports, covered, loop_pcs = generated
-    function = _function(m, source, lines, ports, f"<minivm region {root}>")
+    # a region whose paths stop at another region's root calls it there
+    # itself (CHAIN), without a trip through the driver
+    function = _function(m, source, lines, ports, f"<minivm region {root}>",
+                         None if stop is None else st.regions[stop][0])
     st.add_cover(code, sorted(covered))
     if loop_pcs:
         entry = (root, frozenset(loop_pcs))
@@ -259,8 +266,9 @@ def _compile_stepped(m, st: _State, root: int, need: int):
     return function
 
 
-def _function(m, source: str, lines: dict, ports: list, name: str):
-    """The region function of ``source``, bound to this machine."""
+def _function(m, source: str, lines: dict, ports: list, name: str, chain=None):
+    """The region function of ``source``, bound to this machine (and to the
+    region it chains to, ``chain``)."""
     compiled = _CODE_CACHE.get(source)
     if compiled is None:
         if len(_CODE_CACHE) >= CODE_CACHE_SIZE:
@@ -270,7 +278,8 @@ def _function(m, source: str, lines: dict, ports: list, name: str):
                  "FAST_PATH_ERRORS": FAST_PATH_ERRORS, "LINES": lines,
                  # for a compiled iret: this machine's interrupt controller and
                  # the stack pointer of an empty stack
-                 "INTC": m.interrupts, "STACK_TOP": m.memory.size & WORD_MASK}
+                 "INTC": m.interrupts, "STACK_TOP": m.memory.size & WORD_MASK,
+                 "CHAIN": chain}
     for index, fn in enumerate(ports):
         namespace[f"P{index}"] = fn
     exec(compiled, namespace)

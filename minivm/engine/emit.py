@@ -489,7 +489,7 @@ class Emitter:
 
 
 def emit_region(code: list, ncode: int, root: int, stop=None, top=None, covered=None,
-                max_path: int = MAX_PATH, stepped: bool = False):
+                max_path: int = MAX_PATH, stepped: bool = False, chain=None):
     """Source of the region at ``root``: (source, line table, ticks needed,
     port functions in parameter order, pcs covered, pcs on its loops).
     ``top``/``covered``: the tree, if already built (regions.build).
@@ -497,7 +497,11 @@ def emit_region(code: list, ncode: int, root: int, stop=None, top=None, covered=
     ``stepped``: the tail form, for the last ticks before a deadline that
     the region's own form has no room for: it runs to the deadline exactly
     (checking it before every instruction but the root's, where its loop
-    checks it), needs 1 tick of room, and is never unrolled."""
+    checks it), needs 1 tick of room, and is never unrolled.
+
+    ``chain``: the ticks of room the region at ``stop`` needs, when the
+    function is to call it (as ``CHAIN``) where a path stops there, with
+    that much room left, instead of returning to the driver."""
     if top is None:
         top, covered = build(code, ncode, root, stop, max_path)
     need, loops = ticks_needed(top)
@@ -581,8 +585,12 @@ def emit_region(code: list, ncode: int, root: int, stop=None, top=None, covered=
             "        pc, j = LINES[e.__traceback__.tb_lineno]",
             *[f"        {s}" for s in store],
             f"        return ~pc, {tick}",
-            *[f"    {s}" for s in store],
-            "    return pc, t"]
+            *[f"    {s}" for s in store]]
+    if chain is not None and stop is not None:
+        room = f" and deadline - t >= {chain}" if chain > 1 else ""
+        tail += [f"    if pc == {stop}{room}:",
+                 "        return CHAIN(regs, pg, wr, t, deadline, lm, sm)"]
+    tail += ["    return pc, t"]
     first = len(head) + 1                      # line numbers start at 1
     lines = {first + index: at for index, at in em.where.items()}
     source = "\n".join(head + em.lines + tail) + "\n"
