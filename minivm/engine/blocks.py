@@ -119,94 +119,96 @@ def run_blocks(m, deadline: int):
     soft = timer.next_fire
     if soft is None or soft >= deadline:
         soft = deadline
+    get = regions.get
+    fast = FAST_TIMER
     while True:
-        if t >= soft:
-            if soft == deadline:
-                break
-            # a timer tick inside the batch
-            if pc >= ncode:                 # ran off the end: that fault comes first
+        if t < soft:
+            entry = get(pc)
+            if entry is not None and soft - t >= entry[1]:
+                pc, t = entry[0](regs, pages, writable, t, soft, load_miss, store_miss)
+                if pc >= 0:
+                    continue
+                pc = ~pc
                 m.pc = pc
                 m.tick = t
                 return m.code[pc][0]
-            handler = timer.handler
-            if FAST_TIMER and irq.enabled and not irq._pending and handler is not None:
-                # The common case, in one step: only the timer is due (every
-                # other event is at or after the deadline), nothing is pending,
-                # interrupts are enabled: it fires, its interrupt is raised and
-                # at once delivered. The same state as Machine.timer_boundary
-                # (fire_due, raise_irq, _deliver_interrupt), whose pending heap
-                # would be empty again: only its sequence number advances. The
-                # push of the pc comes first, so that a push that cannot be
-                # stored in place (an untouched or shared page, no stack) leaves
-                # nothing done, for the slow way below.
-                sp = (regs[15] - 4) & WORD_MASK
-                try:
-                    pack(writable[sp >> 12], sp & 4095, pc)
-                except FAST_PATH_ERRORS:
-                    pass
-                else:
-                    regs[15] = sp
-                    soft = timer.next_fire = t + timer.period
-                    timer.fired += 1
-                    irq._seq += 1
-                    irq.enabled = False
-                    m.interrupts_taken += 1
-                    pc = handler
-                    if soft >= deadline:
-                        soft = deadline
+            if entry is None:
+                n = counts.get(pc, 0) + 1
+                counts[pc] = n
+                if n >= THRESHOLD:
+                    regions[pc] = _compile_region(m, st, pc)
                     continue
+                # cold code: one basic block through run_fast
+                end = t + bblen[pc]
+                if end > soft:
+                    end = soft
+            else:
+                # fewer ticks left than the region may need: its stepped form
+                # (compiled when this happens often: before every timer tick),
+                # else finish with run_fast
+                step = entry[2]
+                if step is None:
+                    entry[3] += 1
+                    if entry[3] >= THRESHOLD:
+                        step = entry[2] = _compile_stepped(m, st, pc, entry[1])
+                if step is not None:
+                    pc, t = step(regs, pages, writable, t, soft, load_miss, store_miss)
+                    if pc >= 0:
+                        continue
+                    pc = ~pc
+                    m.pc = pc
+                    m.tick = t
+                    return m.code[pc][0]
+                end = soft
             m.pc = pc
             m.tick = t
-            m.timer_boundary()
+            op = run_fast(m, end)
+            if op is not None:
+                return op
             pc = m.pc
-            soft = timer.next_fire
-            if soft is None or soft >= deadline:
-                soft = deadline
+            t = m.tick
             continue
-        entry = regions.get(pc)
-        if entry is None:
-            n = counts.get(pc, 0) + 1
-            counts[pc] = n
-            if n >= THRESHOLD:
-                entry = regions[pc] = _compile_region(m, st, pc)
-        if entry is not None:
-            if soft - t >= entry[1]:
-                pc, t = entry[0](regs, pages, writable, t, soft, load_miss, store_miss)
-                if pc < 0:
-                    pc = ~pc
-                    m.pc = pc
-                    m.tick = t
-                    return m.code[pc][0]
+        if soft == deadline:
+            break
+        # a timer tick inside the batch
+        if pc >= ncode:                 # ran off the end: that fault comes first
+            m.pc = pc
+            m.tick = t
+            return m.code[pc][0]
+        handler = timer.handler
+        if fast and irq.enabled and not irq._pending and handler is not None:
+            # The common case, in one step: only the timer is due (every
+            # other event is at or after the deadline), nothing is pending,
+            # interrupts are enabled: it fires, its interrupt is raised and
+            # at once delivered. The same state as Machine.timer_boundary's
+            # slow way (fire_due, raise_irq, _deliver_interrupt), whose pending
+            # heap would be empty again: only its sequence number advances.
+            # The push of the pc comes first, so that a push that cannot be
+            # stored in place (an untouched or shared page, no stack) leaves
+            # nothing done, for timer_boundary below.
+            sp = (regs[15] - 4) & WORD_MASK
+            try:
+                pack(writable[sp >> 12], sp & 4095, pc)
+            except FAST_PATH_ERRORS:
+                pass
+            else:
+                regs[15] = sp
+                soft = timer.next_fire = t + timer.period
+                timer.fired += 1
+                irq._seq += 1
+                irq.enabled = False
+                m.interrupts_taken += 1
+                pc = handler
+                if soft >= deadline:
+                    soft = deadline
                 continue
-            # fewer ticks left than the region may need: its stepped form
-            # (compiled when this happens often: before every timer tick), else
-            # finish with run_fast
-            step = entry[2]
-            if step is None:
-                entry[3] += 1
-                if entry[3] >= THRESHOLD:
-                    step = entry[2] = _compile_stepped(m, st, pc, entry[1])
-            if step is not None:
-                pc, t = step(regs, pages, writable, t, soft, load_miss, store_miss)
-                if pc < 0:
-                    pc = ~pc
-                    m.pc = pc
-                    m.tick = t
-                    return m.code[pc][0]
-                continue
-            end = soft
-        else:
-            # cold code: one basic block through run_fast
-            end = t + bblen[pc]
-            if end > soft:
-                end = soft
         m.pc = pc
         m.tick = t
-        op = run_fast(m, end)
-        if op is not None:
-            return op
+        m.timer_boundary()
         pc = m.pc
-        t = m.tick
+        soft = timer.next_fire
+        if soft is None or soft >= deadline:
+            soft = deadline
     m.pc = pc
     m.tick = deadline
     return None
