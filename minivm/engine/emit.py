@@ -65,6 +65,28 @@ def _store(address: str, page: str, length: int) -> str:
     return f"(wr[{page}] or sm({address}, {length}))"
 
 
+def _bound(em: "Emitter", d: int, pc: int, j: int) -> None:
+    """In the stepped form, before the instruction at position ``j`` of a
+    path: stop there if the clock reads the deadline (``left`` is the room
+    this pass through the root started with; j = 0 is the root, which the
+    loop's head checks)."""
+    if em.stepped and j:
+        em.put(d, f"if left <= {j}:")
+        em.advance(d + 1, j)
+        em.put(d + 1, f"pc = {pc}")
+        em.put(d + 1, "break")
+
+
+def _with_jumps(items: list, seg: Seg, stepped: bool) -> list:
+    """The items, and in the stepped form each followed ``jmp label`` as a
+    ("J", pc, j) item in its place: it takes a tick, so the deadline may
+    fall on it."""
+    if not stepped or not seg.jumps:
+        return items
+    jumps = [("J", pc, j) for pc, j in seg.jumps]
+    return sorted(list(items) + jumps, key=lambda item: item[2])
+
+
 def _bare(seg: Seg) -> bool:
     """A leaf with nothing to run: it only loops, exits or hands back."""
     return not seg.items and seg.term[0] in ("loop", "exit", "slow")
@@ -111,34 +133,18 @@ class Emitter:
         if self.form == "range" or n:
             self.put(d, f"t += {self.ticks(n)}")
 
-    def bound(self, d: int, pc: int, j: int) -> None:
-        """In the stepped form, before the instruction at position ``j`` of
-        the path: stop there if the clock reads the deadline (``left`` is the
-        room this pass through the root started with; j = 0 is the root,
-        which the loop's head checks)."""
-        if self.stepped and j:
-            self.put(d, f"if left <= {j}:")
-            self.advance(d + 1, j)
-            self.put(d + 1, f"pc = {pc}")
-            self.put(d + 1, "break")
-
     # -- the tree ------------------------------------------------------------------------
     def segment(self, seg: Seg, d: int) -> None:
         items = seg.items
         term = seg.term
         guard = (self.fast_guard(items[-1], term, bare_only=False)
                  if items and term[0] == "br" and not self.stepped else None)
-        jumps = list(seg.jumps) if self.stepped else []
-        for item in (items[:-1] if guard else items):
-            while jumps and jumps[0][1] < item[2]:      # a ``jmp`` takes its tick too
-                self.bound(d, *jumps.pop(0))
-            self.bound(d, item[1], item[2])
+        for item in _with_jumps(items[:-1] if guard else items, seg, self.stepped):
+            _bound(self, d, item[1], item[2])
             if item[0] == "I":
                 self.instruction(item[1], item[2], d)
-            else:
+            elif item[0] == "R":
                 self.ret_guard(item[1], item[2], item[3], d)
-        for jump in jumps:
-            self.bound(d, *jump)
         if guard and not _bare(guard[3]):
             # the same, when the side the fast test leads to is a whole
             # subtree (emitted once): only a failed test runs the wrap and the
@@ -168,7 +174,7 @@ class Emitter:
             self.put(d, wrap, at)
         kind = term[0]
         if kind in ("br", "slow", "dyn"):         # an instruction at this position
-            self.bound(d, term[1], term[2])
+            _bound(self, d, term[1], term[2])
         if kind == "br":
             _, pc, j, taken, fall = term
             self.put(d, f"if {self.condition(pc)}:", (pc, j))
