@@ -263,7 +263,36 @@ class Machine:
         inside a batch (``m.pc``/``m.tick`` set): its batch's deadline is the
         next event of any other kind (disk, host task, limit, slice), so at
         that tick this is all the full boundary would do but for the stop
-        request (Ctrl-C), which waits for the end of the slice."""
+        request (Ctrl-C), which waits for the end of the slice.
+
+        The common case of an interrupt-heavy guest takes a fast path: only
+        the timer is due, nothing is pending, interrupts are enabled, and the
+        pc can be pushed in place. Then the timer fires, its interrupt is
+        raised and at once delivered, with the state the slow way leaves (the
+        pending heap empty again, its sequence number one up); the push comes
+        first, so when it cannot be done in place nothing is done yet and the
+        slow way runs. (The blocks engine has the same fast path inline.)"""
+        timer = self.timer
+        irq = self.interrupts
+        tick = self.tick
+        handler = timer.handler
+        if (timer.next_fire == tick and irq.enabled and not irq._pending
+                and handler is not None):
+            other = self.events.next_tick(timer)
+            sp = (self.regs[isa.SP] - 4) & WORD_MASK
+            offset = sp & 4095
+            writable = self.memory.writable
+            page = writable[sp >> 12] if sp >> 12 < len(writable) else None
+            if (other is None or other > tick) and page is not None and offset + 4 <= len(page):
+                page[offset:offset + 4] = self.pc.to_bytes(4, "little")
+                self.regs[isa.SP] = sp
+                timer.next_fire = tick + timer.period
+                timer.fired += 1
+                irq._seq += 1
+                irq.enabled = False
+                self.pc = handler
+                self.interrupts_taken += 1
+                return
         self.events.fire_due(self.tick, self.interrupts.raise_irq)
         if self.interrupts.enabled and self.interrupts.has_pending():
             self._deliver_interrupt()

@@ -65,6 +65,28 @@ def _store(address: str, page: str, length: int) -> str:
     return f"(wr[{page}] or sm({address}, {length}))"
 
 
+def _bound(em: "Emitter", d: int, pc: int, j: int) -> None:
+    """In the stepped form, before the instruction at position ``j`` of a
+    path: stop there if the clock reads the deadline (``left`` is the room
+    this pass through the root started with; j = 0 is the root, which the
+    loop's head checks)."""
+    if em.stepped and j:
+        em.put(d, f"if left <= {j}:")
+        em.advance(d + 1, j)
+        em.put(d + 1, f"pc = {pc}")
+        em.put(d + 1, "break")
+
+
+def _with_jumps(items: list, seg: Seg, stepped: bool) -> list:
+    """The items, and in the stepped form each followed ``jmp label`` as a
+    ("J", pc, j) item in its place: it takes a tick, so the deadline may
+    fall on it."""
+    if not stepped or not seg.jumps:
+        return items
+    jumps = [("J", pc, j) for pc, j in seg.jumps]
+    return sorted(list(items) + jumps, key=lambda item: item[2])
+
+
 def _bare(seg: Seg) -> bool:
     """A leaf with nothing to run: it only loops, exits or hands back."""
     return not seg.items and seg.term[0] in ("loop", "exit", "slow")
@@ -87,6 +109,7 @@ class Emitter:
         self.form = "once"
         self._loops: dict = {}
         self.lazy: set = set()              # registers kept unwrapped (regions.unwrapped_registers)
+        self.stepped = False                # the tail form: may stop before any instruction
 
     def port(self, fn) -> str:
         name = self.ports.get(fn)
@@ -115,11 +138,12 @@ class Emitter:
         items = seg.items
         term = seg.term
         guard = (self.fast_guard(items[-1], term, bare_only=False)
-                 if items and term[0] == "br" else None)
-        for item in (items[:-1] if guard else items):
+                 if items and term[0] == "br" and not self.stepped else None)
+        for item in _with_jumps(items[:-1] if guard else items, seg, self.stepped):
+            _bound(self, d, item[1], item[2])
             if item[0] == "I":
                 self.instruction(item[1], item[2], d)
-            else:
+            elif item[0] == "R":
                 self.ret_guard(item[1], item[2], item[3], d)
         if guard and not _bare(guard[3]):
             # the same, when the side the fast test leads to is a whole
@@ -149,6 +173,8 @@ class Emitter:
             self.segment(leaf, d + 1)
             self.put(d, wrap, at)
         kind = term[0]
+        if kind in ("br", "slow", "dyn"):         # an instruction at this position
+            _bound(self, d, term[1], term[2])
         if kind == "br":
             _, pc, j, taken, fall = term
             self.put(d, f"if {self.condition(pc)}:", (pc, j))
@@ -456,7 +482,7 @@ class Emitter:
             # back) and the stack is not empty (the exact path's fault). Every
             # check comes before any effect, so a handback finds nothing done.
             self.put(d, "x = r15", at)
-            self.put(d, "if INTC.has_pending() or x == STACK_TOP:", at)
+            self.put(d, "if INTC._pending or x == STACK_TOP:", at)
             self.handback(d + 1, pc, n)
             self.put(d, f"y = unpack({_load('x', 'x >> 12', 4)}, x & 4095)[0]", at)
             self.dynamic_tail(d, pc, n, "y", f"r15 = x + 4 if x < {W - 4} else x - {W - 4}; "
@@ -469,18 +495,36 @@ class Emitter:
 
 
 def emit_region(code: list, ncode: int, root: int, stop=None, top=None, covered=None,
-                max_path: int = MAX_PATH):
+                max_path: int = MAX_PATH, stepped: bool = False, chain=None):
     """Source of the region at ``root``: (source, line table, ticks needed,
     port functions in parameter order, pcs covered, pcs on its loops).
-    ``top``/``covered``: the tree, if already built (regions.build)."""
+    ``top``/``covered``: the tree, if already built (regions.build).
+
+    ``stepped``: the tail form, for the last ticks before a deadline that
+    the region's own form has no room for: it runs to the deadline exactly
+    (checking it before every instruction but the root's, where its loop
+    checks it), needs 1 tick of room, and is never unrolled.
+
+    ``chain``: the ticks of room the region at ``stop`` needs, when the
+    function is to call it (as ``CHAIN``) where a path stops there, with
+    that much room left, instead of returning to the driver."""
     if top is None:
         top, covered = build(code, ncode, root, stop, max_path)
     need, loops = ticks_needed(top)
     used, written = registers(code, top)
     em = Emitter(code, ncode, root)
     em.lazy = unwrapped_registers(code, top)
+    em.stepped = stepped
     unroll = 1
-    if len(loops) == 1:
+    if stepped:
+        need = 1
+        em.form = "while"
+        em.put(2, "while True:")
+        em.put(3, "left = deadline - t")
+        em.put(3, "if left <= 0:")
+        em.put(4, f"pc = {root}")
+        em.put(4, "break")
+    elif len(loops) == 1:
         em.form, em.loop_len = "range", loops[0]
         size = sum(len(seg.items) + 1 for seg in walk(top))
         if loops[0] <= UNROLL_MAX_LEN and size <= UNROLL_MAX_SIZE:
@@ -506,20 +550,35 @@ def emit_region(code: list, ncode: int, root: int, stop=None, top=None, covered=
     elif em.form == "range":
         em.put(2, f"k = (deadline - t - {need}) // {em.loop_len} + 1")
         em.put(2, "for i in range(k):")
-    elif em.form == "while":
+    elif em.form == "while" and not stepped:
         em.put(2, f"lim = deadline - {need}")
         em.put(2, "while True:")
         em.put(3, "if t > lim:")
         em.put(4, f"pc = {root}")
         em.put(4, "break")
-    else:
+    elif not stepped:
         em.put(2, "while True:")
     if unroll == 1:
         em.segment(top, body_depth)
     if em.form == "range":
         em.put(2, "else:")
-        em.put(3, f"t += k * {em.loop_len}")
+        em.put(3, "if k > 0:")               # less room than one step: k may be negative
+        em.put(4, f"t += k * {em.loop_len}")
         em.put(3, f"pc = {root}")
+        # no room for one more step of the range loop: the same tree in the
+        # stepped form runs the last ticks to the deadline exactly (the
+        # timer's next tick, in an interrupt-heavy guest), so the driver may
+        # call this with any room (``i = 0``: the fault handler's tick is then
+        # ``t + j``)
+        em.put(3, "i = 0")
+        em.form, em.stepped = "while", True
+        em.put(3, "while True:")
+        em.put(4, "left = deadline - t")
+        em.put(4, "if left <= 0:")
+        em.put(5, "break")
+        em.segment(top, 4)
+        em.form, em.stepped = "range", False
+        need = 1
     ports = list(em.ports)
     params = "".join(f", {name}={name}" for name in em.ports.values())
     head = [f"def region(regs, pg, wr, t, deadline, lm, sm, unpack=unpack, pack=pack{params}):"]
@@ -532,8 +591,12 @@ def emit_region(code: list, ncode: int, root: int, stop=None, top=None, covered=
             "        pc, j = LINES[e.__traceback__.tb_lineno]",
             *[f"        {s}" for s in store],
             f"        return ~pc, {tick}",
-            *[f"    {s}" for s in store],
-            "    return pc, t"]
+            *[f"    {s}" for s in store]]
+    if chain is not None and stop is not None:
+        room = f" and deadline - t >= {chain}" if chain > 1 else ""
+        tail += [f"    if pc == {stop}{room}:",
+                 "        return CHAIN(regs, pg, wr, t, deadline, lm, sm)"]
+    tail += ["    return pc, t"]
     first = len(head) + 1                      # line numbers start at 1
     lines = {first + index: at for index, at in em.where.items()}
     source = "\n".join(head + em.lines + tail) + "\n"

@@ -48,12 +48,13 @@ def block_lengths(code: list) -> list:
 class Seg:
     """One stretch of a path: straight-line items, then how it ends."""
 
-    __slots__ = ("items", "term", "pcs")
+    __slots__ = ("items", "term", "pcs", "jumps")
 
     def __init__(self):
         self.items: list = []            # ("I", pc, j) | ("R", pc, j, expected return pc)
         self.term = None                 # see build
         self.pcs: list = []              # every pc the stretch goes through
+        self.jumps: list = []            # (pc, j) of each ``jmp label`` followed (no item)
 
 
 def build(code: list, ncode: int, root: int, stop=None, max_path: int = MAX_PATH):
@@ -105,6 +106,7 @@ def build(code: list, ncode: int, root: int, stop=None, max_path: int = MAX_PATH
                 queue.append((fall, pc + 1, j + 1, here, stack))
                 break
             if op == JMP_I:
+                seg.jumps.append((pc, j))
                 pc, j = a, j + 1
                 continue
             if op == CALL_I:
