@@ -59,7 +59,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from . import __version__
+from .version import __version__
 from .ckptfile import MAX_PARENTS, CheckpointWriter, chain_entry, parent_record
 from .devices import BLOCK_SIZE
 from .memory import PAGE_SIZE

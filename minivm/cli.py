@@ -92,6 +92,10 @@ def _add_execution_options(p: argparse.ArgumentParser) -> None:
                    help="disk COW block group size in 512-byte blocks (default 8)")
     p.add_argument("--trace", action="store_true",
                    help="print every instruction executed to stderr")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object on stdout when the run ends (stop reason, "
+                        "exit status, ticks, output, registers, fault, checkpoints; "
+                        "docs/formats.md); the guest's output goes into it, not to stdout")
     p.add_argument("--timeline", metavar="FILE.svg",
                    help="after the run, draw the checkpoints' timeline as an SVG picture")
     _add_engine_option(p)
@@ -251,11 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from . import __version__
+    from .version import __version__
     return __version__
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+def _sink(args):
+    """The guest's console: stdout, or a buffer for --json."""
+    from .devices import BufferSink, StreamSink
+    return BufferSink() if args.json else StreamSink(sys.stdout.buffer)
+
 
 def _console_input(path: str | None):
     from .devices import ConsoleInput
@@ -285,6 +295,9 @@ def _execute(machine, args, checkpointer, overlay_note: str | None) -> int:
         _note(overlay_note)
     if args.timeline:
         _write_timeline(checkpointer, args.timeline)
+    if args.json:
+        from .api import result_of
+        print(result_of(machine, stop.reason, checkpointer).to_json())
     if stop.reason == "halt":
         return machine.regs[0] & 0xFF
     if stop.reason == "fault":
@@ -349,7 +362,7 @@ def _make_checkpointer(machine, args, lazy: bool = False):
 # --- commands --------------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
-    from .devices import StreamSink, check_inflight_limits
+    from .devices import check_inflight_limits
     from .program import load_program
     from .machine import Machine
     from .memory import parse_size
@@ -361,8 +374,7 @@ def cmd_run(args) -> int:
     if args.disk:
         from .disks import open_disk
         disk = open_disk(args.disk)
-    machine = Machine(image, memory_size=memory_size, disk=disk,
-                      console_sink=StreamSink(sys.stdout.buffer),
+    machine = Machine(image, memory_size=memory_size, disk=disk, console_sink=_sink(args),
                       console_input=_console_input(args.input),
                       disk_latency=args.disk_latency, disk_per_block=args.disk_per_block,
                       max_inflight=args.max_inflight, max_inflight_bytes=max_inflight_bytes,
@@ -371,7 +383,6 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from .devices import StreamSink
     from .disks import PLAIN_MATCH
     from .resume import read_checkpoint, resolve_disk_chain, resume
     from .store import FileStore
@@ -388,7 +399,7 @@ def cmd_resume(args) -> int:
             _note(f"disk chain: {show(entry['kind'])} {show(entry['resolved'])} ({entry['status']}; "
                   f"opened read-only{checked})")
     machine, overlay = resume(ckpt, store, disk_override=args.disk, chain=chain,
-                              console_sink=StreamSink(sys.stdout.buffer),
+                              console_sink=_sink(args),
                               console_input=_console_input(args.input),
                               group_blocks=args.cow_group, engine=args.engine,
                               eager=args.eager)

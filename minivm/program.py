@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from . import __version__
+from .version import __version__
 from .container import read_program_file
 from .errors import MinivmError
 from .image import Image, image_from_bytes, is_image_bytes, load_image
