@@ -204,6 +204,12 @@ class CheckpointJob:
             return f"failed: {self.error}"
         return f"complete, {self.pages_saved} pages, {self.bytes_written} bytes"
 
+    def examined(self) -> list[int]:
+        """The allocated page indexes the saver has examined so far, in order."""
+        if self.save_only is not None:
+            return list(self.save_only[:self._scan])
+        return self.frozen.allocated_pages(0, self._scan)
+
     def saved_page_indexes(self):
         """Page indexes already examined by the saver (for the REPL's page map):
         ``in`` is O(1). An incremental checkpoint never needs a page it does not
@@ -433,7 +439,53 @@ def merged_note(due: list[int], now: int, start_tick: int) -> str:
             f"{now} for {'it' if len(due) == 1 else 'them'}")
 
 
-class Checkpointer(Hooks):
+class _DiskCommit:
+    """P10 for :class:`Checkpointer`: commit the overlay into its parent while
+    the VM keeps running (a part of the checkpointer, kept apart for size)."""
+
+    def commit_disk(self) -> str:
+        """Switch the VM to a fresh overlay, then merge the old one into its parent
+        as soon as no pending write still targets it (claims 3-5)."""
+        machine = self.machine
+        top = machine.disk.backing
+        if top is None or top.kind != "overlay":
+            raise MinivmError("there is no overlay to commit (no checkpoint has been taken "
+                              "with a disk attached)")
+        if self.saving() or self._commit is not None:
+            raise MinivmError("a checkpoint is still saving (or a commit is running); "
+                              "commit when it is complete")
+        seq = self.store.next_sequence()
+        fresh = Overlay.create(self.store.overlay_path(f"commit-{seq:04d}"), top,
+                               self.group_blocks)
+        machine.disk.switch_to(fresh)
+        self._overlays.append(fresh)
+        self._commit = (top, fresh)
+        self.log(None, "P10", f"VM switched to {fresh.path}; committing {top.path}")
+        if self._next_slice is None:
+            self._next_slice = machine.tick + self._interval
+        self._try_commit()
+        if self._commit is None:
+            return self.last_commit
+        return (f"the VM now runs on {os.path.basename(fresh.path)}; "
+                f"{os.path.basename(top.path)} is merged into its parent once its "
+                "pending writes complete")
+
+    def _try_commit(self) -> None:
+        top, fresh = self._commit
+        if any(self.machine.disk.pending_for(layer) for layer in top.chain()):
+            return
+        self._fingerprints.pop(id(top.parent), None)
+        merged, parent = commit_overlay(top)
+        fresh.reparent(parent, parent.fingerprint())
+        top.close()
+        self._commit = None
+        self.last_commit = (f"committed {merged} block group(s) from {os.path.basename(top.path)} "
+                            f"into {parent.path}; the VM runs on {os.path.basename(fresh.path)}")
+        self.log(None, "P10", self.last_commit)
+        self.report(self.last_commit)
+
+
+class Checkpointer(_DiskCommit, Hooks):
     """Runs the checkpoint protocol for one machine, and is its hooks object
     (machine.Hooks: the host task, the ``ckpt`` instruction, the DMA rules)."""
 
@@ -729,6 +781,24 @@ class Checkpointer(Hooks):
         else:
             self._credit = min(self._credit + guest_time * SAVE_DUTY / self._page_cost, 4096)
             budget = int(self._credit)
+        spent = self._batch(budget)
+        end = time.perf_counter()
+        if spent:
+            self._page_cost = 0.7 * self._page_cost + 0.3 * max((end - start) / spent, 1e-7)
+        if self._pages_per_slice is None:
+            self._credit = max(self._credit - spent, 0.0)
+        self._last_slice_host = end
+        busy = self.saving() or self._commit is not None or self.machine.memory.tidy(0)
+        if self._pages_per_slice is not None:       # fixed schedule: deterministic
+            self._interval = min(self._interval * 2, self._slice_ticks)
+        elif guest_time < MIN_BATCH_GAP:            # a fast engine: batch less often
+            self._interval = min(self._interval * 2, MAX_SLICE_TICKS)
+        elif guest_time > 4 * MIN_BATCH_GAP and self._interval > FIRST_SLICE_TICKS:
+            self._interval //= 2
+        self._next_slice = self.machine.tick + self._interval if busy else None
+
+    def _batch(self, budget: int) -> int:
+        """One batch of P4 work, up to ``budget`` pages; returns the pages spent."""
         self.seal_layers()
         self.machine.memory.tidy()
         spent = 0
@@ -747,20 +817,35 @@ class Checkpointer(Hooks):
                             f"failed: {why}; the guest keeps running")
                 self._commit = None
         self.sample()
-        end = time.perf_counter()
-        if spent:
-            self._page_cost = 0.7 * self._page_cost + 0.3 * max((end - start) / spent, 1e-7)
-        if self._pages_per_slice is None:
-            self._credit = max(self._credit - spent, 0.0)
-        self._last_slice_host = end
-        busy = self.saving() or self._commit is not None or self.machine.memory.tidy(0)
-        if self._pages_per_slice is not None:       # fixed schedule: deterministic
-            self._interval = min(self._interval * 2, self._slice_ticks)
-        elif guest_time < MIN_BATCH_GAP:            # a fast engine: batch less often
-            self._interval = min(self._interval * 2, MAX_SLICE_TICKS)
-        elif guest_time > 4 * MIN_BATCH_GAP and self._interval > FIRST_SLICE_TICKS:
-            self._interval //= 2
-        self._next_slice = self.machine.tick + self._interval if busy else None
+        return spent
+
+    # --- the save rate: how much P4 does per batch, and how often -------------------------
+    @property
+    def save_rate(self) -> int | None:
+        """Pages per background batch, or None: sized by host time (adaptive)."""
+        return self._pages_per_slice
+
+    @property
+    def save_interval(self) -> int:
+        """Guest ticks between two background batches (once the first few are done)."""
+        return self._slice_ticks
+
+    def set_save_rate(self, pages: int | None, ticks: int | None = None) -> None:
+        """Change the rate from now on, for checkpoints saving and to come."""
+        self._pages_per_slice = pages
+        if ticks is not None:
+            self._slice_ticks = ticks
+            self._interval = min(self._interval, ticks)
+            if self._next_slice is not None:
+                self._next_slice = min(self._next_slice, self.machine.tick + self._interval)
+
+    def save_batch(self, pages: int) -> list[tuple["CheckpointJob", list[int]]]:
+        """Do one batch of ``pages`` pages of background saving now, between two
+        guest instructions; returns each checkpoint that was saving with the
+        page indexes this batch examined for it."""
+        before = [(job, job.examined()) for job in self.saving()]
+        self._batch(pages)
+        return [(job, job.examined()[len(seen):]) for job, seen in before]
 
     def sync(self) -> None:
         """Do all the background work that can be done now, without waiting
@@ -784,45 +869,3 @@ class Checkpointer(Hooks):
             self.report(f"the commit of {self._commit[0].path} did not run: writes to it were "
                         "still pending when the run ended; run 'minivm disk commit' on it")
             self._commit = None
-
-    # --- P10: commit the overlay into its parent while the VM keeps running -------------------
-    def commit_disk(self) -> str:
-        """Switch the VM to a fresh overlay, then merge the old one into its parent
-        as soon as no pending write still targets it (claims 3-5)."""
-        machine = self.machine
-        top = machine.disk.backing
-        if top is None or top.kind != "overlay":
-            raise MinivmError("there is no overlay to commit (no checkpoint has been taken "
-                              "with a disk attached)")
-        if self.saving() or self._commit is not None:
-            raise MinivmError("a checkpoint is still saving (or a commit is running); "
-                              "commit when it is complete")
-        seq = self.store.next_sequence()
-        fresh = Overlay.create(self.store.overlay_path(f"commit-{seq:04d}"), top,
-                               self.group_blocks)
-        machine.disk.switch_to(fresh)
-        self._overlays.append(fresh)
-        self._commit = (top, fresh)
-        self.log(None, "P10", f"VM switched to {fresh.path}; committing {top.path}")
-        if self._next_slice is None:
-            self._next_slice = machine.tick + self._interval
-        self._try_commit()
-        if self._commit is None:
-            return self.last_commit
-        return (f"the VM now runs on {os.path.basename(fresh.path)}; "
-                f"{os.path.basename(top.path)} is merged into its parent once its "
-                "pending writes complete")
-
-    def _try_commit(self) -> None:
-        top, fresh = self._commit
-        if any(self.machine.disk.pending_for(layer) for layer in top.chain()):
-            return
-        self._fingerprints.pop(id(top.parent), None)
-        merged, parent = commit_overlay(top)
-        fresh.reparent(parent, parent.fingerprint())
-        top.close()
-        self._commit = None
-        self.last_commit = (f"committed {merged} block group(s) from {os.path.basename(top.path)} "
-                            f"into {parent.path}; the VM runs on {os.path.basename(fresh.path)}")
-        self.log(None, "P10", self.last_commit)
-        self.report(self.last_commit)

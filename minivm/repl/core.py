@@ -23,7 +23,7 @@ from contextlib import contextmanager
 
 from .. import isa
 from ..assembler import evaluate_expression
-from ..checkpoint import Checkpointer
+from ..checkpoint import SLICE_TICKS, Checkpointer
 from ..devices import DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_INFLIGHT_BYTES, MAX_DELAY, ConsoleInput
 from ..disks import close_chain, open_disk
 from ..engine import DEFAULT_ENGINE, select_engine
@@ -78,7 +78,7 @@ class Session:
         self.disk_per_block = disk_per_block
         self.max_inflight, self.max_inflight_bytes = max_inflight, max_inflight_bytes
         self.store = FileStore(checkpoint_dir)
-        self.pages_per_slice = pages_per_slice
+        self.pages_per_slice, self.save_interval = pages_per_slice, SLICE_TICKS  # set save-rate
         self.handle_sigint = handle_sigint
         select_engine(engine)                  # an unknown name: a clear error now
         self.engine = engine
@@ -90,8 +90,7 @@ class Session:
         self.checkpointer: Checkpointer | None = None
         self.checkpoints = CheckpointBook()
         self.breakpoints = Breakpoints()
-        self.errors = 0
-        self.quit_requested = False
+        self.errors, self.quit_requested = 0, False
         self.last_stop = ""
         self.last_command: Command | None = None
         self.prev_regs: list[int] | None = None  # before the last run/step: regs marks changes
@@ -317,6 +316,7 @@ class Session:
         self.machine = machine
         self.origin = origin
         self.checkpointer = Checkpointer(machine, self.store, pages_per_slice=self.pages_per_slice,
+                                         slice_ticks=self.save_interval,
                                          report=lambda msg: self.say(f"note: {msg}"))
         book = self.breakpoints
         if not same and len(book):

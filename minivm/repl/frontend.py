@@ -44,7 +44,8 @@ BANNER = ("minivm REPL - 'help' lists the commands, Tab completes, Ctrl-C stops 
           "Ctrl-D quits")
 REGISTERS = [isa.reg_name(i) for i in range(isa.NUM_REGS)] + ["r15"]
 INFO_COMPLETIONS = ("registers", "breakpoints", "watchpoints", "checkpoints", "devices", "pages",
-                    "status")
+                    "status", "settings")
+SETTINGS = ("save-rate", "history-budget", "history-interval")
 
 
 # --- completion ------------------------------------------------------------------------
@@ -100,7 +101,7 @@ class ReplCompleter(Completer):
         equ = sorted(n for n, (sec, _) in symbols.items() if sec == "equ")
         lines = [os.path.basename(image.source_file) + ":"] if image is not None else []
         path = PathCompleter(expanduser=True)
-        regs = WordCompleter(REGISTERS + ["pc", "history-budget", "history-interval"],
+        regs = WordCompleter(REGISTERS + ["pc", *SETTINGS],
                              ignore_case=True, WORD=True)
         kinds = {
             "code": WordCompleter(code + lines, WORD=True),
@@ -116,6 +117,7 @@ class ReplCompleter(Completer):
             "numbers": WordCompleter(numbers),
             "onoff": WordCompleter(["on", "off"]),
             "tick": WordCompleter(["0", "tick"], WORD=True),
+            "settings": WordCompleter(list(SETTINGS), WORD=True),
         }
         info = NestedCompleter({topic: (regs if target == "regs" else None)
                                 for topic, target in INFO_TOPICS.items()})

@@ -67,7 +67,8 @@ INFO_TOPICS = {"registers": "regs", "r": "regs", "reg": "regs", "regs": "regs",
                "checkpoints": "checkpoints", "c": "checkpoints", "ckpt": "checkpoints",
                "devices": "devices", "d": "devices", "dev": "devices",
                "pages": "pages", "p": "pages", "memory": "pages",
-               "status": "status", "s": "status"}
+               "status": "status", "s": "status",
+               "settings": "show", "set": "show", "save-rate": "show"}
 
 
 def resolve_command(word: str) -> Command:

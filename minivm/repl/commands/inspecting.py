@@ -13,6 +13,7 @@ from .. import render, travel
 from ..core import register_index
 from ..parsing import CommandError, parse_count, split_args
 from ..registry import COMMANDS, INFO_TOPICS, command, invoke
+from .saving import set_save_setting
 
 
 @command("regs", aliases=("registers",), usage="regs [REG...]", group="inspecting",
@@ -66,16 +67,19 @@ def set_(s, args: str) -> None:
     A change made in the past (after 'goto' or 'reverse-step') changes the run:
     the recorded history after that point is dropped. Settings:
     'set history-budget SIZE|auto' and 'set history-interval TICKS|auto'
-    (see 'help history').
+    (see 'help history'); 'set save-rate PAGES [TICKS]', the background save of
+    checkpoints: PAGES pages per batch, a batch every TICKS guest ticks (see
+    'help save-batch'). 'show' lists the settings.
     Examples:  set r1 42      set r2 = r1 * 2      set [counter] 0      set pc loop
-               set history-budget 256M
+               set history-budget 256M      set save-rate 1 2
     """
     m = s.machine
     parts = split_args(args.replace("=", " ", 1) if "=" in args else args)
     if len(parts) < 2:
         raise CommandError("usage: set REG VALUE | set [ADDR] VALUE (e.g. set r1 42)")
     target, value_text = parts[0], " ".join(parts[1:])
-    if travel.set_history_setting(s, target, value_text):
+    if travel.set_history_setting(s, target, value_text) \
+            or set_save_setting(s, target, value_text):
         return
     if target.lower() == "pc":
         pc = s.code_address(value_text)
@@ -231,13 +235,13 @@ def status(s, args: str) -> None:
 
 @command("info", aliases=("i",), usage="info WHAT", group="inspecting", complete="info",
          min_args=1, missing="info what? registers, breakpoints, checkpoints, devices, "
-                             "pages or status (e.g. 'i r')",
+                             "pages, status or settings (e.g. 'i r')",
          summary="gdb style: i r, i b, i c, i d, i p, i s")
 def info(s, args: str) -> None:
     """
     Another way to reach the listing commands, for gdb fingers. WHAT may be
     abbreviated: r (registers), b (breakpoints), c (checkpoints), d (devices),
-    p (pages), s (status).
+    p (pages), s (status); 'info settings' is 'show'.
     Examples:  i r      info breakpoints      i c      i r r1
     """
     word, _, rest = args.partition(" ")
@@ -246,5 +250,5 @@ def info(s, args: str) -> None:
         close = difflib.get_close_matches(word.lower(), list(INFO_TOPICS), n=1)
         hint = f"; did you mean 'info {close[0]}'?" if close else ""
         raise CommandError(f"unknown info topic '{word}'{hint} (registers, breakpoints, "
-                           "checkpoints, devices, pages, status)")
+                           "checkpoints, devices, pages, status, settings)")
     invoke(s, COMMANDS[target], rest.strip())
