@@ -239,13 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="list or run the classroom demos",
                        description="Without NAME, list the demos. With NAME, run it: a "
-                                   "scripted REPL session that pauses (Enter to go on) so a "
-                                   "presenter can talk through each step.")
+                                   "scripted REPL session that pauses at each step so a "
+                                   "presenter can talk it through: Enter goes on, b back, r "
+                                   "replays, a number jumps, p opens the REPL, q quits.")
     p.add_argument("name", nargs="?")
     p.add_argument("--no-pause", action="store_true",
                    help="run straight through (the default when not at a terminal)")
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
-                   help="where the demo's checkpoints go (default: a fresh temporary folder)")
+                   help="where the demo's checkpoints and disk go (default: a fresh "
+                        "temporary folder)")
+    p.add_argument("--no-color", action="store_true",
+                   help="no colour (also: the NO_COLOR environment variable; never when piped)")
     _add_engine_option(p)
 
     p = sub.add_parser("bench", help="measure the interpreter against a bare Python loop",
@@ -507,8 +511,12 @@ def cmd_demo(args) -> int:
     if args.name is None:
         sys.stdout.write(list_demos())
         return 0
+    import shutil
+    from .demos import colour_wanted
+    width = shutil.get_terminal_size((80, 24)).columns if sys.stdout.isatty() else None
     return run_demo(args.name, pause=not args.no_pause and sys.stdin.isatty(),
-                    checkpoint_dir=args.checkpoint_dir, engine=args.engine)
+                    checkpoint_dir=args.checkpoint_dir, engine=args.engine, width=width,
+                    colour=colour_wanted(sys.stdout, args.no_color))
 
 
 def cmd_repl(args) -> int:

@@ -180,8 +180,11 @@ def test_cow_copies_only_written_pages_and_keeps_the_originals(demo):
     maps = [page_map(out) for out in t.outputs("pages")]
     assert maps == ["ppppp...........",      # before the checkpoint
                     "SSSSS...........",      # right after it: all shared, nothing copied
-                    "SSCSS...........",      # reads of pages 1 and 4, a write to page 2
+                    "ssCSS...........",      # 1 page per 2 ticks saved 0 and 1 while it ran;
+                    #                          reads of pages 1 and 4, a write to page 2
+                    "sscSS...........",      # save-batch: page 2's original saved
                     "ppccp..........."]      # end: pages 2 and 3 copied, originals saved
+    assert "before: saved page(s) 2; 3 of 5 done, 2 to go" in t.after("save-batch")
     x = [dumped(out) for out in t.outputs("x 0x2000 48")]
     assert x[0].startswith("original text, written before the checkpoint")
     assert x[1].startswith("NEW!NEW! text")
@@ -216,7 +219,7 @@ def test_p5_inflight_write_and_read_belong_to_the_checkpoint(demo):
 def test_p6_a_new_read_copies_the_shared_page_first(demo):
     _, t, folder = demo("p6")
     before, after = (page_map(out) for out in t.outputs("pages"))
-    assert before[1] == "S" and after[1] == "C"
+    assert before[:2] == "SS" and after[:2] == "sC"     # page 0 saved while the guest ran
     assert "#2 read  blocks 8..8 -> mem 0x1000" in t.after("devices")   # not landed yet
     x = [dumped(out) for out in t.outputs("x buf 48")]
     assert x[0].startswith("in memory at the checkpoint")

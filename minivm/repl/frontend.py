@@ -160,8 +160,9 @@ def make_prompt_session(session: Session, *, input=None, output=None, history=No
                          input=input, output=output)
 
 
-def interact(session: Session, prompt: PromptSession) -> int:
-    """The read-eval-print loop; returns the exit status (always 0)."""
+def interact(session: Session, prompt: PromptSession, close: bool = True) -> int:
+    """The read-eval-print loop; returns the exit status (always 0). With
+    ``close`` False the session stays open (``minivm demo``'s 'p' key)."""
     last_line = ""
     while not session.quit_requested:
         try:
@@ -178,7 +179,8 @@ def interact(session: Session, prompt: PromptSession) -> int:
         else:
             last_line = line
         session.execute(line)
-    session.close()
+    if close:
+        session.close()
     return 0
 
 
