@@ -297,11 +297,17 @@ def _execute(machine, args, checkpointer, overlay_note: str | None) -> int:
         _summarise_checkpoints(checkpointer, overlay_note)
     elif overlay_note:
         _note(overlay_note)
+    status = _report_stop(machine, stop, args)     # a fault first: it may be why ...
     if args.timeline:
-        _write_timeline(checkpointer, args.timeline)
+        _write_timeline(checkpointer, args.timeline)   # ... no timeline could be drawn
     if args.json:
         from .api import result_of
         print(result_of(machine, stop.reason, checkpointer).to_json())
+    return status
+
+
+def _report_stop(machine, stop, args) -> int:
+    """Say why the run stopped, unless it halted; returns the exit status."""
     if stop.reason == "halt":
         return machine.regs[0] & 0xFF
     if stop.reason == "fault":

@@ -396,3 +396,15 @@ def test_checkpoint_store_memory_takes_the_checkpoints_without_files(tmp_path):
     assert results["file"] == results["memory"]
     assert b"2 checkpoint(s)" in done.stderr and b"host memory" in done.stderr
     assert b"-> memory:ckpt-0002" in done.stderr
+
+
+def test_a_fault_is_reported_before_the_missing_timeline(tmp_path):
+    """checkpoint_demo.asm needs a disk: without --disk it faults before its
+    'ckpt', and the fault comes first on stderr, then the timeline's note."""
+    result = run_cli("run", str(PROGRAMS / "checkpoint_demo.asm"), "--timeline",
+                     str(tmp_path / "t.svg"), cwd=tmp_path)
+    err = result.stderr.decode()
+    assert result.returncode == 3, err
+    fault = err.index("fault: disk request with no disk attached")
+    assert fault < err.index("no checkpoint was taken, so no timeline was written")
+    assert not (tmp_path / "t.svg").exists()
