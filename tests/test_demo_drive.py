@@ -257,3 +257,9 @@ def test_the_cli_at_a_terminal_asks_and_quits_on_q(no_color):
     assert ("\x1b[36m# Copy-on-write" in text) is not no_color
     plain = ANSI.sub("", text).replace("\r", "")
     assert max(len(line) for line in plain.splitlines()) <= 80
+
+
+def test_the_list_of_demos_fits_80_columns():
+    listing = run_cli("demo").stdout.decode().splitlines()
+    assert len(listing) == len(available()) + 1
+    assert max(len(line) for line in listing) <= 80, listing
