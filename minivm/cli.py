@@ -160,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("disasm", help="print an image as assembly that reassembles to it",
                        description="Print a listing of an image (or source) that "
-                                   "reassembles to the identical image.")
+                                   "reassembles to the same code, data, entry and "
+                                   "symbols (only the debug sections, file name and "
+                                   "source lines, then describe the listing).")
     p.add_argument("program")
 
     p = sub.add_parser("resume", help="continue a run from a checkpoint",

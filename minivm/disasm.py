@@ -1,4 +1,4 @@
-"""Image -> assembly text that reassembles to the identical image.
+"""Image -> assembly text that reassembles to the same code, data, entry and symbols.
 
 Used by ``minivm disasm``, ``--trace`` and the REPL. Code targets are shown
 by label where the image has one; everything else is shown as a number, so
