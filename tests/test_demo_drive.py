@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import subprocess
 import sys
 
 import pytest
@@ -220,39 +219,54 @@ def test_the_cli_never_colours_a_pipe():
     assert b"-- press Enter to go on --" in result.stdout
 
 
-@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
-@pytest.mark.parametrize("no_color", [False, True])
-def test_the_cli_at_a_terminal_asks_and_quits_on_q(no_color):
-    """``minivm demo cow`` on a pseudo-terminal: the question, colour unless
-    NO_COLOR, lines cut to the terminal's 80 columns, and 'q' quits with 0."""
-    master, slave = os.openpty()
+def _demo_on_a_terminal(key: bytes, env: dict) -> tuple[int, str]:
+    """``minivm demo cow`` on a pseudo-terminal that is its controlling
+    terminal (so Ctrl-C is a SIGINT): wait for the first question, type ``key``."""
+    import pty
+    import select
+    pid, master = pty.fork()
+    if pid == 0:                                          # the child: become minivm
+        os.chdir(ROOT)
+        os.execve(sys.executable, [sys.executable, "-m", "minivm", "demo", "cow"], env)
+    seen = b""
+    try:
+        while b"q quit --" not in seen:
+            if not select.select([master], [], [], 120)[0]:    # a hang, not slowness
+                break
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        os.write(master, key)
+        while select.select([master], [], [], 120)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:                               # the child has gone
+                break
+            if not chunk:
+                break
+            seen += chunk
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(master)
+    return os.waitstatus_to_exitcode(status), seen.decode(errors="replace")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs a pseudo-terminal")
+@pytest.mark.parametrize("key, status, no_color", [(b"q\n", 0, False), (b"q\n", 0, True),
+                                                   (b"\x03", 130, False), (b"\x04", 0, False)])
+def test_the_cli_at_a_terminal_asks_and_quits(key, status, no_color):
+    """At a terminal: the question, colour unless NO_COLOR, lines cut to the
+    terminal's 80 columns; q and Ctrl-D quit with 0, Ctrl-C with 130, no traceback."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), TERM="xterm", COLUMNS="80", LINES="24")
     env.pop("NO_COLOR", None)
     if no_color:
         env["NO_COLOR"] = "1"
-    proc = subprocess.Popen([sys.executable, "-m", "minivm", "demo", "cow"], stdin=slave,
-                            stdout=slave, stderr=slave, env=env, close_fds=True)
-    os.close(slave)
-    seen = b""
-    try:
-        while b"q quit --" not in seen:
-            chunk = os.read(master, 4096)
-            if not chunk:
-                break
-            seen += chunk
-        os.write(master, b"q\n")
-        status = proc.wait(timeout=60)
-        try:
-            while chunk := os.read(master, 4096):
-                seen += chunk
-        except OSError:
-            pass
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
-    text = seen.decode(errors="replace")
-    assert status == 0, text
+    got, text = _demo_on_a_terminal(key, env)
+    assert got == status, text
     assert "step 1/" in text and "Traceback" not in text
     assert ("\x1b[36m# Copy-on-write" in text) is not no_color
     plain = ANSI.sub("", text).replace("\r", "")
