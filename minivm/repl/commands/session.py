@@ -116,12 +116,13 @@ def command_help(cmd) -> list[str]:
 
 
 @command("pause", usage="pause [TEXT]", group="session",
-         summary="in a demo, wait for Enter before going on")
+         summary="in a demo, stop for the presenter before going on")
 def pause(s, args: str) -> None:
     """
-    For scripted demos ('minivm demo'): shows TEXT and, when a presenter is at a
-    terminal, waits for Enter, so a class can look at the screen first. In other
-    batch runs it only shows TEXT.
+    For scripted demos: ends a step. 'minivm demo' at a terminal stops there and
+    asks the presenter what next (Enter goes on; b, r, a step number, p and q
+    go back, replay, jump, open the REPL and quit), so a class can look at the
+    screen first. In other batch runs it only shows TEXT.
     Example:  pause Now watch the pages being saved
     """
     s.say(f"-- {args or 'press Enter to go on'} --")
