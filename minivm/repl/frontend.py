@@ -101,12 +101,12 @@ class ReplCompleter(Completer):
         equ = sorted(n for n, (sec, _) in symbols.items() if sec == "equ")
         lines = [os.path.basename(image.source_file) + ":"] if image is not None else []
         path = PathCompleter(expanduser=True)
-        regs = WordCompleter(REGISTERS + ["pc", *SETTINGS],
-                             ignore_case=True, WORD=True)
+        regs = WordCompleter(REGISTERS + ["pc"], ignore_case=True, WORD=True)
         kinds = {
             "code": WordCompleter(code + lines, WORD=True),
             "data": WordCompleter(data + REGISTERS, WORD=True),
             "regs": regs,
+            "set": WordCompleter(REGISTERS + ["pc", *SETTINGS], ignore_case=True, WORD=True),
             "any": WordCompleter(code + data + equ + REGISTERS + ["pc", "tick"], WORD=True),
             "path": path,
             "checkpoint": merge_completers([WordCompleter(checkpoints, WORD=True), path]),

@@ -57,7 +57,7 @@ def print_(s, args: str) -> None:
 
 
 @command("set", usage="set REG VALUE | set [ADDR] VALUE | set SETTING VALUE", group="inspecting",
-         complete="regs", needs="machine",
+         complete="set", needs="machine",
          summary="change a register, a word of memory, or a setting")
 def set_(s, args: str) -> None:
     """
