@@ -239,6 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(each naming its parent beside it) instead of merging them "
                         "into one standalone file")
 
+    _add_demo_parser(sub)
+
+    p = sub.add_parser("bench", help="measure the interpreter against a bare Python loop",
+                       description="Run the benchmark workloads and print rates and ratios.")
+    p.add_argument("--quick", action="store_true", help="a shorter run")
+    return parser
+
+
+def _add_demo_parser(sub) -> None:
+    """``minivm demo [NAME]`` and its options."""
     p = sub.add_parser("demo", help="list or run the classroom demos",
                        description="Without NAME, list the demos. With NAME, run it: a "
                                    "scripted REPL session that pauses at each step so a "
@@ -253,11 +263,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-color", action="store_true",
                    help="no colour (also: the NO_COLOR environment variable; never when piped)")
     _add_engine_option(p)
-
-    p = sub.add_parser("bench", help="measure the interpreter against a bare Python loop",
-                       description="Run the benchmark workloads and print rates and ratios.")
-    p.add_argument("--quick", action="store_true", help="a shorter run")
-    return parser
 
 
 def _version() -> str:
