@@ -334,7 +334,7 @@ class DemoRunner:
         """(the step to show next, None) or (None, exit status) to quit."""
         steps = len(self.demo.steps)
         last = index == steps - 1
-        question = (f"-- end of the demo, step {index + 1}/{steps}: Enter quits, b back, "
+        question = (f"-- the end (step {index + 1}/{steps}): Enter quits, b back, "
                     "r replay, N jump, p prompt --" if last
                     else f"-- step {index + 1}/{steps}: {KEYS} --")
         said = self.demo.steps[index][-1].strip()[len("pause"):].strip() \
