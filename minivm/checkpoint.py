@@ -449,6 +449,7 @@ class Checkpointer(Hooks):
         self.jobs: list[CheckpointJob] = []
         self.events: list[ProtocolEvent] = []
         self.p6_faults = 0
+        self._disk_cow_seen = 0                # overlay COW faults already logged (P3, P9)
         self.samples: list[Sample] = []
         self.completed_requests: list = []     # (id, is_read, block, count, issued, done)
         self._cow_base = 0                     # COW faults counted before the last share()
@@ -643,9 +644,20 @@ class Checkpointer(Hooks):
             self.log(None, "P6", f"read #{request.id}: {faulted} shared page(s) COW-faulted before issue")
 
     def read_targets(self, request) -> list:
-        """P5 (claims 8, 23): a read in flight at a checkpoint lands in its memory too."""
-        return [job.frozen for job in self.jobs
+        """P5 (claims 8, 23): a read in flight at a checkpoint lands in its memory too;
+        P7 (claims 17, 25) where the guest's copy of a page exists, in both."""
+        jobs = [job for job in self.jobs
                 if job.status == "saving" and request.id in job.inflight_reads]
+        if jobs:
+            memory, first = self.machine.memory, request.addr // PAGE_SIZE
+            last = (request.addr + max(request.count * BLOCK_SIZE, 1) - 1) // PAGE_SIZE
+            copied = [i for i in range(first, min(last + 1, memory.page_count))
+                      if memory.page_kind(i) == "copied"]
+            if copied:
+                pages = ", ".join(str(i) for i in copied)
+                self.log(jobs[0], "P7", f"read #{request.id} lands in both copies of "
+                                        f"page {pages}")
+        return [job.frozen for job in jobs]
 
     def request_done(self, request) -> None:
         if len(self.completed_requests) < MAX_LOGGED_REQUESTS:
@@ -653,6 +665,8 @@ class Checkpointer(Hooks):
                                             request.count, request.issued, request.done))
             if self.jobs:
                 self.sample()
+        if not request.is_read and self._overlays:
+            self._note_disk_cow(request)
         for job in self.jobs:
             if request.id in job.inflight_reads:
                 job.inflight_reads.discard(request.id)
@@ -660,6 +674,26 @@ class Checkpointer(Hooks):
             if request.id in job.inflight_writes:
                 job.inflight_writes.discard(request.id)
                 self.log(job, "P5", f"in-flight write #{request.id} reached the checkpointed disk")
+
+    def _note_disk_cow(self, request) -> None:
+        """A completed write that copied a block group into an overlay (P3); P9
+        (claims 18, 28) when an earlier write to that group was pending at its
+        issue: the copy was made after that write, which it therefore includes."""
+        faults = sum(o.cow_faults for o in self._overlays)
+        if faults <= self._disk_cow_seen:
+            return
+        self._disk_cow_seen = faults
+        g = getattr(request.target, "group_blocks", self.group_blocks)
+        groups = set(range(request.block // g, (request.block + max(request.count, 1) - 1) // g + 1))
+        waited = [rid for rid, is_read, block, count, _, done in self.completed_requests
+                  if not is_read and rid < request.id and done > request.issued
+                  and groups & set(range(block // g, (block + max(count, 1) - 1) // g + 1))]
+        where = ", ".join(str(x) for x in sorted(groups))
+        if waited:
+            self.log(None, "P9", f"write #{request.id} copies group {where} after write "
+                                 f"#{waited[-1]}")
+        else:
+            self.log(None, "P3", f"write #{request.id} copies group {where} into the overlay")
 
     # --- disk layers: fingerprint each once nothing more can change it (P5, P10) ----------------
     def seal_layers(self, force: bool = False) -> None:
