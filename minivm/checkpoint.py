@@ -433,6 +433,44 @@ def merged_note(due: list[int], now: int, start_tick: int) -> str:
             f"{now} for {'it' if len(due) == 1 else 'them'}")
 
 
+def p7_note(memory, request) -> str:
+    """What P7 does for a read in flight at a checkpoint whose target pages the
+    guest's copy-on-write has copied since: it lands in the original and the copy."""
+    first = request.addr // PAGE_SIZE
+    last = (request.addr + max(request.count * BLOCK_SIZE, 1) - 1) // PAGE_SIZE
+    copied = [str(i) for i in range(first, min(last + 1, memory.page_count))
+              if memory.page_kind(i) == "copied"]
+    return f"read #{request.id} lands in both copies of page {', '.join(copied)}" if copied else ""
+
+
+def log_disk_cow(checkpointer, request) -> None:
+    """After a write completes: if it copied a block group into an overlay, log it."""
+    faults = sum(o.cow_faults for o in checkpointer._overlays)
+    if faults > checkpointer._disk_cow_seen:
+        checkpointer._disk_cow_seen = faults
+        checkpointer.log(None, *disk_cow_step(request, checkpointer.completed_requests,
+                                              checkpointer.group_blocks))
+
+
+def disk_cow_step(request, completed, default_group: int) -> tuple[str, str]:
+    """A completed write copied a block group into an overlay (P3): the step to
+    log. P9 (claims 18, 28) when an earlier write to that group was still
+    pending at its issue: the copy was made after that write, so includes it."""
+    g = getattr(request.target, "group_blocks", default_group)
+
+    def groups(block, count):
+        return set(range(block // g, (block + max(count, 1) - 1) // g + 1))
+
+    mine = groups(request.block, request.count)
+    waited = [rid for rid, is_read, block, count, _, done in completed
+              if not is_read and rid < request.id and done > request.issued
+              and mine & groups(block, count)]
+    where = ", ".join(str(x) for x in sorted(mine))
+    if waited:
+        return "P9", f"write #{request.id} copies group {where} after write #{waited[-1]}"
+    return "P3", f"write #{request.id} copies group {where} into the overlay"
+
+
 class Checkpointer(Hooks):
     """Runs the checkpoint protocol for one machine, and is its hooks object
     (machine.Hooks: the host task, the ``ckpt`` instruction, the DMA rules)."""
@@ -648,15 +686,8 @@ class Checkpointer(Hooks):
         P7 (claims 17, 25) where the guest's copy of a page exists, in both."""
         jobs = [job for job in self.jobs
                 if job.status == "saving" and request.id in job.inflight_reads]
-        if jobs:
-            memory, first = self.machine.memory, request.addr // PAGE_SIZE
-            last = (request.addr + max(request.count * BLOCK_SIZE, 1) - 1) // PAGE_SIZE
-            copied = [i for i in range(first, min(last + 1, memory.page_count))
-                      if memory.page_kind(i) == "copied"]
-            if copied:
-                pages = ", ".join(str(i) for i in copied)
-                self.log(jobs[0], "P7", f"read #{request.id} lands in both copies of "
-                                        f"page {pages}")
+        if jobs and (note := p7_note(self.machine.memory, request)):
+            self.log(jobs[0], "P7", note)
         return [job.frozen for job in jobs]
 
     def request_done(self, request) -> None:
@@ -666,7 +697,7 @@ class Checkpointer(Hooks):
             if self.jobs:
                 self.sample()
         if not request.is_read and self._overlays:
-            self._note_disk_cow(request)
+            log_disk_cow(self, request)
         for job in self.jobs:
             if request.id in job.inflight_reads:
                 job.inflight_reads.discard(request.id)
@@ -674,26 +705,6 @@ class Checkpointer(Hooks):
             if request.id in job.inflight_writes:
                 job.inflight_writes.discard(request.id)
                 self.log(job, "P5", f"in-flight write #{request.id} reached the checkpointed disk")
-
-    def _note_disk_cow(self, request) -> None:
-        """A completed write that copied a block group into an overlay (P3); P9
-        (claims 18, 28) when an earlier write to that group was pending at its
-        issue: the copy was made after that write, which it therefore includes."""
-        faults = sum(o.cow_faults for o in self._overlays)
-        if faults <= self._disk_cow_seen:
-            return
-        self._disk_cow_seen = faults
-        g = getattr(request.target, "group_blocks", self.group_blocks)
-        groups = set(range(request.block // g, (request.block + max(request.count, 1) - 1) // g + 1))
-        waited = [rid for rid, is_read, block, count, _, done in self.completed_requests
-                  if not is_read and rid < request.id and done > request.issued
-                  and groups & set(range(block // g, (block + max(count, 1) - 1) // g + 1))]
-        where = ", ".join(str(x) for x in sorted(groups))
-        if waited:
-            self.log(None, "P9", f"write #{request.id} copies group {where} after write "
-                                 f"#{waited[-1]}")
-        else:
-            self.log(None, "P3", f"write #{request.id} copies group {where} into the overlay")
 
     # --- disk layers: fingerprint each once nothing more can change it (P5, P10) ----------------
     def seal_layers(self, force: bool = False) -> None:
