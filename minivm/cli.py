@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run straight through (the default when not at a terminal)")
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
                    help="where the demo's checkpoints go (default: a fresh temporary folder)")
+    p.add_argument("--pictures", default=None, metavar="DIR",
+                   help="also draw the demo's pictures (page maps, timelines) as SVG files "
+                        "in DIR, created if missing")
     _add_engine_option(p)
 
     p = sub.add_parser("bench", help="measure the interpreter against a bare Python loop",
@@ -508,7 +511,8 @@ def cmd_demo(args) -> int:
         sys.stdout.write(list_demos())
         return 0
     return run_demo(args.name, pause=not args.no_pause and sys.stdin.isatty(),
-                    checkpoint_dir=args.checkpoint_dir, engine=args.engine)
+                    checkpoint_dir=args.checkpoint_dir, engine=args.engine,
+                    pictures=args.pictures)
 
 
 def cmd_repl(args) -> int:

@@ -64,7 +64,7 @@ def list_demos() -> str:
 
 
 def run_demo(name: str, *, pause: bool, checkpoint_dir: str | None = None,
-             engine: str = DEFAULT_ENGINE) -> int:
+             engine: str = DEFAULT_ENGINE, pictures: str | None = None) -> int:
     from .repl import Session, run_batch
     demos = available()
     if name not in demos:
@@ -76,6 +76,8 @@ def run_demo(name: str, *, pause: bool, checkpoint_dir: str | None = None,
     lines = [line for line in path.read_text(encoding="utf-8").splitlines()
              if not line.startswith("#!")]
     options = _options(path.read_text(encoding="utf-8").splitlines(), name)
+    from .pictures import DemoPictures
+    shots = DemoPictures(pictures, name) if pictures else None    # --pictures DIR
     with tempfile.TemporaryDirectory(prefix="minivm-demo-") as scratch:
         # The demo runs in a scratch copy of the demos folder, so messages show
         # short relative paths (checkpoints/ckpt-0001.mvc) and nothing is left
@@ -101,7 +103,12 @@ def run_demo(name: str, *, pause: bool, checkpoint_dir: str | None = None,
                               mem=options.get("mem", "1M"), engine=engine)
             if pause:
                 session.pause_hook = _wait_for_enter
-            return run_batch(session, lines)
+            if shots:
+                shots.watch(session)
+            status = run_batch(session, lines)
+            if shots:
+                shots.write()
+            return status
         finally:
             os.chdir(previous)
 

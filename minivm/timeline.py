@@ -444,7 +444,10 @@ def page_map_svg(states: str, title: str) -> str:
     cell = min(64.0, (WIDTH - MAP_LEFT - 30) / per_row)
     font = max(round(cell * 0.55), 10)
     body = [_text(PLOT_L, 34, title, 22, weight="bold")]
-    y = 56
+    counts = [f"{states.count(ch)} {ch}" for ch in PAGE_STYLE if ch != "." and ch in states]
+    body.append(_text(PLOT_L, 62, f"{len(states) - states.count('.')} of {len(states)} pages "
+                                  "touched" + (": " + ", ".join(counts) if counts else ""), FONT))
+    y = 78
     for entry in map_rows(states, per_row):
         if len(entry) == 3:
             first, stop, _ = entry
