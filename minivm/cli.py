@@ -246,9 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run straight through (the default when not at a terminal)")
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
                    help="where the demo's checkpoints go (default: a fresh temporary folder)")
-    p.add_argument("--pictures", default=None, metavar="DIR",
-                   help="also draw the demo's pictures (page maps, timelines) as SVG files "
-                        "in DIR, created if missing")
+    p.add_argument("--pictures", metavar="DIR", help="also write the demo's pictures (SVG) in DIR")
     _add_engine_option(p)
 
     p = sub.add_parser("bench", help="measure the interpreter against a bare Python loop",
