@@ -95,9 +95,10 @@ def test_timeline_says_when_its_axis_is_cropped(tmp_path):
     assert any("(the whole run)" in (t.text or "") for t in whole.iter(NS + "text"))
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("mode", ["cow", "stop-copy"])
-def test_the_stop_window_is_a_gap_in_host_time(tmp_path, mode):
-    root, _ = parse(timeline(tmp_path, "p9", "interp", "--checkpoint-mode", mode))
+def test_the_stop_window_is_a_gap_in_host_time(tmp_path, mode, engine):
+    root, _ = parse(timeline(tmp_path, "p9", engine, "--checkpoint-mode", mode))
     gaps = [r for r in root.iter(NS + "rect") if r.get("class") == "stop-gap"]
     assert len(gaps) == 1
     assert float(gaps[0].get("width")) >= 2 and float(gaps[0].get("data-ms")) > 0

@@ -176,8 +176,9 @@ def pages(s, args: str) -> None:
     'c' copied with the original saved. Runs of untouched rows are folded, so a
     4 GiB memory still fits. Run it after 'checkpoint', a 'step' that stores and
     'continue' to watch the protocol (P2-P4) at work. Also: 'info pages'.
-    'pages --svg FILE' also draws the map as an SVG picture (every page, one
-    square each, for memories up to 64 MiB).
+    'pages --svg FILE' also draws the map as an SVG picture for a projector
+    (one square per page with its letter, untouched rows folded, for
+    memories up to 64 MiB).
     Examples:  pages      pages --svg pages.svg
     """
     m = s.machine
