@@ -168,7 +168,6 @@ class _Timeline:
         self.cp = checkpointer
         self.jobs = checkpointer.jobs
         self.body: list[str] = []
-        self.spans: list[tuple[float, float]] = []     # lanes the tick lines cross
         self.run_end = max(checkpointer.machine.tick, max(s.tick for s in checkpointer.samples))
         self._axis(_requests(checkpointer))
 
@@ -209,9 +208,20 @@ class _Timeline:
         return y + 26
 
     def frame(self, y, h) -> None:
-        self.spans.append((y, y + h))
+        """A lane's background, with the tick and checkpoint lines across it
+        (under what the lane draws next)."""
         self.body.append(_rect(PLOT_L, y, PLOT_R - PLOT_L, h, "#f7f7f7",
                                f' stroke="{COLORS["grid"]}"'))
+        self.marks(y, y + h)
+
+    def marks(self, y0, y1) -> None:
+        lines = [(self.x(t), COLORS["grid"], ' stroke-dasharray="2,3"')
+                 for t in _tick_marks(self.lo, self.hi)]
+        lines += [(self.x(j.tick), COLORS["ckpt"], ' stroke-width="2.5"')
+                  for j in self.jobs if self.lo <= j.tick <= self.hi]
+        for xt, color, style in lines:
+            self.body.append(f'<line x1="{xt:.1f}" y1="{y0}" x2="{xt:.1f}" y2="{y1}" '
+                             f'stroke="{color}"{style}/>')
 
     # --- the lanes -----------------------------------------------------------------------
     def events_lane(self, y) -> float:
@@ -237,7 +247,7 @@ class _Timeline:
     def guest_lane(self, y) -> float:
         y = self.lane_title(y, "the guest, in virtual time (ticks): a checkpoint costs it none")
         self.body.append(_rect(PLOT_L, y, PLOT_R - PLOT_L, 24, COLORS["guest"]))
-        self.spans.append((y, y + 36))
+        self.marks(y, y + 36)
         self.body.append(_text(PLOT_L + 6, y + 18, "guest running", FONT))
         for job in self.jobs:
             if job.finished_tick is not None:
@@ -266,9 +276,7 @@ class _Timeline:
             w = text_width(label, FONT)
             lx = x1 + 6 if x1 + 6 + w <= PLOT_R else (x0 - 6 - w if x0 - 6 - w >= PLOT_L
                                                       else PLOT_R - w)
-            if lx == PLOT_R - w:
-                self.body.append(_rect(lx - 2, yy - 1, w + 4, ROW - 6, "white",
-                                       ' opacity="0.85"'))
+            self.body.append(_rect(lx - 2, yy - 1, w + 4, ROW - 6, "white", ' opacity="0.85"'))
             self.body.append(_text(lx, yy + 15, label, FONT))
         return y + rows * ROW + 8
 
@@ -295,16 +303,7 @@ class _Timeline:
         return y + CHART + 4
 
     def axis(self, y) -> float:
-        """Tick marks under the lanes; their lines, and the checkpoints', cross
-        every lane (not the titles)."""
-        marks = [(self.x(t), COLORS["grid"], ' stroke-dasharray="2,3"')
-                 for t in _tick_marks(self.lo, self.hi)]
-        marks += [(self.x(j.tick), COLORS["ckpt"], ' stroke-width="2.5"')
-                  for j in self.jobs if self.lo <= j.tick <= self.hi]
-        for xt, color, style in marks:
-            for y0, y1 in self.spans:
-                self.body.append(f'<line x1="{xt:.1f}" y1="{y0}" x2="{xt:.1f}" y2="{y1}" '
-                                 f'stroke="{color}"{style}/>')
+        """The tick numbers under the lanes."""
         for t in _tick_marks(self.lo, self.hi):
             self.body.append(_text(self.x(t), y + 20, t, FONT, "middle", cls="tick"))
         self.body.append(_text(PLOT_R, y + 44, "virtual time, ticks (one tick = one instruction)",
