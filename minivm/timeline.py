@@ -276,7 +276,7 @@ class _Timeline:
             w = text_width(label, FONT)
             lx = x1 + 6 if x1 + 6 + w <= PLOT_R else (x0 - 6 - w if x0 - 6 - w >= PLOT_L
                                                       else PLOT_R - w)
-            self.body.append(_rect(lx - 2, yy - 1, w + 4, ROW - 6, "white", ' opacity="0.85"'))
+            self.body.append(_rect(lx - 2, yy - 1, w + 4, ROW - 6, "#f7f7f7"))
             self.body.append(_text(lx, yy + 15, label, FONT))
         return y + rows * ROW + 8
 

@@ -167,3 +167,18 @@ def test_demo_pictures_into_a_file_is_one_clear_error(tmp_path):
     err = r.stderr.decode()
     assert r.returncode != 0 and "cannot create the pictures folder" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_repl_pages_svg_draws_the_letters_of_pages(tmp_path, engine):
+    batch = tmp_path / "b.txt"
+    batch.write_text(f"load {DEMOS / 'cow.asm'}\nbreak checkpoint_here\nrun\ncheckpoint before\n"
+                     f"step 4\npages --svg {tmp_path / 'map.svg'}\n")
+    r = run_cli("repl", "--mem", "64K", "--batch", str(batch), "--engine", engine, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout.decode()[-800:]
+    text = r.stdout.decode()
+    row = re.search(r"^\s+0x00000000\s+0\s+(\S+)$", text, re.M).group(1)
+    root, scale = parse((tmp_path / "map.svg").read_text(encoding="utf-8"))
+    assert_text_sizes(root, scale)
+    cells = [t.text for t in root.iter(NS + "text") if t.get("class") == "cell"]
+    assert "".join(cells[:len(row)]) == row == "SSCSS" + "." * 11
