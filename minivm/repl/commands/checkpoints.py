@@ -86,17 +86,39 @@ def checkpoint(s, args: str) -> None:
     s.say_lines(render.checkpoint_notes(job, m))
 
 
-@command("commit", usage="commit", group="checkpoints", needs="machine",
+@command("commit", usage="commit", group="checkpoints", needs="machine", max_args=0,
          summary="merge the disk overlay into its parent (P10), live")
 def commit(s, args: str) -> None:
     """
     The VM switches to a fresh overlay at once, and the overlay it was using is
     merged into its parent as soon as no pending write still targets it
     (docs/protocol.md, P10); the guest keeps running meanwhile. Checkpoints whose
-    disk is that parent no longer match it afterwards (their fingerprint changes).
+    disk is that parent no longer match it afterwards (their fingerprint changes,
+    so 'restore' refuses them), as after 'minivm disk commit': 'commit' names
+    them when it starts.
     Example:  commit
     """
-    s.say(s.checkpointer.commit_disk())
+    cp = s.checkpointer
+    top = s.machine.disk.backing
+    parent = top.parent if top is not None and top.kind == "overlay" else None
+    message = cp.commit_disk()
+    done = message == cp.last_commit    # merged at once: reported already, as a note
+    if not done:
+        s.say(message)
+    affected = _checkpoints_on(s, parent.path) if parent is not None else []
+    if affected:
+        names = ", ".join(job.name for job in affected)
+        when = "so they no longer match it" if done else \
+            "once the merge is done they no longer match it"
+        s.say(f"warning: {show_path(parent.path)} was the disk of checkpoint(s) {names}; "
+              f"{when} and 'restore' refuses them (as after 'minivm disk commit')")
+
+
+def _checkpoints_on(s, path: str) -> list:
+    """The session's complete or saving checkpoints whose disk chain holds ``path``."""
+    where = os.path.abspath(path)
+    return [job for job in s.jobs if job.status != "failed" and job.chain
+            and any(os.path.abspath(layer.path) == where for layer in job.chain)]
 
 
 @command("checkpoints", aliases=("ckpts",), usage="checkpoints", group="checkpoints",
@@ -188,14 +210,15 @@ def restore_checkpoint(s, spec: str, undo: bool = True) -> None:
 
 
 
-@command("diff", usage="diff A B", group="checkpoints", complete="checkpoint2",
-         min_args=1, max_args=2, missing="usage: diff A B (checkpoint names or files, or 'now')",
-         too_many="usage: diff A B (checkpoint names or files, or 'now')",
+@command("diff", usage="diff A [B]", group="checkpoints", complete="checkpoint2",
+         min_args=1, max_args=2,
+         missing="usage: diff A [B] (checkpoint names or files, or 'now'; B defaults to 'now')",
+         too_many="usage: diff A [B] (checkpoint names or files, or 'now'; B defaults to 'now')",
          summary="compare two checkpoints, or one and 'now'")
 def diff(s, args: str) -> None:
     """
-    Compares two checkpoints, or a checkpoint and the running machine ('now'):
-    registers, pc and tick, memory pages (with how many bytes differ in each),
+    Compares two checkpoints, or a checkpoint and the running machine ('now',
+    what B is when it is left out): registers, pc and tick, memory pages (with how many bytes differ in each),
     disk blocks, and device state (timer, disk queue, console counters).
     Examples:  diff ckpt-0001 ckpt-0002      diff before-loop now      diff ckpt-0001
     """
