@@ -71,3 +71,45 @@ def test_a_deferred_commit_warns_when_it_starts(tmp_path, engine):
     assert "a.cow is merged into its parent once its pending writes complete" in text
     assert "once the merge is done they no longer match it" in text, text
     assert "committed" not in text
+
+
+# --- a guest's own 'ckpt' is announced when it is taken ---------------------------------------
+
+CKPT_BETWEEN = """\
+        out 0x00, 65         ; "A\\n", then ckpt, then "x=" and ckpt on that line, then "1\\n"
+        out 0x00, 10
+        ckpt
+        out 0x00, 120
+        out 0x00, 61
+        ckpt
+        out 0x00, 49
+        out 0x00, 10
+spin:   jmp spin             ; and loops: the run ends only at a tick limit (or Ctrl-C)
+"""
+
+
+def test_a_guests_checkpoint_is_announced_between_its_output(tmp_path, engine):
+    r = Repl(tmp_path, CKPT_BETWEEN, engine)
+    text = r.run("continue 500")
+    lines = text.splitlines()
+    assert lines[0] == "A"
+    assert lines[1] == "(the guest took checkpoint ckpt-0001 at tick 3 with 'ckpt')"
+    assert lines[2].startswith("  memory marked copy-on-write")
+    assert lines[3] == "x="                              # its own line: the note starts fresh
+    assert lines[4] == "(the guest took checkpoint ckpt-0002 at tick 6 with 'ckpt')"
+    assert lines[6] == "1"                               # the guest's newline is not doubled
+    assert lines[7] == "ran 500 ticks"
+    assert text.count("the guest took checkpoint") == 2
+    assert [job.name for job in r.s.jobs] == ["ckpt-0001", "ckpt-0002"]
+
+
+def test_the_checkpoint_demo_announces_its_ckpt_before_the_rest_of_its_output(tmp_path, engine):
+    disk = tmp_path / "d.img"
+    create_raw_disk(str(disk), 64 * 1024)
+    r = Repl(tmp_path, (ROOT / "programs" / "checkpoint_demo.asm").read_text(), engine,
+             disk=str(disk))
+    text = r.run("run")
+    took = text.index("(the guest took checkpoint ckpt-0001")
+    assert text.index("issuing 2 disk requests, then ckpt\n") < took
+    assert took < text.index("in flight before ckpt: 2, after ckpt: 2") \
+        < text.index("disk completions: 2") < text.index("halted at tick")

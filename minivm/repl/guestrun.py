@@ -1,0 +1,77 @@
+"""Running the guest from a REPL session: the context every command that runs
+it enters (:func:`running`), the session machine's checkpointer, which
+announces a checkpoint the guest takes with ``ckpt`` at the moment it is
+taken (between the guest's console output, on a line of its own), and the
+checkpointers of earlier machines of the session, which ``timeline`` draws."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from .. import isa
+from ..checkpoint import Checkpointer
+from ..interrupts_guard import SigintGuard
+from . import render, travel
+
+
+class SessionCheckpointer(Checkpointer):
+    """The checkpointer of a session's machine: ``announce(job)`` is called
+    as soon as a ``ckpt`` instruction of the guest has taken ``job``, while
+    the guest is still running (the machine stops only for the stop window
+    of P2, so the line comes between the console output before and after)."""
+
+    def __init__(self, machine, store, *, announce, **options):
+        super().__init__(machine, store, **options)
+        self._announce = announce
+
+    def on_ckpt(self, machine) -> None:
+        before = len(self.jobs)
+        super().on_ckpt(machine)
+        for job in self.jobs[before:]:
+            self._announce(job)
+
+
+def announce_guest_checkpoint(s, job) -> None:
+    """The guest took ``job`` with 'ckpt': into the book, and said now."""
+    if job in s.checkpoints:
+        return
+    s.checkpoints.add(job, s.input_log)
+    s.say(f"(the guest took checkpoint {job.name} at tick {job.tick} with 'ckpt')")
+    if s.machine is not None:
+        s.say_lines(render.checkpoint_notes(job, s.machine))
+
+
+@contextmanager
+def running(s):
+    """Around anything that runs the guest: Ctrl-C stops it at the next
+    instruction boundary (:class:`SigintGuard`); the front end's terminal
+    guard (``s.while_running``, see frontend.py) keeps what is typed meanwhile
+    for the next prompt; when nothing can run any more, saves finish."""
+    m = s.machine
+    s.prev_regs = list(m.regs[:isa.NUM_REGS]) + [m.pc]
+    m.stop_requested = False
+    guard = SigintGuard(m, enabled=s.handle_sigint)
+    terminal = s.while_running() if s.while_running is not None else None
+    try:
+        if terminal is not None:
+            terminal.__enter__()
+        with guard:
+            yield m
+    finally:
+        s.ctrl_c_echoed = guard.seen and (terminal is None or terminal.echoes_ctrl_c)
+        if terminal is not None:
+            terminal.__exit__(None, None, None)
+        s.sigint_seen = guard.seen
+        m.stop_requested = False
+        travel.after_run(s)
+        for job in s.checkpointer.jobs:        # (each is announced when taken; none is left)
+            announce_guest_checkpoint(s, job)
+        if m.halted or m.fault is not None:
+            # Nothing will run any more: complete the saves now (as `minivm run` does).
+            s.checkpointer.finish_all()
+
+
+def new_checkpointer(s, machine) -> SessionCheckpointer:
+    return SessionCheckpointer(machine, s.store, pages_per_slice=s.pages_per_slice,
+                               report=lambda msg: s.say(f"note: {msg}"),
+                               announce=lambda job: announce_guest_checkpoint(s, job))
