@@ -113,3 +113,37 @@ def test_the_checkpoint_demo_announces_its_ckpt_before_the_rest_of_its_output(tm
     assert text.index("issuing 2 disk requests, then ckpt\n") < took
     assert took < text.index("in flight before ckpt: 2, after ckpt: 2") \
         < text.index("disk completions: 2") < text.index("halted at tick")
+
+
+# --- 'timeline' draws the whole session -----------------------------------------------------------
+
+def _svg_texts(path) -> list[str]:
+    import xml.etree.ElementTree as ET
+    root = ET.parse(path).getroot()                   # well-formed, one document
+    return ["".join(el.itertext()) for el in root.iter("{http://www.w3.org/2000/svg}text")]
+
+
+def test_timeline_after_restore_draws_every_machine_of_the_session(tmp_path, engine):
+    r = Repl(tmp_path, CKPT_BETWEEN, engine)
+    r.run("continue 100")                             # the guest took ckpt-0001 and ckpt-0002
+    r.run("checkpoint mine")
+    r.run("restore ckpt-0001")
+    text = r.run(f"timeline {tmp_path / 't1.svg'}")   # the restored machine took none yet
+    assert "timeline of 3 checkpoint(s) written to" in text, text
+    r.run("continue 10")                              # the guest's second ckpt, again
+    r.run("checkpoint after")
+    text = r.run(f"timeline {tmp_path / 't2.svg'}")
+    assert "timeline of 5 checkpoint(s) of 2 machines written to" in text, text
+    texts = _svg_texts(tmp_path / "t2.svg")
+    headings = [t for t in texts if t.startswith("machine ")]
+    assert len(headings) == 2, headings
+    assert headings[0].startswith("machine 1 of 2: from ") and "3 checkpoint(s)" in headings[0]
+    assert headings[1].startswith("machine 2 of 2 (the current one): from ") \
+        and "ckpt-0001.mvc, 2 checkpoint(s)" in headings[1]
+    for name in ("ckpt-0001", "ckpt-0002", "mine", "ckpt-0003", "after"):
+        assert any(t.startswith(f"{name}: stop") for t in texts), name
+
+
+def test_timeline_with_no_checkpoint_in_the_session_says_so(tmp_path, engine):
+    r = Repl(tmp_path, "        halt\n", engine)
+    assert "no checkpoint has been taken in this session yet" in r.run("timeline t.svg", ok=False)

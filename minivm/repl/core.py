@@ -85,6 +85,7 @@ class Session:
         self.machine: Machine | None = None
         self.checkpointer: guestrun.SessionCheckpointer | None = None
         self.checkpoints = CheckpointBook()
+        self.past_runs: list = []              # (origin, checkpointer) of replaced machines
         self.breakpoints = Breakpoints()
         self.errors = 0
         self.quit_requested = False
@@ -335,6 +336,7 @@ class Session:
         if self.checkpointer is not None:
             self.checkpointer.finish_all()
         self.report_jobs()
+        guestrun.retire_checkpointer(self)
         close_chain(self.machine.disk.backing)
         self.machine = None
         self.checkpointer = None

@@ -6,12 +6,16 @@ checkpointers of earlier machines of the session, which ``timeline`` draws."""
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
+from html import escape
 
 from .. import isa
 from ..checkpoint import Checkpointer
 from ..interrupts_guard import SigintGuard
 from . import render, travel
+from .parsing import CommandError
+from .places import show_path
 
 
 class SessionCheckpointer(Checkpointer):
@@ -75,3 +79,53 @@ def new_checkpointer(s, machine) -> SessionCheckpointer:
     return SessionCheckpointer(machine, s.store, pages_per_slice=s.pages_per_slice,
                                report=lambda msg: s.say(f"note: {msg}"),
                                announce=lambda job: announce_guest_checkpoint(s, job))
+
+
+# ---- the timeline of the whole session ----------------------------------------------------
+_SIZE_RE = re.compile(r'<svg\b[^>]*?\swidth="(\d+(?:\.\d+)?)"[^>]*?\sheight="(\d+(?:\.\d+)?)"')
+HEADING = 34             # room above each machine's picture for its heading
+
+
+def retire_checkpointer(s) -> None:
+    """The session's machine is being replaced: keep its checkpointer (if it
+    took any checkpoint) for the session's timeline."""
+    cp = s.checkpointer
+    if cp is not None and cp.jobs:
+        s.past_runs.append((s.origin, cp))
+
+
+def session_timeline(s) -> tuple[str, int, int]:
+    """(SVG, checkpoints, machines): the timeline of every machine of the
+    session that took a checkpoint, the earlier ones (replaced by 'restore',
+    'reset' or 'load') first, each under a heading that says where it came
+    from. One machine: its timeline as it is."""
+    from ..timeline import timeline_svg
+    runs = list(s.past_runs)
+    if s.checkpointer is not None and s.checkpointer.jobs:
+        runs.append((s.origin, s.checkpointer))
+    if not runs:
+        raise CommandError("no checkpoint has been taken in this session yet "
+                           "('checkpoint' takes one)")
+    count = sum(len(cp.jobs) for _, cp in runs)
+    if len(runs) == 1:
+        return timeline_svg(runs[0][1]), count, 1
+    parts, y, width = [], 0, 0
+    for number, (origin, cp) in enumerate(runs, 1):
+        svg = timeline_svg(cp)
+        match = _SIZE_RE.search(svg)
+        w, h = (float(match.group(1)), float(match.group(2))) if match else (960.0, 500.0)
+        now = " (the current one)" if cp is s.checkpointer else ""
+        heading = (f"machine {number} of {len(runs)}{now}: from {show_path(origin)}, "
+                   f"{len(cp.jobs)} checkpoint(s)")
+        parts.append(f'<text x="12" y="{y + 24}" font-size="16" font-family="sans-serif" '
+                     f'font-weight="bold" fill="#222222">{escape(heading)}</text>')
+        parts.append(svg.replace("<svg ", f'<svg x="0" y="{y + HEADING}" ', 1).strip())
+        y += HEADING + h
+        width = max(width, w)
+    width = int(width + 0.5)
+    height = int(y + 0.5)
+    title = f"minivm session timeline: {count} checkpoint(s) of {len(runs)} machine(s)"
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}">\n<title>{escape(title)}</title>\n'
+            f'<rect width="{width}" height="{height}" fill="white"/>\n'
+            + "\n".join(parts) + "\n</svg>\n"), count, len(runs)

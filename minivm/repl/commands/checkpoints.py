@@ -10,7 +10,7 @@ from ... import isa
 from ...resume import open_chain, read_checkpoint, resolve_disk_chain
 from ...container import write_text_atomically
 from ...errors import MinivmError, show
-from .. import render
+from .. import guestrun, render
 from .. import travel
 from ..parsing import CommandError, split_args
 from ..places import show_path
@@ -23,17 +23,19 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
          needs="machine", summary="draw this session's checkpoints over time as SVG")
 def timeline(s, args: str) -> None:
     """
-    Writes a picture of what the checkpoints taken since the program was loaded
-    did over virtual time: each stop window (P2), the disk requests in flight
-    (those in flight at a checkpoint are the P5 cases), the pages saved in the
-    background (P4), memory copy-on-write faults and overlay writes (P3).
+    Writes a picture of what the checkpoints of this session did over virtual
+    time: each stop window (P2), the disk requests in flight (those in flight
+    at a checkpoint are the P5 cases), the pages saved in the background (P4),
+    memory copy-on-write faults and overlay writes (P3). Every machine of the
+    session that took a checkpoint is drawn, one under the other with a
+    heading: those replaced by 'restore', 'reset' or 'load' first, then the
+    current one.
     Example:  timeline demo.svg
     """
-    from ...timeline import timeline_svg
-    if not s.checkpointer.jobs:
-        raise CommandError("no checkpoint has been taken yet ('checkpoint' takes one)")
-    write_text_atomically(args, timeline_svg(s.checkpointer))
-    s.say(f"timeline of {len(s.checkpointer.jobs)} checkpoint(s) written to {args}")
+    svg, count, machines = guestrun.session_timeline(s)
+    write_text_atomically(args, svg)
+    of = f" of {machines} machines" if machines > 1 else ""
+    s.say(f"timeline of {count} checkpoint(s){of} written to {args}")
 
 
 @command("checkpoint", aliases=("ckpt", "cp"), usage="checkpoint [--incremental] [NAME]",
