@@ -147,3 +147,64 @@ def test_timeline_after_restore_draws_every_machine_of_the_session(tmp_path, eng
 def test_timeline_with_no_checkpoint_in_the_session_says_so(tmp_path, engine):
     r = Repl(tmp_path, "        halt\n", engine)
     assert "no checkpoint has been taken in this session yet" in r.run("timeline t.svg", ok=False)
+
+
+# --- console input fed after a halt is for the next run ------------------------------------------
+
+ECHO = """\
+loop:   in r1, 0x02
+        blt r1, 0, done
+        out 0x00, r1
+        jmp loop
+done:   halt
+"""
+
+
+def test_input_fed_after_a_halt_is_fed_to_the_next_run(tmp_path, engine):
+    r = Repl(tmp_path, ECHO, engine)
+    r.run("input one")
+    assert r.run("run").startswith("one\nhalted at tick")
+    text = r.run("input two")
+    assert "fed 4 byte(s) after the halt: kept for the next run" in text, text
+    text = r.run("run")
+    assert "(console input fed after the halt: 4 byte(s), fed to this run)" in text
+    assert "\ntwo\nhalted at tick" in text, text
+    r.run("input three")
+    r.run("reset")
+    assert r.s.machine.console.source.pending() == b"three\n"
+    assert r.run("continue").startswith("three\nhalted")
+
+
+def test_input_fed_after_a_fault_is_kept_and_unread_input_is_dropped_aloud(tmp_path, engine):
+    r = Repl(tmp_path, "        in r1, 0x02\n        div r2, r1, r0\n        halt\n", engine)
+    r.run("input ab")
+    r.run("run")                                       # reads 'a', then divides by zero
+    assert r.s.machine.fault is not None
+    assert "after the fault: kept for the next run" in r.run("input -n c")
+    text = r.run("reset")
+    assert "(2 byte(s) of console input the program had not read are dropped" in text, text
+    assert r.s.machine.console.source.pending() == b"c"
+    r.run("input later")
+    text = r.run(f"load {tmp_path / 'prog.asm'}")
+    assert "(7 byte(s) of console input the program had not read are dropped" in text, text
+
+
+def test_input_fed_after_a_halt_is_dropped_aloud_by_load(tmp_path, engine):
+    r = Repl(tmp_path, ECHO, engine)
+    r.run("run")
+    r.run("input x")
+    text = r.run(f"load {tmp_path / 'prog.asm'}")
+    assert "(2 byte(s) of console input fed after the halt are dropped" in text, text
+    assert r.s.machine.console.source.pending() == b""
+
+
+def test_restore_replays_input_fed_after_the_halt_once(tmp_path, engine):
+    r = Repl(tmp_path, ECHO, engine)
+    r.run("checkpoint start")
+    r.run("input one")
+    r.run("continue")
+    r.run("input two")                                  # after the halt
+    text = r.run("restore start")
+    assert "console input: 8 byte(s) fed after that point are fed again" in text, text
+    assert r.run("continue").startswith("one\ntwo\nhalted")
+    assert "fed to this run" not in r.run("reset")      # not kept a second time

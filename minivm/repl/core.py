@@ -95,6 +95,7 @@ class Session:
         self.x_next: tuple[int, int] | None = None  # where a bare 'x' continues
         self.pause_hook = None                 # called by 'pause' (minivm demo: wait for Enter)
         self.input_log = InputLog()           # console input of this run's lineage
+        self.pending_input = bytearray()       # fed after a halt: for the next run
         self.sigint_seen = False
         self.ctrl_c_echoed = False             # the terminal echoed ^C on the guest's line
         self.while_running = None              # the front end's terminal guard (frontend.py)
@@ -367,7 +368,9 @@ class Session:
         machine = self.new_machine(image)
         self.program_path = path
         self.input_log = InputLog()
+        old = self.machine
         self.install(machine, image, path)
+        guestrun.carry_input(self, old, keep=False)
         data = f", {len(image.data)} data bytes" if image.data else ""
         self.say(f"loaded {path}: {len(image.code)} instructions{data}; "
                  f"memory {format_size(self.memory_size)}"
@@ -384,8 +387,10 @@ class Session:
             image, origin = load_program(self.program_path), self.program_path
         machine = self.new_machine(image)
         self.input_log = InputLog()
+        old = self.machine
         self.install(machine, image, origin)
         self.say("reset: a fresh machine at tick 0")
+        guestrun.carry_input(self, old, keep=True)
         self.say(f"=> {self.describe(machine.pc)}")
 
     # ==== running ============================================================================

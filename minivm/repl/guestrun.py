@@ -129,3 +129,28 @@ def session_timeline(s) -> tuple[str, int, int]:
             f'viewBox="0 0 {width} {height}">\n<title>{escape(title)}</title>\n'
             f'<rect width="{width}" height="{height}" fill="white"/>\n'
             + "\n".join(parts) + "\n</svg>\n"), count, len(runs)
+
+
+# ---- console input fed after a halt is for the next run ----------------------------------------
+def carry_input(s, old, keep: bool) -> None:
+    """A fresh machine replaced ``old`` ('reset', 'run' after a halt: ``keep``;
+    'load': not). Input fed while ``old`` had halted or faulted was for the
+    next run: fed to the new machine when ``keep``. Whatever else ``old`` had
+    not read is dropped with it, and either is said."""
+    pending, s.pending_input = bytes(s.pending_input), bytearray()
+    unread = old.console.source.buffered() - len(pending) if old is not None else 0
+    if unread > 0:
+        s.say(f"({unread} byte(s) of console input the program had not read are dropped "
+              "with its machine)")
+    if not pending:
+        return
+    if not keep:
+        s.say(f"({len(pending)} byte(s) of console input fed after the halt are dropped: "
+              "they were for a 'run' or 'reset' of that program)")
+        return
+    m = s.machine
+    m.console.source.feed(pending)
+    if s.history is not None:
+        s.history.note_input(pending)
+    s.input_log += pending
+    s.say(f"(console input fed after the halt: {len(pending)} byte(s), fed to this run)")

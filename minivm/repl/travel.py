@@ -194,6 +194,7 @@ def restore_from(s, ckpt, name: str, where: str, lineage) -> None:
                               console_input=ConsoleInput(replay), engine=s.engine)
     s.install(machine, ckpt.image, where)
     s.input_log = log
+    s.pending_input = bytearray()   # fed after a halt: in the log if it is this run's lineage
     s.say(f"restored {name} (tick {machine.tick}) from {where}")
     if machine.halted:
         s.say("the checkpoint was taken after the program halted")
