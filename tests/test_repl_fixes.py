@@ -208,3 +208,86 @@ def test_restore_replays_input_fed_after_the_halt_once(tmp_path, engine):
     assert "console input: 8 byte(s) fed after that point are fed again" in text, text
     assert r.run("continue").startswith("one\ntwo\nhalted")
     assert "fed to this run" not in r.run("reset")      # not kept a second time
+
+
+# --- text typed while the guest runs reaches the next prompt -----------------------------------------
+
+class TypedMeanwhile:
+    """A stand-in for the terminal guard that 'types' ``text`` into the
+    prompt's input while the guest runs (the test cannot type at a real
+    keyboard during a run; the text arrives exactly while a command runs)."""
+
+    def __init__(self, inp, texts: list[str]):
+        self.inp, self.texts, self.echoes_ctrl_c = inp, texts, True
+
+    def __enter__(self):
+        if self.texts:
+            self.inp.send_text(self.texts.pop(0))
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_text_typed_while_the_guest_runs_reaches_the_next_prompt(tmp_path, engine):
+    from prompt_toolkit.input import create_pipe_input
+    from prompt_toolkit.output import DummyOutput
+    from minivm.repl import interact, make_prompt_session
+    r = Repl(tmp_path, "top:    add r1, r1, 1\n        blt r1, 1000, top\n        halt\n", engine)
+    with create_pipe_input() as inp:
+        prompt = make_prompt_session(r.s, input=inp, output=DummyOutput())
+        # typed during the first run: two whole commands, then half of one;
+        # during the second: the rest of it, and Ctrl-D
+        typed = ["regs r1\rcontinue 5\rprint r", "1\r\x04"]
+        r.s.while_running = lambda: TypedMeanwhile(inp, typed)
+        inp.send_text("continue 10\r")
+        assert interact(r.s, prompt) == 0
+    text = r.buffer.getvalue()
+    ran10 = text.index("ran 10 ticks")
+    regs = text.index("* r1  0x00000005 5")
+    ran5 = text.index("ran 5 ticks")
+    assert ran10 < regs < ran5 < text.index("r1 = 8"), text
+
+
+def test_the_terminal_keeps_typed_text_through_ctrl_c_and_does_not_echo_it():
+    """TypeAhead on a pseudo-terminal: echo and line editing are off, Ctrl-C
+    still signals, and NOFLSH keeps what was typed before it (a terminal in
+    its usual mode throws the line away at Ctrl-C: that lost typed-ahead text)."""
+    import os
+    import select
+    import signal
+    termios = pytest.importorskip("termios")
+    from minivm.repl.frontend import TypeAhead
+    master, slave = os.openpty()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)   # (the pty is no one's terminal)
+    try:
+        before = termios.tcgetattr(slave)
+        with TypeAhead(slave) as guard:
+            lflag = termios.tcgetattr(slave)[3]
+            assert not lflag & (termios.ECHO | termios.ICANON)
+            assert lflag & termios.ISIG and lflag & termios.NOFLSH
+            assert not guard.echoes_ctrl_c
+            os.write(master, b"reg\x03s r1\r")
+            got = b""
+            while not got.endswith(b"\r"):
+                ready, _, _ = select.select([slave], [], [], 30)
+                assert ready, f"only {got!r} arrived"
+                got += os.read(slave, 100)
+            assert got == b"regs r1\r"                       # nothing flushed, CR kept
+        assert termios.tcgetattr(slave) == before             # the mode is put back
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        os.close(master)
+        os.close(slave)
+
+
+def test_the_terminal_guard_does_nothing_on_a_pipe():
+    import os
+    from minivm.repl.frontend import TypeAhead
+    read, write = os.pipe()
+    try:
+        with TypeAhead(read) as guard:
+            assert guard.echoes_ctrl_c
+    finally:
+        os.close(read)
+        os.close(write)
