@@ -167,7 +167,7 @@ def test_input_fed_after_a_halt_is_fed_to_the_next_run(tmp_path, engine):
     text = r.run("input two")
     assert "fed 4 byte(s) after the halt: kept for the next run" in text, text
     text = r.run("run")
-    assert "(console input fed after the halt: 4 byte(s), fed to this run)" in text
+    assert "(console input fed after the halt or fault: 4 byte(s), fed to this run)" in text
     assert "\ntwo\nhalted at tick" in text, text
     r.run("input three")
     r.run("reset")
@@ -194,7 +194,7 @@ def test_input_fed_after_a_halt_is_dropped_aloud_by_load(tmp_path, engine):
     r.run("run")
     r.run("input x")
     text = r.run(f"load {tmp_path / 'prog.asm'}")
-    assert "(2 byte(s) of console input fed after the halt are dropped" in text, text
+    assert "(2 byte(s) of console input fed after the halt or fault are dropped" in text, text
     assert r.s.machine.console.source.pending() == b""
 
 

@@ -83,7 +83,7 @@ def new_checkpointer(s, machine) -> SessionCheckpointer:
 
 # ---- the timeline of the whole session ----------------------------------------------------
 _SIZE_RE = re.compile(r'<svg\b[^>]*?\swidth="(\d+(?:\.\d+)?)"[^>]*?\sheight="(\d+(?:\.\d+)?)"')
-HEADING = 34             # room above each machine's picture for its heading
+HEADING = 40             # room above each machine's picture for its heading
 
 
 def retire_checkpointer(s) -> None:
@@ -117,7 +117,7 @@ def session_timeline(s) -> tuple[str, int, int]:
         now = " (the current one)" if cp is s.checkpointer else ""
         heading = (f"machine {number} of {len(runs)}{now}: from {show_path(origin)}, "
                    f"{len(cp.jobs)} checkpoint(s)")
-        parts.append(f'<text x="12" y="{y + 24}" font-size="16" font-family="sans-serif" '
+        parts.append(f'<text x="12" y="{y + 28}" font-size="20" font-family="sans-serif" '
                      f'font-weight="bold" fill="#222222">{escape(heading)}</text>')
         parts.append(svg.replace("<svg ", f'<svg x="0" y="{y + HEADING}" ', 1).strip())
         y += HEADING + h
@@ -145,7 +145,7 @@ def carry_input(s, old, keep: bool) -> None:
     if not pending:
         return
     if not keep:
-        s.say(f"({len(pending)} byte(s) of console input fed after the halt are dropped: "
+        s.say(f"({len(pending)} byte(s) of console input fed after the halt or fault are dropped: "
               "they were for a 'run' or 'reset' of that program)")
         return
     m = s.machine
@@ -153,4 +153,4 @@ def carry_input(s, old, keep: bool) -> None:
     if s.history is not None:
         s.history.note_input(pending)
     s.input_log += pending
-    s.say(f"(console input fed after the halt: {len(pending)} byte(s), fed to this run)")
+    s.say(f"(console input fed after the halt or fault: {len(pending)} byte(s), fed to this run)")

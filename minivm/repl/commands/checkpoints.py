@@ -24,9 +24,11 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 def timeline(s, args: str) -> None:
     """
     Writes a picture of what the checkpoints of this session did over virtual
-    time: each stop window (P2), the disk requests in flight (those in flight
-    at a checkpoint are the P5 cases), the pages saved in the background (P4),
-    memory copy-on-write faults and overlay writes (P3). Every machine of the
+    time, for a projector (1280 wide, text 16 px or more): each protocol step
+    labelled on its tick (P2 stop, P4 saved, P5 to P9), the disk requests
+    (those in flight at a checkpoint are the P5 cases), the pages saved in the
+    background (P4), memory COW faults, overlay writes and disk COW faults
+    (P3), and each stop window as a gap in host time. Every machine of the
     session that took a checkpoint is drawn, one under the other with a
     heading: those replaced by 'restore', 'reset' or 'load' first, then the
     current one.
