@@ -291,3 +291,49 @@ def test_the_terminal_guard_does_nothing_on_a_pipe():
     finally:
         os.close(read)
         os.close(write)
+
+
+class TtyBuffer(io.StringIO):
+    def isatty(self):
+        return True
+
+
+class Quiet:
+    """A terminal guard that hid (or, as usual, echoed) the ^C."""
+
+    def __init__(self, echoes: bool):
+        self.echoes_ctrl_c = echoes
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.mark.parametrize("echoes", [True, False])
+def test_ctrl_c_gets_a_fresh_line_only_when_the_terminal_echoed_it(tmp_path, engine, echoes):
+    import os
+    import signal
+    r = Repl(tmp_path, "top:    add r1, r1, 1\n        jmp top\n", engine)
+    r.buffer = r.s.out._stream = TtyBuffer()
+    r.s.while_running = lambda: Quiet(echoes)
+    inner = r.s.machine.hooks
+
+    class CtrlCAt:                             # a real SIGINT, at a known tick
+        def __getattr__(self, name):
+            return getattr(inner, name)
+
+        def next_tick(self):
+            return 100
+
+        def run_due(self, machine):
+            machine.hooks = inner
+            os.kill(os.getpid(), signal.SIGINT)
+
+    r.s.machine.hooks = CtrlCAt()
+    text = r.run("continue")
+    assert r.s.sigint_seen
+    first = text.splitlines()[0]
+    assert (first == "") == echoes, text
+    assert "interrupted (Ctrl-C) at tick" in text

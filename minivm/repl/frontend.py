@@ -10,8 +10,9 @@ commands (registry.py, commands/).
   history, and a bottom toolbar with tick, pc, source line and the checkpoint
   being saved. ``patch_stdout`` keeps guest output from corrupting the prompt.
   Ctrl-C while the guest runs stops it at the next instruction boundary
-  (``Machine.stop_requested``, see ``Session.running``); Ctrl-C at the prompt
-  clears the line; Ctrl-D quits. Enter on an empty line repeats
+  (``Machine.stop_requested``, see ``Session.running``), and what is typed
+  while the guest runs waits for the next prompt (:class:`TypeAhead`);
+  Ctrl-C at the prompt clears the line; Ctrl-D quits. Enter on an empty line repeats
   step/next/continue/x, as in gdb.
 * Scripted (``--batch FILE``, or commands on a pipe): the same commands, each
   echoed after the prompt, so the transcript reads like an interactive
