@@ -19,23 +19,19 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from contextlib import contextmanager
 
 from .. import isa
 from ..assembler import evaluate_expression
-from ..checkpoint import Checkpointer
 from ..devices import DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_INFLIGHT_BYTES, MAX_DELAY, ConsoleInput
 from ..disks import close_chain, open_disk
 from ..engine import DEFAULT_ENGINE, select_engine
 from ..errors import GuestFault, MinivmError, show
-from ..interrupts_guard import SigintGuard
 from ..history import History
 from ..machine import Machine
 from ..memory import format_size, parse_size
 from ..store import CHECKPOINT_SUFFIX, FileStore
-from . import render
 from .books import Breakpoints, CheckpointBook, InputLog
-from . import travel
+from . import guestrun, travel
 from .output import GuestSink, Output
 from .parsing import CommandError
 from .places import Places, show_path
@@ -87,8 +83,9 @@ class Session:
         self.program_path: str | None = None
         self.origin = ""                       # what the machine came from
         self.machine: Machine | None = None
-        self.checkpointer: Checkpointer | None = None
+        self.checkpointer: guestrun.SessionCheckpointer | None = None
         self.checkpoints = CheckpointBook()
+        self.past_runs: list = []              # (origin, checkpointer) of replaced machines
         self.breakpoints = Breakpoints()
         self.errors = 0
         self.quit_requested = False
@@ -98,7 +95,10 @@ class Session:
         self.x_next: tuple[int, int] | None = None  # where a bare 'x' continues
         self.pause_hook = None                 # called by 'pause' (minivm demo: wait for Enter)
         self.input_log = InputLog()           # console input of this run's lineage
+        self.pending_input = bytearray()       # fed after a halt: for the next run
         self.sigint_seen = False
+        self.ctrl_c_echoed = False             # the terminal echoed ^C on the guest's line
+        self.while_running = None              # the front end's terminal guard (frontend.py)
         # time travel (travel.py): the recorded run, its settings (None: the
         # defaults), the jumps 'undo' takes back and where its checkpoints go
         self.history: History | None = None
@@ -316,8 +316,7 @@ class Session:
         self.places = Places(image)
         self.machine = machine
         self.origin = origin
-        self.checkpointer = Checkpointer(machine, self.store, pages_per_slice=self.pages_per_slice,
-                                         report=lambda msg: self.say(f"note: {msg}"))
+        self.checkpointer = guestrun.new_checkpointer(self, machine)
         book = self.breakpoints
         if not same and len(book):
             self.say(f"(a different program: {len(book.breaks)} breakpoint(s) and "
@@ -338,6 +337,7 @@ class Session:
         if self.checkpointer is not None:
             self.checkpointer.finish_all()
         self.report_jobs()
+        guestrun.retire_checkpointer(self)
         close_chain(self.machine.disk.backing)
         self.machine = None
         self.checkpointer = None
@@ -368,7 +368,9 @@ class Session:
         machine = self.new_machine(image)
         self.program_path = path
         self.input_log = InputLog()
+        old = self.machine
         self.install(machine, image, path)
+        guestrun.carry_input(self, old, keep=False)
         data = f", {len(image.data)} data bytes" if image.data else ""
         self.say(f"loaded {path}: {len(image.code)} instructions{data}; "
                  f"memory {format_size(self.memory_size)}"
@@ -385,37 +387,16 @@ class Session:
             image, origin = load_program(self.program_path), self.program_path
         machine = self.new_machine(image)
         self.input_log = InputLog()
+        old = self.machine
         self.install(machine, image, origin)
         self.say("reset: a fresh machine at tick 0")
+        guestrun.carry_input(self, old, keep=True)
         self.say(f"=> {self.describe(machine.pc)}")
 
     # ==== running ============================================================================
-    @contextmanager
     def running(self):
-        """Around anything that runs the guest: Ctrl-C stops it at the next
-        instruction boundary (:class:`SigintGuard`); checkpoints the guest took
-        with 'ckpt' join the book; when nothing can run any more, saves finish."""
-        m = self.machine
-        self.prev_regs = list(m.regs[:isa.NUM_REGS]) + [m.pc]
-        m.stop_requested = False
-        jobs_before = len(self.checkpointer.jobs)
-        guard = SigintGuard(m, enabled=self.handle_sigint)
-        try:
-            with guard:
-                yield m
-        finally:
-            self.sigint_seen = guard.seen
-            m.stop_requested = False
-            travel.after_run(self)
-            for job in self.checkpointer.jobs[jobs_before:]:
-                if job not in self.checkpoints:
-                    self.checkpoints.add(job, self.input_log)
-                    self.say(f"(the guest took checkpoint {job.name} at tick {job.tick} "
-                             "with 'ckpt')")
-                    self.say_lines(render.checkpoint_notes(job, m))
-            if m.halted or m.fault is not None:
-                # Nothing will run any more: complete the saves now (as `minivm run` does).
-                self.checkpointer.finish_all()
+        """The context of every command that runs the guest (guestrun.running)."""
+        return guestrun.running(self)
 
     # ==== checkpoints ==============================================================================
     def report_jobs(self) -> None:

@@ -10,8 +10,9 @@ commands (registry.py, commands/).
   history, and a bottom toolbar with tick, pc, source line and the checkpoint
   being saved. ``patch_stdout`` keeps guest output from corrupting the prompt.
   Ctrl-C while the guest runs stops it at the next instruction boundary
-  (``Machine.stop_requested``, see ``Session.running``); Ctrl-C at the prompt
-  clears the line; Ctrl-D quits. Enter on an empty line repeats
+  (``Machine.stop_requested``, see ``Session.running``), and what is typed
+  while the guest runs waits for the next prompt (:class:`TypeAhead`);
+  Ctrl-C at the prompt clears the line; Ctrl-D quits. Enter on an empty line repeats
   step/next/continue/x, as in gdb.
 * Scripted (``--batch FILE``, or commands on a pipe): the same commands, each
   echoed after the prompt, so the transcript reads like an interactive
@@ -24,6 +25,11 @@ from __future__ import annotations
 
 import os
 import sys
+
+try:
+    import termios
+except ImportError:                        # not a POSIX host: no terminal modes to set
+    termios = None
 
 from prompt_toolkit import PromptSession
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
@@ -136,6 +142,60 @@ class ReplCompleter(Completer):
                              display=completion.display, display_meta=completion.display_meta)
 
 
+# --- the terminal while the guest runs ------------------------------------------------------
+
+class TypeAhead:
+    """The terminal while 'run', 'continue' or 'step' is busy: what you type
+    is kept for the next prompt, not lost and not echoed into the guest's
+    output. Echo and line editing are off (the bytes wait in the terminal's
+    input queue, where the next prompt reads them as if typed there: a line
+    ended with Enter runs as the next command, the rest is on the prompt's
+    line); Ctrl-C still stops the guest, and with NOFLSH it no longer throws
+    the typed text away. Carriage returns stay carriage returns, as
+    prompt_toolkit reads them. On anything but a terminal it does nothing."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.saved = None
+
+    @property
+    def echoes_ctrl_c(self) -> bool:
+        """Whether the terminal echoed ^C on the guest's line (as usual)."""
+        return self.saved is None
+
+    def __enter__(self) -> "TypeAhead":
+        self.saved = None
+        if termios is None:
+            return self
+        try:
+            saved = termios.tcgetattr(self.fd)
+            attrs = termios.tcgetattr(self.fd)
+            attrs[0] &= ~(termios.ICRNL | termios.INLCR | termios.IGNCR)
+            attrs[3] = (attrs[3] & ~(termios.ECHO | termios.ICANON)) | termios.ISIG | termios.NOFLSH
+            attrs[6][termios.VMIN], attrs[6][termios.VTIME] = 1, 0
+            termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
+        except (OSError, ValueError, termios.error):
+            return self                    # not a terminal (a pipe, a file): nothing to do
+        self.saved = saved
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self.saved is not None:
+            try:
+                termios.tcsetattr(self.fd, termios.TCSANOW, self.saved)
+            except (OSError, termios.error):
+                pass
+            self.saved = None
+        return False
+
+
+def _input_fd(prompt: PromptSession) -> int | None:
+    try:
+        return prompt.input.fileno()
+    except (AttributeError, NotImplementedError, OSError, ValueError):
+        return None
+
+
 # --- history and the prompt ----------------------------------------------------------------
 
 def open_history(path: str | None = None):
@@ -161,6 +221,9 @@ def make_prompt_session(session: Session, *, input=None, output=None, history=No
 def interact(session: Session, prompt: PromptSession) -> int:
     """The read-eval-print loop; returns the exit status (always 0)."""
     last_line = ""
+    fd = _input_fd(prompt)
+    if fd is not None and session.while_running is None:
+        session.while_running = lambda: TypeAhead(fd)
     while not session.quit_requested:
         try:
             line = prompt.prompt(session.prompt_text())

@@ -160,7 +160,7 @@ def report_stop(s, stop: Stop) -> None:
               f"({old:#x} -> {new:#x}) at tick {m.tick}")
     elif reason == "interrupted":
         s.last_stop = "interrupted"
-        if s.sigint_seen and s.out.isatty():
+        if s.ctrl_c_echoed and s.out.isatty():
             s.say()                        # the terminal echoed ^C on the guest's line
         s.say(f"interrupted (Ctrl-C) at tick {m.tick}")
     else:
