@@ -196,6 +196,22 @@ _EXAMPLES = {
 }
 
 
+_OPERAND_START = {"NAME", "NUMBER", "REGISTER", "CHAR", "LSQB"}
+_LABEL_THEN_WORD = re.compile(r"[ \t]*([A-Za-z_][A-Za-z0-9_.]*)[ \t]+([A-Za-z_][A-Za-z0-9_.]*|\.[A-Za-z_]\w*)\b")
+
+
+def _missing_colon(line: str) -> str | None:
+    """``loop add r1, r1, 1``: a name that is not a mnemonic, then a mnemonic
+    or a directive; the hint that the label lacks its ':' (or None)."""
+    match = _LABEL_THEN_WORD.match(line)
+    if match is None:
+        return None
+    first, second = match.group(1), match.group(2).lower()
+    if first.lower() in isa.MNEMONICS or not (second in isa.MNEMONICS or second in _DIRECTIVES):
+        return None
+    return f"missing ':' after the label '{first}' (write '{first}: {match.group(2)} ...')"
+
+
 def _in_words(expected) -> str:
     names = set(expected)
     words = []
@@ -242,7 +258,12 @@ def _parse_error(exc, text: str) -> tuple[Diagnostic, str]:
                 REGISTER_LIKE.match(str(token)):
             message += " (an offset cannot be a register)"
     if isinstance(exc, UnexpectedToken):
-        hint = exc.match_examples(_parse_source, _EXAMPLES, use_accepts=True)
+        line = text[:exc.pos_in_stream].rsplit("\n", 1)[-1] if exc.pos_in_stream else ""
+        hint = _missing_colon(line + text[exc.pos_in_stream or 0:].split("\n", 1)[0])
+        if hint is None and exc.token.type in _OPERAND_START and "COMMA" in (exc.expected or ()):
+            hint = "missing ',' between operands"   # e.g. 'beq r1, 0 loop', 'call f r1'
+        if hint is None:
+            hint = exc.match_examples(_parse_source, _EXAMPLES, use_accepts=True)
         if hint:
             message = f"{hint}: {message}"
     # the context Lark's get_context(text, span=60) gives, but shown escaped
@@ -733,7 +754,8 @@ class _Assembler:
                                               "put instructions after .text")
                     if stmt.name not in isa.MNEMONICS:
                         raise _Fail(stmt.pos, f"unknown mnemonic '{stmt.name}'",
-                                    hint=partial(_mnemonic_hint, stmt.name, bool(stmt.args)))
+                                    hint=partial(_mnemonic_hint, stmt.name, bool(stmt.args),
+                                                 stmt.line_text))
                     if len(self.instructions) >= MAX_CODE:
                         if not self.too_much_code:        # said once; the rest are dropped
                             self.too_much_code = True
@@ -960,6 +982,8 @@ class _Assembler:
                 if isinstance(operand, (Reg, Mem)):
                     raise self.wrong_kind(stmt, i, kind, operand)
                 fields.append(self.value(operand) & isa.WORD_MASK)
+            if i == len(kinds) and stmt.name in _TARGETED and not isinstance(operand, Reg):
+                self.check_section(operand, "data", stmt.name)
         fields += [0] * (3 - len(fields))
         return (opcode, *fields)
 
@@ -967,20 +991,54 @@ class _Assembler:
         if isinstance(operand, Name) and re.fullmatch(r"(?i)r\d+", operand.name):
             return _Fail(operand.pos, f"'{operand.name}' is not a register "
                                       "(registers are r0..r15 and sp)")
-        return _Fail(operand.pos, f"operand {index} of '{stmt.name}' must be "
-                                  f"{_OPERAND_WORDS[kind]}, not {_kind_of(operand)}")
+        message = (f"operand {index} of '{stmt.name}' must be "
+                   f"{_OPERAND_WORDS[kind]}, not {_kind_of(operand)}")
+        if stmt.name in ("out", "in") and index == 1:
+            message += (" (the port comes first: 'out PORT, src'" if stmt.name == "out"
+                        else " (the register comes first: 'in rd, PORT'")
+            message += ", e.g. 'out 0x01, r1')" if stmt.name == "out" else ", e.g. 'in r1, 0x02')"
+        return _Fail(operand.pos, message)
+
+    def check_section(self, expr, wrong: str, where: str) -> None:
+        """A label of section ``wrong`` named in ``expr`` is an error: a data
+        label as a jump target, a code label in a memory operand. (A label
+        as a plain value, ``mov r1, loop`` or ``.word loop``, stays legal.)"""
+        stack = [expr]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, Name):
+                sym = self.symbols.get(node.name)
+                if sym is not None and sym.section == wrong:
+                    raise _Fail(node.pos, _wrong_section(node.name, sym, where))
+            elif isinstance(node, BinOp):
+                stack += (node.left, node.right)
+            elif isinstance(node, UnOp):
+                stack.append(node.operand)
 
     def memory_operand(self, mem: Mem) -> list[int]:
         total = 0
         for sign, expr in mem.terms:
             if isinstance(expr, (Reg, Mem)):
                 raise _Fail(mem.pos, "a memory operand is [reg], [reg + expr], [reg - expr] or [expr]")
+            self.check_section(expr, "text", "memory")
             v = self.evaluate(expr)
             total += -v if sign == "-" else v
         if not MIN_VALUE <= total <= MAX_VALUE:
             raise _Fail(mem.pos, f"memory offset {total} does not fit in 32 bits")
         base = isa.ZERO_REG if mem.base is None else mem.base
         return [base, total & isa.WORD_MASK]
+
+
+_TARGETED = frozenset(isa.BRANCH_MNEMONICS) | {"jmp", "call"}   # whose last operand is a code address
+
+
+def _wrong_section(name: str, sym: "_Symbol", where: str) -> str:
+    if where == "memory":
+        return (f"'{name}' is a code label (instruction {sym.value}), not a data address; "
+                "a memory operand reads data: use a .data label, or 'mov' for the "
+                "label's value as a number")
+    return (f"'{name}' is a data label (byte address {sym.value:#x}), not a code address; "
+            f"'{where}' needs a label in .text")
 
 
 def _evaluate(expr, lookup, deref=None, depth: int = 0, max_shift: int = MAX_SHIFT) -> int:
@@ -1037,7 +1095,10 @@ def _binary(expr: BinOp, a: int, b: int, max_shift: int = MAX_SHIFT) -> int:
     return a ^ b
 
 
-def _mnemonic_hint(name: str, has_args: bool) -> str:
+def _mnemonic_hint(name: str, has_args: bool, line: str = "") -> str:
+    colon = _missing_colon(line)
+    if colon is not None:
+        return f"; {colon}"
     hint = _suggest(name, isa.MNEMONICS)
     if not hint and not has_args:
         hint = " (a label needs a ':' after its name)"
