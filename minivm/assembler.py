@@ -37,6 +37,7 @@ import os
 
 from . import isa
 from .container import MAX_PROGRAM_BYTES, read_program_file
+from .asm_source import expand, uses_expansion
 from .errors import MinivmError, show
 from .image import MAX_CODE, MAX_DATA, Image
 
@@ -115,15 +116,21 @@ class AssemblyError(MinivmError):
     """One or more errors in a program; ``str()`` is the full report."""
 
     def __init__(self, filename: str, source: str, diagnostics: list[Diagnostic],
-                 contexts: dict | None = None):
+                 contexts: dict | None = None, expansion=None):
         self.filename = filename
         self.diagnostics = diagnostics
         lines = source.split("\n")           # as Lark counts lines; not splitlines()
         parts = []
         for diag in diagnostics:
             context = (contexts or {}).get(id(diag)) or _caret(lines, diag.pos)
-            parts.append(f"{filename}:{diag.pos.line}:{diag.pos.column}: error: "
-                         f"{diag.message}\n{context}")
+            where, via = f"{filename}:{diag.pos.line}", ()
+            if expansion is not None and 1 <= diag.pos.line <= len(expansion.origins):
+                # through .include and .macro: the real file and line, and how it got here
+                where, via = expansion.where(diag.pos.line), expansion.origins[diag.pos.line - 1].via
+                if not context:
+                    context = _caret([expansion.original(diag.pos.line)], Pos(1, diag.pos.column))
+            notes = "".join(f"  {step}\n" for step in via)
+            parts.append(f"{where}:{diag.pos.column}: error: {diag.message}\n{context}{notes}")
         super().__init__("\n".join(parts).rstrip("\n"))
 
 
@@ -736,6 +743,7 @@ class _Assembler:
     entry: Statement | None = None
     too_much_code: bool = False
     _evaluating: set = field(default_factory=set)
+    place: object = lambda line: f"line {line}"     # a line in messages (asm_source.Expansion.where)
 
     def fail(self, exc: _Fail) -> None:
         self.errors.add(exc.diagnostic)
@@ -773,7 +781,7 @@ class _Assembler:
             raise _Fail(symbol.pos, f"'{name}' is a register name and cannot be a label or .equ name")
         if name in self.symbols:
             first = self.symbols[name].pos
-            raise _Fail(symbol.pos, f"'{name}' is already defined at line {first.line}")
+            raise _Fail(symbol.pos, f"'{name}' is already defined at {self.place(first.line)}")
         self.symbols[name] = symbol
 
     def directive_layout(self, stmt: Statement, section: str) -> str:
@@ -794,7 +802,7 @@ class _Assembler:
         if name == ".entry":
             self.expect_args(stmt, 1, "a code label")
             if self.entry is not None:
-                raise _Fail(stmt.pos, f".entry is already given at line {self.entry.pos.line}")
+                raise _Fail(stmt.pos, f".entry is already given at {self.place(self.entry.pos.line)}")
             self.check_expr(args[0])
             self.entry = stmt
             return section
@@ -1183,26 +1191,51 @@ def evaluate_expression(text: str, lookup, deref, *, max_shift: int = 64) -> int
             message = message.split(" (0 ..")[0] + f" in '{text}'"
         raise ExpressionError(message) from None
 
-def assemble(source: str, filename: str = "<source>") -> Image:
-    """Assemble ``source``; raises :class:`AssemblyError` listing every error."""
+def assemble(source: str, filename: str = "<source>", *, library: str | None = None) -> Image:
+    """Assemble ``source``; raises :class:`AssemblyError` listing every error.
+    ``.include "file"`` is read relative to the folder of ``filename``,
+    ``.include <name>`` from ``library`` (default: asm_source.library_folder())."""
     if len(source) > MAX_SOURCE:
         diag = Diagnostic(Pos(1, 1), f"the source is {len(source)} characters long, "
                                      f"more than the limit of {MAX_SOURCE}")
         raise AssemblyError(filename, "", [diag], {id(diag): ""})
+    expansion = None
+    if uses_expansion(source):
+        expansion = expand(source, filename, library)
+        if expansion.errors:
+            diags = [Diagnostic(Pos(line, col), message)
+                     for line, col, message in expansion.errors[:MAX_ERRORS]]
+            raise AssemblyError(filename, expansion.text, diags, expansion=expansion)
+        source = expansion.text
     text = source if source.endswith("\n") else source + "\n"
     asm = _Assembler(filename)
+    if expansion is not None:
+        asm.place = expansion.where
     try:
         asm.layout(_statements(text, _Sink(asm.errors, 0)))
     except _SyntaxError as exc:
         raise AssemblyError(filename, text, [exc.diagnostic],
-                            {id(exc.diagnostic): exc.context}) from None
+                            {id(exc.diagnostic): exc.context}, expansion) from None
     if not asm.instructions and not asm.errors:
         asm.errors.add(Diagnostic(Pos(1, 1), "the program has no instructions "
                                              "(a program needs at least one, e.g. 'halt')"))
     image = asm.encode()
     if asm.errors:
-        raise AssemblyError(filename, text, asm.errors.reported())
+        raise AssemblyError(filename, text, asm.errors.reported(), expansion=expansion)
+    if expansion is not None:
+        _map_sources(image, expansion)
     return image
+
+
+def _map_sources(image: Image, expansion) -> None:
+    """The image's source map through the expansion: each instruction's real
+    file and line (the plain text's line numbers mean nothing to a user)."""
+    origins = [expansion.origins[line - 1] for line in image.lines]
+    image.lines = [origin.line for origin in origins]
+    if len(expansion.files) > 1:
+        image.files = list(expansion.files)
+        image.file_ids = [origin.file for origin in origins]
+    image.includes = [list(x) for x in expansion.digests]
 
 
 def decode_source(raw: bytes, path: str) -> str:
