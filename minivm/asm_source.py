@@ -48,7 +48,7 @@ _DIRECTIVE = re.compile(_LABELS + r"(\.(?i:include|macro|endm))\b(.*)$")
 _INCLUDE_ARG = re.compile(r"[ \t]*(?:\"((?:\\.|[^\\\"])*)\"|<([^<>\n]*)>)[ \t]*(?:;.*)?$")
 _USE = re.compile(_LABELS + rf"({_NAME})(?=[ \t;]|$)(.*)$")
 _PARAM = re.compile(r"\\(@|[A-Za-z_][A-Za-z0-9_]*)")
-_QUICK = re.compile(r"(?i)\.(?:include|macro)\b")
+_QUICK = re.compile(r"(?i)\.(?:include|macro|endm)\b")
 
 
 def uses_expansion(source: str) -> bool:
@@ -71,6 +71,12 @@ class Origin:
     file: int                 # index in Expansion.files
     line: int
     via: tuple = ()           # ("included from X:N" | "in macro M expanded at X:N", ...) innermost first
+    site: tuple | None = None  # in a macro's expansion: (file, line) of the outermost use
+
+    def placed(self) -> tuple[int, int]:
+        """(file, line) for the image's source map: a macro's instructions are
+        where the macro is used (``break FILE:LINE`` on that line stops there)."""
+        return self.site or (self.file, self.line)
 
 
 @dataclass
@@ -221,7 +227,7 @@ class _Expander:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             self.error(at, col, f"cannot include '{show(name)}': {why}")
             return
-        self.out.digests.append([path, hashlib.sha256(raw).hexdigest()])
+        self.out.digests.append([os.path.abspath(path), hashlib.sha256(raw).hexdigest()])
         via = (f"included from {show(here)}:{origin.line}",) + origin.via
         self.file(body, path, real, via)
 
@@ -285,6 +291,7 @@ class _Expander:
         values["@"] = str(self.uses)
         via = (f"in macro {macro.name} expanded at {show(self.out.files[origin.file])}:"
                f"{origin.line}",) + origin.via
+        site = origin.placed()
         body = []
         for line, where in macro.body:
             done, missing = _substitute(line, values)
@@ -292,7 +299,7 @@ class _Expander:
                 self.error(at, column, f"macro '{macro.name}' has no parameter '{missing}' "
                                        f"(used at {show(self.out.files[where.file])}:{where.line})")
                 return
-            body.append((done, Origin(where.file, where.line, via)))
+            body.append((done, Origin(where.file, where.line, via, site)))
         self.lines(iter(body), depth + 1)
 
 

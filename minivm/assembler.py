@@ -1229,12 +1229,13 @@ def assemble(source: str, filename: str = "<source>", *, library: str | None = N
 
 def _map_sources(image: Image, expansion) -> None:
     """The image's source map through the expansion: each instruction's real
-    file and line (the plain text's line numbers mean nothing to a user)."""
-    origins = [expansion.origins[line - 1] for line in image.lines]
-    image.lines = [origin.line for origin in origins]
+    file and line (the plain text's line numbers mean nothing to a user); a
+    macro's instructions are on the line that uses the macro."""
+    places = [expansion.origins[line - 1].placed() for line in image.lines]
+    image.lines = [line for _, line in places]
     if len(expansion.files) > 1:
         image.files = list(expansion.files)
-        image.file_ids = [origin.file for origin in origins]
+        image.file_ids = [file for file, _ in places]
     image.includes = [list(x) for x in expansion.digests]
 
 
