@@ -39,8 +39,11 @@ from .errors import MinivmError, show
 
 MAX_INCLUDE_DEPTH = 16
 MAX_MACRO_DEPTH = 64
-#: All the text an expansion may produce, as for one source (assembler.MAX_SOURCE).
+#: All the text an expansion may produce, as for one source (assembler.MAX_SOURCE),
+#: and its lines (each keeps an Origin: a macro that uses another ten times,
+#: nested, would otherwise fill the memory before the text grows long).
 MAX_EXPANDED = MAX_PROGRAM_BYTES
+MAX_EXPANDED_LINES = 1 << 20
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_.]*"
 _LABELS = rf"((?:[ \t]*{_NAME}[ \t]*:)*)[ \t]*"
@@ -129,9 +132,10 @@ class _Expander:
         self.size += len(text) + 1
         self.out.lines.append(text)
         self.out.origins.append(origin)
-        if self.size > MAX_EXPANDED:
+        if self.size > MAX_EXPANDED or len(self.out.lines) > MAX_EXPANDED_LINES:
             self.error(len(self.out.lines), 1, f"the program grows past {MAX_EXPANDED} "
-                                                "characters as its includes and macros expand")
+                                                f"characters or {MAX_EXPANDED_LINES} lines as "
+                                                "its includes and macros expand")
             raise _Stop
         return len(self.out.lines)
 
@@ -205,7 +209,7 @@ class _Expander:
             self.error(at, col, f"includes nest more than {MAX_INCLUDE_DEPTH} deep "
                                 f"(at '{show(name)}')")
             return
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             hint = ""
             if arg.group(2) is not None:
                 have = sorted(f[:-4] for f in os.listdir(self.library) if f.endswith(".asm")) \
@@ -215,6 +219,10 @@ class _Expander:
                 f"next to {show(here)}"
             self.error(at, col, f"cannot include '{show(name)}': there is no file "
                                 f"'{show(path)}' ({where}){hint}")
+            return
+        if not os.path.isfile(path):
+            self.error(at, col, f"cannot include '{show(name)}': '{show(path)}' is not a "
+                                "regular file")
             return
         try:
             raw = read_program_file(path)

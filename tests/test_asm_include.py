@@ -14,7 +14,7 @@ import sys
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from minivm import program
+from minivm import asm_source, program
 from minivm.asm_source import MAX_INCLUDE_DEPTH, library_folder
 from minivm.assembler import AssemblyError, assemble, assemble_file
 from minivm.disasm import listing
@@ -323,3 +323,38 @@ def test_the_cache_sees_an_edited_include(tmp_path, monkeypatch):
     os.unlink(inc)                                   # gone: assembled again, and an error
     with pytest.raises(AssemblyError):
         program.load_program(main)
+
+
+def test_a_macro_bomb_is_stopped_with_an_error_not_the_memory(monkeypatch):
+    """Ten uses of a macro that uses the one before, ten deep: 10^10 lines.
+    (The limit is lowered for the test; the real one stops it the same way.)"""
+    monkeypatch.setattr(asm_source, "MAX_EXPANDED_LINES", 20_000)
+    lines = [".macro m0\n    nop\n.endm"]
+    for i in range(1, 11):
+        lines.append(f".macro m{i}\n" + f"    m{i - 1}\n" * 10 + ".endm")
+    lines.append("    m10\n    halt\n")
+    with pytest.raises(AssemblyError) as info:
+        assemble("\n".join(lines), "bomb.asm")
+    assert "20000 lines as its includes and macros expand" in str(info.value)
+
+
+def test_an_included_folder_is_an_error(tmp_path):
+    (tmp_path / "dir.asm").mkdir()
+    main = write(tmp_path, "main.asm", '.include "dir.asm"\nhalt\n')
+    report = error_of(main)
+    assert report.startswith(f"{main}:1:10: error: cannot include 'dir.asm': '")
+    assert "is not a regular file" in report
+    assert "Traceback" not in report
+
+
+def test_break_completes_every_source_file(tmp_path):
+    from prompt_toolkit.completion import CompleteEvent
+    from prompt_toolkit.document import Document
+    from minivm.repl import ReplCompleter
+    write(tmp_path, "inc.asm", "f:  ret\n")
+    main = write(tmp_path, "main.asm", "    call f\n    halt\n.include \"inc.asm\"\n")
+    session = Session(main, out=io.StringIO(), checkpoint_dir=str(tmp_path / "ck"))
+    found = ReplCompleter(session).get_completions(Document("break "),
+                                                   CompleteEvent(completion_requested=True))
+    words = {c.text for c in found}
+    assert {"main.asm:", "inc.asm:", "f"} <= words
