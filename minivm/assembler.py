@@ -992,6 +992,9 @@ class _Assembler:
                 fields.append(self.value(operand) & isa.WORD_MASK)
             if i == len(kinds) and stmt.name in _TARGETED and not isinstance(operand, Reg):
                 self.check_section(operand, "data", stmt.name)
+        if stmt.name == "out" and opcode == imm_op and \
+                self.value(operands[0]) in HANDLER_PORTS:       # out 0x11, handler
+            self.check_section(operands[1], "data", f"out {HANDLER_PORTS[self.value(operands[0])]}")
         fields += [0] * (3 - len(fields))
         return (opcode, *fields)
 
@@ -1038,6 +1041,9 @@ class _Assembler:
 
 
 _TARGETED = frozenset(isa.BRANCH_MNEMONICS) | {"jmp", "call"}   # whose last operand is a code address
+#: The ports whose value is a handler's code address (devices.py: the timer's
+#: and the disk's; tests/test_asm_sections.py checks this against the devices).
+HANDLER_PORTS = {0x11: "0x11", 0x26: "0x26"}
 
 
 def _wrong_section(name: str, sym: "_Symbol", where: str) -> str:

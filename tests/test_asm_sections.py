@@ -86,3 +86,22 @@ def test_out_with_swapped_operands(src):
 def test_in_with_swapped_operands():
     assert_error("in 0x02, r1\nhalt\n", 1, 4, r"must be a register",
                  r"the register comes first: 'in rd, PORT'")
+
+
+@pytest.mark.parametrize("port", ["0x11", "0x26"])
+def test_a_data_label_as_an_interrupt_handler(port):
+    src = f"        out {port}, msg\n        halt\n{DATA}"
+    assert_error(src, 1, 19, r"'msg' is a data label \(byte address 0x0\), not a code address",
+                 rf"'out {port}' needs a label in \.text")
+    assemble(f"        out {port}, h\nh:      halt\n", "ok.asm")            # a code label: fine
+    assemble(f"        out {port}, -1\n        out 0x00, msg\n        halt\n{DATA}", "ok.asm")
+
+
+def test_the_handler_ports_are_the_devices():
+    from minivm.assembler import HANDLER_PORTS
+    from minivm.machine import Machine
+    machine = Machine(assemble("halt\n", "t.asm"))
+    handlers = {port for device in machine.devices.values()
+                for port, (setter, _) in device.out_ports.items()
+                if getattr(setter, "__name__", "") == "set_handler"}
+    assert handlers == set(HANDLER_PORTS)
