@@ -325,9 +325,13 @@ def _tidy(path: str) -> str:
     return path
 
 
+_QUOTED = re.compile(r"""("(?:\\.|[^"\\])*"?|'(?:\\.|[^'\\])*'?)""")
+
+
 def _substitute(line: str, values: dict) -> tuple[str, str | None]:
-    """``line`` with each ``\\name`` replaced; the first unknown name, if any.
-    A comment is left as written."""
+    """``line`` with each ``\\name`` of a parameter replaced; the first unknown
+    name outside quotes, if any. In a string or character literal an unknown
+    name is left alone (``"\\n"`` is an escape); a comment is left as written."""
     cut = _comment_start(line)
     code, comment = line[:cut], line[cut:]
     missing = []
@@ -338,7 +342,12 @@ def _substitute(line: str, values: dict) -> tuple[str, str | None]:
             return values[key]
         missing.append(key)
         return match.group(0)
-    done = _PARAM.sub(one, code)
+
+    def quoted(match):
+        key = match.group(1)
+        return values.get(key, match.group(0))
+    pieces = _QUOTED.split(code)          # odd pieces are the quoted ones
+    done = "".join(_PARAM.sub(quoted if i % 2 else one, piece) for i, piece in enumerate(pieces))
     return done + comment, (missing[0] if missing else None)
 
 

@@ -358,3 +358,11 @@ def test_break_completes_every_source_file(tmp_path):
                                                    CompleteEvent(completion_requested=True))
     words = {c.text for c in found}
     assert {"main.asm:", "inc.asm:", "f"} <= words
+
+
+def test_escapes_in_a_macros_strings_are_not_parameters(engine):
+    src = (".macro say text\n        mov r1, msg\\@\n        call puts\n        .data\n"
+           "msg\\@:  .asciz \"\\text\\n\"\n        .text\n.endm\n"
+           "        say hi\n        say 'x'\n        halt\n.include <puts>\n")
+    result = run_source(src, filename=str(ROOT / "m.asm"), engine=engine)
+    assert result.text == "hi\n'x'\n"
