@@ -204,7 +204,8 @@ _EXAMPLES = {
 
 
 _OPERAND_START = {"NAME", "NUMBER", "REGISTER", "CHAR", "LSQB"}
-_LABEL_THEN_WORD = re.compile(r"[ \t]*([A-Za-z_][A-Za-z0-9_.]*)[ \t]+([A-Za-z_][A-Za-z0-9_.]*|\.[A-Za-z_]\w*)\b")
+_LABEL_THEN_WORD = re.compile(r"[ \t]*([A-Za-z_][A-Za-z0-9_.]*)[ \t]+"
+                              r"([A-Za-z_][A-Za-z0-9_.]*|\.[A-Za-z_]\w*)\b")
 
 
 def _missing_colon(line: str) -> str | None:
@@ -992,9 +993,10 @@ class _Assembler:
                 fields.append(self.value(operand) & isa.WORD_MASK)
             if i == len(kinds) and stmt.name in _TARGETED and not isinstance(operand, Reg):
                 self.check_section(operand, "data", stmt.name)
-        if stmt.name == "out" and opcode == imm_op and \
-                self.value(operands[0]) in HANDLER_PORTS:       # out 0x11, handler
-            self.check_section(operands[1], "data", f"out {HANDLER_PORTS[self.value(operands[0])]}")
+        if stmt.name == "out" and opcode == imm_op:           # out 0x11, handler
+            port = HANDLER_PORTS.get(self.value(operands[0]))
+            if port is not None:
+                self.check_section(operands[1], "data", f"out {port}")
         fields += [0] * (3 - len(fields))
         return (opcode, *fields)
 
@@ -1004,10 +1006,8 @@ class _Assembler:
                                       "(registers are r0..r15 and sp)")
         message = (f"operand {index} of '{stmt.name}' must be "
                    f"{_OPERAND_WORDS[kind]}, not {_kind_of(operand)}")
-        if stmt.name in ("out", "in") and index == 1:
-            message += (" (the port comes first: 'out PORT, src'" if stmt.name == "out"
-                        else " (the register comes first: 'in rd, PORT'")
-            message += ", e.g. 'out 0x01, r1')" if stmt.name == "out" else ", e.g. 'in r1, 0x02')"
+        if index == 1 and stmt.name in _ORDER_HINTS:       # out r1, 0x00
+            message += _ORDER_HINTS[stmt.name]
         return _Fail(operand.pos, message)
 
     def check_section(self, expr, wrong: str, where: str) -> None:
@@ -1040,6 +1040,8 @@ class _Assembler:
         return [base, total & isa.WORD_MASK]
 
 
+_ORDER_HINTS = {"out": " (the port comes first: 'out PORT, src', e.g. 'out 0x01, r1')",
+                "in": " (the register comes first: 'in rd, PORT', e.g. 'in r1, 0x02')"}
 _TARGETED = frozenset(isa.BRANCH_MNEMONICS) | {"jmp", "call"}   # whose last operand is a code address
 #: The ports whose value is a handler's code address (devices.py: the timer's
 #: and the disk's; tests/test_asm_sections.py checks this against the devices).
