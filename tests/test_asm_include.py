@@ -366,3 +366,21 @@ def test_escapes_in_a_macros_strings_are_not_parameters(engine):
            "        say hi\n        say 'x'\n        halt\n.include <puts>\n")
     result = run_source(src, filename=str(ROOT / "m.asm"), engine=engine)
     assert result.text == "hi\n'x'\n"
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"file_ids": [0, 5]}, "its source files do not match its code"),
+    ({"file_ids": [0]}, "its source files do not match its code"),
+    ({"files": "main.asm"}, "its list of source files is not a list of names"),
+    ({"files": [], "file_ids": [0, 0]}, "per instruction but no files"),
+    ({"includes": [["a.asm"]]}, "its list of included files is malformed"),
+])
+def test_a_hand_made_image_with_bad_source_files_is_refused(tmp_path, change, words):
+    from minivm.errors import FormatError
+    write(tmp_path, "inc.asm", "    halt\n")
+    main = write(tmp_path, "main.asm", 'nop\n.include "inc.asm"\n')
+    d = assemble_file(main).to_dict()
+    assert d["files"] and d["file_ids"] == [0, 1]
+    d.update(change)
+    with pytest.raises(FormatError, match=re.escape(words)):
+        Image.from_dict(d)
