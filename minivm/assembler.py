@@ -265,17 +265,22 @@ def _parse_error(exc, text: str) -> tuple[Diagnostic, str]:
         if token.type == "NAME" and exc.expected and "RSQB" in exc.expected and \
                 REGISTER_LIKE.match(str(token)):
             message += " (an offset cannot be a register)"
-    if isinstance(exc, UnexpectedToken):
-        line = text[:exc.pos_in_stream].rsplit("\n", 1)[-1] if exc.pos_in_stream else ""
-        hint = _missing_colon(line + text[exc.pos_in_stream or 0:].split("\n", 1)[0])
-        if hint is None and exc.token.type in _OPERAND_START and "COMMA" in (exc.expected or ()):
-            hint = "missing ',' between operands"   # e.g. 'beq r1, 0 loop', 'call f r1'
-        if hint is None:
-            hint = exc.match_examples(_parse_source, _EXAMPLES, use_accepts=True)
-        if hint:
-            message = f"{hint}: {message}"
-    # the context Lark's get_context(text, span=60) gives, but shown escaped
     at = exc.pos_in_stream or 0
+    if isinstance(exc, UnexpectedToken):
+        start = text.rfind("\n", 0, at) + 1
+        line = text[start:].split("\n", 1)[0]
+        colon = _LABEL_THEN_WORD.match(line)
+        hint = _missing_colon(line)
+        if hint is not None:          # 'loop add r1, r1, 1': point where the ':' goes
+            message, at = hint, start + colon.end(1)
+            pos = Pos(pos.line, colon.end(1) + 1)
+        elif exc.token.type in _OPERAND_START and "COMMA" in (exc.expected or ()):
+            message = f"missing ',' between operands: {message}"   # 'beq r1, 0 loop'
+        else:
+            hint = exc.match_examples(_parse_source, _EXAMPLES, use_accepts=True)
+            if hint:
+                message = f"{hint}: {message}"
+    # the context Lark's get_context(text, span=60) gives, but shown escaped
     before = text[max(at - 60, 0):at].rsplit("\n", 1)[-1]
     after = text[at:at + 60].split("\n", 1)[0]
     if after.endswith("\r"):

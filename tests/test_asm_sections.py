@@ -54,8 +54,9 @@ def test_a_data_label_in_a_register_jump_is_the_programs_business():
 
 
 @pytest.mark.parametrize("src, col, what", [
-    ("loop add r1, r1, 1\nhalt\n", 10, "loop: add"),
-    ("start mov r1, 5\nhalt\n", 11, "start: mov"),
+    ("loop add r1, r1, 1\nhalt\n", 5, "loop: add"),
+    ("start mov r1, 5\nhalt\n", 6, "start: mov"),
+    ("nop\n  again   sub r1, r1, 1\nhalt\n", None, "again: sub"),
     ("done halt\n", 1, "done: halt"),
     ("msg .asciz \"x\"\nhalt\n", None, "msg: .asciz"),
 ])
@@ -63,7 +64,7 @@ def test_missing_colon_after_label(src, col, what):
     if col is None:
         with pytest.raises(Exception) as info:
             assemble(src, "prog.asm")
-        assert f"missing ':' after the label" in str(info.value)
+        assert "missing ':' after the label" in str(info.value)
         assert what in str(info.value)
         return
     assert_error(src, 1, col, r"missing ':' after the label", what)
