@@ -386,27 +386,18 @@ def test_a_hand_made_image_with_bad_source_files_is_refused(tmp_path, change, wo
         Image.from_dict(d)
 
 
-def test_minivm_run_with_an_edited_include_and_a_broken_one(tmp_path):
+def test_minivm_run_with_an_edited_include_and_a_broken_one(tmp_path, monkeypatch):
     """Through the command line, with the cache on: the edit is seen, and an
     error in the include is located there (exit status 2, no traceback)."""
     from tests.support import run_cli
+    monkeypatch.setenv(program.CACHE_ENV, str(tmp_path / "cache"))
     write(tmp_path, "msg.asm", "        out 0x00, 'A'\n")
     main = write(tmp_path, "main.asm", '.include "msg.asm"\n        halt\n')
-    env = {"MINIVM_ASM_CACHE": str(tmp_path / "cache")}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        assert run_cli("run", main).stdout == b"A"
-        write(tmp_path, "msg.asm", "        out 0x00, 'B'\n")
-        assert run_cli("run", main).stdout == b"B"
-        write(tmp_path, "msg.asm", "        out 0x00 'C'\n")
-        broken = run_cli("run", main)
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    assert run_cli("run", main).stdout == b"A"
+    write(tmp_path, "msg.asm", "        out 0x00, 'B'\n")
+    assert run_cli("run", main).stdout == b"B"
+    write(tmp_path, "msg.asm", "        out 0x00 'C'\n")
+    broken = run_cli("run", main)
     assert broken.returncode == 2
     err = broken.stderr.decode()
     assert f"{tmp_path / 'msg.asm'}:1:18: error: missing ',' between operands" in err
