@@ -8,8 +8,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -20,7 +18,7 @@ from minivm.assembler import AssemblyError, assemble, assemble_file
 from minivm.disasm import listing
 from minivm.image import Image
 from minivm.repl import Session, run_batch
-from tests.support import ROOT, make_machine, run_source
+from tests.support import ROOT, run_source
 
 LIB = ROOT / "programs" / "lib"
 
