@@ -37,6 +37,9 @@ import os
 
 from . import isa
 from .container import MAX_PROGRAM_BYTES, read_program_file
+from .asm_hints import (DATA_DIRECTIVES, DIRECTIVES, EXAMPLES, HANDLER_PORTS, LABEL_THEN_WORD,
+                        OPERAND_START, ORDER_HINTS, TARGETED, describe_token, in_words,
+                        missing_colon, wrong_section)
 from .asm_source import expand, uses_expansion
 from .errors import MinivmError, show
 from .image import MAX_CODE, MAX_DATA, Image
@@ -173,78 +176,6 @@ def _parse_source(text: str):
     return _parser().parse(text, start="start")
 
 
-_TOKEN_WORDS = {
-    "REGISTER": "a register", "NAME": "a name", "NUMBER": "a number",
-    "CHAR": "a character literal", "STRING": "a string",
-    "DIRECTIVE": "a directive", "_NL": "the end of the line",
-    "COMMA": "','", "LSQB": "'['", "RSQB": "']'", "LPAR": "'('", "RPAR": "')'",
-    "COLON": "':'", "ADD_OP": "'+' or '-'", "MUL_OP": "'*', '/' or '%'",
-    "SHIFT_OP": "'<<' or '>>'", "BAND": "'&'", "BOR": "'|'", "BXOR": "'^'",
-    "BNOT": "'~'", "$END": "the end of the file",
-}
-_EXPRESSION_START = {"NUMBER", "NAME", "CHAR", "LPAR", "ADD_OP", "BNOT"}
-_BINARY_OPS = {"ADD_OP", "MUL_OP", "SHIFT_OP", "BAND", "BOR", "BXOR"}
-
-# Typical mistakes, recognised by the parser state they fail in.
-_EXAMPLES = {
-    "missing ',' between operands": [
-        "mov r1 r2\n", "mov r1 5\n", "add r1, r2 r3\n", "out 1 r2\n",
-        "beq r1, r2 loop\n", "mov r1 [r2]\n"],
-    "a memory operand is [reg], [reg + expr], [reg - expr] or [expr]": [
-        "ld r1, [r2 r3]\n", "ld r1, [r2 * 4]\n", "ld r1, [r2, 4]\n", "ld r1, [r2 << 1]\n"],
-    "missing ']' to close the memory operand": [
-        "ld r1, [r2\n", "ld r1, [r2 + 4\n", "ld r1, [4\n"],
-    "missing ')'": ["mov r1, (1 + 2\n", "mov r1, (5\n"],
-    "an operator is missing its right-hand operand": [
-        "mov r1, 1 +\n", "mov r1, 2 *\n", "mov r1, 1 <<\n", "mov r1, 1 |\n"],
-    "an operand is missing after ','": ["mov r1,\n", "add r1, r2,\n", ".word 1,\n"],
-    "a line starts with a label, a mnemonic or a directive": [
-        "5\n", "5: nop\n", "[r1]\n", ",\n"],
-}
-
-
-_OPERAND_START = {"NAME", "NUMBER", "REGISTER", "CHAR", "LSQB"}
-_LABEL_THEN_WORD = re.compile(r"[ \t]*([A-Za-z_][A-Za-z0-9_.]*)[ \t]+"
-                              r"([A-Za-z_][A-Za-z0-9_.]*|\.[A-Za-z_]\w*)\b")
-
-
-def _missing_colon(line: str) -> str | None:
-    """``loop add r1, r1, 1``: a name that is not a mnemonic, then a mnemonic
-    or a directive; the hint that the label lacks its ':' (or None)."""
-    match = _LABEL_THEN_WORD.match(line)
-    if match is None:
-        return None
-    first, second = match.group(1), match.group(2).lower()
-    if first.lower() in isa.MNEMONICS or not (second in isa.MNEMONICS or second in _DIRECTIVES):
-        return None
-    return f"missing ':' after the label '{first}' (write '{first}: {match.group(2)} ...')"
-
-
-def _in_words(expected) -> str:
-    names = set(expected)
-    words = []
-    if names & _EXPRESSION_START == _EXPRESSION_START or {"NUMBER", "NAME"} <= names:
-        names -= _EXPRESSION_START
-        words.append("an expression")
-    if names >= _BINARY_OPS:
-        names -= _BINARY_OPS
-        words.append("an operator")
-    words += sorted(_TOKEN_WORDS.get(n, repr(n)) for n in names)
-    if not words:
-        return "something else"
-    if len(words) == 1:
-        return words[0]
-    return ", ".join(words[:-1]) + " or " + words[-1]
-
-
-def _describe_token(token) -> str:
-    if token.type == "_NL":
-        return "end of line"
-    if token.type == "$END":
-        return "end of file"
-    return f"'{show(token)}'"
-
-
 def _parse_error(exc, text: str) -> tuple[Diagnostic, str]:
     from lark.exceptions import UnexpectedCharacters, UnexpectedToken
     pos = Pos(exc.line if exc.line > 0 else 1, exc.column if exc.column > 0 else 1)
@@ -257,11 +188,11 @@ def _parse_error(exc, text: str) -> tuple[Diagnostic, str]:
                        "like 'A' or '\\n'")
         else:
             message = (f"unexpected character '{show(char)}'; expected "
-                       f"{_in_words(exc.allowed or ())}")
+                       f"{in_words(exc.allowed or ())}")
     else:
         assert isinstance(exc, UnexpectedToken)
         token = exc.token
-        message = f"unexpected {_describe_token(token)}; expected {_in_words(exc.expected)}"
+        message = f"unexpected {describe_token(token)}; expected {in_words(exc.expected)}"
         if token.type == "NAME" and exc.expected and "RSQB" in exc.expected and \
                 REGISTER_LIKE.match(str(token)):
             message += " (an offset cannot be a register)"
@@ -269,15 +200,15 @@ def _parse_error(exc, text: str) -> tuple[Diagnostic, str]:
     if isinstance(exc, UnexpectedToken):
         start = text.rfind("\n", 0, at) + 1
         line = text[start:].split("\n", 1)[0]
-        colon = _LABEL_THEN_WORD.match(line)
-        hint = _missing_colon(line)
+        colon = LABEL_THEN_WORD.match(line)
+        hint = missing_colon(line)
         if hint is not None:          # 'loop add r1, r1, 1': point where the ':' goes
             message, at = hint, start + colon.end(1)
             pos = Pos(pos.line, colon.end(1) + 1)
-        elif exc.token.type in _OPERAND_START and "COMMA" in (exc.expected or ()):
+        elif exc.token.type in OPERAND_START and "COMMA" in (exc.expected or ()):
             message = f"missing ',' between operands: {message}"   # 'beq r1, 0 loop'
         else:
-            hint = exc.match_examples(_parse_source, _EXAMPLES, use_accepts=True)
+            hint = exc.match_examples(_parse_source, EXAMPLES, use_accepts=True)
             if hint:
                 message = f"{hint}: {message}"
     # the context Lark's get_context(text, span=60) gives, but shown escaped
@@ -722,9 +653,6 @@ class _Symbol:
     expr: object = None       # for .equ, evaluated on first use
 
 
-_DATA_DIRECTIVES = {".word", ".byte", ".ascii", ".asciz", ".space", ".align"}
-_DIRECTIVES = _DATA_DIRECTIVES | {".text", ".data", ".equ", ".entry"}
-
 _OPERAND_WORDS = {"reg": "a register", "src": "a register or an expression",
                   "mem": "a memory operand like [r1], [r1 + 4] or [label]",
                   "expr": "an expression"}
@@ -792,8 +720,8 @@ class _Assembler:
 
     def directive_layout(self, stmt: Statement, section: str) -> str:
         name, args = stmt.name, stmt.args
-        if name not in _DIRECTIVES:
-            raise _Fail(stmt.pos, f"unknown directive '{name}'", hint=partial(_suggest, name, _DIRECTIVES))
+        if name not in DIRECTIVES:
+            raise _Fail(stmt.pos, f"unknown directive '{name}'", hint=partial(_suggest, name, DIRECTIVES))
         if name in (".text", ".data"):
             self.expect_args(stmt, 0)
             return name[1:]
@@ -996,7 +924,7 @@ class _Assembler:
                 if isinstance(operand, (Reg, Mem)):
                     raise self.wrong_kind(stmt, i, kind, operand)
                 fields.append(self.value(operand) & isa.WORD_MASK)
-            if i == len(kinds) and stmt.name in _TARGETED and not isinstance(operand, Reg):
+            if i == len(kinds) and stmt.name in TARGETED and not isinstance(operand, Reg):
                 self.check_section(operand, "data", stmt.name)
         if stmt.name == "out" and opcode == imm_op:           # out 0x11, handler
             port = HANDLER_PORTS.get(self.value(operands[0]))
@@ -1011,8 +939,8 @@ class _Assembler:
                                       "(registers are r0..r15 and sp)")
         message = (f"operand {index} of '{stmt.name}' must be "
                    f"{_OPERAND_WORDS[kind]}, not {_kind_of(operand)}")
-        if index == 1 and stmt.name in _ORDER_HINTS:       # out r1, 0x00
-            message += _ORDER_HINTS[stmt.name]
+        if index == 1 and stmt.name in ORDER_HINTS:       # out r1, 0x00
+            message += ORDER_HINTS[stmt.name]
         return _Fail(operand.pos, message)
 
     def check_section(self, expr, wrong: str, where: str) -> None:
@@ -1025,7 +953,7 @@ class _Assembler:
             if isinstance(node, Name):
                 sym = self.symbols.get(node.name)
                 if sym is not None and sym.section == wrong:
-                    raise _Fail(node.pos, _wrong_section(node.name, sym, where))
+                    raise _Fail(node.pos, wrong_section(node.name, sym, where))
             elif isinstance(node, BinOp):
                 stack += (node.left, node.right)
             elif isinstance(node, UnOp):
@@ -1043,23 +971,6 @@ class _Assembler:
             raise _Fail(mem.pos, f"memory offset {total} does not fit in 32 bits")
         base = isa.ZERO_REG if mem.base is None else mem.base
         return [base, total & isa.WORD_MASK]
-
-
-_ORDER_HINTS = {"out": " (the port comes first: 'out PORT, src', e.g. 'out 0x01, r1')",
-                "in": " (the register comes first: 'in rd, PORT', e.g. 'in r1, 0x02')"}
-_TARGETED = frozenset(isa.BRANCH_MNEMONICS) | {"jmp", "call"}   # whose last operand is a code address
-#: The ports whose value is a handler's code address (devices.py: the timer's
-#: and the disk's; tests/test_asm_sections.py checks this against the devices).
-HANDLER_PORTS = {0x11: "0x11", 0x26: "0x26"}
-
-
-def _wrong_section(name: str, sym: "_Symbol", where: str) -> str:
-    if where == "memory":
-        return (f"'{name}' is a code label (instruction {sym.value}), not a data address; "
-                "a memory operand reads data: use a .data label, or 'mov' for the "
-                "label's value as a number")
-    return (f"'{name}' is a data label (byte address {sym.value:#x}), not a code address; "
-            f"'{where}' needs a label in .text")
 
 
 def _evaluate(expr, lookup, deref=None, depth: int = 0, max_shift: int = MAX_SHIFT) -> int:
@@ -1117,7 +1028,7 @@ def _binary(expr: BinOp, a: int, b: int, max_shift: int = MAX_SHIFT) -> int:
 
 
 def _mnemonic_hint(name: str, has_args: bool, line: str = "") -> str:
-    colon = _missing_colon(line)
+    colon = missing_colon(line)
     if colon is not None:
         return f"; {colon}"
     hint = _suggest(name, isa.MNEMONICS)

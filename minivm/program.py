@@ -35,8 +35,8 @@ from .image import Image, image_from_bytes, is_image_bytes, load_image
 CACHE_ENV = "MINIVM_ASM_CACHE"
 #: What an image depends on besides its source: a change to any of these
 #: files (a new minivm, or an edited checkout) is a different cache entry.
-_ASSEMBLER_FILES = ("assembler.py", "asm_source.py", "grammar.lark", "isa.py", "image.py",
-                    "container.py")
+_ASSEMBLER_FILES = ("assembler.py", "asm_hints.py", "asm_source.py", "grammar.lark", "isa.py",
+                    "image.py", "container.py")
 
 
 def load_program(path: str) -> Image:

@@ -99,7 +99,7 @@ def test_a_data_label_as_an_interrupt_handler(port):
 
 
 def test_the_handler_ports_are_the_devices():
-    from minivm.assembler import HANDLER_PORTS
+    from minivm.asm_hints import HANDLER_PORTS
     from minivm.machine import Machine
     machine = Machine(assemble("halt\n", "t.asm"))
     handlers = {port for device in machine.devices.values()
