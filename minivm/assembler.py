@@ -37,7 +37,7 @@ import os
 
 from . import isa
 from .container import MAX_PROGRAM_BYTES, read_program_file
-from .asm_hints import (DATA_DIRECTIVES, DIRECTIVES, EXAMPLES, HANDLER_PORTS, LABEL_THEN_WORD,
+from .asm_hints import (DIRECTIVES, EXAMPLES, HANDLER_PORTS, LABEL_THEN_WORD,
                         OPERAND_START, ORDER_HINTS, TARGETED, describe_token, in_words,
                         missing_colon, wrong_section)
 from .asm_source import expand, uses_expansion
