@@ -1,6 +1,10 @@
 """The assembler: source text -> :class:`~minivm.image.Image`.
 
-Three small stages, in the manner of Lark's own examples:
+Three small stages, in the manner of Lark's own examples (before them, a
+source with ``.include`` or ``.macro`` is expanded into one plain text by
+asm_source.py, and the messages and the image's source map are put back
+into the real files afterwards; the words of the messages are in
+asm_hints.py):
 
 1. The source is read one line at a time (the grammar never spans lines):
    a line of the common shapes by ``_fast_line``, plain regular expressions;
