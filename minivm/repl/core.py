@@ -288,20 +288,9 @@ class Session:
         return pc
 
     def _line_address(self, filename: str, line: int) -> int:
-        image = self.image
-        source = image.source_file
-        if filename and filename not in (source, os.path.basename(source)):
-            raise CommandError(f"the program comes from '{source}', not '{filename}' "
-                               f"(give {os.path.basename(source)}:LINE or :LINE)")
-        candidates = [(ln, pc) for pc, ln in enumerate(image.lines) if ln >= line]
-        if not candidates:
-            last = max(image.lines) if image.lines else 0
-            raise CommandError(f"line {line} is after the last instruction "
-                               f"({os.path.basename(source)}:{last})")
-        best_line = min(ln for ln, _ in candidates)
-        pc = min(pc for ln, pc in candidates if ln == best_line)
-        if best_line != line:
-            self.say(f"(line {line} has no instruction; using line {best_line})")
+        pc, note = self.places.line_address(filename, line)
+        if note:
+            self.say(note)
         return pc
 
     # ==== machines: load, reset, restore =================================================

@@ -104,7 +104,8 @@ class ReplCompleter(Completer):
         code = sorted(n for n, (sec, _) in symbols.items() if sec == "text")
         data = sorted(n for n, (sec, _) in symbols.items() if sec == "data")
         equ = sorted(n for n, (sec, _) in symbols.items() if sec == "equ")
-        lines = [os.path.basename(image.source_file) + ":"] if image is not None else []
+        lines = sorted({os.path.basename(f) + ":" for f in (image.files or [image.source_file])}) \
+            if image is not None else []
         path = PathCompleter(expanduser=True)
         regs = WordCompleter(REGISTERS + ["pc", "history-budget", "history-interval"],
                              ignore_case=True, WORD=True)
