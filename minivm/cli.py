@@ -211,7 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("repl", help="interactive debugger and checkpoint console",
                        description="An interactive debugger with checkpoints. "
                                    "Type 'help' at the prompt.")
-    p.add_argument("program", nargs="?")
+    p.add_argument("program", nargs="?",
+                   help="a program (.asm source or .mvb image) to load, or a checkpoint file "
+                        "to restore (known by its contents, whatever its name)")
     _add_machine_options(p)
     p.add_argument("--batch", metavar="FILE",
                    help="run the commands in FILE, echoing them, then exit")
