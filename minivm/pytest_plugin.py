@@ -1,0 +1,218 @@
+"""minivm's pytest plugin: the ``minivm`` fixture, for testing and grading
+guest programs (docs/grading.md).
+
+Installed with the package (entry point ``pytest11``), so any pytest run in
+an environment where minivm is installed has it::
+
+    def test_sum(minivm):
+        r = minivm.run("student.asm", input=b"3 4\\n", max_ticks=10**6)
+        assert r.output == b"7\\n"
+
+``minivm.run`` and ``minivm.resume`` (from a checkpoint file) return the
+Python API's :class:`minivm.api.Result`. Relative paths are taken from the
+folder of the test file, not from where pytest was started. Everything a
+test writes (its copy of a disk, the runs' checkpoints and disk overlays)
+goes to that test's own ``tmp_path``, so tests can run in parallel
+(``pytest -n auto`` with pytest-xdist).
+
+When a test that used the fixture fails, its report gains a section on the
+test's last run: the program, why it stopped, the tick and pc with the
+source line, the end of its output; and a checkpoint of the machine at that
+point is written (to the test's ``tmp_path``, or to ``--minivm-artifacts
+DIR``) with the command that opens it: ``minivm repl PATH``.
+
+This module is imported by every pytest session of such an environment:
+it imports nothing of minivm until a test asks for the fixture.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+import pytest
+
+#: How many of the last output bytes the failure report shows.
+OUTPUT_TAIL = 200
+#: The title of the failure report's section.
+SECTION = "minivm: the last run"
+#: The checkpoint a failure writes in the test's tmp_path.
+FAILURE_CHECKPOINT = "minivm-failure.mvc"
+
+_RUNNER = pytest.StashKey["MinivmRunner"]()
+
+
+def pytest_addoption(parser) -> None:
+    group = parser.getgroup("minivm", "minivm guest programs (the 'minivm' fixture)")
+    group.addoption("--minivm-artifacts", metavar="DIR", default=None,
+                    help="write the checkpoint of each failed test's last run into DIR "
+                         "(one folder per test, its disk files beside it) instead of the "
+                         "test's tmp_path")
+    group.addoption("--minivm-engine", metavar="NAME", default=None,
+                    help="the execution engine the fixture's runs use (interp or blocks; "
+                         "default: minivm's default)")
+
+
+class MinivmRunner:
+    """What the ``minivm`` fixture gives a test: run guest programs, from
+    the start or from a checkpoint, and look at the last machine."""
+
+    def __init__(self, base: str, tmp_path, engine: str | None):
+        self.base = base                   # the test file's folder
+        self.tmp_path = tmp_path
+        self.engine = engine
+        self.vm = None                     # the last run's machine (a minivm.VM), kept open
+        self.last = None                   # the last run's Result
+        self.what = ""                     # what the last run started from
+        self.input = b""
+        self.max_ticks: int | None = None
+        self.disk: str | None = None       # the last run's copy of its disk, if any
+        self._runs = 0
+
+    def path(self, name) -> str:
+        """``name`` as an absolute path, a relative one taken from the test file's folder."""
+        return os.path.join(self.base, os.fspath(name))
+
+    def assemble(self, source: str, name: str = "<string>"):
+        """An Image from source text (give ``name`` for the file:line in reports)."""
+        from . import api
+        return api.assemble(source, name)
+
+    def run(self, program, *, input: bytes | str = b"", max_ticks: int | None = None,
+            max_output: int | None = None, mem: str | int = "1M", disk=None):
+        """Assemble (or load) ``program`` (a path or an Image), run it from
+        tick 0 to the end or a limit, and return the Result. ``disk`` is a
+        raw disk image: the run gets its own copy, so the file is not
+        changed (the copy's path is ``self.disk`` afterwards)."""
+        from . import api
+        image = program if isinstance(program, api.Image) else api.load(self.path(program))
+        folder = self._next_folder()
+        self.disk = None
+        if disk is not None:
+            self.disk = os.path.join(folder, os.path.basename(os.fspath(disk)))
+            os.makedirs(folder, exist_ok=True)
+            shutil.copyfile(self.path(disk), self.disk)
+        vm = api.boot(image, mem=mem, disk=self.disk, input=_bytes(input),
+                      checkpoint_dir=folder, **self._engine())
+        name = image.source_file if isinstance(program, api.Image) else os.fspath(program)
+        return self._go(vm, name, input, max_ticks, max_output)
+
+    def resume(self, checkpoint, *, input: bytes | str = b"", max_ticks: int | None = None,
+               max_output: int | None = None):
+        """Rebuild the machine saved in ``checkpoint`` (a .mvc file), give
+        it ``input`` from that point on, run it to the end or a limit and
+        return the Result (``ticks`` counts from the start of the original
+        run). The checkpointed disk is not written: the run's disk writes go
+        to an overlay in the test's tmp_path."""
+        from . import api
+        vm = api.restore(self.path(checkpoint), input=_bytes(input),
+                         checkpoint_dir=self._next_folder(), **self._engine())
+        return self._go(vm, f"checkpoint {os.fspath(checkpoint)}", input, max_ticks, max_output)
+
+    # ---- the failure report ------------------------------------------------------------------
+    def failure_section(self, artifacts: str | None, nodeid: str) -> str:
+        """The report's text on the last run, after writing its checkpoint."""
+        from .errors import MinivmError, show
+        r, image = self.last, self.vm.machine.image
+        lines = [f"program:    {show(self.what)}"]
+        if self.input:
+            lines.append(f"input:      {_bytes(self.input)!r}")
+        lines.append(f"stopped:    {_stop_text(r, self.max_ticks)}")
+        lines.append(f"tick:       {r.ticks}")
+        lines.append(f"pc:         {r.pc}  {image.location(r.pc)}  "
+                     f"{show(image.source_text(r.pc).strip())}")
+        before = len(r.output) - OUTPUT_TAIL
+        tail = r.output[-OUTPUT_TAIL:]
+        lines.append(f"output:     {tail!r}" if before <= 0 else
+                     f"output:     ({len(r.output)} bytes, the last {OUTPUT_TAIL}) {tail!r}")
+        try:
+            path = self._write_checkpoint(artifacts, nodeid)
+        except (MinivmError, OSError) as exc:     # the report still goes out
+            lines.append(f"checkpoint: not written ({show(exc)})")
+        else:
+            lines.append(f"checkpoint: {path} (the machine at tick {r.ticks})")
+            lines.append(f"open it:    minivm repl {_quote(path)}")
+        return "\n".join(lines)
+
+    def _write_checkpoint(self, artifacts: str | None, nodeid: str) -> str:
+        path = self.vm.checkpoint(os.path.join(str(self.tmp_path), FAILURE_CHECKPOINT))
+        if artifacts is None:
+            return path
+        from .resume import export_checkpoint, read_checkpoint
+        folder = os.path.join(os.path.abspath(artifacts), _safe_name(nodeid))
+        if os.path.isdir(folder):
+            shutil.rmtree(folder)          # a run before this one's (pytest keeps no state)
+        return export_checkpoint(read_checkpoint(path), folder)[0]
+
+    # ---- inside ----------------------------------------------------------------------------------
+    def _engine(self) -> dict:
+        return {} if self.engine is None else {"engine": self.engine}
+
+    def _next_folder(self) -> str:
+        self._runs += 1
+        return os.path.join(str(self.tmp_path), "minivm", f"run-{self._runs}")
+
+    def _go(self, vm, what: str, input, max_ticks, max_output):
+        self.close()
+        self.vm, self.what, self.input, self.max_ticks = vm, what, input, max_ticks
+        self.last = vm.run(max_ticks=max_ticks, max_output=max_output)
+        return self.last
+
+    def close(self) -> None:
+        if self.vm is not None:
+            self.vm.close()
+
+
+def _bytes(data) -> bytes:
+    return data.encode("utf-8") if isinstance(data, str) else bytes(data)
+
+
+def _stop_text(r, max_ticks: int | None) -> str:
+    if r.stop == "halt":
+        return f"halt, exit status {r.exit_status}"
+    if r.stop == "fault" and r.fault is not None:
+        return f"fault: {r.fault.reason}"
+    if r.stop == "limit":
+        return f"limit: max_ticks={max_ticks} reached before the program halted"
+    if r.stop == "output-limit":
+        return "output-limit: max_output bytes printed before the program halted"
+    return r.stop
+
+
+def _safe_name(nodeid: str) -> str:
+    """A test's node id as one file name: tests/test_a.py::test_x[3] -> test_a.py-test_x-3."""
+    name = nodeid.rpartition("/")[2]
+    return re.sub(r"[^\w.-]+", "-", name).strip("-")[:150] or "test"
+
+
+def _quote(path: str) -> str:
+    import shlex
+    return shlex.quote(path)
+
+
+@pytest.fixture
+def minivm(request, tmp_path):
+    """Run minivm guest programs: ``minivm.run(PROG, input=..., max_ticks=...)``
+    and ``minivm.resume(CKPT, ...)`` return a Result; paths are relative to
+    the test file's folder; each test's files are in its tmp_path. If the
+    test fails, its report tells where the last run stopped and writes a
+    checkpoint there (``minivm repl PATH`` opens it)."""
+    runner = MinivmRunner(str(request.path.parent), tmp_path,
+                          request.config.getoption("minivm_engine"))
+    request.node.stash[_RUNNER] = runner
+    yield runner
+    runner.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    runner = item.stash.get(_RUNNER, None)
+    if runner is None or runner.last is None:
+        return
+    text = runner.failure_section(item.config.getoption("minivm_artifacts"), item.nodeid)
+    report.sections.append((SECTION, text))
