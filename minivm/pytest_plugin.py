@@ -95,8 +95,8 @@ class MinivmRunner:
             shutil.copyfile(self.path(disk), self.disk)
         vm = api.boot(image, mem=mem, disk=self.disk, input=_bytes(input),
                       checkpoint_dir=folder, **self._engine())
-        name = image.source_file if isinstance(program, api.Image) else os.fspath(program)
-        return self._go(vm, name, input, max_ticks, max_output)
+        name = image.source_file if isinstance(program, api.Image) else self.path(program)
+        return self._go(vm, _shown(name), input, max_ticks, max_output)
 
     def resume(self, checkpoint, *, input: bytes | str = b"", max_ticks: int | None = None,
                max_output: int | None = None):
@@ -108,7 +108,8 @@ class MinivmRunner:
         from . import api
         vm = api.restore(self.path(checkpoint), input=_bytes(input),
                          checkpoint_dir=self._next_folder(), **self._engine())
-        return self._go(vm, f"checkpoint {os.fspath(checkpoint)}", input, max_ticks, max_output)
+        where = _shown(self.path(checkpoint))
+        return self._go(vm, f"checkpoint {where}", input, max_ticks, max_output)
 
     # ---- the failure report ------------------------------------------------------------------
     def failure_section(self, artifacts: str | None, nodeid: str) -> str:
@@ -116,12 +117,13 @@ class MinivmRunner:
         from .errors import MinivmError, show
         r, image = self.last, self.vm.machine.image
         lines = [f"program:    {show(self.what)}"]
-        if self.input:
-            lines.append(f"input:      {_bytes(self.input)!r}")
+        lines.append(f"input:      {_bytes(self.input)!r}")
         lines.append(f"stopped:    {_stop_text(r, self.max_ticks)}")
         lines.append(f"tick:       {r.ticks}")
-        lines.append(f"pc:         {r.pc}  {image.location(r.pc)}  "
-                     f"{show(image.source_text(r.pc).strip())}")
+        where = image.location(r.pc)
+        if os.path.isabs(image.source_file):
+            where = where.replace(show(image.source_file), show(_shown(image.source_file)), 1)
+        lines.append(f"pc:         {r.pc}  {where}  {show(image.source_text(r.pc).strip())}")
         before = len(r.output) - OUTPUT_TAIL
         tail = r.output[-OUTPUT_TAIL:]
         lines.append(f"output:     {tail!r}" if before <= 0 else
@@ -131,8 +133,8 @@ class MinivmRunner:
         except (MinivmError, OSError) as exc:     # the report still goes out
             lines.append(f"checkpoint: not written ({show(exc)})")
         else:
-            lines.append(f"checkpoint: {path} (the machine at tick {r.ticks})")
-            lines.append(f"open it:    minivm repl {_quote(path)}")
+            lines.append(f"checkpoint: {show(_shown(path))} (the machine at tick {r.ticks})")
+            lines.append(f"open it:    minivm repl {show(_quote(_shown(path)))}")
         return "\n".join(lines)
 
     def _write_checkpoint(self, artifacts: str | None, nodeid: str) -> str:
@@ -184,6 +186,15 @@ def _safe_name(nodeid: str) -> str:
     """A test's node id as one file name: tests/test_a.py::test_x[3] -> test_a.py-test_x-3."""
     name = nodeid.rpartition("/")[2]
     return re.sub(r"[^\w.-]+", "-", name).strip("-")[:150] or "test"
+
+
+def _shown(path: str) -> str:
+    """A path as the report shows it: relative to the folder pytest runs in
+    when it is inside it, else absolute."""
+    if not os.path.isabs(path):
+        return path
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
 
 
 def _quote(path: str) -> str:
