@@ -70,6 +70,12 @@ class MinivmRunner:
         self.disk: str | None = None       # the last run's copy of its disk, if any
         self._runs = 0
 
+    def __repr__(self) -> str:            # how a traceback shows the fixture
+        if self.last is None:
+            return "<minivm fixture: no run yet>"
+        return (f"<minivm fixture: last run {self.what}, stopped ({self.last.stop}) "
+                f"at tick {self.last.ticks}>")
+
     def path(self, name) -> str:
         """``name`` as an absolute path, a relative one taken from the test file's folder."""
         return os.path.join(self.base, os.fspath(name))
