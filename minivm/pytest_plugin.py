@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 
 import pytest
@@ -68,11 +69,12 @@ class MinivmRunner:
         self.input = b""
         self.max_ticks: int | None = None
         self.disk: str | None = None       # the last run's copy of its disk, if any
+        self.error: Exception | None = None  # why the last run could not start
         self._runs = 0
 
     def __repr__(self) -> str:            # how a traceback shows the fixture
         if self.last is None:
-            return "<minivm fixture: no run yet>"
+            return "<minivm fixture: no run>"
         return (f"<minivm fixture: last run {self.what}, stopped ({self.last.stop}) "
                 f"at tick {self.last.ticks}>")
 
@@ -90,19 +92,26 @@ class MinivmRunner:
         """Assemble (or load) ``program`` (a path or an Image), run it from
         tick 0 to the end or a limit, and return the Result. ``disk`` is a
         raw disk image: the run gets its own copy, so the file is not
-        changed (the copy's path is ``self.disk`` afterwards)."""
+        changed (the copy's path is ``self.disk`` afterwards). A program
+        that does not assemble raises MinivmError (the report says why)."""
+        __tracebackhide__ = True           # a failure points at the test's line
         from . import api
-        image = program if isinstance(program, api.Image) else api.load(self.path(program))
-        folder = self._next_folder()
-        self.disk = None
-        if disk is not None:
-            self.disk = os.path.join(folder, os.path.basename(os.fspath(disk)))
-            os.makedirs(folder, exist_ok=True)
-            shutil.copyfile(self.path(disk), self.disk)
-        vm = api.boot(image, mem=mem, disk=self.disk, input=_bytes(input),
-                      checkpoint_dir=folder, **self._engine())
-        name = image.source_file if isinstance(program, api.Image) else self.path(program)
-        return self._go(vm, _shown(name), input, max_ticks, max_output)
+        is_image = isinstance(program, api.Image)
+        self._start(program.source_file if is_image else _shown(self.path(program)),
+                    input, max_ticks)
+
+        def start():
+            image = program if is_image else api.load(self.path(program))
+            folder = self._next_folder()
+            if disk is not None:
+                self.disk = os.path.join(folder, os.path.basename(os.fspath(disk)))
+                os.makedirs(folder, exist_ok=True)
+                shutil.copyfile(self.path(disk), self.disk)
+            return api.boot(image, mem=mem, disk=self.disk, input=_bytes(input),
+                            checkpoint_dir=folder, **self._engine())
+        self.vm = self._open(start)
+        self.last = self.vm.run(max_ticks=max_ticks, max_output=max_output)
+        return self.last
 
     def resume(self, checkpoint, *, input: bytes | str = b"", max_ticks: int | None = None,
                max_output: int | None = None):
@@ -111,19 +120,27 @@ class MinivmRunner:
         return the Result (``ticks`` counts from the start of the original
         run). The checkpointed disk is not written: the run's disk writes go
         to an overlay in the test's tmp_path."""
+        __tracebackhide__ = True
         from . import api
-        vm = api.restore(self.path(checkpoint), input=_bytes(input),
-                         checkpoint_dir=self._next_folder(), **self._engine())
-        where = _shown(self.path(checkpoint))
-        return self._go(vm, f"checkpoint {where}", input, max_ticks, max_output)
+        self._start(f"checkpoint {_shown(self.path(checkpoint))}", input, max_ticks)
+        self.vm = self._open(lambda: api.restore(self.path(checkpoint), input=_bytes(input),
+                                                 checkpoint_dir=self._next_folder(),
+                                                 **self._engine()))
+        self.last = self.vm.run(max_ticks=max_ticks, max_output=max_output)
+        return self.last
 
     # ---- the failure report ------------------------------------------------------------------
     def failure_section(self, artifacts: str | None, nodeid: str) -> str:
         """The report's text on the last run, after writing its checkpoint."""
         from .errors import MinivmError, show
+        given = _bytes(self.input) if isinstance(self.input, (bytes, bytearray, str)) \
+            else self.input
+        lines = [f"program:    {show(self.what)}", f"input:      {given!r}"]
+        if self.last is None:
+            message = show(str(self.error), keep="\n\t").replace(self.base + os.sep, "")
+            lines.append("not run:    " + message.replace("\n", "\n" + " " * 12))
+            return "\n".join(lines)
         r, image = self.last, self.vm.machine.image
-        lines = [f"program:    {show(self.what)}"]
-        lines.append(f"input:      {_bytes(self.input)!r}")
         lines.append(f"stopped:    {_stop_text(r, self.max_ticks)}")
         lines.append(f"tick:       {r.ticks}")
         where = image.location(r.pc)
@@ -161,15 +178,34 @@ class MinivmRunner:
         self._runs += 1
         return os.path.join(str(self.tmp_path), "minivm", f"run-{self._runs}")
 
-    def _go(self, vm, what: str, input, max_ticks, max_output):
+    def _start(self, what: str, input, max_ticks) -> None:
+        """Forget the run before (closing its machine): the report is on this one."""
         self.close()
-        self.vm, self.what, self.input, self.max_ticks = vm, what, input, max_ticks
-        self.last = vm.run(max_ticks=max_ticks, max_output=max_output)
-        return self.last
+        self.vm = self.last = self.error = self.disk = None
+        self.what, self.input, self.max_ticks = what, input, max_ticks
+
+    def _open(self, make):
+        """``make()``, the machine of a run; a program or checkpoint that
+        cannot be opened is noted for the report and raised as one
+        MinivmError whose traceback ends at the test's line."""
+        __tracebackhide__ = True
+        from .errors import MinivmError, show
+        try:
+            return make()
+        except (MinivmError, OSError) as exc:
+            self.error = exc
+            message = str(exc) if isinstance(exc, MinivmError) else \
+                f"cannot read '{show(exc.filename)}': {exc.strerror}"
+        raise MinivmError(message)         # outside the except: no chained traceback
 
     def close(self) -> None:
         if self.vm is not None:
             self.vm.close()
+
+    @property
+    def reportable(self) -> bool:
+        """Whether a run was started (a failure then has something to report)."""
+        return self.last is not None or self.error is not None
 
 
 def _bytes(data) -> bytes:
@@ -204,7 +240,6 @@ def _shown(path: str) -> str:
 
 
 def _quote(path: str) -> str:
-    import shlex
     return shlex.quote(path)
 
 
@@ -229,7 +264,7 @@ def pytest_runtest_makereport(item, call):
     if report.when != "call" or not report.failed:
         return
     runner = item.stash.get(_RUNNER, None)
-    if runner is None or runner.last is None:
+    if runner is None or not runner.reportable:
         return
     text = runner.failure_section(item.config.getoption("minivm_artifacts"), item.nodeid)
     report.sections.append((SECTION, text))

@@ -105,6 +105,10 @@ def test_endless(minivm):
 
 def test_fails_before_any_run(minivm):
     assert False, "nothing ran"
+
+def test_does_not_assemble(minivm):
+    minivm.run("sum.asm", input=b"1")
+    minivm.run("broken.asm")
 """
 
 AVG = """        mov r1, 0
@@ -116,11 +120,15 @@ AVG = """        mov r1, 0
 
 
 def test_a_failure_reports_the_last_run_and_writes_a_checkpoint(pytester, engine, capsys):
-    pytester.makefile(".asm", sum=SUM, avg=AVG)
+    pytester.makefile(".asm", sum=SUM, avg=AVG, broken="        mov r1, 1\n        jump r1\n")
     pytester.makepyfile(test_grade=FAILING)
     result = _inner(pytester, engine)
-    result.assert_outcomes(failed=4)
-    wrong, fault, endless = _sections(result.outlines)          # none for the fourth
+    result.assert_outcomes(failed=5)
+    wrong, fault, endless, broken = _sections(result.outlines)  # none before any run
+    assert broken["program"] == "broken.asm" and broken["input"] == "b''"
+    assert broken["not run"] == "broken.asm:2:1: error: unknown mnemonic 'jump'; did you mean 'jmp'?"
+    assert "checkpoint" not in broken
+    assert "pytest_plugin.py" not in result.stdout.str()     # tracebacks end in the tests
     assert wrong["program"] == "sum.asm" and wrong["input"] == r"b'3 4\n'"
     assert wrong["stopped"] == "halt, exit status 0"
     assert wrong["pc"] == "17  sum.asm:30  halt" and wrong["output"] == r"b'7\n'"
