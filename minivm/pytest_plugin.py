@@ -27,6 +27,7 @@ it imports nothing of minivm until a test asks for the fixture.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shlex
@@ -225,9 +226,13 @@ def _stop_text(r, max_ticks: int | None) -> str:
 
 
 def _safe_name(nodeid: str) -> str:
-    """A test's node id as one file name: tests/test_a.py::test_x[3] -> test_a.py-test_x-3."""
-    name = nodeid.rpartition("/")[2]
-    return re.sub(r"[^\w.-]+", "-", name).strip("-")[:150] or "test"
+    """A test's node id as one file name, unique in the session:
+    lab/test_a.py::test_x[3] -> lab-test_a.py-test_x-3 (a long one is cut,
+    and ends with a hash of the whole id)."""
+    name = re.sub(r"[^\w.-]+", "-", nodeid).strip("-") or "test"
+    if len(name) > 150:
+        name = name[:140] + "-" + hashlib.sha256(nodeid.encode()).hexdigest()[:8]
+    return name
 
 
 def _shown(path: str) -> str:

@@ -193,7 +193,7 @@ def test_copy(minivm):
     result.assert_outcomes(failed=1)
     assert (pytester.path / "disk.img").read_bytes() == bytes(64 * 1024)   # untouched
     (section,) = _sections(result.outlines)
-    folder = pytester.path / "failed" / "test_disk.py-test_copy"
+    folder = pytester.path / "failed" / "test_disk.py-test_copy"     # the test's node id
     assert section["checkpoint"].startswith("failed/test_disk.py-test_copy/minivm-failure.mvc")
     assert sorted(p.name for p in folder.iterdir()) == ["disk.img", "minivm-failure.mvc"]
     with minivm.restore(folder / "minivm-failure.mvc", engine=engine) as vm:
