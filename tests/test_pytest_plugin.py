@@ -266,3 +266,33 @@ def test_sum(minivm, path):
     assert {s["program"] for s in sections} == {f"submissions/s{i}.asm" for i in range(40, 50)}
     for s in sections:                       # each worker wrote in its own test's folder
         assert Path(pytester.path / s["checkpoint"].split(" ")[0]).is_file()
+
+
+def test_a_long_output_is_cut_and_text_input_is_shown_as_bytes(pytester, engine):
+    pytester.makepyfile(test_long="""
+SOURCE = '''
+        mov r1, 0
+again:  out 0x00, 'x'
+        add r1, r1, 1
+        blt r1, 300, again
+        out 0x00, 10
+        halt
+'''
+
+def test_long(minivm):
+    r = minivm.run(minivm.assemble(SOURCE, "long.asm"), input="é\\n")
+    assert len(r.output) == 300
+""")
+    result = _inner(pytester, engine)
+    result.assert_outcomes(failed=1)
+    (section,) = _sections(result.outlines)
+    assert section["input"] == r"b'\xc3\xa9\n'"
+    assert section["output"] == "(301 bytes, the last 200) b'" + "x" * 199 + r"\n'"
+
+
+def test_an_artifacts_folder_name_is_the_whole_node_id():
+    from minivm.pytest_plugin import _safe_name
+    assert _safe_name("lab/a/test_x.py::test_y[3-b]") == "lab-a-test_x.py-test_y-3-b"
+    assert _safe_name("lab/b/test_x.py::test_y[3-b]") != _safe_name("lab/a/test_x.py::test_y[3-b]")
+    long_a, long_b = "t.py::test[" + "a" * 300 + "]", "t.py::test[" + "a" * 299 + "b]"
+    assert len(_safe_name(long_a)) == 149 and _safe_name(long_a) != _safe_name(long_b)
