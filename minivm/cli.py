@@ -133,6 +133,11 @@ def _delay(text: str) -> int:
     return value
 
 
+#: ``minivm repl PROG``: what PROG may be (minivm/repl/frontend.py, open_start).
+REPL_PROGRAM_HELP = ("a program (.asm source or .mvb image) to load, or a checkpoint file to "
+                     "restore (known by its contents, whatever its name)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="minivm",
@@ -211,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("repl", help="interactive debugger and checkpoint console",
                        description="An interactive debugger with checkpoints. "
                                    "Type 'help' at the prompt.")
-    p.add_argument("program", nargs="?")
+    p.add_argument("program", nargs="?", help=REPL_PROGRAM_HELP)
     _add_machine_options(p)
     p.add_argument("--batch", metavar="FILE",
                    help="run the commands in FILE, echoing them, then exit")

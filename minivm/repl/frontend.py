@@ -42,7 +42,11 @@ from .. import isa
 from ..devices import DEFAULT_MAX_INFLIGHT
 from ..engine import DEFAULT_ENGINE
 from ..errors import MinivmError, reason, show
+from ..ckptfile import is_checkpoint_file
 from ..memory import parse_size
+from ..resume import close_pages, read_checkpoint
+from ..store import CHECKPOINT_SUFFIX
+from .commands.checkpoints import restore_checkpoint
 from .core import Session
 from .registry import COMMANDS, INFO_TOPICS
 
@@ -264,6 +268,22 @@ def run_batch(session: Session, lines) -> int:
     return 1 if session.errors else 0
 
 
+def open_start(session: Session, path: str) -> None:
+    """What ``minivm repl PATH`` starts with: a checkpoint file (known by its
+    magic bytes, whatever its name) is restored, anything else is loaded as a
+    program. A file named .mvc that is not a checkpoint, or a checkpoint that
+    does not validate, is an error that ends the command (exit status 2)."""
+    if is_checkpoint_file(path):
+        close_pages(read_checkpoint(path).pages)   # validates: a bad file fails here
+        restore_checkpoint(session, path, undo=False)
+    elif path.endswith(CHECKPOINT_SUFFIX) and os.path.isfile(path):
+        raise MinivmError(f"'{show(path)}' is not a minivm checkpoint: it does not begin with "
+                          "a checkpoint's magic bytes (minivm repl opens a program, .asm or "
+                          ".mvb, or a checkpoint file written by minivm)")
+    else:
+        session.execute("load " + path)
+
+
 def _read_batch(path: str) -> list[str]:
     try:
         with open(path, encoding="utf-8") as f:
@@ -299,7 +319,7 @@ def main(args) -> int:
         lines = sys.stdin                  # line by line, as they arrive on the pipe
     if lines is not None:
         if args.program:
-            session.execute("load " + args.program)
+            open_start(session, args.program)
         return run_batch(session, lines)
     history, note = open_history()
     prompt = make_prompt_session(session, history=history)
@@ -308,5 +328,5 @@ def main(args) -> int:
         if note:
             session.say(note)
         if args.program:
-            session.execute("load " + args.program)
+            open_start(session, args.program)
         return interact(session, prompt)
