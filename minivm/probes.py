@@ -13,7 +13,8 @@ its disk. The places that notify it are all on paths that are slow already:
 
 Each checks ``probes is not None`` first, so a machine without catchpoints
 runs exactly as before. An event that matches an armed catchpoint is
-recorded as a :class:`Hit` and sets ``machine.stop_requested``: the machine
+recorded as a :class:`Hit`; while the guest runs (``running``, set by the
+REPL around a run) it also sets ``machine.stop_requested``: the machine
 stops at the next instruction boundary (the same tick on both engines, see
 :meth:`Probes.attach`), where the REPL reports the hit. Events during a
 time-travel replay (the hooks' ``replaying``) are ignored: a replay does not
@@ -39,23 +40,23 @@ class Event:
 
 EVENTS = {e.name: e for e in (
     Event("stop-window", "P2", "1, 19, 20",
-          "the stop window: memory marked COW, device state saved, disk switched"),
+          "stop: mark memory COW, save devices, switch disk"),
     Event("cow", "P3", "1, 19, 24",
-          "a memory COW fault: a page the checkpoint shares is copied", "PAGE"),
+          "a memory COW fault: a shared page is copied", "PAGE"),
     Event("disk-cow", "P3", "1, 19, 24",
-          "a disk COW fault: a block group is copied into the overlay", "BLOCK"),
+          "a disk COW fault: a block group copied to the overlay", "BLOCK"),
     Event("save", "P4", "1, 22",
-          "a page of the checkpoint's memory is written to the store", "PAGE"),
+          "a page of the checkpoint written to the store", "PAGE"),
     Event("dma-land", "P5/P7", "8, 23, 17, 25",
-          "a read in flight at the checkpoint lands in both copies of memory"),
+          "a read in flight at the checkpoint lands in both"),
     Event("p6", "P6", "15, 26",
-          "a new read first COW-faults the shared pages it will write"),
+          "a new read first copies the shared pages it fills"),
     Event("p8", "P8", "16",
-          "a pending read then write to one block: all complete in the stop window"),
+          "read then write of a block pending: both complete"),
     Event("p9", "P9", "18, 28",
-          "a disk COW fault on a group an earlier pending write also wrote"),
+          "a disk COW fault after a pending write to the group"),
     Event("commit", "P10", "3-6",
-          "an overlay is merged into its parent while the VM runs on a fresh one"),
+          "an overlay merged into its parent, the VM running on"),
 )}
 
 
@@ -68,6 +69,7 @@ class Hit:
     tick: int
     pc: int
     detail: str
+    running: bool = False     # it happened while the guest ran (else: at the prompt)
 
 
 class Probes:
@@ -79,6 +81,7 @@ class Probes:
         self.armed: dict[str, set] = {}
         self.hits: list[Hit] = []
         self.machine = None
+        self.running = False              # the guest runs: a hit stops it
         self._writes: deque = deque()     # completed writes a later one may follow (P9)
 
     # ---- wiring ------------------------------------------------------------------------
@@ -129,15 +132,20 @@ class Probes:
         if None not in args and not any(
                 (a in arg) if isinstance(arg, range) else a == arg for a in args):
             return
-        self.hits.append(Hit(event, arg, m.tick, m.pc, detail))
-        m.stop_requested = True
+        self.hits.append(Hit(event, arg, m.tick, m.pc, detail, self.running))
+        if self.running:
+            m.stop_requested = True
 
     def protocol(self, job, step: str, event: str | None, detail: str) -> None:
         """From the checkpointer's event log."""
         if event is None:
             return
+        if event == "stop-window":          # (the log's detail has host times)
+            detail = (f"memory marked COW, devices saved, {len(job.inflight_at_stop)} "
+                      "request(s) in flight, disk "
+                      + ("switched to the overlay" if job.chain is not None else "none"))
         self.notify(event, None, f"{job.name}: {detail}" if job is not None else detail)
-        if event == "stop-window" and job is not None and job.p8_drained:
+        if event == "stop-window" and job.p8_drained:
             self.notify("p8", None, f"{job.name}: {job.p8_drained} pending request(s) "
                                     "completed before the guest resumed")
 

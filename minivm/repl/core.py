@@ -32,10 +32,11 @@ from ..interrupts_guard import SigintGuard
 from ..history import History
 from ..machine import Machine
 from ..memory import format_size, parse_size
+from ..probes import Probes
 from ..store import CHECKPOINT_SUFFIX, FileStore
 from . import render
 from .books import Breakpoints, CheckpointBook, InputLog
-from . import travel
+from . import catching, travel
 from .output import GuestSink, Output
 from .parsing import CommandError
 from .places import Places, show_path
@@ -90,6 +91,7 @@ class Session:
         self.checkpointer: Checkpointer | None = None
         self.checkpoints = CheckpointBook()
         self.breakpoints = Breakpoints()
+        self.probes = Probes()                 # armed from the book's catchpoints (catching.py)
         self.errors = 0
         self.quit_requested = False
         self.last_stop = ""
@@ -128,6 +130,7 @@ class Session:
                 invoke(self, cmd, rest.strip())
             finally:
                 self.report_jobs()
+                catching.report(self, stopped=False)   # caught at the prompt, or left over
             return True
         except GuestFault as exc:          # e.g. 'set' out of range: not a guest fault
             self.error(exc.reason)
@@ -319,11 +322,12 @@ class Session:
         self.checkpointer = Checkpointer(machine, self.store, pages_per_slice=self.pages_per_slice,
                                          report=lambda msg: self.say(f"note: {msg}"))
         book = self.breakpoints
-        if not same and len(book):
+        if not same and (book.breaks or book.watches):
             self.say(f"(a different program: {len(book.breaks)} breakpoint(s) and "
                      f"{len(book.watches)} watchpoint(s) deleted)")
             book.clear()
         book.install(machine)
+        catching.sync(self)
         travel.start_history(self, only_if_on=True)
         self.prev_regs = None
         self.x_next = None
@@ -400,6 +404,7 @@ class Session:
         m.stop_requested = False
         jobs_before = len(self.checkpointer.jobs)
         guard = SigintGuard(m, enabled=self.handle_sigint)
+        self.probes.running = True             # a caught protocol step stops the guest
         try:
             with guard:
                 yield m
@@ -416,6 +421,7 @@ class Session:
             if m.halted or m.fault is not None:
                 # Nothing will run any more: complete the saves now (as `minivm run` does).
                 self.checkpointer.finish_all()
+            self.probes.running = False
 
     # ==== checkpoints ==============================================================================
     def report_jobs(self) -> None:

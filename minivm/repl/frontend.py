@@ -37,6 +37,7 @@ from ..devices import DEFAULT_MAX_INFLIGHT
 from ..engine import DEFAULT_ENGINE
 from ..errors import MinivmError, reason, show
 from ..memory import parse_size
+from ..probes import EVENTS
 from .core import Session
 from .registry import COMMANDS, INFO_TOPICS
 
@@ -44,7 +45,7 @@ BANNER = ("minivm REPL - 'help' lists the commands, Tab completes, Ctrl-C stops 
           "Ctrl-D quits")
 REGISTERS = [isa.reg_name(i) for i in range(isa.NUM_REGS)] + ["r15"]
 INFO_COMPLETIONS = ("registers", "breakpoints", "watchpoints", "checkpoints", "devices", "pages",
-                    "status")
+                    "status", "catch")
 
 
 # --- completion ------------------------------------------------------------------------
@@ -116,6 +117,7 @@ class ReplCompleter(Completer):
             "numbers": WordCompleter(numbers),
             "onoff": WordCompleter(["on", "off"]),
             "tick": WordCompleter(["0", "tick"], WORD=True),
+            "catch": WordCompleter(list(EVENTS), WORD=True),
         }
         info = NestedCompleter({topic: (regs if target == "regs" else None)
                                 for topic, target in INFO_TOPICS.items()})
