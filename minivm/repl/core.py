@@ -283,28 +283,14 @@ class Session:
         m = self.require_machine()
         line = re.fullmatch(r"(?P<file>[^\s:]*):(?P<line>\d+)", text)
         if line:
-            return self._line_address(line.group("file"), int(line.group("line")))
+            pc, used = self.places.line_address(line.group("file"), int(line.group("line")))
+            if used != int(line.group("line")):
+                self.say(f"(line {line.group('line')} has no instruction; using line {used})")
+            return pc
         pc = self.evaluate(text, "code")
         if not 0 <= pc < m.ncode:
             raise CommandError(f"no instruction at {pc}: the code has {m.ncode} "
                                f"instructions (0..{m.ncode - 1})")
-        return pc
-
-    def _line_address(self, filename: str, line: int) -> int:
-        image = self.image
-        source = image.source_file
-        if filename and filename not in (source, os.path.basename(source)):
-            raise CommandError(f"the program comes from '{source}', not '{filename}' "
-                               f"(give {os.path.basename(source)}:LINE or :LINE)")
-        candidates = [(ln, pc) for pc, ln in enumerate(image.lines) if ln >= line]
-        if not candidates:
-            last = max(image.lines) if image.lines else 0
-            raise CommandError(f"line {line} is after the last instruction "
-                               f"({os.path.basename(source)}:{last})")
-        best_line = min(ln for ln, _ in candidates)
-        pc = min(pc for ln, pc in candidates if ln == best_line)
-        if best_line != line:
-            self.say(f"(line {line} has no instruction; using line {best_line})")
         return pc
 
     # ==== machines: load, reset, restore =================================================

@@ -10,7 +10,7 @@ import os
 import re
 
 from ..errors import show
-from .parsing import strip_comment
+from .parsing import CommandError, strip_comment
 
 _LABEL_PREFIX = re.compile(r"^\s*(?:[A-Za-z_][A-Za-z0-9_.]*:\s*)+")
 
@@ -79,3 +79,19 @@ class Places:
     def handler(self, pc: int | None) -> str:
         """An interrupt handler's address for messages: ``4 <on_tick>`` or none."""
         return "none" if pc is None else f"{pc} {self.label_of(pc)}".rstrip()
+
+    def line_address(self, filename: str, line: int) -> tuple[int, int]:
+        """FILE:LINE (FILE may be empty) -> (the first instruction of that line,
+        or of the next line that has one; that line)."""
+        image = self.image
+        source = image.source_file
+        if filename and filename not in (source, os.path.basename(source)):
+            raise CommandError(f"the program comes from '{source}', not '{filename}' "
+                               f"(give {os.path.basename(source)}:LINE or :LINE)")
+        candidates = [(ln, pc) for pc, ln in enumerate(image.lines) if ln >= line]
+        if not candidates:
+            last = max(image.lines) if image.lines else 0
+            raise CommandError(f"line {line} is after the last instruction "
+                               f"({os.path.basename(source)}:{last})")
+        best_line = min(ln for ln, _ in candidates)
+        return min(pc for ln, pc in candidates if ln == best_line), best_line

@@ -108,11 +108,12 @@ def delete(s, args: str) -> None:
     book = s.breakpoints
     parts = split_args(args)
     if not parts:
-        n = len(book)
+        n, kinds = len(book), ("breakpoints, watchpoints and catchpoints" if book.catches
+                               else "breakpoints and watchpoints")
         for number in book.numbers():
             book.remove(number, s.machine)
         catching.sync(s)
-        s.say(f"deleted all breakpoints, watchpoints and catchpoints ({n})")
+        s.say(f"deleted all {kinds} ({n})")
         return
     numbers = []
     for part in parts:
