@@ -393,3 +393,26 @@ def test_register_watches_identical_on_both_engines(tmp_path):
     assert results[0] == results[1]
     assert results[0][1]["regs"][2] == 3 * (3 + 5)
 
+
+
+def test_after_going_back_a_forward_run_is_caught_again(tmp_path, engine):
+    s = make_session(tmp_path, engine)
+    run(s, "catch stop-window", "catch cow 1")
+    first = caught(run(s, "run", "continue"))
+    run(s, "goto 0")
+    again = caught(run(s, "continue", "continue"))
+    assert [h[1:] for h in again] == [h[1:] for h in first] == [
+        ("stop-window", 161, 19), ("cow", 161, 19)]
+    assert s.breakpoints.catches[2].hits == 2
+
+
+def test_a_copy_made_at_the_prompt_is_reported_there(tmp_path, engine):
+    """'set [ADDR]' into a page a saving checkpoint shares copies it (P3)."""
+    s = make_session(tmp_path, engine)
+    run(s, "catch stop-window", "run", "catch cow 4")
+    out = run(s, "set [0x4000] 7")
+    assert [h[1:] for h in caught(out)] == [("cow", 161, 19)]
+    assert "(at the prompt: the guest was not running)" in out
+    assert not s.machine.stop_requested
+    out = run(s, "continue")                 # the guest goes on to the next step caught
+    assert [h[1:] for h in caught(out)] == [("stop-window", 6619, 41)]
