@@ -425,6 +425,27 @@ def choose_parent(previous, location: str, dirty: set | None):
     return None, None
 
 
+def pending_read_then_write(queue) -> bool:
+    """P8 (claim 16): in the disk ``queue``, a pending read followed by a
+    pending write to a common block."""
+    starts: list[int] = []          # the blocks of the reads so far, as disjoint
+    ends: list[int] = []            # intervals [starts[k], ends[k]), sorted
+    for request in queue:           # one pass, not pairs: up to 65,536 requests
+        lo, hi = request.block, request.block + request.count
+        if lo == hi:
+            continue
+        k = bisect.bisect_right(ends, lo)         # the first interval ending after lo
+        if not request.is_read:
+            if k < len(starts) and starts[k] < hi:
+                return True
+            continue
+        j = bisect.bisect_left(starts, hi, lo=k)  # intervals [k, j) touch [lo, hi)
+        if k < j:
+            lo, hi = min(lo, starts[k]), max(hi, ends[j - 1])
+        starts[k:j], ends[k:j] = [lo], [hi]
+    return False
+
+
 def merged_note(due: list[int], now: int, start_tick: int) -> str:
     """--checkpoint-at ticks the clock passed without a boundary at them: one
     checkpoint, now, stands for them all; what to say."""
@@ -578,7 +599,7 @@ class Checkpointer(Hooks):
         machine = self.machine
         stopped = time.perf_counter()                 # stop the VM ...
         drained = 0
-        if self._pending_read_then_write():          # P8
+        if pending_read_then_write(machine.disk.queue):   # P8
             drained = machine.drain_disk()
         frozen = machine.memory.share()               # ... mark memory COW ...
         dirty, previous = self._writes.at_stop(machine.memory, location)   # (incremental)
@@ -624,25 +645,6 @@ class Checkpointer(Hooks):
             else:
                 for k, b in enumerate(request.blocks()):
                     written[b] = request.data[k * BLOCK_SIZE:(k + 1) * BLOCK_SIZE]
-
-    def _pending_read_then_write(self) -> bool:
-        """P8 (claim 16): a pending read followed by a pending write to a common block."""
-        starts: list[int] = []          # the blocks of the reads so far, as disjoint
-        ends: list[int] = []            # intervals [starts[k], ends[k]), sorted
-        for request in self.machine.disk.queue:   # one pass, not pairs: up to 65,536 requests
-            lo, hi = request.block, request.block + request.count
-            if lo == hi:
-                continue
-            k = bisect.bisect_right(ends, lo)         # the first interval ending after lo
-            if not request.is_read:
-                if k < len(starts) and starts[k] < hi:
-                    return True
-                continue
-            j = bisect.bisect_left(starts, hi, lo=k)  # intervals [k, j) touch [lo, hi)
-            if k < j:
-                lo, hi = min(lo, starts[k]), max(hi, ends[j - 1])
-            starts[k:j], ends[k:j] = [lo], [hi]
-        return False
 
     # --- in-flight DMA rules (machine.Hooks; the machine's DMA port calls these) ---
     def before_read_issued(self, request) -> None:
