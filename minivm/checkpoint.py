@@ -669,8 +669,8 @@ class Checkpointer(Hooks):
         for job in self.jobs:
             if request.id in job.inflight_reads:
                 job.inflight_reads.discard(request.id)
-                self.log(job, "P5", f"in-flight read #{request.id} landed in checkpointed "
-                         "memory and in the running memory", "dma-land")
+                self.log(job, "P5", f"in-flight read #{request.id} landed in checkpointed memory",
+                         "dma-land")
             if request.id in job.inflight_writes:
                 job.inflight_writes.discard(request.id)
                 self.log(job, "P5", f"in-flight write #{request.id} reached the checkpointed disk")

@@ -141,16 +141,16 @@ class Probes:
         if event is None:
             return
         if event == "stop-window":          # (the log's detail has host times)
-            detail = (f"memory marked COW, devices saved, {len(job.inflight_at_stop)} "
-                      "request(s) in flight, disk "
-                      + ("switched to the overlay" if job.chain is not None else "none"))
+            detail = (f"memory marked COW, devices saved, disk "
+                      + ("switched" if job.chain is not None else "none")
+                      + f", {len(job.inflight_at_stop)} in flight")
         self.notify(event, None, f"{job.name}: {detail}" if job is not None else detail)
         if event == "stop-window" and job.p8_drained:
             self.notify("p8", None, f"{job.name}: {job.p8_drained} pending request(s) "
                                     "completed before the guest resumed")
 
     def saved(self, job, index: int) -> None:
-        self.notify("save", index, f"{job.name}: page {index} written to the store")
+        self.notify("save", index, f"{job.name}: page {index} saved to the store")
 
     def disk_write(self, request) -> None:
         """A write is about to reach its disk layer (Disk.complete): a disk COW

@@ -47,8 +47,7 @@ def report(s, stopped: bool) -> bool:
         first_numbers = first_numbers or text
         lines = describe_hit(same[0], text)
         if len(same) > 1:
-            args = ", ".join(_arg_text(h.arg) for h in same[1:6]) + (", ..." if len(same) > 6 else "")
-            lines[-1] += f" (and {len(same) - 1} more at this stop: {args})"
+            lines[-1] += f" (and {len(same) - 1} more{_args_text(same[1:])})"
         s.say_lines(lines)
     if stopped:
         s.last_stop = f"stopped at catchpoint {first_numbers}"
@@ -57,7 +56,11 @@ def report(s, stopped: bool) -> bool:
     return True
 
 
-def _arg_text(arg) -> str:
-    if isinstance(arg, range):
-        return f"blocks {arg.start}..{arg[-1]}"
-    return "?" if arg is None else str(arg)
+def _args_text(hits) -> str:
+    """': pages 1, 2, 4' or ': blocks 8..15, 16..23' (the first six), or nothing."""
+    args = [h.arg for h in hits if h.arg is not None]
+    if not args:
+        return ""
+    shown = [f"{a.start}..{a[-1]}" if isinstance(a, range) else str(a) for a in args[:6]]
+    kind = "blocks" if isinstance(args[0], range) else "pages"
+    return f": {kind} {', '.join(shown)}" + (", ..." if len(args) > 6 else "")

@@ -58,7 +58,7 @@ def catch(s, args: str) -> None:
         return
     cp = book.add_catch(event.name, arg, args)
     catching.sync(s)
-    s.say(f"Catchpoint {cp.number}: {render.catch_text(cp)}: {event.what}")
+    s.say(f"Catchpoint {cp.number}: {render.catch_text(cp)}, claims {event.claims}")
 
 
 def _argument(s, event, text: str | None) -> int | None:
