@@ -670,7 +670,7 @@ class Checkpointer(Hooks):
             if request.id in job.inflight_reads:
                 job.inflight_reads.discard(request.id)
                 self.log(job, "P5", f"in-flight read #{request.id} landed in checkpointed memory",
-                         "dma-land")
+                         ("dma-land", request.id))
             if request.id in job.inflight_writes:
                 job.inflight_writes.discard(request.id)
                 self.log(job, "P5", f"in-flight write #{request.id} reached the checkpointed disk")

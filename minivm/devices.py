@@ -416,6 +416,8 @@ class Disk:
     def complete(self, request: Request) -> None:
         if request.is_read:
             data = request.target.read_blocks(request.block, request.count)
+            if self.probes is not None:           # catchpoints (probes.py): P5 or P7
+                self.probes.disk_read(request)
             self.dma.land_read(request, data)
         else:
             if self.journal is not None:          # time travel: the old blocks first

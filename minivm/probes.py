@@ -7,7 +7,8 @@ its disk. The places that notify it are all on paths that are slow already:
 
 * ``Memory.make_writable`` when it copies a page a checkpoint shares (P3);
 * ``Disk.complete`` before a write reaches a disk layer (a disk COW fault,
-  P3, and the case of P9);
+  P3, and the case of P9), and before a read lands (whether the guest has
+  copied its pages: P7);
 * ``Checkpointer.log``, the protocol's own event log (P2, P5/P7, P6, P8, P10),
   and ``CheckpointJob`` for each page written to the store (P4).
 
@@ -25,6 +26,9 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+
+from .devices import BLOCK_SIZE
+from .memory import PAGE_SHIFT
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class Probes:
         self.machine = None
         self.running = False              # the guest runs: a hit stops it
         self._writes: deque = deque()     # completed writes a later one may follow (P9)
+        self._copied: dict[int, list] = {}  # read id -> pages the guest had copied (P7)
 
     # ---- wiring ------------------------------------------------------------------------
     def attach(self, machine) -> None:
@@ -136,10 +141,17 @@ class Probes:
         if self.running:
             m.stop_requested = True
 
-    def protocol(self, job, step: str, event: str | None, detail: str) -> None:
-        """From the checkpointer's event log."""
+    def protocol(self, job, step: str, event, detail: str) -> None:
+        """From the checkpointer's event log: ``event`` is the name, or (name,
+        the read's id) for dma-land."""
         if event is None:
             return
+        if isinstance(event, tuple):
+            event, read = event
+            copied = ", ".join(map(str, self._copied.pop(read, [])))
+            detail = (f"read #{read} landed in the checkpoint's page {copied} and the guest's "
+                      "copy (P7)" if copied else
+                      f"read #{read} landed in the checkpoint's memory and the guest's (P5)")
         if event == "stop-window":          # (the log's detail has host times)
             detail = (f"memory marked COW, devices saved, disk "
                       + ("switched" if job.chain is not None else "none")
@@ -151,6 +163,20 @@ class Probes:
 
     def saved(self, job, index: int) -> None:
         self.notify("save", index, f"{job.name}: page {index} saved to the store")
+
+    def disk_read(self, request) -> None:
+        """A read is about to land (Disk.complete): which of its pages the
+        guest has copied since the checkpoint (P7, where the read lands twice)."""
+        memory = self.machine.memory if self.machine is not None else None
+        self._copied = {}                 # (the checkpointer reports it right after landing)
+        if memory is None or "dma-land" not in self.armed:
+            return
+        first = request.addr >> PAGE_SHIFT
+        last = (request.addr + max(request.count * BLOCK_SIZE, 1) - 1) >> PAGE_SHIFT
+        copied = [i for i in range(first, min(last + 1, memory.page_count))
+                  if i in memory.copied]
+        if copied:
+            self._copied[request.id] = copied
 
     def disk_write(self, request) -> None:
         """A write is about to reach its disk layer (Disk.complete): a disk COW

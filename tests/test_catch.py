@@ -416,3 +416,14 @@ def test_a_copy_made_at_the_prompt_is_reported_there(tmp_path, engine):
     assert not s.machine.stop_requested
     out = run(s, "continue")                 # the guest goes on to the next step caught
     assert [h[1:] for h in caught(out)] == [("stop-window", 6619, 41)]
+
+
+def test_dma_land_says_p5_or_p7(tmp_path, engine):
+    """A read in flight lands in both copies: P7 when the guest had copied its
+    page meanwhile (programs/demos/p7.asm), P5 when not (catch.asm)."""
+    p7 = make_session(tmp_path / "p7", engine, source=CATCH_ASM.parent / "p7.asm")
+    out = run(p7, "catch dma-land", "run")
+    assert "read #2 landed in the checkpoint's page 1 and the guest's copy (P7)" in out
+    p5 = make_session(tmp_path / "p5", engine)
+    out = run(p5, "catch dma-land", "run")
+    assert "read #2 landed in the checkpoint's memory and the guest's (P5)" in out
