@@ -179,6 +179,7 @@ class Machine:
         self.watches: dict[int, int] = {}
         self.reg_watches: dict[int, int] = {}   # register index -> last value seen
         self.probes = None                # protocol probes while catchpoints are set (probes.py)
+        self.in_run = False               # inside run(): the guest is running
         self.trace = None                 # callable(str) to print each instruction
         self.stop_requested = False
         self._resume_break: tuple[int, int] | None = None
@@ -206,6 +207,7 @@ class Machine:
             return Stop("halt")
         if self.pc in self.breakpoints:
             self._resume_break = (self.pc, self.tick)
+        self.in_run = True                # (a caught protocol step stops it: probes.py)
         single = self.trace is not None or bool(self.watches) or bool(self.reg_watches)
         try:
             while True:
@@ -233,6 +235,7 @@ class Machine:
                                       self.image.source_text(self.pc))
             return Stop("fault", self.fault)
         finally:
+            self.in_run = False
             self.console.sink.flush()
 
     def _next_deadline(self, skip_timer: bool = False) -> float:

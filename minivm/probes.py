@@ -14,8 +14,8 @@ its disk. The places that notify it are all on paths that are slow already:
 
 Each checks ``probes is not None`` first, so a machine without catchpoints
 runs exactly as before. An event that matches an armed catchpoint is
-recorded as a :class:`Hit`; while the guest runs (``running``, set by the
-REPL around a run) it also sets ``machine.stop_requested``: the machine
+recorded as a :class:`Hit`; while the guest runs (inside ``Machine.run``:
+``machine.in_run``) it also sets ``machine.stop_requested``: the machine
 stops at the next instruction boundary (the same tick on both engines, see
 :meth:`Probes.attach`), where the REPL reports the hit. Events during a
 time-travel replay (the hooks' ``replaying``) are ignored: a replay does not
@@ -85,7 +85,6 @@ class Probes:
         self.armed: dict[str, set] = {}
         self.hits: list[Hit] = []
         self.machine = None
-        self.running = False              # the guest runs: a hit stops it
         self._writes: deque = deque()     # completed writes a later one may follow (P9)
         self._copied: dict[int, list] = {}  # read id -> pages the guest had copied (P7)
 
@@ -137,8 +136,8 @@ class Probes:
         if None not in args and not any(
                 (a in arg) if isinstance(arg, range) else a == arg for a in args):
             return
-        self.hits.append(Hit(event, arg, m.tick, m.pc, detail, self.running))
-        if self.running:
+        self.hits.append(Hit(event, arg, m.tick, m.pc, detail, m.in_run))
+        if m.in_run:                      # the guest runs: stop it at the next boundary
             m.stop_requested = True
 
     def protocol(self, job, step: str, event, detail: str) -> None:

@@ -119,7 +119,7 @@ def test_the_commit_is_caught_at_the_prompt(tmp_path, engine):
     assert s.machine.halted
     out = run(s, "commit")
     assert [h[1] for h in caught(out)] == ["commit"]
-    assert "(at the prompt: the guest was not running)" in out
+    assert "(caught while the guest was not running)" in out
     assert "P10, claims 3-6" in out
 
 
@@ -412,7 +412,7 @@ def test_a_copy_made_at_the_prompt_is_reported_there(tmp_path, engine):
     run(s, "catch stop-window", "run", "catch cow 4")
     out = run(s, "set [0x4000] 7")
     assert [h[1:] for h in caught(out)] == [("cow", 161, 19)]
-    assert "(at the prompt: the guest was not running)" in out
+    assert "(caught while the guest was not running)" in out
     assert not s.machine.stop_requested
     out = run(s, "continue")                 # the guest goes on to the next step caught
     assert [h[1:] for h in caught(out)] == [("stop-window", 6619, 41)]

@@ -52,7 +52,7 @@ def report(s, stopped: bool) -> bool:
     if stopped:
         s.last_stop = f"stopped at catchpoint {first_numbers}"
     elif not hits[0].running:
-        s.say("  (at the prompt: the guest was not running)")
+        s.say("  (caught while the guest was not running)")
     return True
 
 

@@ -36,10 +36,11 @@ from ..probes import Probes
 from ..store import CHECKPOINT_SUFFIX, FileStore
 from . import render
 from .books import Breakpoints, CheckpointBook, InputLog
-from . import catching, travel
+from . import travel
 from .output import GuestSink, Output
 from .parsing import CommandError
 from .places import Places, show_path
+from . import catching
 from .registry import Command, invoke, resolve_command
 
 #: Pages the background save writes per slice (a slice is every
@@ -283,14 +284,17 @@ class Session:
         m = self.require_machine()
         line = re.fullmatch(r"(?P<file>[^\s:]*):(?P<line>\d+)", text)
         if line:
-            pc, used = self.places.line_address(line.group("file"), int(line.group("line")))
-            if used != int(line.group("line")):
-                self.say(f"(line {line.group('line')} has no instruction; using line {used})")
-            return pc
+            return self._line_address(line.group("file"), int(line.group("line")))
         pc = self.evaluate(text, "code")
         if not 0 <= pc < m.ncode:
             raise CommandError(f"no instruction at {pc}: the code has {m.ncode} "
                                f"instructions (0..{m.ncode - 1})")
+        return pc
+
+    def _line_address(self, filename: str, line: int) -> int:
+        pc, note = self.places.line_address(filename, line)
+        if note:
+            self.say(note)
         return pc
 
     # ==== machines: load, reset, restore =================================================
@@ -390,7 +394,6 @@ class Session:
         m.stop_requested = False
         jobs_before = len(self.checkpointer.jobs)
         guard = SigintGuard(m, enabled=self.handle_sigint)
-        self.probes.running = True             # a caught protocol step stops the guest
         try:
             with guard:
                 yield m
@@ -407,7 +410,6 @@ class Session:
             if m.halted or m.fault is not None:
                 # Nothing will run any more: complete the saves now (as `minivm run` does).
                 self.checkpointer.finish_all()
-            self.probes.running = False
 
     # ==== checkpoints ==============================================================================
     def report_jobs(self) -> None:

@@ -80,9 +80,9 @@ class Places:
         """An interrupt handler's address for messages: ``4 <on_tick>`` or none."""
         return "none" if pc is None else f"{pc} {self.label_of(pc)}".rstrip()
 
-    def line_address(self, filename: str, line: int) -> tuple[int, int]:
-        """FILE:LINE (FILE may be empty) -> (the first instruction of that line,
-        or of the next line that has one; that line)."""
+    def line_address(self, filename: str, line: int) -> tuple[int, str]:
+        """The pc of FILE:LINE (the first instruction on that line or the next
+        one with an instruction), and a note when it is not that line."""
         image = self.image
         source = image.source_file
         if filename and filename not in (source, os.path.basename(source)):
@@ -94,4 +94,7 @@ class Places:
             raise CommandError(f"line {line} is after the last instruction "
                                f"({os.path.basename(source)}:{last})")
         best_line = min(ln for ln, _ in candidates)
-        return min(pc for ln, pc in candidates if ln == best_line), best_line
+        pc = min(pc for ln, pc in candidates if ln == best_line)
+        note = f"(line {line} has no instruction; using line {best_line})" \
+            if best_line != line else ""
+        return pc, note
