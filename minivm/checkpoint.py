@@ -272,9 +272,12 @@ class CheckpointJob:
         """Write up to ``budget`` of the pages written since the parent, each as
         the checkpoint sees it, zeros included (they override the parent)."""
         pages, writer, frozen = self.save_only, self._writer, self.frozen
+        probes = self.checkpointer.machine.probes
         stop = min(len(pages), self._scan + max(budget, 0))
         for index in pages[self._scan:stop]:
             writer.page(index, frozen.original(index))
+            if probes is not None:
+                probes.saved(self, index)
         done = stop - self._scan
         self._scan = stop
         self.pages_done += done
@@ -291,6 +294,7 @@ class CheckpointJob:
         frozen = self.frozen
         total = frozen.page_count()
         writer = self._writer
+        probes = self.checkpointer.machine.probes
         zero = bytes(PAGE_SIZE)
         while budget > 0 and self._scan < total:
             stop = min(total, self._scan + SCAN_PER_PAGE)
@@ -302,6 +306,8 @@ class CheckpointJob:
                 data = frozen.original(index)
                 if data != zero and (len(data) == PAGE_SIZE or data.count(0) != len(data)):
                     writer.page(index, data)        # only non-zero pages are stored
+                    if probes is not None:
+                        probes.saved(self, index)
             self.pages_done += len(allocated)
             budget -= max(1, len(allocated))
             self._scan = stop
@@ -419,6 +425,27 @@ def choose_parent(previous, location: str, dirty: set | None):
     return None, None
 
 
+def pending_read_then_write(queue) -> bool:
+    """P8 (claim 16): in the disk ``queue``, a pending read followed by a
+    pending write to a common block."""
+    starts: list[int] = []          # the blocks of the reads so far, as disjoint
+    ends: list[int] = []            # intervals [starts[k], ends[k]), sorted
+    for request in queue:           # one pass, not pairs: up to 65,536 requests
+        lo, hi = request.block, request.block + request.count
+        if lo == hi:
+            continue
+        k = bisect.bisect_right(ends, lo)         # the first interval ending after lo
+        if not request.is_read:
+            if k < len(starts) and starts[k] < hi:
+                return True
+            continue
+        j = bisect.bisect_left(starts, hi, lo=k)  # intervals [k, j) touch [lo, hi)
+        if k < j:
+            lo, hi = min(lo, starts[k]), max(hi, ends[j - 1])
+        starts[k:j], ends[k:j] = [lo], [hi]
+    return False
+
+
 def merged_note(due: list[int], now: int, start_tick: int) -> str:
     """--checkpoint-at ticks the clock passed without a boundary at them: one
     checkpoint, now, stands for them all; what to say."""
@@ -526,9 +553,12 @@ class Checkpointer(Hooks):
                         "the guest keeps running")
 
     # --- small helpers -------------------------------------------------------------
-    def log(self, job, step: str, detail: str = "") -> None:
+    def log(self, job, step: str, detail: str = "", catch: str | None = None) -> None:
+        """Record a protocol step; ``catch``: the event a catchpoint can stop at."""
         self.events.append(ProtocolEvent(self.machine.tick, time.perf_counter(),
                                          job.name if job else "", step, detail))
+        if catch is not None and self.machine.probes is not None:
+            self.machine.probes.protocol(job, step, catch, detail)
 
     def report(self, message: str) -> None:
         if self._report is not None:
@@ -589,7 +619,8 @@ class Checkpointer(Hooks):
         self.log(job, "P1", f"overlay {overlay.path}" if overlay else "no disk attached")
         self.log(job, "P2", f"stopped {job.pause_seconds * 1e6:.0f} us; "
                             f"{len(inflight)} request(s) in flight"
-                            + (f"; P8: {drained} pending request(s) completed first" if drained else ""))
+                            + (f"; P8: {drained} pending request(s) completed first" if drained else ""),
+                 "stop-window")
         # The first batch comes soon; never later than one already due (taking a
         # checkpoint every 100 ticks must not put every save off for ever).
         self._interval = min(FIRST_SLICE_TICKS, self._slice_ticks)
@@ -607,7 +638,7 @@ class Checkpointer(Hooks):
         machine = self.machine
         stopped = time.perf_counter()                 # stop the VM ...
         drained = 0
-        if self._pending_read_then_write():          # P8
+        if pending_read_then_write(machine.disk.queue):   # P8
             drained = machine.drain_disk()
         frozen = machine.memory.share()               # ... mark memory COW ...
         dirty, previous = self._writes.at_stop(machine.memory, location)   # (incremental)
@@ -654,32 +685,14 @@ class Checkpointer(Hooks):
                 for k, b in enumerate(request.blocks()):
                     written[b] = request.data[k * BLOCK_SIZE:(k + 1) * BLOCK_SIZE]
 
-    def _pending_read_then_write(self) -> bool:
-        """P8 (claim 16): a pending read followed by a pending write to a common block."""
-        starts: list[int] = []          # the blocks of the reads so far, as disjoint
-        ends: list[int] = []            # intervals [starts[k], ends[k]), sorted
-        for request in self.machine.disk.queue:   # one pass, not pairs: up to 65,536 requests
-            lo, hi = request.block, request.block + request.count
-            if lo == hi:
-                continue
-            k = bisect.bisect_right(ends, lo)         # the first interval ending after lo
-            if not request.is_read:
-                if k < len(starts) and starts[k] < hi:
-                    return True
-                continue
-            j = bisect.bisect_left(starts, hi, lo=k)  # intervals [k, j) touch [lo, hi)
-            if k < j:
-                lo, hi = min(lo, starts[k]), max(hi, ends[j - 1])
-            starts[k:j], ends[k:j] = [lo], [hi]
-        return False
-
     # --- in-flight DMA rules (machine.Hooks; the machine's DMA port calls these) ---
     def before_read_issued(self, request) -> None:
         """P6 (claims 15, 26): a new read cannot reach checkpointed memory."""
         faulted = self.machine.memory.unshare_range(request.addr, request.count * BLOCK_SIZE)
         if faulted:
             self.p6_faults += faulted
-            self.log(None, "P6", f"read #{request.id}: {faulted} shared page(s) COW-faulted before issue")
+            self.log(None, "P6", f"read #{request.id}: {faulted} shared page(s) COW-faulted "
+                     "before issue", "p6")
 
     def read_targets(self, request) -> list:
         """P5 (claims 8, 23): a read in flight at a checkpoint lands in its memory too;
@@ -701,7 +714,8 @@ class Checkpointer(Hooks):
         for job in self.jobs:
             if request.id in job.inflight_reads:
                 job.inflight_reads.discard(request.id)
-                self.log(job, "P5", f"in-flight read #{request.id} landed in checkpointed memory")
+                self.log(job, "P5", f"in-flight read #{request.id} landed in checkpointed memory",
+                         ("dma-land", request.id))
             if request.id in job.inflight_writes:
                 job.inflight_writes.discard(request.id)
                 self.log(job, "P5", f"in-flight write #{request.id} reached the checkpointed disk")
@@ -869,5 +883,5 @@ class Checkpointer(Hooks):
         self._commit = None
         self.last_commit = (f"committed {merged} block group(s) from {os.path.basename(top.path)} "
                             f"into {parent.path}; the VM runs on {os.path.basename(fresh.path)}")
-        self.log(None, "P10", self.last_commit)
+        self.log(None, "P10", self.last_commit, "commit")
         self.report(self.last_commit)

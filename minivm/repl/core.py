@@ -29,12 +29,14 @@ from ..errors import GuestFault, MinivmError, show
 from ..history import History
 from ..machine import Machine
 from ..memory import format_size, parse_size
+from ..probes import Probes
 from ..store import CHECKPOINT_SUFFIX, FileStore
 from .books import Breakpoints, CheckpointBook, InputLog
 from . import guestrun, travel
 from .output import GuestSink, Output
 from .parsing import CommandError
 from .places import Places, show_path
+from . import catching
 from .registry import Command, invoke, resolve_command
 
 #: Pages the background save writes per slice (a slice is every
@@ -87,6 +89,7 @@ class Session:
         self.checkpoints = CheckpointBook()
         self.past_runs: list = []              # (origin, checkpointer) of replaced machines
         self.breakpoints = Breakpoints()
+        self.probes = Probes()                 # armed from the book's catchpoints (catching.py)
         self.errors = 0
         self.quit_requested = False
         self.last_stop = ""
@@ -128,6 +131,7 @@ class Session:
                 invoke(self, cmd, rest.strip())
             finally:
                 self.report_jobs()
+                catching.report(self, stopped=False)   # caught at the prompt, or left over
             return True
         except GuestFault as exc:          # e.g. 'set' out of range: not a guest fault
             self.error(exc.reason)
@@ -307,11 +311,12 @@ class Session:
         self.origin = origin
         self.checkpointer = guestrun.new_checkpointer(self, machine)
         book = self.breakpoints
-        if not same and len(book):
+        if not same and (book.breaks or book.watches):
             self.say(f"(a different program: {len(book.breaks)} breakpoint(s) and "
                      f"{len(book.watches)} watchpoint(s) deleted)")
             book.clear()
         book.install(machine)
+        catching.sync(self)
         travel.start_history(self, only_if_on=True)
         self.prev_regs = None
         self.x_next = None

@@ -47,6 +47,7 @@ from ..memory import parse_size
 from ..resume import close_pages, read_checkpoint
 from ..store import CHECKPOINT_SUFFIX
 from .commands.checkpoints import restore_checkpoint
+from ..probes import EVENTS
 from .core import Session
 from .registry import COMMANDS, INFO_TOPICS
 
@@ -54,7 +55,7 @@ BANNER = ("minivm REPL - 'help' lists the commands, Tab completes, Ctrl-C stops 
           "Ctrl-D quits")
 REGISTERS = [isa.reg_name(i) for i in range(isa.NUM_REGS)] + ["r15"]
 INFO_COMPLETIONS = ("registers", "breakpoints", "watchpoints", "checkpoints", "devices", "pages",
-                    "status")
+                    "status", "catch")
 
 
 # --- completion ------------------------------------------------------------------------
@@ -127,6 +128,7 @@ class ReplCompleter(Completer):
             "numbers": WordCompleter(numbers),
             "onoff": WordCompleter(["on", "off"]),
             "tick": WordCompleter(["0", "tick"], WORD=True),
+            "catch": WordCompleter(list(EVENTS), WORD=True),
         }
         info = NestedCompleter({topic: (regs if target == "regs" else None)
                                 for topic, target in INFO_TOPICS.items()})

@@ -67,7 +67,8 @@ INFO_TOPICS = {"registers": "regs", "r": "regs", "reg": "regs", "regs": "regs",
                "checkpoints": "checkpoints", "c": "checkpoints", "ckpt": "checkpoints",
                "devices": "devices", "d": "devices", "dev": "devices",
                "pages": "pages", "p": "pages", "memory": "pages",
-               "status": "status", "s": "status"}
+               "status": "status", "s": "status",
+               "catch": "catchpoints", "catchpoints": "catchpoints"}
 
 
 def resolve_command(word: str) -> Command:

@@ -80,6 +80,7 @@ def set_(s, args: str) -> None:
     if target.lower() == "pc":
         pc = s.code_address(value_text)
         m.pc = pc
+        m.refresh_watches()
         travel.changed(s, f"set pc {value_text}")
         s.say(f"pc set: {s.describe(pc)}")
         return
@@ -89,6 +90,7 @@ def set_(s, args: str) -> None:
     i = register_index(target)
     if i is not None:
         m.regs[i] = value & WORD_MASK
+        m.refresh_watches()                # a register watch starts from the new value
         travel.changed(s, f"set {target} {value_text}")
         s.say(f"{isa.reg_name(i)} = {to_signed(m.regs[i])} ({m.regs[i]:#010x})")
         return
@@ -232,14 +234,14 @@ def status(s, args: str) -> None:
 
 @command("info", aliases=("i",), usage="info WHAT", group="inspecting", complete="info",
          min_args=1, missing="info what? registers, breakpoints, checkpoints, devices, "
-                             "pages or status (e.g. 'i r')",
+                             "pages, status or catch (e.g. 'i r')",
          summary="gdb style: i r, i b, i c, i d, i p, i s")
 def info(s, args: str) -> None:
     """
     Another way to reach the listing commands, for gdb fingers. WHAT may be
     abbreviated: r (registers), b (breakpoints), c (checkpoints), d (devices),
-    p (pages), s (status).
-    Examples:  i r      info breakpoints      i c      i r r1
+    p (pages), s (status); 'info catch' lists the catchpoints.
+    Examples:  i r      info breakpoints      i c      i r r1      info catch
     """
     word, _, rest = args.partition(" ")
     target = INFO_TOPICS.get(word.lower())
@@ -247,5 +249,5 @@ def info(s, args: str) -> None:
         close = difflib.get_close_matches(word.lower(), list(INFO_TOPICS), n=1)
         hint = f"; did you mean 'info {close[0]}'?" if close else ""
         raise CommandError(f"unknown info topic '{word}'{hint} (registers, breakpoints, "
-                           "checkpoints, devices, pages, status)")
+                           "checkpoints, devices, pages, status, catch)")
     invoke(s, COMMANDS[target], rest.strip())

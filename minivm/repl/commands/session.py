@@ -113,7 +113,14 @@ def command_help(cmd) -> list[str]:
     prose, _, examples = cmd.details.partition("\nExample")
     if cmd.details.startswith("Example"):
         prose, examples = "", cmd.details[len("Example"):]
-    lines += [f"  {line}" for line in textwrap.wrap(" ".join(prose.split()), 76)]
+    text: list[str] = []
+    for row in prose.splitlines() + [""]:
+        if row.startswith("  ") or not row.strip():     # a table row is kept as it is
+            lines += [f"  {line}" for line in textwrap.wrap(" ".join(text), 76)]
+            lines += [f"  {row}"] if row.strip() else []
+            text = []
+        else:
+            text.append(row.strip())
     label, _, items = examples.partition(":")
     line = f"  Example{label}:"
     indent = " " * len(line)
