@@ -1,6 +1,10 @@
 """The assembler: source text -> :class:`~minivm.image.Image`.
 
-Three small stages, in the manner of Lark's own examples:
+Three small stages, in the manner of Lark's own examples (before them, a
+source with ``.include`` or ``.macro`` is expanded into one plain text by
+asm_source.py, and the messages and the image's source map are put back
+into the real files afterwards; the words of the messages are in
+asm_hints.py):
 
 1. The source is read one line at a time (the grammar never spans lines):
    a line of the common shapes by ``_fast_line``, plain regular expressions;
@@ -37,6 +41,10 @@ import os
 
 from . import isa
 from .container import MAX_PROGRAM_BYTES, read_program_file
+from .asm_hints import (DIRECTIVES, EXAMPLES, HANDLER_PORTS, LABEL_THEN_WORD,
+                        OPERAND_START, ORDER_HINTS, TARGETED, describe_token, in_words,
+                        missing_colon, wrong_section)
+from .asm_source import expand, uses_expansion
 from .errors import MinivmError, show
 from .image import MAX_CODE, MAX_DATA, Image
 
@@ -115,15 +123,21 @@ class AssemblyError(MinivmError):
     """One or more errors in a program; ``str()`` is the full report."""
 
     def __init__(self, filename: str, source: str, diagnostics: list[Diagnostic],
-                 contexts: dict | None = None):
+                 contexts: dict | None = None, expansion=None):
         self.filename = filename
         self.diagnostics = diagnostics
         lines = source.split("\n")           # as Lark counts lines; not splitlines()
         parts = []
         for diag in diagnostics:
             context = (contexts or {}).get(id(diag)) or _caret(lines, diag.pos)
-            parts.append(f"{filename}:{diag.pos.line}:{diag.pos.column}: error: "
-                         f"{diag.message}\n{context}")
+            where, via = f"{filename}:{diag.pos.line}", ()
+            if expansion is not None and 1 <= diag.pos.line <= len(expansion.origins):
+                # through .include and .macro: the real file and line, and how it got here
+                where, via = expansion.where(diag.pos.line), expansion.origins[diag.pos.line - 1].via
+                if not context:
+                    context = _caret([expansion.original(diag.pos.line)], Pos(1, diag.pos.column))
+            notes = "".join(f"  {step}\n" for step in via)
+            parts.append(f"{where}:{diag.pos.column}: error: {diag.message}\n{context}{notes}")
         super().__init__("\n".join(parts).rstrip("\n"))
 
 
@@ -166,61 +180,6 @@ def _parse_source(text: str):
     return _parser().parse(text, start="start")
 
 
-_TOKEN_WORDS = {
-    "REGISTER": "a register", "NAME": "a name", "NUMBER": "a number",
-    "CHAR": "a character literal", "STRING": "a string",
-    "DIRECTIVE": "a directive", "_NL": "the end of the line",
-    "COMMA": "','", "LSQB": "'['", "RSQB": "']'", "LPAR": "'('", "RPAR": "')'",
-    "COLON": "':'", "ADD_OP": "'+' or '-'", "MUL_OP": "'*', '/' or '%'",
-    "SHIFT_OP": "'<<' or '>>'", "BAND": "'&'", "BOR": "'|'", "BXOR": "'^'",
-    "BNOT": "'~'", "$END": "the end of the file",
-}
-_EXPRESSION_START = {"NUMBER", "NAME", "CHAR", "LPAR", "ADD_OP", "BNOT"}
-_BINARY_OPS = {"ADD_OP", "MUL_OP", "SHIFT_OP", "BAND", "BOR", "BXOR"}
-
-# Typical mistakes, recognised by the parser state they fail in.
-_EXAMPLES = {
-    "missing ',' between operands": [
-        "mov r1 r2\n", "mov r1 5\n", "add r1, r2 r3\n", "out 1 r2\n",
-        "beq r1, r2 loop\n", "mov r1 [r2]\n"],
-    "a memory operand is [reg], [reg + expr], [reg - expr] or [expr]": [
-        "ld r1, [r2 r3]\n", "ld r1, [r2 * 4]\n", "ld r1, [r2, 4]\n", "ld r1, [r2 << 1]\n"],
-    "missing ']' to close the memory operand": [
-        "ld r1, [r2\n", "ld r1, [r2 + 4\n", "ld r1, [4\n"],
-    "missing ')'": ["mov r1, (1 + 2\n", "mov r1, (5\n"],
-    "an operator is missing its right-hand operand": [
-        "mov r1, 1 +\n", "mov r1, 2 *\n", "mov r1, 1 <<\n", "mov r1, 1 |\n"],
-    "an operand is missing after ','": ["mov r1,\n", "add r1, r2,\n", ".word 1,\n"],
-    "a line starts with a label, a mnemonic or a directive": [
-        "5\n", "5: nop\n", "[r1]\n", ",\n"],
-}
-
-
-def _in_words(expected) -> str:
-    names = set(expected)
-    words = []
-    if names & _EXPRESSION_START == _EXPRESSION_START or {"NUMBER", "NAME"} <= names:
-        names -= _EXPRESSION_START
-        words.append("an expression")
-    if names >= _BINARY_OPS:
-        names -= _BINARY_OPS
-        words.append("an operator")
-    words += sorted(_TOKEN_WORDS.get(n, repr(n)) for n in names)
-    if not words:
-        return "something else"
-    if len(words) == 1:
-        return words[0]
-    return ", ".join(words[:-1]) + " or " + words[-1]
-
-
-def _describe_token(token) -> str:
-    if token.type == "_NL":
-        return "end of line"
-    if token.type == "$END":
-        return "end of file"
-    return f"'{show(token)}'"
-
-
 def _parse_error(exc, text: str) -> tuple[Diagnostic, str]:
     from lark.exceptions import UnexpectedCharacters, UnexpectedToken
     pos = Pos(exc.line if exc.line > 0 else 1, exc.column if exc.column > 0 else 1)
@@ -233,20 +192,30 @@ def _parse_error(exc, text: str) -> tuple[Diagnostic, str]:
                        "like 'A' or '\\n'")
         else:
             message = (f"unexpected character '{show(char)}'; expected "
-                       f"{_in_words(exc.allowed or ())}")
+                       f"{in_words(exc.allowed or ())}")
     else:
         assert isinstance(exc, UnexpectedToken)
         token = exc.token
-        message = f"unexpected {_describe_token(token)}; expected {_in_words(exc.expected)}"
+        message = f"unexpected {describe_token(token)}; expected {in_words(exc.expected)}"
         if token.type == "NAME" and exc.expected and "RSQB" in exc.expected and \
                 REGISTER_LIKE.match(str(token)):
             message += " (an offset cannot be a register)"
-    if isinstance(exc, UnexpectedToken):
-        hint = exc.match_examples(_parse_source, _EXAMPLES, use_accepts=True)
-        if hint:
-            message = f"{hint}: {message}"
-    # the context Lark's get_context(text, span=60) gives, but shown escaped
     at = exc.pos_in_stream or 0
+    if isinstance(exc, UnexpectedToken):
+        start = text.rfind("\n", 0, at) + 1
+        line = text[start:].split("\n", 1)[0]
+        colon = LABEL_THEN_WORD.match(line)
+        hint = missing_colon(line)
+        if hint is not None:          # 'loop add r1, r1, 1': point where the ':' goes
+            message, at = hint, start + colon.end(1)
+            pos = Pos(pos.line, colon.end(1) + 1)
+        elif exc.token.type in OPERAND_START and "COMMA" in (exc.expected or ()):
+            message = f"missing ',' between operands: {message}"   # 'beq r1, 0 loop'
+        else:
+            hint = exc.match_examples(_parse_source, EXAMPLES, use_accepts=True)
+            if hint:
+                message = f"{hint}: {message}"
+    # the context Lark's get_context(text, span=60) gives, but shown escaped
     before = text[max(at - 60, 0):at].rsplit("\n", 1)[-1]
     after = text[at:at + 60].split("\n", 1)[0]
     if after.endswith("\r"):
@@ -688,9 +657,6 @@ class _Symbol:
     expr: object = None       # for .equ, evaluated on first use
 
 
-_DATA_DIRECTIVES = {".word", ".byte", ".ascii", ".asciz", ".space", ".align"}
-_DIRECTIVES = _DATA_DIRECTIVES | {".text", ".data", ".equ", ".entry"}
-
 _OPERAND_WORDS = {"reg": "a register", "src": "a register or an expression",
                   "mem": "a memory operand like [r1], [r1 + 4] or [label]",
                   "expr": "an expression"}
@@ -715,6 +681,7 @@ class _Assembler:
     entry: Statement | None = None
     too_much_code: bool = False
     _evaluating: set = field(default_factory=set)
+    place: object = lambda line: f"line {line}"     # a line in messages (asm_source.Expansion.where)
 
     def fail(self, exc: _Fail) -> None:
         self.errors.add(exc.diagnostic)
@@ -733,7 +700,8 @@ class _Assembler:
                                               "put instructions after .text")
                     if stmt.name not in isa.MNEMONICS:
                         raise _Fail(stmt.pos, f"unknown mnemonic '{stmt.name}'",
-                                    hint=partial(_mnemonic_hint, stmt.name, bool(stmt.args)))
+                                    hint=partial(_mnemonic_hint, stmt.name, bool(stmt.args),
+                                                 stmt.line_text))
                     if len(self.instructions) >= MAX_CODE:
                         if not self.too_much_code:        # said once; the rest are dropped
                             self.too_much_code = True
@@ -751,13 +719,13 @@ class _Assembler:
             raise _Fail(symbol.pos, f"'{name}' is a register name and cannot be a label or .equ name")
         if name in self.symbols:
             first = self.symbols[name].pos
-            raise _Fail(symbol.pos, f"'{name}' is already defined at line {first.line}")
+            raise _Fail(symbol.pos, f"'{name}' is already defined at {self.place(first.line)}")
         self.symbols[name] = symbol
 
     def directive_layout(self, stmt: Statement, section: str) -> str:
         name, args = stmt.name, stmt.args
-        if name not in _DIRECTIVES:
-            raise _Fail(stmt.pos, f"unknown directive '{name}'", hint=partial(_suggest, name, _DIRECTIVES))
+        if name not in DIRECTIVES:
+            raise _Fail(stmt.pos, f"unknown directive '{name}'", hint=partial(_suggest, name, DIRECTIVES))
         if name in (".text", ".data"):
             self.expect_args(stmt, 0)
             return name[1:]
@@ -772,7 +740,7 @@ class _Assembler:
         if name == ".entry":
             self.expect_args(stmt, 1, "a code label")
             if self.entry is not None:
-                raise _Fail(stmt.pos, f".entry is already given at line {self.entry.pos.line}")
+                raise _Fail(stmt.pos, f".entry is already given at {self.place(self.entry.pos.line)}")
             self.check_expr(args[0])
             self.entry = stmt
             return section
@@ -960,6 +928,12 @@ class _Assembler:
                 if isinstance(operand, (Reg, Mem)):
                     raise self.wrong_kind(stmt, i, kind, operand)
                 fields.append(self.value(operand) & isa.WORD_MASK)
+            if i == len(kinds) and stmt.name in TARGETED and not isinstance(operand, Reg):
+                self.check_section(operand, "data", stmt.name)
+        if stmt.name == "out" and opcode == imm_op:           # out 0x11, handler
+            port = HANDLER_PORTS.get(self.value(operands[0]))
+            if port is not None:
+                self.check_section(operands[1], "data", f"out {port}")
         fields += [0] * (3 - len(fields))
         return (opcode, *fields)
 
@@ -967,14 +941,34 @@ class _Assembler:
         if isinstance(operand, Name) and re.fullmatch(r"(?i)r\d+", operand.name):
             return _Fail(operand.pos, f"'{operand.name}' is not a register "
                                       "(registers are r0..r15 and sp)")
-        return _Fail(operand.pos, f"operand {index} of '{stmt.name}' must be "
-                                  f"{_OPERAND_WORDS[kind]}, not {_kind_of(operand)}")
+        message = (f"operand {index} of '{stmt.name}' must be "
+                   f"{_OPERAND_WORDS[kind]}, not {_kind_of(operand)}")
+        if index == 1 and stmt.name in ORDER_HINTS:       # out r1, 0x00
+            message += ORDER_HINTS[stmt.name]
+        return _Fail(operand.pos, message)
+
+    def check_section(self, expr, wrong: str, where: str) -> None:
+        """A label of section ``wrong`` named in ``expr`` is an error: a data
+        label as a jump target, a code label in a memory operand. (A label
+        as a plain value, ``mov r1, loop`` or ``.word loop``, stays legal.)"""
+        stack = [expr]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, Name):
+                sym = self.symbols.get(node.name)
+                if sym is not None and sym.section == wrong:
+                    raise _Fail(node.pos, wrong_section(node.name, sym, where))
+            elif isinstance(node, BinOp):
+                stack += (node.left, node.right)
+            elif isinstance(node, UnOp):
+                stack.append(node.operand)
 
     def memory_operand(self, mem: Mem) -> list[int]:
         total = 0
         for sign, expr in mem.terms:
             if isinstance(expr, (Reg, Mem)):
                 raise _Fail(mem.pos, "a memory operand is [reg], [reg + expr], [reg - expr] or [expr]")
+            self.check_section(expr, "text", "memory")
             v = self.evaluate(expr)
             total += -v if sign == "-" else v
         if not MIN_VALUE <= total <= MAX_VALUE:
@@ -1037,7 +1031,10 @@ def _binary(expr: BinOp, a: int, b: int, max_shift: int = MAX_SHIFT) -> int:
     return a ^ b
 
 
-def _mnemonic_hint(name: str, has_args: bool) -> str:
+def _mnemonic_hint(name: str, has_args: bool, line: str = "") -> str:
+    colon = missing_colon(line)
+    if colon is not None:
+        return f"; {colon}"
     hint = _suggest(name, isa.MNEMONICS)
     if not hint and not has_args:
         hint = " (a label needs a ':' after its name)"
@@ -1122,26 +1119,52 @@ def evaluate_expression(text: str, lookup, deref, *, max_shift: int = 64) -> int
             message = message.split(" (0 ..")[0] + f" in '{text}'"
         raise ExpressionError(message) from None
 
-def assemble(source: str, filename: str = "<source>") -> Image:
-    """Assemble ``source``; raises :class:`AssemblyError` listing every error."""
+def assemble(source: str, filename: str = "<source>", *, library: str | None = None) -> Image:
+    """Assemble ``source``; raises :class:`AssemblyError` listing every error.
+    ``.include "file"`` is read relative to the folder of ``filename``,
+    ``.include <name>`` from ``library`` (default: asm_source.library_folder())."""
     if len(source) > MAX_SOURCE:
         diag = Diagnostic(Pos(1, 1), f"the source is {len(source)} characters long, "
                                      f"more than the limit of {MAX_SOURCE}")
         raise AssemblyError(filename, "", [diag], {id(diag): ""})
+    expansion = None
+    if uses_expansion(source):
+        expansion = expand(source, filename, library)
+        if expansion.errors:
+            diags = [Diagnostic(Pos(line, col), message)
+                     for line, col, message in expansion.errors[:MAX_ERRORS]]
+            raise AssemblyError(filename, expansion.text, diags, expansion=expansion)
+        source = expansion.text
     text = source if source.endswith("\n") else source + "\n"
     asm = _Assembler(filename)
+    if expansion is not None:
+        asm.place = expansion.where
     try:
         asm.layout(_statements(text, _Sink(asm.errors, 0)))
     except _SyntaxError as exc:
         raise AssemblyError(filename, text, [exc.diagnostic],
-                            {id(exc.diagnostic): exc.context}) from None
+                            {id(exc.diagnostic): exc.context}, expansion) from None
     if not asm.instructions and not asm.errors:
         asm.errors.add(Diagnostic(Pos(1, 1), "the program has no instructions "
                                              "(a program needs at least one, e.g. 'halt')"))
     image = asm.encode()
     if asm.errors:
-        raise AssemblyError(filename, text, asm.errors.reported())
+        raise AssemblyError(filename, text, asm.errors.reported(), expansion=expansion)
+    if expansion is not None:
+        _map_sources(image, expansion)
     return image
+
+
+def _map_sources(image: Image, expansion) -> None:
+    """The image's source map through the expansion: each instruction's real
+    file and line (the plain text's line numbers mean nothing to a user); a
+    macro's instructions are on the line that uses the macro."""
+    places = [expansion.origins[line - 1].placed() for line in image.lines]
+    image.lines = [line for _, line in places]
+    if len(expansion.files) > 1:
+        image.files = list(expansion.files)
+        image.file_ids = [file for file, _ in places]
+    image.includes = [list(x) for x in expansion.digests]
 
 
 def decode_source(raw: bytes, path: str) -> str:

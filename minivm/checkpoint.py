@@ -278,9 +278,12 @@ class CheckpointJob:
         """Write up to ``budget`` of the pages written since the parent, each as
         the checkpoint sees it, zeros included (they override the parent)."""
         pages, writer, frozen = self.save_only, self._writer, self.frozen
+        probes = self.checkpointer.machine.probes
         stop = min(len(pages), self._scan + max(budget, 0))
         for index in pages[self._scan:stop]:
             writer.page(index, frozen.original(index))
+            if probes is not None:
+                probes.saved(self, index)
         done = stop - self._scan
         self._scan = stop
         self.pages_done += done
@@ -297,6 +300,7 @@ class CheckpointJob:
         frozen = self.frozen
         total = frozen.page_count()
         writer = self._writer
+        probes = self.checkpointer.machine.probes
         zero = bytes(PAGE_SIZE)
         while budget > 0 and self._scan < total:
             stop = min(total, self._scan + SCAN_PER_PAGE)
@@ -308,6 +312,8 @@ class CheckpointJob:
                 data = frozen.original(index)
                 if data != zero and (len(data) == PAGE_SIZE or data.count(0) != len(data)):
                     writer.page(index, data)        # only non-zero pages are stored
+                    if probes is not None:
+                        probes.saved(self, index)
             self.pages_done += len(allocated)
             budget -= max(1, len(allocated))
             self._scan = stop
@@ -425,6 +431,27 @@ def choose_parent(previous, location: str, dirty: set | None):
     return None, None
 
 
+def pending_read_then_write(queue) -> bool:
+    """P8 (claim 16): in the disk ``queue``, a pending read followed by a
+    pending write to a common block."""
+    starts: list[int] = []          # the blocks of the reads so far, as disjoint
+    ends: list[int] = []            # intervals [starts[k], ends[k]), sorted
+    for request in queue:           # one pass, not pairs: up to 65,536 requests
+        lo, hi = request.block, request.block + request.count
+        if lo == hi:
+            continue
+        k = bisect.bisect_right(ends, lo)         # the first interval ending after lo
+        if not request.is_read:
+            if k < len(starts) and starts[k] < hi:
+                return True
+            continue
+        j = bisect.bisect_left(starts, hi, lo=k)  # intervals [k, j) touch [lo, hi)
+        if k < j:
+            lo, hi = min(lo, starts[k]), max(hi, ends[j - 1])
+        starts[k:j], ends[k:j] = [lo], [hi]
+    return False
+
+
 def merged_note(due: list[int], now: int, start_tick: int) -> str:
     """--checkpoint-at ticks the clock passed without a boundary at them: one
     checkpoint, now, stands for them all; what to say."""
@@ -437,6 +464,44 @@ def merged_note(due: list[int], now: int, start_tick: int) -> str:
                "next device event)")
     return (f"--checkpoint-at {asked}: {why}, so one checkpoint is taken at tick "
             f"{now} for {'it' if len(due) == 1 else 'them'}")
+
+
+def p7_note(memory, request) -> str:
+    """What P7 does for a read in flight at a checkpoint whose target pages the
+    guest's copy-on-write has copied since: it lands in the original and the copy."""
+    first = request.addr // PAGE_SIZE
+    last = (request.addr + max(request.count * BLOCK_SIZE, 1) - 1) // PAGE_SIZE
+    copied = [str(i) for i in range(first, min(last + 1, memory.page_count))
+              if memory.page_kind(i) == "copied"]
+    return f"read #{request.id} lands in both copies of page {', '.join(copied)}" if copied else ""
+
+
+def log_disk_cow(checkpointer, request) -> None:
+    """After a write completes: if it copied a block group into an overlay, log it."""
+    faults = sum(o.cow_faults for o in checkpointer._overlays)
+    if faults > checkpointer._disk_cow_seen:
+        checkpointer._disk_cow_seen = faults
+        checkpointer.log(None, *disk_cow_step(request, checkpointer.completed_requests,
+                                              checkpointer.group_blocks))
+
+
+def disk_cow_step(request, completed, default_group: int) -> tuple[str, str]:
+    """A completed write copied a block group into an overlay (P3): the step to
+    log. P9 (claims 18, 28) when an earlier write to that group was still
+    pending at its issue: the copy was made after that write, so includes it."""
+    g = getattr(request.target, "group_blocks", default_group)
+
+    def groups(block, count):
+        return set(range(block // g, (block + max(count, 1) - 1) // g + 1))
+
+    mine = groups(request.block, request.count)
+    waited = [rid for rid, is_read, block, count, _, done in completed
+              if not is_read and rid < request.id and done > request.issued
+              and mine & groups(block, count)]
+    where = ", ".join(str(x) for x in sorted(mine))
+    if waited:
+        return "P9", f"write #{request.id} copies group {where} after write #{waited[-1]}"
+    return "P3", f"write #{request.id} copies group {where} into the overlay"
 
 
 class _DiskCommit:
@@ -481,7 +546,7 @@ class _DiskCommit:
         self._commit = None
         self.last_commit = (f"committed {merged} block group(s) from {os.path.basename(top.path)} "
                             f"into {parent.path}; the VM runs on {os.path.basename(fresh.path)}")
-        self.log(None, "P10", self.last_commit)
+        self.log(None, "P10", self.last_commit, "commit")
         self.report(self.last_commit)
 
 
@@ -501,6 +566,7 @@ class Checkpointer(_DiskCommit, Hooks):
         self.jobs: list[CheckpointJob] = []
         self.events: list[ProtocolEvent] = []
         self.p6_faults = 0
+        self._disk_cow_seen = 0                # overlay COW faults already logged (P3, P9)
         self.samples: list[Sample] = []
         self.completed_requests: list = []     # (id, is_read, block, count, issued, done)
         self._cow_base = 0                     # COW faults counted before the last share()
@@ -539,9 +605,12 @@ class Checkpointer(_DiskCommit, Hooks):
                         "the guest keeps running")
 
     # --- small helpers -------------------------------------------------------------
-    def log(self, job, step: str, detail: str = "") -> None:
+    def log(self, job, step: str, detail: str = "", catch: str | None = None) -> None:
+        """Record a protocol step; ``catch``: the event a catchpoint can stop at."""
         self.events.append(ProtocolEvent(self.machine.tick, time.perf_counter(),
                                          job.name if job else "", step, detail))
+        if catch is not None and self.machine.probes is not None:
+            self.machine.probes.protocol(job, step, catch, detail)
 
     def report(self, message: str) -> None:
         if self._report is not None:
@@ -602,7 +671,8 @@ class Checkpointer(_DiskCommit, Hooks):
         self.log(job, "P1", f"overlay {overlay.path}" if overlay else "no disk attached")
         self.log(job, "P2", f"stopped {job.pause_seconds * 1e6:.0f} us; "
                             f"{len(inflight)} request(s) in flight"
-                            + (f"; P8: {drained} pending request(s) completed first" if drained else ""))
+                            + (f"; P8: {drained} pending request(s) completed first" if drained else ""),
+                 "stop-window")
         # The first batch comes soon; never later than one already due (taking a
         # checkpoint every 100 ticks must not put every save off for ever).
         self._interval = min(FIRST_SLICE_TICKS, self._slice_ticks)
@@ -620,7 +690,7 @@ class Checkpointer(_DiskCommit, Hooks):
         machine = self.machine
         stopped = time.perf_counter()                 # stop the VM ...
         drained = 0
-        if self._pending_read_then_write():          # P8
+        if pending_read_then_write(machine.disk.queue):   # P8
             drained = machine.drain_disk()
         frozen = machine.memory.share()               # ... mark memory COW ...
         dirty, previous = self._writes.at_stop(machine.memory, location)   # (incremental)
@@ -667,37 +737,23 @@ class Checkpointer(_DiskCommit, Hooks):
                 for k, b in enumerate(request.blocks()):
                     written[b] = request.data[k * BLOCK_SIZE:(k + 1) * BLOCK_SIZE]
 
-    def _pending_read_then_write(self) -> bool:
-        """P8 (claim 16): a pending read followed by a pending write to a common block."""
-        starts: list[int] = []          # the blocks of the reads so far, as disjoint
-        ends: list[int] = []            # intervals [starts[k], ends[k]), sorted
-        for request in self.machine.disk.queue:   # one pass, not pairs: up to 65,536 requests
-            lo, hi = request.block, request.block + request.count
-            if lo == hi:
-                continue
-            k = bisect.bisect_right(ends, lo)         # the first interval ending after lo
-            if not request.is_read:
-                if k < len(starts) and starts[k] < hi:
-                    return True
-                continue
-            j = bisect.bisect_left(starts, hi, lo=k)  # intervals [k, j) touch [lo, hi)
-            if k < j:
-                lo, hi = min(lo, starts[k]), max(hi, ends[j - 1])
-            starts[k:j], ends[k:j] = [lo], [hi]
-        return False
-
     # --- in-flight DMA rules (machine.Hooks; the machine's DMA port calls these) ---
     def before_read_issued(self, request) -> None:
         """P6 (claims 15, 26): a new read cannot reach checkpointed memory."""
         faulted = self.machine.memory.unshare_range(request.addr, request.count * BLOCK_SIZE)
         if faulted:
             self.p6_faults += faulted
-            self.log(None, "P6", f"read #{request.id}: {faulted} shared page(s) COW-faulted before issue")
+            self.log(None, "P6", f"read #{request.id}: {faulted} shared page(s) COW-faulted "
+                     "before issue", "p6")
 
     def read_targets(self, request) -> list:
-        """P5 (claims 8, 23): a read in flight at a checkpoint lands in its memory too."""
-        return [job.frozen for job in self.jobs
+        """P5 (claims 8, 23): a read in flight at a checkpoint lands in its memory too;
+        P7 (claims 17, 25) where the guest's copy of a page exists, in both."""
+        jobs = [job for job in self.jobs
                 if job.status == "saving" and request.id in job.inflight_reads]
+        if jobs and (note := p7_note(self.machine.memory, request)):
+            self.log(jobs[0], "P7", note)
+        return [job.frozen for job in jobs]
 
     def request_done(self, request) -> None:
         if len(self.completed_requests) < MAX_LOGGED_REQUESTS:
@@ -705,10 +761,13 @@ class Checkpointer(_DiskCommit, Hooks):
                                             request.count, request.issued, request.done))
             if self.jobs:
                 self.sample()
+        if not request.is_read and self._overlays:
+            log_disk_cow(self, request)
         for job in self.jobs:
             if request.id in job.inflight_reads:
                 job.inflight_reads.discard(request.id)
-                self.log(job, "P5", f"in-flight read #{request.id} landed in checkpointed memory")
+                self.log(job, "P5", f"in-flight read #{request.id} landed in checkpointed memory",
+                         ("dma-land", request.id))
             if request.id in job.inflight_writes:
                 job.inflight_writes.discard(request.id)
                 self.log(job, "P5", f"in-flight write #{request.id} reached the checkpointed disk")

@@ -456,6 +456,17 @@ def open_checkpoint(source, what: str) -> Checkpoint:
         raise OutOfMemory(what, source.size) from None
 
 
+def is_checkpoint_file(path: str) -> bool:
+    """Whether the file at ``path`` begins with a checkpoint's magic bytes
+    (whatever its name; a missing or unreadable file is not one)."""
+    magic = magic_of(CHECKPOINT_KIND)
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(magic)) == magic
+    except OSError:
+        return False
+
+
 def _header_version(source, what: str) -> int:
     """The format version from the header at the start, checked as every
     container's is (magic, kind, newer than this minivm)."""

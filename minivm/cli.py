@@ -133,6 +133,11 @@ def _delay(text: str) -> int:
     return value
 
 
+#: ``minivm repl PROG``: what PROG may be (minivm/repl/frontend.py, open_start).
+REPL_PROGRAM_HELP = ("a program (.asm source or .mvb image) to load, or a checkpoint file to "
+                     "restore (known by its contents, whatever its name)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="minivm",
@@ -213,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("repl", help="interactive debugger and checkpoint console",
                        description="An interactive debugger with checkpoints. "
                                    "Type 'help' at the prompt.")
-    p.add_argument("program", nargs="?")
+    p.add_argument("program", nargs="?", help=REPL_PROGRAM_HELP)
     _add_machine_options(p)
     p.add_argument("--batch", metavar="FILE",
                    help="run the commands in FILE, echoing them, then exit")
@@ -262,6 +267,7 @@ def _add_demo_parser(sub) -> None:
                         "temporary folder)")
     p.add_argument("--no-color", action="store_true",
                    help="no colour (also: the NO_COLOR environment variable; never when piped)")
+    p.add_argument("--pictures", metavar="DIR", help="also write the demo's pictures (SVG) in DIR")
     _add_engine_option(p)
 
 
@@ -529,7 +535,7 @@ def cmd_demo(args) -> int:
     width = shutil.get_terminal_size((80, 24)).columns if sys.stdout.isatty() else None
     return run_demo(args.name, pause=not args.no_pause and sys.stdin.isatty(),
                     checkpoint_dir=args.checkpoint_dir, engine=args.engine, width=width,
-                    colour=colour_wanted(sys.stdout, args.no_color))
+                    colour=colour_wanted(sys.stdout, args.no_color), pictures=args.pictures)
 
 
 def cmd_repl(args) -> int:

@@ -222,8 +222,10 @@ class DemoRunner:
     """Plays a demo's steps on a session, and at each pause asks the presenter."""
 
     def __init__(self, demo: Demo, *, interactive: bool, checkpoint_dir: str | None,
-                 engine: str, stream: DemoStream, input_fn=input, open_repl=_open_repl):
+                 engine: str, stream: DemoStream, input_fn=input, open_repl=_open_repl,
+                 pictures: str | None = None):
         self.demo, self.interactive, self.engine = demo, interactive, engine
+        self.pictures, self.shots = pictures, None        # --pictures DIR (pictures.py)
         self.keep = os.path.abspath(checkpoint_dir) if checkpoint_dir else None
         self.kept_before = set(os.listdir(self.keep)) if self.keep and os.path.isdir(self.keep) \
             else set()
@@ -238,6 +240,9 @@ class DemoRunner:
         is left behind; with --checkpoint-dir, the checkpoints and the disk they
         point to are kept there instead."""
         from .repl import Session
+        if self.pictures:                   # made here, in the presenter's folder
+            from .pictures import DemoPictures
+            self.shots = DemoPictures(self.pictures, self.demo.name)
         self._scratch = tempfile.TemporaryDirectory(prefix="minivm-demo-")
         scratch = self._scratch.name
         for item in self.demo.path.parent.iterdir():
@@ -256,12 +261,17 @@ class DemoRunner:
         self.session = Session(checkpoint_dir=self.keep or "checkpoints", disk=disk,
                                mem=options.get("mem", "1M"), engine=self.engine,
                                out=self.stream)
+        if self.shots:
+            self.shots.watch(self.session)
 
-    def stop(self, cwd: str) -> None:
-        """Close the session (its checkpoints are finished) and its scratch folder."""
+    def stop(self, cwd: str, last: bool = False) -> None:
+        """Close the session (its checkpoints are finished) and its scratch folder;
+        at the ``last`` stop, write the pictures of what the demo showed."""
         if self.session is not None:
-            self.session.close()
-            self.session = None
+            session, self.session = self.session, None
+            session.close()
+            if last and self.shots:
+                self.shots.write()
         os.chdir(cwd)
         if self._scratch is not None:
             self._scratch.cleanup()
@@ -323,8 +333,9 @@ class DemoRunner:
                         self.play(earlier, visible=False)
                 index = target if target is not None else index
             errors = self.session.errors if self.session is not None else 0
+            self.stop(cwd, last=True)
         finally:
-            self.stop(cwd)
+            self.stop(cwd)                  # after an error: close, no pictures
         if status is not None:
             return status
         return 1 if errors else 0
@@ -387,12 +398,14 @@ class DemoRunner:
 
 def run_demo(name: str, *, pause: bool, checkpoint_dir: str | None = None,
              engine: str = DEFAULT_ENGINE, width: int | None = None, colour: bool = False,
-             out=None, input_fn=input, open_repl=_open_repl) -> int:
+             out=None, input_fn=input, open_repl=_open_repl, pictures: str | None = None) -> int:
     """Run demo ``name``; with ``pause``, a presenter drives it (:meth:`DemoRunner.ask`).
-    ``width`` wraps every line at spaces to that many columns (None: no wrapping)."""
+    ``width`` wraps every line at spaces to that many columns (None: no wrapping);
+    ``pictures`` is a folder for the demo's pictures (SVG)."""
     import sys
     demo = Demo.load(name)
     stream = DemoStream(out if out is not None else sys.stdout, width, colour)
     runner = DemoRunner(demo, interactive=pause, checkpoint_dir=checkpoint_dir, engine=engine,
-                        stream=stream, input_fn=input_fn, open_repl=open_repl)
+                        stream=stream, input_fn=input_fn, open_repl=open_repl,
+                        pictures=pictures)
     return runner.run()

@@ -335,6 +335,7 @@ class Disk:
         self.busy_until = 0
         self.queue: deque[Request] = deque()
         self.journal = None               # time travel (history.py): sees each write first
+        self.probes = None                # catchpoints (probes.py): see each write too
         self.out_ports = {0x20: (self.set_block, False), 0x21: (self.set_addr, False),
                           0x22: (self.set_count, False), 0x23: (self.command, True),
                           0x26: (self.set_handler, False)}
@@ -415,10 +416,14 @@ class Disk:
     def complete(self, request: Request) -> None:
         if request.is_read:
             data = request.target.read_blocks(request.block, request.count)
+            if self.probes is not None:           # catchpoints (probes.py): P5 or P7
+                self.probes.disk_read(request)
             self.dma.land_read(request, data)
         else:
             if self.journal is not None:          # time travel: the old blocks first
                 self.journal.before_write(request)
+            if self.probes is not None:           # catchpoints (probes.py): P3, P9
+                self.probes.disk_write(request)
             request.target.write_blocks(request.block, request.data)
         self.last_completed = request.id
         self.dma.request_done(request)

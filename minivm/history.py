@@ -148,6 +148,7 @@ class _Muted:
     watches: dict = field(default_factory=dict)
     trace: object = None
     sink: object = None
+    reg_watches: dict = field(default_factory=dict)
 
 
 class History(Hooks):
@@ -400,8 +401,7 @@ class History(Hooks):
         k_feed = bisect.bisect_right(self.feeds, (snap.tick, 1 << 62))
         fed = self.feeds[k_feed - 1][1] if k_feed else 0
         m.console.source.replace(bytes(self.input[consumed:max(fed, consumed)]))
-        for addr in m.watches:                   # a watch compares with the value here
-            m.watches[addr] = m.memory.load_word(addr)
+        m.refresh_watches()                      # a watch compares with the value here
         self.at = k
 
     def latest_at_or_before(self, tick: int) -> int:
@@ -565,7 +565,8 @@ class _Mute:
 
     def __enter__(self):
         m, stops = self.h.machine, self.stops
-        self.saved = _Muted(set(m.breakpoints), dict(m.watches), m.trace, m.console.sink)
+        self.saved = _Muted(set(m.breakpoints), dict(m.watches), m.trace, m.console.sink,
+                            dict(m.reg_watches))
         if stops is None or stops.breakpoints is not None:
             for pc in list(m.breakpoints):
                 m.clear_breakpoint(pc)
@@ -573,6 +574,7 @@ class _Mute:
                 m.set_breakpoint(pc)
         if stops is None or not stops.watches:
             m.watches.clear()
+            m.reg_watches.clear()
         m.trace = None
         m.console.sink = BufferSink()
         self.h.replaying = True
@@ -590,4 +592,7 @@ class _Mute:
             m.set_breakpoint(pc)
         m.watches.clear()
         m.watches.update({addr: m.memory.load_word(addr) for addr in saved.watches})
+        m.reg_watches.clear()
+        m.reg_watches.update(saved.reg_watches)
+        m.refresh_watches()
         return False

@@ -45,12 +45,25 @@ class Image:
     lines: list[int] = field(default_factory=list)        # per instruction
     texts: list[str] = field(default_factory=list)        # per instruction
     symbols: dict[str, tuple[str, int]] = field(default_factory=dict)  # name -> (section, value)
+    #: A program with ``.include``: every file its code came from (the main
+    #: one first) and, per instruction, the index of its file in ``files``;
+    #: both empty when all the code is from ``source_file``.
+    files: list[str] = field(default_factory=list)
+    file_ids: list[int] = field(default_factory=list)
+    #: ``[path, sha256]`` of each included file, for the assembly cache (program.py).
+    includes: list[list[str]] = field(default_factory=list)
+
+    def file_of(self, pc: int) -> str:
+        """The source file the instruction at ``pc`` was written in (raw)."""
+        if self.file_ids and 0 <= pc < len(self.file_ids):
+            return self.files[self.file_ids[pc]]
+        return self.source_file
 
     def location(self, pc: int) -> str:
         """``file:line`` of the instruction at ``pc`` (or a note why not), for
         messages: the file's name is escaped (errors.show), as it comes from a file."""
         if 0 <= pc < len(self.lines):
-            return f"{show(self.source_file)}:{self.lines[pc]}"
+            return f"{show(self.file_of(pc))}:{self.lines[pc]}"
         return f"{show(self.source_file)}: pc {pc} is outside the code"
 
     def source_text(self, pc: int) -> str:
@@ -74,7 +87,10 @@ class Image:
         return {"code": [list(ins) for ins in self.code], "data": bytes(self.data),
                 "entry": self.entry, "source_file": self.source_file,
                 "lines": list(self.lines), "texts": list(self.texts),
-                "symbols": [[n, s, v] for n, (s, v) in sorted(self.symbols.items())]}
+                "symbols": [[n, s, v] for n, (s, v) in sorted(self.symbols.items())],
+                **({"files": list(self.files), "file_ids": list(self.file_ids)}
+                   if self.files else {}),
+                **({"includes": [list(x) for x in self.includes]} if self.includes else {})}
 
     def to_bytes_payload(self) -> bytes:
         return pack(self.to_dict())
@@ -152,7 +168,29 @@ def _validate(d, what: str) -> Image:
             or not all(isinstance(x, str) and len(x) <= MAX_TEXT for x in texts)):
         raise _bad(what, "its source text does not match its code")
     symbols = _validate_symbols(d.get("symbols", []), len(decoded), len(data), what)
-    return Image(decoded, data, entry, source_file, lines, texts, symbols)
+    files, file_ids, includes = _validate_files(d, len(code), what)
+    return Image(decoded, data, entry, source_file, lines, texts, symbols,
+                 files, file_ids, includes)
+
+
+def _validate_files(d: dict, ncode: int, what: str) -> tuple[list, list, list]:
+    """The optional source files of a program with includes (``files``, a file
+    index per instruction, and the included files' digests)."""
+    files, file_ids, includes = d.get("files", []), d.get("file_ids", []), d.get("includes", [])
+    if (not isinstance(files, list) or len(files) > MAX_CODE
+            or not all(isinstance(f, str) and len(f) <= MAX_TEXT for f in files)):
+        raise _bad(what, "its list of source files is not a list of names")
+    if files and (not isinstance(file_ids, list) or len(file_ids) != ncode
+                  or not all(type(i) is int and 0 <= i < len(files) for i in file_ids)):
+        raise _bad(what, "its source files do not match its code")
+    if not files and file_ids:
+        raise _bad(what, "it gives source files per instruction but no files")
+    if (not isinstance(includes, list) or len(includes) > MAX_CODE
+            or not all(isinstance(x, list) and len(x) == 2
+                       and all(isinstance(y, str) and len(y) <= MAX_TEXT for y in x)
+                       for x in includes)):
+        raise _bad(what, "its list of included files is malformed")
+    return files, file_ids, includes
 
 
 def _validate_symbols(raw, ncode: int, ndata: int, what: str) -> dict[str, tuple[str, int]]:

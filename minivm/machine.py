@@ -101,6 +101,11 @@ class Hooks:
 NO_HOOKS = Hooks()
 
 
+def watched_register_name(index: int) -> str:
+    """The name a register watch reports: r0..r14, sp (r15), pc (index 16)."""
+    return "pc" if index == isa.ZERO_REG else isa.reg_name(index)
+
+
 class MemoryDma:
     """The disk's path to memory (devices.DmaPort).
 
@@ -172,6 +177,9 @@ class Machine:
         self._plain_code = list(self.code)
         self.breakpoints: set[int] = set()
         self.watches: dict[int, int] = {}
+        self.reg_watches: dict[int, int] = {}   # register index -> last value seen
+        self.probes = None                # protocol probes while catchpoints are set (probes.py)
+        self.in_run = False               # inside run(): the guest is running
         self.trace = None                 # callable(str) to print each instruction
         self.stop_requested = False
         self._resume_break: tuple[int, int] | None = None
@@ -199,7 +207,8 @@ class Machine:
             return Stop("halt")
         if self.pc in self.breakpoints:
             self._resume_break = (self.pc, self.tick)
-        single = self.trace is not None or bool(self.watches)
+        self.in_run = True                # (a caught protocol step stops it: probes.py)
+        single = self.trace is not None or bool(self.watches) or bool(self.reg_watches)
         try:
             while True:
                 stop = self._boundary(limit)
@@ -216,8 +225,8 @@ class Machine:
                     stop = self.step_slow()
                     if stop is not None:
                         return stop
-                    if self.tick >= deadline:
-                        break
+                    if self.tick >= deadline or self.stop_requested:
+                        break             # (a caught protocol step: probes.py)
                     if op in NEEDS_BOUNDARY and (op not in ONLY_ENABLE
                                                  or self.interrupts.has_pending()):
                         break
@@ -226,6 +235,7 @@ class Machine:
                                       self.image.source_text(self.pc))
             return Stop("fault", self.fault)
         finally:
+            self.in_run = False
             self.console.sink.flush()
 
     def _next_deadline(self, skip_timer: bool = False) -> float:
@@ -299,12 +309,19 @@ class Machine:
 
     def _watch_hit(self) -> Stop | None:
         """A watched word differs from the last value seen (by any cause:
-        an instruction, a DMA read landing, an interrupt pushing the pc)."""
+        an instruction, a DMA read landing, an interrupt pushing the pc), or
+        a watched register does (``reg_watches``; index 16 is the pc): the
+        detail is (address or register name, old, new)."""
         for addr, old in self.watches.items():
             new = self.memory.load_word(addr)
             if new != old:
                 self.watches[addr] = new
                 return Stop("watch", (addr, old, new))
+        for index, old in self.reg_watches.items():
+            new = self.register_value(index)
+            if new != old:
+                self.reg_watches[index] = new
+                return Stop("watch", (watched_register_name(index), old, new))
         return None
 
     def _single_step(self) -> Stop | None:
@@ -389,6 +406,18 @@ class Machine:
     def clear_breakpoint(self, pc: int) -> None:
         self.breakpoints.discard(pc)
         self.code[pc] = self._plain_code[pc]
+
+    def register_value(self, index: int) -> int:
+        """A register by index, 16 meaning the pc (as ``reg_watches`` keys it)."""
+        return self.pc if index == isa.ZERO_REG else self.regs[index]
+
+    def refresh_watches(self) -> None:
+        """Every watch (memory and register) takes the value now as the last
+        one seen: after a jump in time or a change made at the prompt."""
+        for addr in self.watches:
+            self.watches[addr] = self.memory.load_word(addr)
+        for index in self.reg_watches:
+            self.reg_watches[index] = self.register_value(index)
 
     # --- state for checkpoints (P2) and tools ------------------------------------------------
     def save_state(self) -> dict:

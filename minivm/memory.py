@@ -122,6 +122,9 @@ class FrozenMemory:
 
 
 class Memory:
+    #: protocol probes (probes.Probes) while catchpoints are set, else None
+    probes = None
+
     def __init__(self, size: int = DEFAULT_MEMORY):
         if not 1 <= size <= MAX_MEMORY:
             raise MinivmError(f"memory size {size} is out of range: give 1 byte to 4G")
@@ -216,6 +219,9 @@ class Memory:
             page = bytearray(current)
             self.cow_copies += 1
             self.copied.add(index)
+            if self.probes is not None:
+                self.probes.notify("cow", index, f"page {index} copied ({self.cow_copies} "
+                                   "since the checkpoint)")
         elif self.keep_versions:                       # a version the history keeps
             page = bytearray(current)
         else:                                          # protection no longer needed

@@ -11,7 +11,9 @@ programs/hello.asm`` then starts as fast as running an ``.mvb``). The cache
 is a folder of ``.mvb`` files, one per source path, named by a digest of
 the path and one of the source's bytes, minivm's version and the size and
 time of the assembler's own files (so an edited checkout never gets a stale
-image); it is
+image). A source with ``.include`` has its included files' digests in its
+image (``Image.includes``): a cached image is used only while each of them
+still has those bytes. The cache's folder is
 ``$MINIVM_ASM_CACHE`` if set (``off`` turns it off), else
 ``$XDG_CACHE_HOME/minivm/asm`` or ``~/.cache/minivm/asm``. It is only ever
 a shortcut: a cache file that is missing, unreadable or damaged (images are
@@ -33,7 +35,8 @@ from .image import Image, image_from_bytes, is_image_bytes, load_image
 CACHE_ENV = "MINIVM_ASM_CACHE"
 #: What an image depends on besides its source: a change to any of these
 #: files (a new minivm, or an edited checkout) is a different cache entry.
-_ASSEMBLER_FILES = ("assembler.py", "grammar.lark", "isa.py", "image.py", "container.py")
+_ASSEMBLER_FILES = ("assembler.py", "asm_hints.py", "asm_source.py", "grammar.lark", "isa.py",
+                    "image.py", "container.py")
 
 
 def load_program(path: str) -> Image:
@@ -82,7 +85,23 @@ def _read_cached(cached: str, path: str) -> Image | None:
         image = load_image(cached)
     except (OSError, MinivmError):          # missing, unreadable or damaged: assemble
         return None
-    return image if image.source_file == path else None
+    if image.source_file != path or not _includes_unchanged(image):
+        return None
+    return image
+
+
+def _includes_unchanged(image: Image) -> bool:
+    """Whether every file the source included still has the bytes it had
+    (the cache's key is the main file alone: an edited include, or a
+    library file, is a different program)."""
+    for included, digest in image.includes:
+        try:
+            data = read_program_file(included)
+        except (OSError, MinivmError):
+            return False
+        if hashlib.sha256(data).hexdigest() != digest:
+            return False
+    return True
 
 
 def _write_cached(cached: str, image: Image) -> None:

@@ -283,6 +283,7 @@ def checkpoint_json(ckpt, verify_disk: bool = False) -> dict:
         "pc": pc,
         "program": image.source_file,
         "line": image.lines[pc] if 0 <= pc < len(image.lines) else None,
+        "line_file": image.file_of(pc),
         "source_line": image.source_text(pc),
         "instructions": len(image.code),
         "data_bytes": len(image.data),

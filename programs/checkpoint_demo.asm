@@ -103,15 +103,9 @@
         mov r0, 0
         halt
 
-; puts: print the NUL-terminated string at r1 (r1 and r2 are changed).
-puts:
-        ldb r2, [r1]
-        beq r2, 0, puts_end
-        out 0x00, r2
-        add r1, r1, 1
-        jmp puts
-puts_end:
-        ret
+; puts: print the text at r1, up to its 0 byte (changes r1 and r2); the
+; standard library's routine (programs/lib/puts.asm), placed here.
+.include <puts>
 
 ; wait_for: return once the word at r1 is >= r2. The test and the `wait` run
 ; with interrupts disabled, so an interrupt cannot slip in between them (the

@@ -212,9 +212,10 @@ def test_bad_arguments_get_one_line_with_usage(calls_once):
     assert "data label" in calls_once.fails("break counter")
     assert "code label" in calls_once.fails("x main_loop")
     assert "outside memory" in calls_once.fails("x 0x200000")
-    assert "no breakpoint or watchpoint number 7" in calls_once.fails("delete 7")
+    assert "no breakpoint, watchpoint or catchpoint number 7" in calls_once.fails("delete 7")
     assert "no checkpoint named 'nope'" in calls_once.fails("restore nope")
-    assert "usage: diff A B" in calls_once.fails("diff a b c")
+    assert "usage: diff A [B]" in calls_once.fails("diff a b c")
+    assert "B defaults to 'now'" in calls_once.fails("diff")
     assert "unknown info topic" in calls_once.fails("info frob")
     assert "missing ')'" in calls_once.fails("print (1 + 2")
     assert "division by zero" in calls_once.fails("print 1/0")
@@ -345,14 +346,14 @@ def test_next_over_a_recursive_call_returns_at_the_same_depth(harness):
 
 def test_watch_stops_when_the_word_changes(calls):
     text = calls.ok("watch counter")
-    assert text == "Watchpoint 1: word at 0x4 <counter> (now 0)\n"
+    assert text == "Watchpoint 1: memory, the word at 0x4 <counter> (now 0)\n"
     text = calls.ok("continue")
     assert "Watchpoint 1: word at 0x4 <counter> changed 0 -> 3 (0x0 -> 0x3)" in text
     assert text.startswith("1\n2\n3\n")
     assert text.endswith("=> pc 5 <after_call+2>  calls.asm:9  halt\n")
     assert "= 3  (hit 1 time)" in calls.ok("breakpoints")
     assert "outside memory" in calls.fails("watch 0x200000")
-    assert "already watches 0x4" in calls.ok("watch 4")
+    assert "already watches the word at 0x4" in calls.ok("watch 4")
 
 
 def test_run_after_halt_starts_again_continue_does_not(calls):

@@ -29,7 +29,8 @@ from minivm.resume import read_checkpoint
 from support import ROOT, run_cli
 
 DEMOS = demos_folder()
-EXPECTED = {"cow", "timer", "p5", "p6", "p7", "p8", "p9", "elsewhere", "reverse", "commit"}
+EXPECTED = {"cow", "timer", "p5", "p6", "p7", "p8", "p9", "elsewhere", "reverse", "commit",
+            "catch"}
 PROMPT = re.compile(r"^minivm(?:\[[^\]]*\])?> (.*)$")
 MAP_ROW = re.compile(r"^\s+0x00000000\s+0\s+(\S+)$", re.M)
 
@@ -338,3 +339,17 @@ def test_commit_demo_merges_the_overlay_while_the_guest_runs(demo):
     assert "committed 1 block group(s) from ckpt-0001.cow" in t.after("commit")
     assert re.search(r"writes go to \S*commit-0002\.cow \(overlay\) on \S*disk\.img \(raw\)",
                      t.after("devices", 1))
+
+
+def test_catch_stops_at_each_protocol_step_in_turn(demo):
+    """Each 'continue' of the catch demo stops at the step its narration names."""
+    _, t, _ = demo("catch")
+    stops = [re.findall(r"^Catchpoint [\d, ]+ \(([\w-]+)\): (P[\d/P]+), claims", out, re.M)
+             for cmd, out in t.steps if cmd in ("run", "continue")]
+    assert [[event for event, _ in stop] for stop in stops] == [
+        ["stop-window"], ["cow"], ["p6"], ["dma-land"], ["save"], ["disk-cow", "p9"],
+        ["disk-cow", "stop-window", "p8"], []]
+    assert "SCSSS..........S" in t.after("pages", 1)     # page 1 copied by the caught store
+    listing = t.after("info catch")
+    assert re.search(r"^\s+8\s+p8\s+any\s+P8\s+1$", listing, re.M), listing
+    assert "halted at tick 6625" in t.outputs("continue")[-1]

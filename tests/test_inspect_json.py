@@ -47,7 +47,7 @@ SCHEMA = {
     "origin": (str, type(None)), "mode": (str, type(None)), "minivm": (str, type(None)),
     "created": (int, float, type(None)), "pause_us": (int, float, type(None)),
     "p8_drained": (int, float, type(None)), "tick": int, "pc": int, "program": str,
-    "line": (int, type(None)), "source_line": str, "instructions": int, "data_bytes": int,
+    "line": (int, type(None)), "line_file": str, "source_line": str, "instructions": int, "data_bytes": int,
     "halted": bool, "interrupts_enabled": bool, "pending_interrupts": int, "regs": list,
     "memory_size": int, "page_size": int, "pages": int, "timer": dict, "inflight": int,
     "console_input_consumed": int, "disk": (list, type(None)), "disk_error": (str, type(None)),

@@ -130,18 +130,26 @@ def test_breakpoint_list(stepped):
     m, _, places = stepped
     book = Breakpoints()
     assert render.breakpoint_list(book, places, m) == [
-        "no breakpoints or watchpoints ('break LABEL', 'watch ADDR' set them)"]
+        "no breakpoints, watchpoints or catchpoints ('break LABEL', 'watch ADDR', "
+        "'catch EVENT' set them)"]
     book.add_break(1, "loop")
     book.add_watch(4, "counter")
+    book.add_watch(-1, "r1", reg=1)
+    book.add_catch("cow", 2, "cow 2")
     book.hit_breaks(1)
     m.watches[4] = 3
+    m.reg_watches[1] = 7
     assert render.breakpoint_list(book, places, m) == [
         "  num  type        where",
         "    1  breakpoint  pc 1 <loop>  count.asm:2  sub r1, r1, 1  (hit 1 time)",
-        "    2  watch       word at 0x4 <counter> = 3"]
+        "    2  watch       word at 0x4 <counter> = 3",
+        "    3  watch       register r1 = 7",
+        "    4  catch       cow page 2 (P3)"]
     assert render.breakpoint_list(book, None, None)[1:] == [
         "    1  breakpoint  1  (hit 1 time)",
-        "    2  watch       word at 0x4"]
+        "    2  watch       word at 0x4",
+        "    3  watch       register r1",
+        "    4  catch       cow page 2 (P3)"]
 
 
 def test_checkpoint_table_aligns_columns():

@@ -10,8 +10,9 @@ checkpoints, ``restore`` them and continue, with timer interrupts pending. A
 Hypothesis property does the same with random small programs (a hot loop
 with a random body, calls, an interrupt handler) and random scripts.
 
-(The REPL has no ``catch``, ``finish``, ``until`` or ``advance`` command:
-``help`` lists what it has; every running command is covered here.)
+(The REPL has no ``finish``, ``until`` or ``advance`` command: ``help``
+lists what it has; every running command is covered here, and ``catch``,
+which stops at protocol steps, in test_catch.py.)
 """
 
 from __future__ import annotations

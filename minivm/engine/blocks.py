@@ -95,11 +95,10 @@ def _state(m) -> _State:
 
 def run_blocks(m, deadline: int):
     """Run from ``m.pc`` until the clock reads ``deadline`` (see module doc).
-
-    The timer's ticks before the deadline are taken here, without leaving
-    the batch (``takes_timer``: Machine.run then ends the batch only at the
-    next event of another kind): at each, Machine.timer_boundary fires it
-    and delivers the interrupt, as the boundary would."""
+    Timer ticks before it are taken here (``takes_timer``: Machine.run ends a
+    batch only at the next event of another kind): at each, timer_boundary
+    fires it and delivers the interrupt as the boundary would; a protocol step
+    it caught (probes.py) ends the batch there, for the boundary to stop at."""
     st = _state(m)
     regions = st.regions
     counts = st.counts
@@ -205,6 +204,8 @@ def run_blocks(m, deadline: int):
         m.pc = pc
         m.tick = t
         m.timer_boundary()
+        if m.stop_requested:            # a caught protocol step (see above)
+            return None
         pc = m.pc
         soft = timer.next_fire
         if soft is None or soft >= deadline:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ..machine import watched_register_name
 from ..resume import read_checkpoint
 from ..errors import MinivmError
 
@@ -49,29 +50,55 @@ class Breakpoint:
 
 @dataclass
 class Watchpoint:
+    """A watch on the word at ``addr``, or (``reg`` not None) on a register:
+    its index, 16 for the pc (Machine.reg_watches)."""
     number: int
     addr: int
     spec: str
     hits: int = 0
+    reg: int | None = None
+
+    @property
+    def key(self):
+        """What a watch stop names (Stop detail): the address or the register's name."""
+        return self.addr if self.reg is None else watched_register_name(self.reg)
+
+
+@dataclass
+class Catchpoint:
+    """A protocol step to stop at (probes.EVENTS), for one page or block or any."""
+    number: int
+    event: str
+    arg: int | None
+    spec: str
+    hits: int = 0
+
+    def matches(self, hit) -> bool:
+        if self.event != hit.event:
+            return False
+        if self.arg is None:
+            return True
+        return self.arg in hit.arg if isinstance(hit.arg, range) else self.arg == hit.arg
 
 
 class Breakpoints:
-    """Breakpoints and watchpoints, numbered together from 1 (as in gdb).
-    The book only records; the session mirrors it into the machine."""
+    """Breakpoints, watchpoints and catchpoints, numbered together from 1 (as
+    in gdb). The book only records; the session mirrors it into the machine."""
 
     def __init__(self):
         self.breaks: dict[int, Breakpoint] = {}
         self.watches: dict[int, Watchpoint] = {}
+        self.catches: dict[int, Catchpoint] = {}
         self._next_number = 1
 
     def __len__(self) -> int:
-        return len(self.breaks) + len(self.watches)
+        return len(self.breaks) + len(self.watches) + len(self.catches)
 
     def numbers(self) -> list[int]:
-        return sorted(set(self.breaks) | set(self.watches))
+        return sorted(set(self.breaks) | set(self.watches) | set(self.catches))
 
     def __contains__(self, number: int) -> bool:
-        return number in self.breaks or number in self.watches
+        return number in self.breaks or number in self.watches or number in self.catches
 
     def _number(self) -> int:
         number = self._next_number
@@ -83,16 +110,36 @@ class Breakpoints:
         self.breaks[bp.number] = bp
         return bp
 
-    def add_watch(self, addr: int, spec: str) -> Watchpoint:
-        wp = Watchpoint(self._number(), addr, spec)
+    def add_watch(self, addr: int, spec: str, reg: int | None = None) -> Watchpoint:
+        wp = Watchpoint(self._number(), addr, spec, reg=reg)
         self.watches[wp.number] = wp
         return wp
+
+    def add_catch(self, event: str, arg: int | None, spec: str) -> Catchpoint:
+        cp = Catchpoint(self._number(), event, arg, spec)
+        self.catches[cp.number] = cp
+        return cp
+
+    def catch_of(self, event: str, arg: int | None) -> Catchpoint | None:
+        return next((cp for cp in self.catches.values()
+                     if cp.event == event and cp.arg == arg), None)
+
+    def hit_catches(self, hit) -> list[Catchpoint]:
+        """Count a caught event; the catchpoints it matches."""
+        matched = [cp for cp in self.catches.values() if cp.matches(hit)]
+        for cp in matched:
+            cp.hits += 1
+        return matched
 
     def break_at(self, pc: int) -> Breakpoint | None:
         return next((bp for bp in self.breaks.values() if bp.pc == pc), None)
 
     def watch_at(self, addr: int) -> Watchpoint | None:
-        return next((wp for wp in self.watches.values() if wp.addr == addr), None)
+        return next((wp for wp in self.watches.values()
+                     if wp.reg is None and wp.addr == addr), None)
+
+    def watch_of_register(self, reg: int) -> Watchpoint | None:
+        return next((wp for wp in self.watches.values() if wp.reg == reg), None)
 
     def hit_breaks(self, pc: int) -> list[Breakpoint]:
         """Count a stop at ``pc``; the breakpoints that caused it."""
@@ -101,8 +148,9 @@ class Breakpoints:
             bp.hits += 1
         return hit
 
-    def hit_watches(self, addr: int) -> list[Watchpoint]:
-        hit = [wp for wp in self.watches.values() if wp.addr == addr]
+    def hit_watches(self, key) -> list[Watchpoint]:
+        """``key``: the address, or the register's name, a watch stop names."""
+        hit = [wp for wp in self.watches.values() if wp.key == key]
         for wp in hit:
             wp.hits += 1
         return hit
@@ -114,12 +162,18 @@ class Breakpoints:
             bp = self.breaks.pop(number)
             if machine is not None and self.break_at(bp.pc) is None:
                 machine.clear_breakpoint(bp.pc)
-        else:
+        elif number in self.watches:
             wp = self.watches.pop(number)
-            if machine is not None:
+            if machine is not None and wp.reg is not None:
+                machine.reg_watches.pop(wp.reg, None)
+            elif machine is not None:
                 machine.watches.pop(wp.addr, None)
+        else:
+            del self.catches[number]          # the session re-arms its probes
 
     def clear(self) -> None:
+        """Forget the breakpoints and watchpoints (a different program);
+        catchpoints name protocol steps, which every program has: they stay."""
         self.breaks.clear()
         self.watches.clear()
 
@@ -128,7 +182,9 @@ class Breakpoints:
         for bp in self.breaks.values():
             machine.set_breakpoint(bp.pc)
         for wp in self.watches.values():
-            if wp.addr + 4 <= machine.memory.size:
+            if wp.reg is not None:
+                machine.reg_watches[wp.reg] = machine.register_value(wp.reg)
+            elif wp.addr + 4 <= machine.memory.size:
                 machine.watches[wp.addr] = machine.memory.load_word(wp.addr)
 
 

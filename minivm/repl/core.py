@@ -19,26 +19,25 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from contextlib import contextmanager
 
 from .. import isa
 from ..assembler import evaluate_expression
-from ..checkpoint import SLICE_TICKS, Checkpointer
+from ..checkpoint import SLICE_TICKS
 from ..devices import DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_INFLIGHT_BYTES, MAX_DELAY, ConsoleInput
 from ..disks import close_chain, open_disk
 from ..engine import DEFAULT_ENGINE, select_engine
 from ..errors import GuestFault, MinivmError, show
-from ..interrupts_guard import SigintGuard
 from ..history import History
 from ..machine import Machine
 from ..memory import format_size, parse_size
+from ..probes import Probes
 from ..store import CHECKPOINT_SUFFIX, FileStore
-from . import render
 from .books import Breakpoints, CheckpointBook, InputLog
-from . import travel
+from . import guestrun, travel
 from .output import GuestSink, Output
 from .parsing import CommandError
 from .places import Places, show_path
+from . import catching
 from .registry import Command, invoke, resolve_command
 
 #: Pages the background save writes per slice (a slice is every
@@ -87,9 +86,11 @@ class Session:
         self.program_path: str | None = None
         self.origin = ""                       # what the machine came from
         self.machine: Machine | None = None
-        self.checkpointer: Checkpointer | None = None
+        self.checkpointer: guestrun.SessionCheckpointer | None = None
         self.checkpoints = CheckpointBook()
+        self.past_runs: list = []              # (origin, checkpointer) of replaced machines
         self.breakpoints = Breakpoints()
+        self.probes = Probes()                 # armed from the book's catchpoints (catching.py)
         self.errors, self.quit_requested = 0, False
         self.last_stop = ""
         self.last_command: Command | None = None
@@ -97,7 +98,10 @@ class Session:
         self.x_next: tuple[int, int] | None = None  # where a bare 'x' continues
         self.pause_hook = None                 # called by 'pause' (minivm demo: wait for Enter)
         self.input_log = InputLog()           # console input of this run's lineage
+        self.pending_input = bytearray()       # fed after a halt: for the next run
         self.sigint_seen = False
+        self.ctrl_c_echoed = False             # the terminal echoed ^C on the guest's line
+        self.while_running = None              # the front end's terminal guard (frontend.py)
         # time travel (travel.py): the recorded run, its settings (None: the
         # defaults), the jumps 'undo' takes back and where its checkpoints go
         self.history: History | None = None
@@ -127,6 +131,7 @@ class Session:
                 invoke(self, cmd, rest.strip())
             finally:
                 self.report_jobs()
+                catching.report(self, stopped=False)   # caught at the prompt, or left over
             return True
         except GuestFault as exc:          # e.g. 'set' out of range: not a guest fault
             self.error(exc.reason)
@@ -287,20 +292,9 @@ class Session:
         return pc
 
     def _line_address(self, filename: str, line: int) -> int:
-        image = self.image
-        source = image.source_file
-        if filename and filename not in (source, os.path.basename(source)):
-            raise CommandError(f"the program comes from '{source}', not '{filename}' "
-                               f"(give {os.path.basename(source)}:LINE or :LINE)")
-        candidates = [(ln, pc) for pc, ln in enumerate(image.lines) if ln >= line]
-        if not candidates:
-            last = max(image.lines) if image.lines else 0
-            raise CommandError(f"line {line} is after the last instruction "
-                               f"({os.path.basename(source)}:{last})")
-        best_line = min(ln for ln, _ in candidates)
-        pc = min(pc for ln, pc in candidates if ln == best_line)
-        if best_line != line:
-            self.say(f"(line {line} has no instruction; using line {best_line})")
+        pc, note = self.places.line_address(filename, line)
+        if note:
+            self.say(note)
         return pc
 
     # ==== machines: load, reset, restore =================================================
@@ -315,15 +309,14 @@ class Session:
         self.places = Places(image)
         self.machine = machine
         self.origin = origin
-        self.checkpointer = Checkpointer(machine, self.store, pages_per_slice=self.pages_per_slice,
-                                         slice_ticks=self.save_interval,
-                                         report=lambda msg: self.say(f"note: {msg}"))
+        self.checkpointer = guestrun.new_checkpointer(self, machine)
         book = self.breakpoints
-        if not same and len(book):
+        if not same and (book.breaks or book.watches):
             self.say(f"(a different program: {len(book.breaks)} breakpoint(s) and "
                      f"{len(book.watches)} watchpoint(s) deleted)")
             book.clear()
         book.install(machine)
+        catching.sync(self)
         travel.start_history(self, only_if_on=True)
         self.prev_regs = None
         self.x_next = None
@@ -338,6 +331,7 @@ class Session:
         if self.checkpointer is not None:
             self.checkpointer.finish_all()
         self.report_jobs()
+        guestrun.retire_checkpointer(self)
         close_chain(self.machine.disk.backing)
         self.machine = None
         self.checkpointer = None
@@ -368,7 +362,9 @@ class Session:
         machine = self.new_machine(image)
         self.program_path = path
         self.input_log = InputLog()
+        old = self.machine
         self.install(machine, image, path)
+        guestrun.carry_input(self, old, keep=False)
         data = f", {len(image.data)} data bytes" if image.data else ""
         self.say(f"loaded {path}: {len(image.code)} instructions{data}; "
                  f"memory {format_size(self.memory_size)}"
@@ -385,37 +381,16 @@ class Session:
             image, origin = load_program(self.program_path), self.program_path
         machine = self.new_machine(image)
         self.input_log = InputLog()
+        old = self.machine
         self.install(machine, image, origin)
         self.say("reset: a fresh machine at tick 0")
+        guestrun.carry_input(self, old, keep=True)
         self.say(f"=> {self.describe(machine.pc)}")
 
     # ==== running ============================================================================
-    @contextmanager
     def running(self):
-        """Around anything that runs the guest: Ctrl-C stops it at the next
-        instruction boundary (:class:`SigintGuard`); checkpoints the guest took
-        with 'ckpt' join the book; when nothing can run any more, saves finish."""
-        m = self.machine
-        self.prev_regs = list(m.regs[:isa.NUM_REGS]) + [m.pc]
-        m.stop_requested = False
-        jobs_before = len(self.checkpointer.jobs)
-        guard = SigintGuard(m, enabled=self.handle_sigint)
-        try:
-            with guard:
-                yield m
-        finally:
-            self.sigint_seen = guard.seen
-            m.stop_requested = False
-            travel.after_run(self)
-            for job in self.checkpointer.jobs[jobs_before:]:
-                if job not in self.checkpoints:
-                    self.checkpoints.add(job, self.input_log)
-                    self.say(f"(the guest took checkpoint {job.name} at tick {job.tick} "
-                             "with 'ckpt')")
-                    self.say_lines(render.checkpoint_notes(job, m))
-            if m.halted or m.fault is not None:
-                # Nothing will run any more: complete the saves now (as `minivm run` does).
-                self.checkpointer.finish_all()
+        """The context of every command that runs the guest (guestrun.running)."""
+        return guestrun.running(self)
 
     # ==== checkpoints ==============================================================================
     def report_jobs(self) -> None:

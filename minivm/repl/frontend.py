@@ -10,8 +10,9 @@ commands (registry.py, commands/).
   history, and a bottom toolbar with tick, pc, source line and the checkpoint
   being saved. ``patch_stdout`` keeps guest output from corrupting the prompt.
   Ctrl-C while the guest runs stops it at the next instruction boundary
-  (``Machine.stop_requested``, see ``Session.running``); Ctrl-C at the prompt
-  clears the line; Ctrl-D quits. Enter on an empty line repeats
+  (``Machine.stop_requested``, see ``Session.running``), and what is typed
+  while the guest runs waits for the next prompt (:class:`TypeAhead`);
+  Ctrl-C at the prompt clears the line; Ctrl-D quits. Enter on an empty line repeats
   step/next/continue/x, as in gdb.
 * Scripted (``--batch FILE``, or commands on a pipe): the same commands, each
   echoed after the prompt, so the transcript reads like an interactive
@@ -25,6 +26,11 @@ from __future__ import annotations
 import os
 import sys
 
+try:
+    import termios
+except ImportError:                        # not a POSIX host: no terminal modes to set
+    termios = None
+
 from prompt_toolkit import PromptSession
 from prompt_toolkit.auto_suggest import AutoSuggestFromHistory
 from prompt_toolkit.completion import (Completer, Completion, NestedCompleter, PathCompleter,
@@ -36,7 +42,12 @@ from .. import isa
 from ..devices import DEFAULT_MAX_INFLIGHT
 from ..engine import DEFAULT_ENGINE
 from ..errors import MinivmError, reason, show
+from ..ckptfile import is_checkpoint_file
 from ..memory import parse_size
+from ..resume import close_pages, read_checkpoint
+from ..store import CHECKPOINT_SUFFIX
+from .commands.checkpoints import restore_checkpoint
+from ..probes import EVENTS
 from .core import Session
 from .registry import COMMANDS, INFO_TOPICS
 
@@ -44,7 +55,7 @@ BANNER = ("minivm REPL - 'help' lists the commands, Tab completes, Ctrl-C stops 
           "Ctrl-D quits")
 REGISTERS = [isa.reg_name(i) for i in range(isa.NUM_REGS)] + ["r15"]
 INFO_COMPLETIONS = ("registers", "breakpoints", "watchpoints", "checkpoints", "devices", "pages",
-                    "status", "settings")
+                    "status", "catch", "settings")
 SETTINGS = ("save-rate", "history-budget", "history-interval")
 
 
@@ -99,7 +110,8 @@ class ReplCompleter(Completer):
         code = sorted(n for n, (sec, _) in symbols.items() if sec == "text")
         data = sorted(n for n, (sec, _) in symbols.items() if sec == "data")
         equ = sorted(n for n, (sec, _) in symbols.items() if sec == "equ")
-        lines = [os.path.basename(image.source_file) + ":"] if image is not None else []
+        lines = sorted({os.path.basename(f) + ":" for f in (image.files or [image.source_file])}) \
+            if image is not None else []
         path = PathCompleter(expanduser=True)
         regs = WordCompleter(REGISTERS + ["pc"], ignore_case=True, WORD=True)
         kinds = {
@@ -117,6 +129,7 @@ class ReplCompleter(Completer):
             "numbers": WordCompleter(numbers),
             "onoff": WordCompleter(["on", "off"]),
             "tick": WordCompleter(["0", "tick"], WORD=True),
+            "catch": WordCompleter(list(EVENTS), WORD=True),
             "settings": WordCompleter(list(SETTINGS), WORD=True),
         }
         info = NestedCompleter({topic: (regs if target == "regs" else None)
@@ -136,6 +149,60 @@ class ReplCompleter(Completer):
         for completion in self.nested().get_completions(document, complete_event):
             yield Completion(completion.text, completion.start_position,
                              display=completion.display, display_meta=completion.display_meta)
+
+
+# --- the terminal while the guest runs ------------------------------------------------------
+
+class TypeAhead:
+    """The terminal while 'run', 'continue' or 'step' is busy: what you type
+    is kept for the next prompt, not lost and not echoed into the guest's
+    output. Echo and line editing are off (the bytes wait in the terminal's
+    input queue, where the next prompt reads them as if typed there: a line
+    ended with Enter runs as the next command, the rest is on the prompt's
+    line); Ctrl-C still stops the guest, and with NOFLSH it no longer throws
+    the typed text away. Carriage returns stay carriage returns, as
+    prompt_toolkit reads them. On anything but a terminal it does nothing."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.saved = None
+
+    @property
+    def echoes_ctrl_c(self) -> bool:
+        """Whether the terminal echoed ^C on the guest's line (as usual)."""
+        return self.saved is None
+
+    def __enter__(self) -> "TypeAhead":
+        self.saved = None
+        if termios is None:
+            return self
+        try:
+            saved = termios.tcgetattr(self.fd)
+            attrs = termios.tcgetattr(self.fd)
+            attrs[0] &= ~(termios.ICRNL | termios.INLCR | termios.IGNCR)
+            attrs[3] = (attrs[3] & ~(termios.ECHO | termios.ICANON)) | termios.ISIG | termios.NOFLSH
+            attrs[6][termios.VMIN], attrs[6][termios.VTIME] = 1, 0
+            termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
+        except (OSError, ValueError, termios.error):
+            return self                    # not a terminal (a pipe, a file): nothing to do
+        self.saved = saved
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self.saved is not None:
+            try:
+                termios.tcsetattr(self.fd, termios.TCSANOW, self.saved)
+            except (OSError, termios.error):
+                pass
+            self.saved = None
+        return False
+
+
+def _input_fd(prompt: PromptSession) -> int | None:
+    try:
+        return prompt.input.fileno()
+    except (AttributeError, NotImplementedError, OSError, ValueError):
+        return None
 
 
 # --- history and the prompt ----------------------------------------------------------------
@@ -164,6 +231,9 @@ def interact(session: Session, prompt: PromptSession, close: bool = True) -> int
     """The read-eval-print loop; returns the exit status (always 0). With
     ``close`` False the session stays open (``minivm demo``'s 'p' key)."""
     last_line = ""
+    fd = _input_fd(prompt)
+    if fd is not None and session.while_running is None:
+        session.while_running = lambda: TypeAhead(fd)
     while not session.quit_requested:
         try:
             line = prompt.prompt(session.prompt_text())
@@ -204,6 +274,22 @@ def run_batch(session: Session, lines) -> int:
     return 1 if session.errors else 0
 
 
+def open_start(session: Session, path: str) -> None:
+    """What ``minivm repl PATH`` starts with: a checkpoint file (known by its
+    magic bytes, whatever its name) is restored, anything else is loaded as a
+    program. A file named .mvc that is not a checkpoint, or a checkpoint that
+    does not validate, is an error that ends the command (exit status 2)."""
+    if is_checkpoint_file(path):
+        close_pages(read_checkpoint(path).pages)   # validates: a bad file fails here
+        restore_checkpoint(session, path, undo=False)
+    elif path.endswith(CHECKPOINT_SUFFIX) and os.path.isfile(path):
+        raise MinivmError(f"'{show(path)}' is not a minivm checkpoint: it does not begin with "
+                          "a checkpoint's magic bytes (minivm repl opens a program, .asm or "
+                          ".mvb, or a checkpoint file written by minivm)")
+    else:
+        session.execute("load " + path)
+
+
 def _read_batch(path: str) -> list[str]:
     try:
         with open(path, encoding="utf-8") as f:
@@ -239,7 +325,7 @@ def main(args) -> int:
         lines = sys.stdin                  # line by line, as they arrive on the pipe
     if lines is not None:
         if args.program:
-            session.execute("load " + args.program)
+            open_start(session, args.program)
         return run_batch(session, lines)
     history, note = open_history()
     prompt = make_prompt_session(session, history=history)
@@ -248,5 +334,5 @@ def main(args) -> int:
         if note:
             session.say(note)
         if args.program:
-            session.execute("load " + args.program)
+            open_start(session, args.program)
         return interact(session, prompt)

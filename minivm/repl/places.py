@@ -10,7 +10,7 @@ import os
 import re
 
 from ..errors import show
-from .parsing import strip_comment
+from .parsing import CommandError, strip_comment
 
 _LABEL_PREFIX = re.compile(r"^\s*(?:[A-Za-z_][A-Za-z0-9_.]*:\s*)+")
 
@@ -60,7 +60,7 @@ class Places:
         """``fib.asm:15``: the source file's name (not its folder) and line."""
         image = self.image
         if 0 <= pc < len(image.lines):
-            return f"{show(os.path.basename(image.source_file))}:{image.lines[pc]}"
+            return f"{show(os.path.basename(image.file_of(pc)))}:{image.lines[pc]}"
         return show(image.location(pc))
 
     def data_label_at(self, addr: int) -> str:
@@ -79,3 +79,42 @@ class Places:
     def handler(self, pc: int | None) -> str:
         """An interrupt handler's address for messages: ``4 <on_tick>`` or none."""
         return "none" if pc is None else f"{pc} {self.label_of(pc)}".rstrip()
+
+    def line_address(self, filename: str, line: int) -> tuple[int, str]:
+        """The pc of FILE:LINE (the first instruction on that line or the next
+        one with an instruction), and a note when it is not that line."""
+        image = self.image
+        source, index = self.source_file(filename)
+        lines = image.lines
+        if image.files:                  # a program with .include: that file's lines only
+            lines = [ln if i == index else -1 for ln, i in zip(image.lines, image.file_ids)]
+        candidates = [(ln, pc) for pc, ln in enumerate(lines) if ln >= line]
+        if not candidates:
+            mine = [ln for ln in lines if ln >= 0]
+            last = max(mine) if mine else 0
+            raise CommandError(f"line {line} is after the last instruction "
+                               f"({show(os.path.basename(source))}:{last})")
+        best_line = min(ln for ln, _ in candidates)
+        pc = min(pc for ln, pc in candidates if ln == best_line)
+        note = f"(line {line} has no instruction; using line {best_line})" \
+            if best_line != line else ""
+        return pc, note
+
+    def source_file(self, filename: str) -> tuple[str, int]:
+        """The source file FILE:LINE names (its path, or just its name), and
+        its index in the image's files; no name is the main file."""
+        image = self.image
+        files = image.files or [image.source_file]
+        if not filename:
+            return files[0], 0
+        for want in (lambda f: f == filename, lambda f: os.path.basename(f) == filename):
+            for i, name in enumerate(files):
+                if want(name):
+                    return name, i
+        names = ", ".join(show(os.path.basename(f)) for f in files)
+        source = show(files[0])
+        if len(files) == 1:
+            raise CommandError(f"the program comes from '{source}', not '{show(filename)}' "
+                               f"(give {show(os.path.basename(files[0]))}:LINE or :LINE)")
+        raise CommandError(f"no source file '{show(filename)}' in this program "
+                           f"(its files: {names}; :LINE is {show(os.path.basename(files[0]))})")

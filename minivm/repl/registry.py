@@ -68,6 +68,7 @@ INFO_TOPICS = {"registers": "regs", "r": "regs", "reg": "regs", "regs": "regs",
                "devices": "devices", "d": "devices", "dev": "devices",
                "pages": "pages", "p": "pages", "memory": "pages",
                "status": "status", "s": "status",
+               "catch": "catchpoints", "catchpoints": "catchpoints",
                "settings": "show", "set": "show", "save-rate": "show"}
 
 

@@ -15,6 +15,7 @@ from ..devices import BLOCK_SIZE
 from ..disasm import format_instruction
 from ..isa import to_signed
 from ..memory import PAGE_SIZE, format_size
+from ..probes import EVENTS
 from ..report import device_changes, index_ranges
 from .places import show_path
 
@@ -190,23 +191,58 @@ def _hits(n: int) -> str:
 
 
 def breakpoint_list(book, places, machine) -> list[str]:
-    """The table of breakpoints and watchpoints; ``places`` and ``machine`` may be None."""
+    """The table of breakpoints, watchpoints and catchpoints; ``places`` and
+    ``machine`` may be None."""
     if not len(book):
-        return ["no breakpoints or watchpoints ('break LABEL', 'watch ADDR' set them)"]
+        return ["no breakpoints, watchpoints or catchpoints ('break LABEL', 'watch ADDR', "
+                "'catch EVENT' set them)"]
     lines = ["  num  type        where"]
     for number in book.numbers():
         if number in book.breaks:
             bp = book.breaks[number]
             where = places.describe(bp.pc) if places else str(bp.pc)
             lines.append(f"  {number:>3}  breakpoint  {where}" + _hits(bp.hits))
-        else:
+        elif number in book.watches:
             wp = book.watches[number]
-            value = ""
-            if machine is not None and wp.addr in machine.watches:
-                value = f" = {to_signed(machine.watches[wp.addr])}"
-            label = places.data_label_at(wp.addr) if places else ""
-            lines.append(f"  {number:>3}  watch       word at {wp.addr:#x}{label}{value}"
+            lines.append(f"  {number:>3}  watch       {watch_text(wp, places, machine)}"
                          + _hits(wp.hits))
+        else:
+            cp = book.catches[number]
+            lines.append(f"  {number:>3}  catch       {catch_text(cp)}" + _hits(cp.hits))
+    return lines
+
+
+def watch_text(wp, places, machine) -> str:
+    """What a watchpoint watches, with its value now."""
+    if wp.reg is not None:
+        value = ""
+        if machine is not None and wp.reg in machine.reg_watches:
+            value = f" = {to_signed(machine.reg_watches[wp.reg])}"
+        return f"register {wp.key}{value}"
+    value = ""
+    if machine is not None and wp.addr in machine.watches:
+        value = f" = {to_signed(machine.watches[wp.addr])}"
+    label = places.data_label_at(wp.addr) if places else ""
+    return f"word at {wp.addr:#x}{label}{value}"
+
+
+def catch_text(cp) -> str:
+    """A catchpoint: its event, the step and what it narrows to."""
+    event = EVENTS[cp.event]
+    narrow = "" if cp.arg is None else f" {event.arg.lower()} {cp.arg}"
+    return f"{cp.event}{narrow} ({event.step})"
+
+
+def catch_list(book) -> list[str]:
+    """'info catch': number, event, argument, hits."""
+    if not book.catches:
+        return ["no catchpoints ('catch EVENT' sets one; 'help catch' lists the events)"]
+    lines = ["  num  event        arg      step   hits"]
+    for number in sorted(book.catches):
+        cp = book.catches[number]
+        arg = "any" if cp.arg is None else f"{EVENTS[cp.event].arg.lower()} {cp.arg}"
+        lines.append(f"  {number:>3}  {cp.event:<11}  {arg:<8} {EVENTS[cp.event].step:<6} "
+                     f"{cp.hits:>4}")
     return lines
 
 

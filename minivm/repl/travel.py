@@ -5,6 +5,7 @@ the changes made at the prompt that alter it, the jumps and the points
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from .. import isa
@@ -93,8 +94,9 @@ def travel(s, move, label: str):
     point = UndoPoint("travel", label, m.tick, h, len(h.changes))
     before = m.tick
     guard = SigintGuard(m, enabled=s.handle_sigint)
+    terminal = s.while_running() if s.while_running is not None else nullcontext()
     try:
-        with guard:
+        with terminal, guard:              # typed meanwhile: kept for the next prompt
             result = move(h)
     except KeyboardInterrupt:
         h.goto(before)
@@ -194,6 +196,7 @@ def restore_from(s, ckpt, name: str, where: str, lineage) -> None:
                               console_input=ConsoleInput(replay), engine=s.engine)
     s.install(machine, ckpt.image, where)
     s.input_log = log
+    s.pending_input = bytearray()   # fed after a halt: in the log if it is this run's lineage
     s.say(f"restored {name} (tick {machine.tick}) from {where}")
     if machine.halted:
         s.say("the checkpoint was taken after the program halted")

@@ -71,14 +71,9 @@ drain:  in r7, 0x24
 drained:
         ret
 
-; puts: print the text at r1, up to its 0 byte (changes r1 and r2).
-puts:   ldb r2, [r1]
-        beq r2, 0, puts_end
-        out 0x00, r2
-        add r1, r1, 1
-        jmp puts
-puts_end:
-        ret
+; puts: print the text at r1, up to its 0 byte (changes r1 and r2); the
+; standard library's routine (programs/lib/puts.asm), placed here.
+.include <puts>
 
 .data
         .align 512

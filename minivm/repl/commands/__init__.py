@@ -2,4 +2,5 @@
 this package registers them all in :data:`minivm.repl.registry.COMMANDS`, in
 the order 'help' shows them."""
 
-from . import running, timetravel, breakpoints, inspecting, checkpoints, saving, session  # noqa: F401
+from . import (running, timetravel, breakpoints, catch, inspecting, checkpoints,  # noqa: F401
+               saving, session)

@@ -10,7 +10,7 @@ from ... import isa
 from ...resume import open_chain, read_checkpoint, resolve_disk_chain
 from ...container import write_text_atomically
 from ...errors import MinivmError, show
-from .. import render
+from .. import guestrun, render
 from .. import travel
 from ..parsing import CommandError, split_args
 from ..places import show_path
@@ -23,17 +23,21 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
          needs="machine", summary="draw this session's checkpoints over time as SVG")
 def timeline(s, args: str) -> None:
     """
-    Writes a picture of what the checkpoints taken since the program was loaded
-    did over virtual time: each stop window (P2), the disk requests in flight
+    Writes a picture of what the checkpoints of this session did over virtual
+    time, for a projector (1280 wide, text 16 px or more): each protocol step
+    labelled on its tick (P2 stop, P4 saved, P5 to P9), the disk requests
     (those in flight at a checkpoint are the P5 cases), the pages saved in the
-    background (P4), memory copy-on-write faults and overlay writes (P3).
+    background (P4), memory COW faults, overlay writes and disk COW faults
+    (P3), and each stop window as a gap in host time. Every machine of the
+    session that took a checkpoint is drawn, one under the other with a
+    heading: those replaced by 'restore', 'reset' or 'load' first, then the
+    current one.
     Example:  timeline demo.svg
     """
-    from ...timeline import timeline_svg
-    if not s.checkpointer.jobs:
-        raise CommandError("no checkpoint has been taken yet ('checkpoint' takes one)")
-    write_text_atomically(args, timeline_svg(s.checkpointer))
-    s.say(f"timeline of {len(s.checkpointer.jobs)} checkpoint(s) written to {args}")
+    svg, count, machines = guestrun.session_timeline(s)
+    write_text_atomically(args, svg)
+    of = f" of {machines} machines" if machines > 1 else ""
+    s.say(f"timeline of {count} checkpoint(s){of} written to {args}")
 
 
 @command("checkpoint", aliases=("ckpt", "cp"), usage="checkpoint [--incremental] [NAME]",
@@ -86,17 +90,39 @@ def checkpoint(s, args: str) -> None:
     s.say_lines(render.checkpoint_notes(job, m))
 
 
-@command("commit", usage="commit", group="checkpoints", needs="machine",
+@command("commit", usage="commit", group="checkpoints", needs="machine", max_args=0,
          summary="merge the disk overlay into its parent (P10), live")
 def commit(s, args: str) -> None:
     """
     The VM switches to a fresh overlay at once, and the overlay it was using is
     merged into its parent as soon as no pending write still targets it
     (docs/protocol.md, P10); the guest keeps running meanwhile. Checkpoints whose
-    disk is that parent no longer match it afterwards (their fingerprint changes).
+    disk is that parent no longer match it afterwards (their fingerprint changes,
+    so 'restore' refuses them), as after 'minivm disk commit': 'commit' names
+    them when it starts.
     Example:  commit
     """
-    s.say(s.checkpointer.commit_disk())
+    cp = s.checkpointer
+    top = s.machine.disk.backing
+    parent = top.parent if top is not None and top.kind == "overlay" else None
+    message = cp.commit_disk()
+    done = message == cp.last_commit    # merged at once: reported already, as a note
+    if not done:
+        s.say(message)
+    affected = _checkpoints_on(s, parent.path) if parent is not None else []
+    if affected:
+        names = ", ".join(job.name for job in affected)
+        when = "so they no longer match it" if done else \
+            "once the merge is done they no longer match it"
+        s.say(f"warning: {show_path(parent.path)} was the disk of checkpoint(s) {names}; "
+              f"{when} and 'restore' refuses them (as after 'minivm disk commit')")
+
+
+def _checkpoints_on(s, path: str) -> list:
+    """The session's complete or saving checkpoints whose disk chain holds ``path``."""
+    where = os.path.abspath(path)
+    return [job for job in s.jobs if job.status != "failed" and job.chain
+            and any(os.path.abspath(layer.path) == where for layer in job.chain)]
 
 
 @command("checkpoints", aliases=("ckpts",), usage="checkpoints", group="checkpoints",
@@ -188,14 +214,15 @@ def restore_checkpoint(s, spec: str, undo: bool = True) -> None:
 
 
 
-@command("diff", usage="diff A B", group="checkpoints", complete="checkpoint2",
-         min_args=1, max_args=2, missing="usage: diff A B (checkpoint names or files, or 'now')",
-         too_many="usage: diff A B (checkpoint names or files, or 'now')",
+@command("diff", usage="diff A [B]", group="checkpoints", complete="checkpoint2",
+         min_args=1, max_args=2,
+         missing="usage: diff A [B] (checkpoint names or files, or 'now'; B defaults to 'now')",
+         too_many="usage: diff A [B] (checkpoint names or files, or 'now'; B defaults to 'now')",
          summary="compare two checkpoints, or one and 'now'")
 def diff(s, args: str) -> None:
     """
-    Compares two checkpoints, or a checkpoint and the running machine ('now'):
-    registers, pc and tick, memory pages (with how many bytes differ in each),
+    Compares two checkpoints, or a checkpoint and the running machine ('now',
+    what B is when it is left out): registers, pc and tick, memory pages (with how many bytes differ in each),
     disk blocks, and device state (timer, disk queue, console counters).
     Examples:  diff ckpt-0001 ckpt-0002      diff before-loop now      diff ckpt-0001
     """

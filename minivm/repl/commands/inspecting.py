@@ -84,6 +84,7 @@ def set_(s, args: str) -> None:
     if target.lower() == "pc":
         pc = s.code_address(value_text)
         m.pc = pc
+        m.refresh_watches()
         travel.changed(s, f"set pc {value_text}")
         s.say(f"pc set: {s.describe(pc)}")
         return
@@ -93,6 +94,7 @@ def set_(s, args: str) -> None:
     i = register_index(target)
     if i is not None:
         m.regs[i] = value & WORD_MASK
+        m.refresh_watches()                # a register watch starts from the new value
         travel.changed(s, f"set {target} {value_text}")
         s.say(f"{isa.reg_name(i)} = {to_signed(m.regs[i])} ({m.regs[i]:#010x})")
         return
@@ -180,8 +182,9 @@ def pages(s, args: str) -> None:
     'c' copied with the original saved. Runs of untouched rows are folded, so a
     4 GiB memory still fits. Run it after 'checkpoint', a 'step' that stores and
     'continue' to watch the protocol (P2-P4) at work. Also: 'info pages'.
-    'pages --svg FILE' also draws the map as an SVG picture (every page, one
-    square each, for memories up to 64 MiB).
+    'pages --svg FILE' also draws the map as an SVG picture for a projector
+    (one square per page with its letter, untouched rows folded, for
+    memories up to 64 MiB).
     Examples:  pages      pages --svg pages.svg
     """
     m = s.machine
@@ -235,14 +238,15 @@ def status(s, args: str) -> None:
 
 @command("info", aliases=("i",), usage="info WHAT", group="inspecting", complete="info",
          min_args=1, missing="info what? registers, breakpoints, checkpoints, devices, "
-                             "pages, status or settings (e.g. 'i r')",
+                             "pages, status, catch or settings (e.g. 'i r')",
          summary="gdb style: i r, i b, i c, i d, i p, i s")
 def info(s, args: str) -> None:
     """
     Another way to reach the listing commands, for gdb fingers. WHAT may be
     abbreviated: r (registers), b (breakpoints), c (checkpoints), d (devices),
-    p (pages), s (status); 'info settings' is 'show'.
-    Examples:  i r      info breakpoints      i c      i r r1
+    p (pages), s (status); 'info catch' lists the catchpoints; 'info settings'
+    is 'show'.
+    Examples:  i r      info breakpoints      i c      i r r1      info catch
     """
     word, _, rest = args.partition(" ")
     target = INFO_TOPICS.get(word.lower())
@@ -250,5 +254,5 @@ def info(s, args: str) -> None:
         close = difflib.get_close_matches(word.lower(), list(INFO_TOPICS), n=1)
         hint = f"; did you mean 'info {close[0]}'?" if close else ""
         raise CommandError(f"unknown info topic '{word}'{hint} (registers, breakpoints, "
-                           "checkpoints, devices, pages, status, settings)")
+                           "checkpoints, devices, pages, status, catch, settings)")
     invoke(s, COMMANDS[target], rest.strip())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ... import isa
 from ...isa import to_signed
 from ...machine import Stop
+from .. import catching
 from ..parsing import parse_count, split_args
 from ..registry import command
 
@@ -155,12 +156,15 @@ def report_stop(s, stop: Stop) -> None:
         addr, old, new = stop.detail
         which = ", ".join(str(wp.number) for wp in s.breakpoints.hit_watches(addr)) or "?"
         s.last_stop = f"stopped at watchpoint {which}"
-        s.say(f"Watchpoint {which}: word at {addr:#x}{s.data_label_at(addr)} "
-              f"changed {to_signed(old)} -> {to_signed(new)} "
+        what = (f"register {addr}" if isinstance(addr, str)
+                else f"word at {addr:#x}{s.data_label_at(addr)}")
+        s.say(f"Watchpoint {which}: {what} changed {to_signed(old)} -> {to_signed(new)} "
               f"({old:#x} -> {new:#x}) at tick {m.tick}")
+    elif reason == "interrupted" and catching.report(s, stopped=True):
+        pass                               # a caught protocol step (catch, catching.py)
     elif reason == "interrupted":
         s.last_stop = "interrupted"
-        if s.sigint_seen and s.out.isatty():
+        if s.ctrl_c_echoed and s.out.isatty():
             s.say()                        # the terminal echoed ^C on the guest's line
         s.say(f"interrupted (Ctrl-C) at tick {m.tick}")
     else:

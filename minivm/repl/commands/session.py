@@ -33,7 +33,9 @@ def load(s, args: str) -> None:
 def reset(s, args: str) -> None:
     """
     Reloads the program (re-reading the file, so edits are picked up) into a fresh
-    machine at tick 0 with empty console input. Breakpoints and watches stay.
+    machine at tick 0. Its console input is what you fed after the program
+    halted or faulted, if anything; input the old machine had not read is
+    dropped (and said). Breakpoints and watches stay.
     Disk writes already made to the disk file are not undone: 'restore' a
     checkpoint for that.
     Example:  reset
@@ -47,6 +49,9 @@ The guest's console input (port 0x02) comes only from this command, never from
 the terminal. TEXT is fed followed by a newline; -n leaves the newline out.
 Escapes: \n \t \r \0 \\ \" \xHH; quote TEXT to keep leading or trailing
 spaces. When everything fed has been read, reads give -1 (end of input).
+Input fed after the program has halted or faulted is for the next run: 'run'
+or 'reset' feeds it to the fresh machine. Other input the program had not
+read when 'reset' or 'load' replaces its machine is dropped, and they say so.
 Examples:  input hello      input -n 42      input "  two spaces"      input \x04""")
 def input_(s, args: str) -> None:
     m = s.machine
@@ -69,6 +74,12 @@ def input_(s, args: str) -> None:
             s.input_log = InputLog(log.start, bytes(log.data[:max(keep - log.start, 0)]))
         s.history.note_input(data)
     s.input_log += data
+    if m.halted or m.fault is not None:
+        s.pending_input += data
+        s.say(f"fed {len(data)} byte(s) after the {'halt' if m.halted else 'fault'}: kept for "
+              f"the next run ('run' or 'reset' starts it with them; {len(s.pending_input)} "
+              "kept)")
+        return
     s.say(f"fed {len(data)} byte(s); {m.console.source.buffered()} buffered, not yet read")
 
 
@@ -102,7 +113,14 @@ def command_help(cmd) -> list[str]:
     prose, _, examples = cmd.details.partition("\nExample")
     if cmd.details.startswith("Example"):
         prose, examples = "", cmd.details[len("Example"):]
-    lines += [f"  {line}" for line in textwrap.wrap(" ".join(prose.split()), 76)]
+    text: list[str] = []
+    for row in prose.splitlines() + [""]:
+        if row.startswith("  ") or not row.strip():     # a table row is kept as it is
+            lines += [f"  {line}" for line in textwrap.wrap(" ".join(text), 76)]
+            lines += [f"  {row}"] if row.strip() else []
+            text = []
+        else:
+            text.append(row.strip())
     label, _, items = examples.partition(":")
     line = f"  Example{label}:"
     indent = " " * len(line)

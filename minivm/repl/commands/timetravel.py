@@ -159,13 +159,17 @@ def reverse_continue(s, args: str) -> None:
     watchpoint would have stopped a forward run: the last hit before now; again,
     the one before it; and so on. With none before, it stops at the start of the
     history and says so. It replays the recorded run to find them, so with a
-    watchpoint it takes as long as running forward with one does.
+    watchpoint it takes as long as running forward with one does. Catchpoints
+    are forward-only: the replay does not run the checkpoint protocol again.
     Examples:  reverse-continue      rc
     """
     h = require_history(s)
     m = s.machine
     before = m.tick
-    if not m.breakpoints and not m.watches:
+    if s.breakpoints.catches:
+        s.say("(catchpoints are forward-only: a replay does not run the checkpoint "
+              "protocol again, so reverse-continue looks only for breakpoints and watchpoints)")
+    if not m.breakpoints and not m.watches and not m.reg_watches:
         travel(s, lambda h: h.goto(h.start), "reverse-continue")
         s.say("(no breakpoints or watchpoints are set)")
         arrived(s, before, "start of the history: ")
