@@ -66,7 +66,8 @@ from .memory import PAGE_SIZE
 from .disks import MAX_CHAIN, Overlay, commit_overlay
 from .errors import MinivmError, reason
 from .machine import Hooks, Machine
-from .modes import COW, MODES, STOP_COPY  # noqa: F401  (checkpoint.MODES, as before)
+from .modes import COW, MODES, PRECOPY, STOP_COPY  # noqa: F401  (checkpoint.MODES, as before)
+from .precopy import PreCopy
 from .store import CheckpointStore, StoreError
 
 SLICE_TICKS = 2048          # guest ticks between two background-save batches ...
@@ -179,6 +180,7 @@ class CheckpointJob:
         self.started = time.perf_counter()
         self.finished: float | None = None
         self.finished_tick: int | None = None
+        self.precopy = None                # precopy.PreCopyRun: the rounds before the stop
         self._scan = 0
         self._stage = "state"
         self._writer = CheckpointWriter(pending.file, {"name": name, "tick": self.tick},
@@ -439,7 +441,8 @@ class Checkpointer(Hooks):
 
     def __init__(self, machine: Machine, store: CheckpointStore, *, mode: str = COW,
                  group_blocks: int = 8, schedule=(), pages_per_slice: int | None = None,
-                 slice_ticks: int = SLICE_TICKS, report=None, incremental: bool = False):
+                 slice_ticks: int = SLICE_TICKS, report=None, incremental: bool = False,
+                 precopy_options: dict | None = None):
         if mode not in MODES:
             raise MinivmError(f"unknown checkpoint mode '{mode}' (use {' or '.join(MODES)})")
         self.machine = machine
@@ -469,6 +472,7 @@ class Checkpointer(Hooks):
         self.last_commit = ""
         self.incremental = incremental   # ckpt and --checkpoint-at take incremental ones
         self._writes = WriteLog()
+        self.precopy = PreCopy(self, **(precopy_options or {})) if mode == PRECOPY else None
         machine.hooks = self
 
     def on_ckpt(self, machine: Machine) -> None:
@@ -500,9 +504,13 @@ class Checkpointer(Hooks):
 
     # --- the protocol ----------------------------------------------------------------
     def take(self, origin: str = "repl", name: str | None = None,
-             incremental: bool = False) -> CheckpointJob:
+             incremental: bool = False, staged=None) -> CheckpointJob:
         """Take a checkpoint now, at an instruction boundary (P1, P2);
-        ``incremental``: only the pages written since the previous one."""
+        ``incremental``: only the pages written since the previous one. In
+        precopy mode this starts the rounds (returning a precopy.PreCopyRun),
+        whose final stop comes back here with ``staged``."""
+        if self.precopy is not None and staged is None:
+            return self.precopy.request(origin, name)
         machine = self.machine
         if self._commit is not None:
             raise MinivmError("a disk commit is waiting for pending writes (P10); take the "
@@ -537,7 +545,8 @@ class Checkpointer(Hooks):
         collecting = gc.isenabled()
         gc.disable()          # no garbage collection pass inside the stop window
         try:
-            job = self._stop(seq, name, origin, disk, overlay, pending, location, incremental)
+            job = self._stop(seq, name, origin, disk, overlay, pending, location, incremental,
+                             staged)
         finally:
             if collecting:
                 gc.enable()
@@ -562,7 +571,7 @@ class Checkpointer(Hooks):
         return job
 
     def _stop(self, seq, name, origin, disk, overlay, pending, location,
-              incremental: bool = False) -> "CheckpointJob":
+              incremental: bool = False, staged=None) -> "CheckpointJob":
         """P2: everything done with the VM stopped; returns the new job, its
         stop window measured (``pause_seconds``)."""
         machine = self.machine
@@ -570,7 +579,8 @@ class Checkpointer(Hooks):
         drained = 0
         if self._pending_read_then_write():          # P8
             drained = machine.drain_disk()
-        frozen = machine.memory.share()               # ... mark memory COW ...
+        # ... mark memory COW (precopy: complete the staging copy instead) ...
+        frozen = machine.memory.share() if staged is None else staged.freeze()
         dirty, previous = self._writes.at_stop(machine.memory, location)   # (incremental)
         state = machine.save_state()                  # ... save device state to memory ...
         inflight = list(machine.disk.queue)
@@ -700,6 +710,8 @@ class Checkpointer(Hooks):
             candidates.append(self._schedule[0])
         if self._next_slice is not None:
             candidates.append(self._next_slice)
+        if self.precopy is not None and self.precopy.next_slice is not None:
+            candidates.append(self.precopy.next_slice)
         return min(candidates) if candidates else None
 
     def run_due(self, machine: Machine) -> None:
@@ -711,6 +723,8 @@ class Checkpointer(Hooks):
             if due[0] < now:
                 self.report(merged_note([t for t in due if t < now], now, self._start_tick))
             self._take_or_report("host")
+        if self.precopy is not None:
+            self.precopy.run_due(now)
         if self._next_slice is not None and self._next_slice <= now:
             self.background_slice()
 
@@ -775,6 +789,8 @@ class Checkpointer(Hooks):
 
     def finish_all(self) -> None:
         """Complete every checkpoint still saving (the run is over)."""
+        if self.precopy is not None:
+            self.precopy.stop_now()
         for job in self.saving():
             job.force_finish()
         if self.jobs:

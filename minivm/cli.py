@@ -72,7 +72,9 @@ def _add_execution_options(p: argparse.ArgumentParser) -> None:
                         "(costs the guest no tick)")
     p.add_argument("--checkpoint-mode", choices=MODES, default=COW,
                    help="cow: stop briefly and save in the background (default); "
-                        "stop-copy: save everything while stopped (baseline)")
+                        "stop-copy: save everything while stopped (baseline); "
+                        "precopy: copy memory in rounds while the guest runs, then stop "
+                        "to copy the last dirty pages (docs/protocol.md)")
     p.add_argument("--save-rate", type=_positive_int, default=None, metavar="PAGES",
                    help="save exactly PAGES pages per background batch (every 2,048 "
                         "ticks at most), so the save's progress is the same on any host; "
