@@ -182,7 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "close the checkpoint file (by default pages are read on the "
                         "guest's first access to each, and the file stays open meanwhile: "
                         "use --eager if it is about to be moved or deleted)")
+    p.add_argument("--lazy", dest="eager", action="store_false",
+                   help="read each saved page on the guest's first access to it (the "
+                        "default); the run's summary says how many were read")
     _add_execution_options(p)
+
+    from .labcli import add_parser as add_compare_parser
+    add_compare_parser(sub, _add_engine_option)
 
     p = sub.add_parser("inspect", help="show what a checkpoint holds",
                        description="Print a readable summary of a checkpoint file. The "
@@ -280,7 +286,7 @@ def _console_input(path: str | None):
     return ConsoleInput(stream=stream)
 
 
-def _execute(machine, args, checkpointer, overlay_note: str | None) -> int:
+def _execute(machine, args, checkpointer, overlay_note: str | None, resumed=None) -> int:
     from .interrupts_guard import SigintGuard
     if args.trace:
         machine.trace = lambda line: print(show(line), file=sys.stderr)   # the source file's name
@@ -295,11 +301,17 @@ def _execute(machine, args, checkpointer, overlay_note: str | None) -> int:
         _summarise_checkpoints(checkpointer, overlay_note)
     elif overlay_note:
         _note(overlay_note)
+    if resumed is not None:                    # minivm resume: how the resume went
+        _note(resumed.finish(machine).line())
     if args.timeline:
         _write_timeline(checkpointer, args.timeline)
     if args.json:
+        import json
         from .api import result_of
-        print(result_of(machine, stop.reason, checkpointer).to_json())
+        result = result_of(machine, stop.reason, checkpointer).to_dict()
+        if resumed is not None:
+            result["resume"] = resumed.to_dict()
+        print(json.dumps(result))
     if stop.reason == "halt":
         return machine.regs[0] & 0xFF
     if stop.reason == "fault":
@@ -385,9 +397,12 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
+    import time
     from .disks import PLAIN_MATCH
     from .resume import read_checkpoint, resolve_disk_chain, resume
+    from .resumestats import ResumeStats
     from .store import FileStore
+    started = time.perf_counter()
     ckpt = read_checkpoint(args.checkpoint)
     store = FileStore(args.checkpoint_dir)
     chain = None
@@ -405,12 +420,13 @@ def cmd_resume(args) -> int:
                               console_input=_console_input(args.input),
                               group_blocks=args.cow_group, engine=args.engine,
                               eager=args.eager)
+    stats = ResumeStats.of(machine, args.eager, time.perf_counter() - started, len(ckpt.pages))
     note = None
     if overlay:
         note = (f"disk writes of this resumed run are in {os.path.relpath(overlay)}; the "
                 "checkpointed disk is unchanged")
     _note(f"resuming {os.path.basename(args.checkpoint)} at tick {machine.tick}, pc {machine.pc}")
-    return _execute(machine, args, _make_checkpointer(machine, args), note)
+    return _execute(machine, args, _make_checkpointer(machine, args), note, stats)
 
 
 def cmd_asm(args) -> int:
@@ -523,9 +539,14 @@ def cmd_bench(args) -> int:
     return bench_main(quick=args.quick)
 
 
+def _cmd_compare(args) -> int:
+    from .labcli import cmd_compare
+    return cmd_compare(args)
+
+
 COMMANDS = {"run": cmd_run, "resume": cmd_resume, "asm": cmd_asm, "disasm": cmd_disasm,
             "inspect": cmd_inspect, "disk": cmd_disk, "repl": cmd_repl, "bench": cmd_bench,
-            "export": cmd_export, "demo": cmd_demo}
+            "export": cmd_export, "demo": cmd_demo, "compare": _cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

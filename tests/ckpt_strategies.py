@@ -323,10 +323,13 @@ class Original:
 
 
 def record_output_at_take(machine: Machine, cp: Checkpointer, lengths: list) -> None:
-    """Note how much console output there was when each checkpoint was taken."""
+    """Note how much console output there was when each checkpoint was taken
+    (in precopy mode: at its final stop)."""
     take = cp.take
 
     def take_and_record(*args, **kwargs):
+        if cp.precopy is not None and kwargs.get("staged") is None:
+            return take(*args, **kwargs)    # precopy: a request; its final stop comes here
         before = len(machine.console.sink.data)
         job = take(*args, **kwargs)
         lengths.append(before)
