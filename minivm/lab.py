@@ -450,8 +450,10 @@ def format_sweep(rows: list[SweepRow], memory_size: int) -> str:
                       _us(r.cow.stop_us) if r.cow.tick else "-",
                       ("yes" if r.converged else "no: round limit") if taken else "not taken"])
     first = rows[0] if rows else None
+    from .labguest import touched_pages
+    working = min(SWEEP_WORKING_SET, touched_pages(memory_size))
     head = (f"the lab guest: {format_size(memory_size)} of memory, a working set of "
-            f"{SWEEP_WORKING_SET} pages rewritten at each rate; checkpoint asked for at tick "
+            f"{working} pages rewritten at each rate; checkpoint asked for at tick "
             f"{first.at:,} (after it has touched its memory); pre-copy copies "
             f"{PAGES_PER_SLICE} pages per {SLICE_TICKS:,} ticks and stops at "
             f"{first.threshold} dirty pages or {first.max_rounds} rounds" if first else "")
@@ -459,7 +461,9 @@ def format_sweep(rows: list[SweepRow], memory_size: int) -> str:
 
 
 def sweep_dict(rows: list[SweepRow], memory_size: int) -> dict:
-    return {"memory": memory_size, "working_set": SWEEP_WORKING_SET,
+    from .labguest import touched_pages
+    return {"memory": memory_size,
+            "working_set": min(SWEEP_WORKING_SET, touched_pages(memory_size)),
             "rows": [{"rate": r.rate, "at": r.at, "precopy_rounds": r.precopy.rounds,
                       "final_stop_pages": r.precopy.final_pages,
                       "pages_written_twice": r.precopy.written_twice,

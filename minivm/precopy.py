@@ -43,7 +43,7 @@ SLICE_TICKS = 1000          # guest ticks between two copying slices ...
 PAGES_PER_SLICE = 64        # ... each copying this many pages (64 pages per 1,000 ticks)
 THRESHOLD = 32              # stop when the dirty set is at most this many pages (128 KiB) ...
 MAX_ROUNDS = 8              # ... or after this many rounds, whatever is dirty
-SCAN_PER_PAGE = 64          # round 1: page-table entries scanned per page of budget
+SCAN_PER_PAGE = 4096        # round 1: page-table entries scanned per page of budget
 
 
 class StagedPages(dict):
@@ -217,18 +217,15 @@ class PreCopy:
         if self._todo is None:                      # round 1: every allocated page
             total = memory.page_count
             while budget > 0 and self._pos < total:
-                stop = min(total, self._pos + SCAN_PER_PAGE)
-                for index in range(self._pos, stop):
-                    page = pages[index]
-                    if type(page) is bytearray or (page is None and index in saved):
-                        if budget <= 0:
-                            stop = index               # the next slice starts here
-                            break
-                        self._copy_page(index, memory, staged)
-                        round_.copied += 1
-                        budget -= 1
-                else:
-                    budget -= 1                        # a chunk scanned costs one page
+                start, stop = self._pos, min(total, self._pos + SCAN_PER_PAGE)
+                found = [i for i, page in enumerate(pages[start:stop], start)
+                         if page.__class__ is bytearray or (page is None and i in saved)]
+                if len(found) > budget:
+                    found, stop = found[:budget], found[budget]   # the next slice starts there
+                for index in found:
+                    self._copy_page(index, memory, staged)
+                round_.copied += len(found)
+                budget -= max(len(found), 1)           # a chunk scanned costs one page at least
                 self._pos = stop
             return self._pos >= total
         todo = self._todo
