@@ -263,7 +263,7 @@ def compare(image, *, memory_size: int, disk: str | None = None, engine: str,
 # --- the table and the JSON ---------------------------------------------------------------------
 
 COLUMNS = ("mode", "ckpt tick", "stop window", "rounds", "final-stop pages", "pages twice",
-           "complete after", "guest ticks", "bytes written", "eager 1st instr",
+           "complete after", "guest speed", "bytes written", "eager 1st instr",
            "lazy 1st instr", "pages loaded e/l", "identical")
 
 
