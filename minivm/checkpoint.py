@@ -435,6 +435,22 @@ def merged_note(due: list[int], now: int, start_tick: int) -> str:
             f"{now} for {'it' if len(due) == 1 else 'them'}")
 
 
+def land_future_reads(memory, frozen, queue) -> None:
+    """Stop-and-copy cannot wait for in-flight reads (P5), but it can know
+    what they will deliver: the disk serves requests in issue order, so a
+    read gets the disk as it is now plus the pending writes queued before
+    it. That data goes into the checkpoint's memory only."""
+    written: dict[int, bytes] = {}
+    for request in queue:
+        if request.is_read:
+            data = b"".join(written.get(b) or request.target.read_blocks(b, 1)
+                            for b in request.blocks())
+            memory.land_in_frozen(frozen, request.addr, data)
+        else:
+            for k, b in enumerate(request.blocks()):
+                written[b] = request.data[k * BLOCK_SIZE:(k + 1) * BLOCK_SIZE]
+
+
 class Checkpointer(Hooks):
     """Runs the checkpoint protocol for one machine, and is its hooks object
     (machine.Hooks: the host task, the ``ckpt`` instruction, the DMA rules)."""
@@ -506,9 +522,8 @@ class Checkpointer(Hooks):
     def take(self, origin: str = "repl", name: str | None = None,
              incremental: bool = False, staged=None) -> CheckpointJob:
         """Take a checkpoint now, at an instruction boundary (P1, P2);
-        ``incremental``: only the pages written since the previous one. In
-        precopy mode this starts the rounds (returning a precopy.PreCopyRun),
-        whose final stop comes back here with ``staged``."""
+        ``incremental``: only the pages written since the previous one.
+        Precopy mode: starts the rounds; their final stop comes back with ``staged``."""
         if self.precopy is not None and staged is None:
             return self.precopy.request(origin, name)
         machine = self.machine
@@ -595,7 +610,7 @@ class Checkpointer(Hooks):
         job.p8_drained = drained
         self.jobs.append(job)
         if self.mode == STOP_COPY:                    # baseline: memory saved while stopped
-            self._land_future_reads(frozen, inflight)
+            land_future_reads(machine.memory, frozen, inflight)
             job.inflight_reads.clear()
             job.advance(1 << 30, finish=False)        # all but the last records
         job.pause_seconds = time.perf_counter() - stopped   # ... resume.
@@ -609,21 +624,6 @@ class Checkpointer(Hooks):
             sum(o.cow_faults for o in self._overlays),
             sum(o.writes for o in self._overlays),
             {job.name: job.pages_done for job in self.jobs}))
-
-    def _land_future_reads(self, frozen, queue) -> None:
-        """Stop-and-copy cannot wait for in-flight reads (P5), but it can know
-        what they will deliver: the disk serves requests in issue order, so a
-        read gets the disk as it is now plus the pending writes queued before
-        it. That data goes into the checkpoint's memory only."""
-        written: dict[int, bytes] = {}
-        for request in queue:
-            if request.is_read:
-                data = b"".join(written.get(b) or request.target.read_blocks(b, 1)
-                                for b in request.blocks())
-                self.machine.memory.land_in_frozen(frozen, request.addr, data)
-            else:
-                for k, b in enumerate(request.blocks()):
-                    written[b] = request.data[k * BLOCK_SIZE:(k + 1) * BLOCK_SIZE]
 
     def _pending_read_then_write(self) -> bool:
         """P8 (claim 16): a pending read followed by a pending write to a common block."""

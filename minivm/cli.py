@@ -111,6 +111,19 @@ def _add_engine_option(p: argparse.ArgumentParser) -> None:
                         "hold blocks to (same output, ticks and state)")
 
 
+def _add_resume_memory_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--eager", action="store_true",
+                   help="read every saved memory page before the first instruction, and "
+                        "close the checkpoint file (by default pages are read on the "
+                        "guest's first access to each, and the file stays open meanwhile: "
+                        "use --eager if it is about to be moved or deleted)")
+    p.add_argument("--lazy", action="store_true",
+                   help="read each saved page on the guest's first access to it (the "
+                        "default). With --eager or --lazy given, the run's summary (and "
+                        "--json) reports the time to the first instruction and the pages "
+                        "read by the end")
+
+
 def _add_machine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mem", default="1M", metavar="SIZE",
                    help="memory size, e.g. 64K, 1M, 4G (default 1M)")
@@ -177,14 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-disk", action="store_true",
                    help="also compare each disk file's whole-file SHA-256, where the "
                         "checkpoint recorded one (reads the whole disk; see docs/formats.md)")
-    p.add_argument("--eager", action="store_true",
-                   help="read every saved memory page before the first instruction, and "
-                        "close the checkpoint file (by default pages are read on the "
-                        "guest's first access to each, and the file stays open meanwhile: "
-                        "use --eager if it is about to be moved or deleted)")
-    p.add_argument("--lazy", dest="eager", action="store_false",
-                   help="read each saved page on the guest's first access to it (the "
-                        "default); the run's summary says how many were read")
+    _add_resume_memory_options(p)
     _add_execution_options(p)
 
     from .labcli import add_parser as add_compare_parser
@@ -402,6 +408,8 @@ def cmd_resume(args) -> int:
     from .resume import read_checkpoint, resolve_disk_chain, resume
     from .resumestats import ResumeStats
     from .store import FileStore
+    if args.eager and args.lazy:
+        raise MinivmError("--eager and --lazy are the two ways to resume: give one of them")
     started = time.perf_counter()
     ckpt = read_checkpoint(args.checkpoint)
     store = FileStore(args.checkpoint_dir)
@@ -420,7 +428,10 @@ def cmd_resume(args) -> int:
                               console_input=_console_input(args.input),
                               group_blocks=args.cow_group, engine=args.engine,
                               eager=args.eager)
-    stats = ResumeStats.of(machine, args.eager, time.perf_counter() - started, len(ckpt.pages))
+    stats = None                  # reported when the way to resume was chosen (docs/formats.md)
+    if args.eager or args.lazy:
+        stats = ResumeStats.of(machine, args.eager, time.perf_counter() - started,
+                               len(ckpt.pages))
     note = None
     if overlay:
         note = (f"disk writes of this resumed run are in {os.path.relpath(overlay)}; the "
