@@ -141,3 +141,24 @@ def test_precopy_refuses_incremental(tmp_path):
     machine = new_machine(assemble_text("halt"), Config(), None)
     with pytest.raises(MinivmError, match="not precopy"):
         Checkpointer(machine, FileStore(str(tmp_path)), mode="precopy", incremental=True)
+
+
+def test_the_api_takes_precopy_checkpoints(tmp_path):
+    import minivm
+    big = 4 << 20                         # 992 pages: round 1 takes 16 slices
+    source = lab_source(big, rate=50, steps=300, working_set=8, dma=False)
+    image = minivm.assemble(source)
+    plain = minivm.run(image, mem=big)
+    with minivm.boot(image, mem=big, checkpoint_mode="precopy",
+                     checkpoint_dir=str(tmp_path)) as vm:
+        vm.run(max_ticks=5000)
+        path = vm.checkpoint()            # rounds cut short: the final stop copies the rest
+        job = vm.checkpointer.jobs[0]
+        assert job.tick == 5000 and job.precopy.final_pages > 900
+        assert len(read_checkpoint(path).pages) == 992    # every page it touched
+        rest = vm.run()
+    assert (rest.ticks, rest.regs, rest.output) == (plain.ticks, plain.regs, plain.output)
+    with minivm.restore(path, checkpoint_dir=str(tmp_path / "r")) as again:
+        resumed = again.run()
+    assert (resumed.ticks, resumed.regs) == (plain.ticks, plain.regs)
+    assert plain.output == b"300\n"
