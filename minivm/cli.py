@@ -348,6 +348,8 @@ def _summarise_checkpoints(checkpointer, overlay_note: str | None) -> None:
             delta = (f" (incremental: {job.pages_saved} page(s) written since "
                      f"{job.parent.name}, {job.bytes_written} bytes)" if job.incremental else "")
             _note(f"checkpoint {job.name} at tick {job.tick} -> {job.location}{delta}")
+            if job.precopy is not None:
+                _note(f"  asked for at tick {job.precopy.tick}; {job.precopy.describe()}")
     from .store import MemoryStore
     store = checkpointer.store
     if isinstance(store, MemoryStore) and store.names():       # --checkpoint-store memory

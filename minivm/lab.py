@@ -170,16 +170,19 @@ class Lab:
         final = final_of(machine, stop, bytes(sink.data))
         close_chain(machine.disk.backing, *(r.target for r in machine.disk.queue))
         result.identical_run = not final.differences(plain)
-        jobs = [job for job in cp.jobs if job.status == "complete"]
-        if not jobs:
+        # the checkpoint --at asked for (the program may take others with 'ckpt')
+        taken = [(job, origin, length) for job, (origin, length) in zip(cp.jobs, output_at)
+                 if job.status == "complete"]
+        chosen = [t for t in taken if t[1] == "host"] or taken
+        if not chosen:
             result.note = result.note or "no checkpoint was taken (the run ended first)"
             return result
-        job = jobs[0]
+        job, _, output_before = chosen[0]
         self._measure(result, job)
         for eager in (True, False):
             how = "eager" if eager else "lazy"
             self.progress(f"{mode}: resuming {job.name} {'eagerly' if eager else 'lazily'}")
-            result.resumed[how] = self._resume(job, eager, plain, output_at[0], mode)
+            result.resumed[how] = self._resume(job, eager, plain, output_before, mode)
         return result
 
     def saving_only(self, mode: str, at: int) -> ModeResult:
@@ -227,16 +230,17 @@ class Lab:
         return Resumed(stats, not differs, differs)
 
 
-def _output_at_stop(cp: Checkpointer, sink: BufferSink) -> list[int]:
-    """The console output's length when the checkpoint was taken (in precopy
+def _output_at_stop(cp: Checkpointer, sink: BufferSink) -> list[tuple[str, int]]:
+    """For each checkpoint taken, in order: what asked for it (``host``: --at;
+    ``ckpt``: the program) and the console output's length then (in precopy
     mode at its final stop, the ``take`` with ``staged``)."""
-    lengths: list[int] = []
+    lengths: list[tuple[str, int]] = []
     take = cp.take
 
-    def take_and_note(*args, **kwargs):
+    def take_and_note(origin="repl", *args, **kwargs):
         if cp.precopy is None or kwargs.get("staged") is not None:
-            lengths.append(len(sink.data))
-        return take(*args, **kwargs)
+            lengths.append((origin, len(sink.data)))
+        return take(origin, *args, **kwargs)
 
     cp.take = take_and_note
     return lengths

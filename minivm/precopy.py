@@ -129,7 +129,7 @@ class PreCopyRun:
     def describe(self) -> str:
         dirty = ", ".join(str(r.dirty) for r in self.rounds)
         return (f"pre-copy: {len(self.rounds)} round(s), {self.copies} page copies "
-                f"({self.written_twice} of pages copied before), dirty after each round: "
+                f"({self.written_twice} of them of pages already copied), dirty after each round: "
                 f"{dirty}; {self.final_pages} page(s) copied in the final stop")
 
 
