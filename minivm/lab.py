@@ -289,7 +289,7 @@ def table_rows(c: Comparison) -> list[list[str]]:
         eager, lazy = m.resumed.get("eager"), m.resumed.get("lazy")
         if eager is None:
             rows.append([m.mode, "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-",
-                         "yes" if m.identical_run else "NO"])
+                         "no ckpt"])
             continue
         rows.append([m.mode, f"{m.tick:,}", _us(m.stop_us), _dash(m.rounds),
                      _dash(m.final_pages), _dash(m.written_twice), _ms(m.complete_s),
@@ -323,8 +323,14 @@ def format_comparison(c: Comparison) -> str:
                            + ", ".join(r.differs))
         if not m.identical_run:
             out.append(f"{m.mode}: the run with the checkpoint differs from the uninterrupted one")
-    out.append("every resumed final state is identical to the uninterrupted run" if c.identical
-               else "NOT every resumed final state is identical to the uninterrupted run")
+    missing = [m.mode for m in c.modes if not m.resumed]
+    if missing:
+        out.append(f"no checkpoint was taken in {', '.join(missing)} mode, so there is no "
+                   "resumed state to compare there")
+    elif c.identical:
+        out.append("every resumed final state is identical to the uninterrupted run")
+    else:
+        out.append("NOT every resumed final state is identical to the uninterrupted run")
     return "\n".join(out)
 
 

@@ -199,7 +199,7 @@ class PreCopy:
         try:
             done = self._copy(self.pages_per_slice)
         except (OSError, MinivmError) as exc:
-            self._abandon(f"a page could not be read: {reason(exc)}")
+            self._abandon(f"a page could not be read: {reason(exc)}; the guest keeps running")
             return
         self.current.copy_seconds += time.perf_counter() - started
         self.cp.machine.memory.tidy()
@@ -272,7 +272,7 @@ class PreCopy:
         try:
             job = self.cp.take(run.origin, run.name, staged=self)
         except (OSError, MinivmError) as exc:
-            self._abandon(reason(exc))
+            self._abandon(f"{reason(exc)}; the guest keeps running")
             return
         job.precopy = run
         run.job, run.status = job, "stopped"
@@ -301,7 +301,7 @@ class PreCopy:
             self._tracker = None
         run.status = "abandoned"
         self.cp.report(f"the pre-copy checkpoint asked for at tick {run.tick} was not taken: "
-                       f"{why}; the guest keeps running")
+                       f"{why}")
         self._next()
 
     def _next(self) -> None:
@@ -318,7 +318,9 @@ class PreCopy:
         while self.current is not None:
             if machine.halted or machine.fault is not None:
                 self.waiting.clear()
-                self._abandon("the guest stopped before the pre-copy rounds ended")
+                self._abandon(f"the guest {'halted' if machine.halted else 'faulted'} at tick "
+                              f"{machine.tick}, before the pre-copy rounds ended (ask for it "
+                              "earlier, or give the guest more to do)")
             else:
                 self._end_round_now()
 

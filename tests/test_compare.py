@@ -142,3 +142,20 @@ def test_resume_reports_time_to_first_instruction_and_pages_loaded(tmp_path):
         assert report["pages_loaded"] == 1            # the sieve reads its one page
         assert re.search(rf"resumed {how}ly|resumed {how[:-1]}ily", done.stderr.decode())
         assert re.search(r"first instruction \d+\.\d\d ms", done.stderr.decode())
+
+
+def test_compare_says_when_a_mode_took_no_checkpoint(tmp_path):
+    """Asked for late, pre-copy's rounds cannot end before the halt: no checkpoint,
+    said so, exit status 1 (the table cannot claim the states were compared)."""
+    done = run_cli("compare", str(ROOT / "programs" / "demos" / "strategies.asm"), "--mem", "4M",
+                   "--disk", disk(tmp_path), "--at", "70000", "--json", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr.decode()
+    doc = json.loads(done.stdout)
+    precopy = doc["modes"][2]
+    assert precopy["mode"] == "precopy" and precopy["resume"] == {}
+    assert precopy["checkpoint_tick"] is None and "halted at tick" in precopy["note"]
+    assert doc["modes"][0]["identical"] and doc["modes"][1]["identical"]
+    text = run_cli("compare", str(ROOT / "programs" / "demos" / "strategies.asm"), "--mem",
+                   "4M", "--disk", disk(tmp_path), "--at", "70000", cwd=tmp_path)
+    assert text.returncode == 1
+    assert "no checkpoint was taken in precopy mode" in text.stdout.decode()

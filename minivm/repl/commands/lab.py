@@ -12,7 +12,8 @@ from ..registry import command
 def compare(s, args: str) -> None:
     """
     Runs the loaded program from its start in fresh machines (the session's
-    machine is not touched): once without a checkpoint, then once per
+    machine is not touched; each starts from a copy of the disk file as it is
+    now): once without a checkpoint, then once per
     checkpoint mode - stop-copy (stop and save everything), cow (stop only
     to mark memory copy-on-write, save in the background), precopy (copy
     memory in rounds while the guest runs, stop for what is still dirty) -
