@@ -32,7 +32,8 @@ from .store import FileStore
 
 #: The order of the table: the baseline, the patent's method, live migration's.
 LAB_MODES = (STOP_COPY, COW, PRECOPY)
-MAX_TICKS = 1 << 40
+#: The longest run compare accepts (``--max-steps``): a program must end.
+MAX_TICKS = 100_000_000
 
 
 def default_at(ticks: int) -> int:
@@ -127,8 +128,10 @@ class Lab:
     """Runs one comparison in a scratch folder (removed afterwards)."""
 
     def __init__(self, image, memory_size: int, disk: str | None, engine: str,
-                 progress=None, precopy_options: dict | None = None):
+                 progress=None, precopy_options: dict | None = None,
+                 max_ticks: int = MAX_TICKS):
         self.image, self.memory_size, self.disk, self.engine = image, memory_size, disk, engine
+        self.max_ticks = max_ticks
         self.progress = progress or (lambda text: None)
         self.precopy_options = precopy_options
         self.folder = tempfile.mkdtemp(prefix="minivm-compare-")
@@ -150,8 +153,13 @@ class Lab:
         self.progress("the uninterrupted run")
         machine, sink = self._machine("plain")
         started = time.perf_counter()
-        stop = machine.run(MAX_TICKS)
+        stop = machine.run(self.max_ticks)
         seconds = time.perf_counter() - started
+        if stop.reason == "limit":
+            close_chain(machine.disk.backing)
+            raise MinivmError(f"the program did not end within {self.max_ticks:,} ticks: compare "
+                              "runs it to its end several times (give a larger --max-steps, "
+                              "or a program that halts)")
         final = final_of(machine, stop, bytes(sink.data))
         close_chain(machine.disk.backing)
         return final, seconds
@@ -165,7 +173,7 @@ class Lab:
                           precopy_options=self.precopy_options if mode == PRECOPY else None,
                           report=lambda text: setattr(result, "note", text))
         output_at = _output_at_stop(cp, sink)
-        stop = machine.run(MAX_TICKS)
+        stop = machine.run(self.max_ticks)
         cp.finish_all()
         final = final_of(machine, stop, bytes(sink.data))
         close_chain(machine.disk.backing, *(r.target for r in machine.disk.queue))
@@ -193,7 +201,7 @@ class Lab:
         cp = Checkpointer(machine, FileStore(os.path.join(self.folder, mode)), mode=mode,
                           schedule=[at], report=lambda text: setattr(result, "note", text),
                           precopy_options=self.precopy_options if mode == PRECOPY else None)
-        machine.run(MAX_TICKS)
+        machine.run(self.max_ticks)
         cp.finish_all()
         close_chain(machine.disk.backing, *(r.target for r in machine.disk.queue))
         jobs = [job for job in cp.jobs if job.status == "complete"]
@@ -222,7 +230,7 @@ class Lab:
         machine, _ = resume(ckpt, store, console_sink=sink, console_input=ConsoleInput(b""),
                             engine=self.engine, eager=eager)
         stats = ResumeStats.of(machine, eager, time.perf_counter() - started, len(ckpt.pages))
-        stop = machine.run(MAX_TICKS)
+        stop = machine.run(self.max_ticks)
         stats.finish(machine)
         final = final_of(machine, stop, plain.output[:output_before] + bytes(sink.data))
         close_chain(machine.disk.backing, *(r.target for r in machine.disk.queue))
@@ -248,8 +256,8 @@ def _output_at_stop(cp: Checkpointer, sink: BufferSink) -> list[tuple[str, int]]
 
 def compare(image, *, memory_size: int, disk: str | None = None, engine: str,
             at: int | None = None, progress=None, precopy_options: dict | None = None,
-            modes=LAB_MODES) -> Comparison:
-    lab = Lab(image, memory_size, disk, engine, progress, precopy_options)
+            modes=LAB_MODES, max_ticks: int = MAX_TICKS) -> Comparison:
+    lab = Lab(image, memory_size, disk, engine, progress, precopy_options, max_ticks)
     try:
         plain, seconds = lab.uninterrupted()
         if at is None:

@@ -38,6 +38,9 @@ def add_parser(sub, add_engine_option) -> None:
                         "(default 8,16,32,48,64,96,128)")
     p.add_argument("--precopy-rate", type=int, default=None, metavar="PAGES",
                    help="pages pre-copy copies per 1,000 ticks (default 64)")
+    p.add_argument("--max-steps", type=int, default=None, metavar="N",
+                   help="refuse a program that has not ended after N ticks "
+                        "(default 100,000,000)")
     add_engine_option(p)
 
 
@@ -48,7 +51,7 @@ def cmd_compare(args) -> int:
     options = {}
     if args.precopy_rate is not None:
         if not 1 <= args.precopy_rate <= 1 << 20:
-            raise MinivmError(f"--precopy-rate {args.precopy_rate}: give 1 or more pages")
+            raise MinivmError(f"--precopy-rate {args.precopy_rate}: give 1 to 1,048,576 pages")
         options = {"pages_per_slice": args.precopy_rate, "slice_ticks": 1000}
     if args.sweep is not None:
         return _sweep(args, options)
@@ -56,11 +59,14 @@ def cmd_compare(args) -> int:
         raise MinivmError("compare needs a program (or --sweep, which runs the built-in guest)")
     if args.at is not None and args.at < 0:
         raise MinivmError(f"--at {args.at}: give a tick of 0 or more")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise MinivmError(f"--max-steps {args.max_steps}: give 1 or more ticks")
     from .program import load_program
     image = load_program(args.program)
     result = lab.compare(image, memory_size=parse_size(args.mem or "1M", "memory size"),
                          disk=args.disk, engine=args.engine, at=args.at, progress=_progress,
-                         precopy_options=options or None)
+                         precopy_options=options or None,
+                         max_ticks=args.max_steps or lab.MAX_TICKS)
     print(json.dumps(lab.comparison_dict(result)) if args.json
           else lab.format_comparison(result))
     if args.svg:

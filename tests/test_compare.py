@@ -100,7 +100,9 @@ def test_compare_exits_non_zero_when_a_resumed_state_differs(tmp_path, monkeypat
 
 
 def test_compare_errors_are_one_paragraph(tmp_path):
+    (tmp_path / "loop.asm").write_text("loop: jmp loop\n")
     for args, words in ((["compare"], "needs a program"),
+                        (["compare", "loop.asm", "--max-steps", "5000"], "did not end within"),
                         (["compare", SIEVE, "--at", "99999999"], "ends at tick 11470"),
                         (["compare", "--sweep", "8,x"], "not a whole number"),
                         (["compare", SIEVE, "--sweep"], "give no program")):
