@@ -119,9 +119,9 @@ def _add_resume_memory_options(p: argparse.ArgumentParser) -> None:
                         "use --eager if it is about to be moved or deleted)")
     p.add_argument("--lazy", action="store_true",
                    help="read each saved page on the guest's first access to it (the "
-                        "default). With --eager or --lazy given, the run's summary (and "
-                        "--json) reports the time to the first instruction and the pages "
-                        "read by the end")
+                        "default). With --eager or --lazy given, the run's summary "
+                        "reports the time to the first instruction and the pages read by "
+                        "the end (--json always does)")
 
 
 def _add_machine_options(p: argparse.ArgumentParser) -> None:
@@ -308,7 +308,9 @@ def _execute(machine, args, checkpointer, overlay_note: str | None, resumed=None
     elif overlay_note:
         _note(overlay_note)
     if resumed is not None:                    # minivm resume: how the resume went
-        _note(resumed.finish(machine).line())
+        resumed.finish(machine)
+        if resumed.announce:
+            _note(resumed.line())
     if args.timeline:
         _write_timeline(checkpointer, args.timeline)
     if args.json:
@@ -430,10 +432,8 @@ def cmd_resume(args) -> int:
                               console_input=_console_input(args.input),
                               group_blocks=args.cow_group, engine=args.engine,
                               eager=args.eager)
-    stats = None                  # reported when the way to resume was chosen (docs/formats.md)
-    if args.eager or args.lazy:
-        stats = ResumeStats.of(machine, args.eager, time.perf_counter() - started,
-                               len(ckpt.pages))
+    stats = ResumeStats.of(machine, args.eager, time.perf_counter() - started, len(ckpt.pages))
+    stats.announce = args.eager or args.lazy      # the summary line (docs/formats.md)
     note = None
     if overlay:
         note = (f"disk writes of this resumed run are in {os.path.relpath(overlay)}; the "

@@ -21,6 +21,7 @@ class ResumeStats:
     first_instruction_s: float      # host seconds until the first instruction can run
     pages_saved: int                # pages the checkpoint holds
     pages_loaded: int = 0           # pages read from it by the end of the run
+    announce: bool = True           # minivm resume: print the summary line
 
     @classmethod
     def of(cls, machine, eager: bool, seconds: float, pages_saved: int) -> "ResumeStats":

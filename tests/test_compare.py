@@ -161,3 +161,10 @@ def test_compare_says_when_a_mode_took_no_checkpoint(tmp_path):
                    "4M", "--disk", disk(tmp_path), "--at", "70000", cwd=tmp_path)
     assert text.returncode == 1
     assert "no checkpoint was taken in precopy mode" in text.stdout.decode()
+
+
+def test_resume_json_always_says_how_it_resumed(tmp_path):
+    run_cli("run", SIEVE, "--checkpoint-at", "2000", "--checkpoint-dir", "ck", cwd=tmp_path)
+    done = run_cli("resume", "ck/ckpt-0001.mvc", "--checkpoint-dir", "ck", "--json", cwd=tmp_path)
+    assert json.loads(done.stdout)["resume"]["mode"] == "lazy"
+    assert "first instruction" not in done.stderr.decode()     # the line: only when chosen
