@@ -8,7 +8,8 @@ and stop only to copy what the last round left dirty.
   entry is cleared (``Memory.protect_all``: one table swap, as ``share`` does)
   so that the first store to each page is seen by the same slow path that
   makes COW faults, and every allocated page is copied into the *staging
-  copy*, PAGES_PER_SLICE pages every SLICE_TICKS guest ticks.
+  copy*, PAGES_PER_SLICE pages every SLICE_TICKS guest ticks, the first
+  slice at once (a guest whose pages fit in it stops at once, nothing dirty).
 * When a round has copied its pages, the tracker holds the pages written
   meanwhile: the *dirty set*. It becomes the next round's work (the tracker
   is swapped for a fresh one and only those pages are protected again),
