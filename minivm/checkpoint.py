@@ -399,6 +399,37 @@ class WriteLog:
             self._last = job
 
 
+def seal_layers(checkpointer: "Checkpointer", fingerprints: dict, force: bool = False) -> None:
+    """Fingerprint each disk layer below the live one, bottom up, once no
+    pending request can change it any more (``force``: now, the run is over),
+    into ``fingerprints`` (P5: the checkpointed disk is final once the writes
+    in flight at the checkpoint are done; P10); a layer that cannot be
+    fingerprinted fails the checkpoints that name it."""
+    top = checkpointer.machine.disk.backing
+    if top is None:
+        return
+    chain = top.chain()
+    for i in range(len(chain) - 1, 0, -1):        # bottom up; the top is live
+        layer = chain[i]
+        if id(layer) in fingerprints:
+            continue
+        if not force and checkpointer.machine.disk.pending_for(layer):
+            return
+        try:
+            layer.sync()
+            fingerprint = layer.fingerprint()
+            chain[i - 1].set_parent_fingerprint(fingerprint)
+        except (OSError, MinivmError) as exc:
+            # The checkpoints that name this layer cannot be completed:
+            # each fails (reported), and the guest goes on.
+            for job in checkpointer.saving():
+                if job.chain is not None and any(x is layer for x in job.chain):
+                    job._fail(exc)
+            return
+        fingerprints[id(layer)] = fingerprint
+        layer.park()                              # only read from now on: close it
+
+
 def choose_parent(previous, location: str, dirty: set | None):
     """The parent an incremental checkpoint at ``location`` can have, and the
     pages it must store: ``previous``, the last checkpoint in a file, if it
@@ -673,29 +704,7 @@ class Checkpointer(Hooks):
 
     # --- disk layers: fingerprint each once nothing more can change it (P5, P10) ----------------
     def seal_layers(self, force: bool = False) -> None:
-        top = self.machine.disk.backing
-        if top is None:
-            return
-        chain = top.chain()
-        for i in range(len(chain) - 1, 0, -1):        # bottom up; the top is live
-            layer = chain[i]
-            if id(layer) in self._fingerprints:
-                continue
-            if not force and self.machine.disk.pending_for(layer):
-                return
-            try:
-                layer.sync()
-                fingerprint = layer.fingerprint()
-                chain[i - 1].set_parent_fingerprint(fingerprint)
-            except (OSError, MinivmError) as exc:
-                # The checkpoints that name this layer cannot be completed:
-                # each fails (reported), and the guest goes on.
-                for job in self.saving():
-                    if job.chain is not None and any(x is layer for x in job.chain):
-                        job._fail(exc)
-                return
-            self._fingerprints[id(layer)] = fingerprint
-            layer.park()                              # only read from now on: close it
+        seal_layers(self, self._fingerprints, force)      # (below the WriteLog class)
 
     def chain_sealed(self, chain) -> bool:
         return chain is None or all(id(layer) in self._fingerprints for layer in chain)
