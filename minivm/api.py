@@ -87,6 +87,9 @@ class Result:
     regs: list[int]
     fault: Fault | None = None
     checkpoints: list[str] = field(default_factory=list)
+    #: how a resumed run was resumed (``minivm resume``: resumestats.ResumeStats
+    #: as a dict), None for any other run
+    resume: dict | None = None
 
     @property
     def halted(self) -> bool:

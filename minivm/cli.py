@@ -314,12 +314,11 @@ def _execute(machine, args, checkpointer, overlay_note: str | None, resumed=None
     if args.timeline:
         _write_timeline(checkpointer, args.timeline)
     if args.json:
-        import json
         from .api import result_of
-        result = result_of(machine, stop.reason, checkpointer).to_dict()
+        result = result_of(machine, stop.reason, checkpointer)
         if resumed is not None:
-            result["resume"] = resumed.to_dict()
-        print(json.dumps(result))
+            result.resume = resumed.to_dict()
+        print(result.to_json())
     if stop.reason == "halt":
         return machine.regs[0] & 0xFF
     if stop.reason == "fault":
