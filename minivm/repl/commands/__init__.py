@@ -2,4 +2,4 @@
 this package registers them all in :data:`minivm.repl.registry.COMMANDS`, in
 the order 'help' shows them."""
 
-from . import running, timetravel, breakpoints, catch, inspecting, checkpoints, session  # noqa: F401
+from . import running, timetravel, breakpoints, catch, inspecting, checkpoints, lab, session  # noqa: F401
