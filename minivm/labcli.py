@@ -63,6 +63,9 @@ def cmd_compare(args) -> int:
         raise MinivmError(f"--max-steps {args.max_steps}: give 1 or more ticks")
     from .program import load_program
     image = load_program(args.program)
+    if args.disk is not None:                 # every mode copies it: say so first, as run does
+        from .disks import check_regular_file
+        check_regular_file(args.disk, "disk file")
     result = lab.compare(image, memory_size=parse_size(args.mem or "1M", "memory size"),
                          disk=args.disk, engine=args.engine, at=args.at, progress=_progress,
                          precopy_options=options or None,

@@ -105,7 +105,10 @@ def test_compare_errors_are_one_paragraph(tmp_path):
                         (["compare", "loop.asm", "--max-steps", "5000"], "did not end within"),
                         (["compare", SIEVE, "--at", "99999999"], "ends at tick 11470"),
                         (["compare", "--sweep", "8,x"], "not a whole number"),
-                        (["compare", SIEVE, "--sweep"], "give no program")):
+                        (["compare", SIEVE, "--sweep"], "give no program"),
+                        # as 'run' says it, before any run starts
+                        (["compare", SIEVE, "--disk", "nope.img"],
+                         "disk file 'nope.img' does not exist")):
         done = run_cli(*args, cwd=tmp_path)
         err = done.stderr.decode()
         assert done.returncode != 0 and words in err and "Traceback" not in err, (args, err)
