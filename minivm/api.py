@@ -87,6 +87,9 @@ class Result:
     regs: list[int]
     fault: Fault | None = None
     checkpoints: list[str] = field(default_factory=list)
+    #: how a resumed run was resumed (``minivm resume``: resumestats.ResumeStats
+    #: as a dict), None for any other run
+    resume: dict | None = None
 
     @property
     def halted(self) -> bool:
@@ -115,10 +118,11 @@ class VM:
     """
 
     def __init__(self, machine: Machine, checkpoint_dir: str | None = None,
-                 history: bool = False):
+                 history: bool = False, checkpoint_mode: str = "cow"):
         self.machine = machine
         self.checkpoint_dir = checkpoint_dir or tempfile.mkdtemp(prefix="minivm-")
-        self.checkpointer = Checkpointer(machine, FileStore(self.checkpoint_dir))
+        self.checkpointer = Checkpointer(machine, FileStore(self.checkpoint_dir),
+                                         mode=checkpoint_mode)
         self.history = History(machine, self.checkpointer) if history else None
         self._closed = False
 
@@ -225,7 +229,7 @@ class VM:
             finally:
                 cp.store = home
         self.checkpointer.finish_all()
-        return self._done(job)
+        return self._done(getattr(job, "job", job))   # precopy: the job of its final stop
 
     @staticmethod
     def _done(job) -> str:
@@ -278,10 +282,11 @@ def _fault(fault: GuestFault | None) -> Fault | None:
 
 def boot(program, *, mem: str | int = "1M", disk: str | None = None, input: bytes = b"",
          engine: str = DEFAULT_ENGINE, checkpoint_dir: str | None = None,
-         history: bool = False) -> VM:
+         history: bool = False, checkpoint_mode: str = "cow") -> VM:
     """A fresh machine at tick 0 running ``program`` (a path or an Image).
     ``disk`` is a raw disk image the guest writes to; ``history`` records the
-    run for :meth:`VM.goto` / :meth:`VM.reverse_step`."""
+    run for :meth:`VM.goto` / :meth:`VM.reverse_step`; ``checkpoint_mode``
+    is ``cow``, ``stop-copy`` or ``precopy``, as ``--checkpoint-mode``."""
     image = load(program)
     size = parse_size(mem, "memory size") if isinstance(mem, str) else int(mem)
     layer = open_disk(disk) if disk else None
@@ -291,7 +296,7 @@ def boot(program, *, mem: str | int = "1M", disk: str | None = None, input: byte
     except BaseException:
         close_chain(layer)
         raise
-    return VM(machine, checkpoint_dir, history)
+    return VM(machine, checkpoint_dir, history, checkpoint_mode)
 
 
 def run(program, *, input: bytes = b"", max_ticks: int | None = None,
@@ -304,7 +309,8 @@ def run(program, *, input: bytes = b"", max_ticks: int | None = None,
 
 
 def restore(checkpoint: str, *, input: bytes = b"", engine: str = DEFAULT_ENGINE,
-            checkpoint_dir: str | None = None, history: bool = False) -> VM:
+            checkpoint_dir: str | None = None, history: bool = False,
+            checkpoint_mode: str = "cow") -> VM:
     """A machine rebuilt from a checkpoint file, ready to go on, as ``minivm
     resume`` does (its disk writes go to a fresh overlay in ``checkpoint_dir``).
     ``input`` is the console input from the checkpoint's point on. (Named
@@ -313,7 +319,7 @@ def restore(checkpoint: str, *, input: bytes = b"", engine: str = DEFAULT_ENGINE
     folder = checkpoint_dir or tempfile.mkdtemp(prefix="minivm-")
     machine, _ = _resume(ckpt, FileStore(folder), console_sink=BufferSink(),
                          console_input=ConsoleInput(bytes(input)), engine=engine)
-    return VM(machine, folder, history)
+    return VM(machine, folder, history, checkpoint_mode)
 
 
 #: The pytest plugin's fixture offers it under the command line's name too.

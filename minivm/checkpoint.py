@@ -66,7 +66,8 @@ from .memory import PAGE_SIZE
 from .disks import MAX_CHAIN, Overlay, commit_overlay
 from .errors import MinivmError, reason
 from .machine import Hooks, Machine
-from .modes import COW, MODES, STOP_COPY  # noqa: F401  (checkpoint.MODES, as before)
+from .modes import COW, MODES, PRECOPY, STOP_COPY  # noqa: F401  (checkpoint.MODES, as before)
+from .precopy import PreCopy
 from .store import CheckpointStore, StoreError
 
 SLICE_TICKS = 2048          # guest ticks between two background-save batches ...
@@ -179,6 +180,7 @@ class CheckpointJob:
         self.started = time.perf_counter()
         self.finished: float | None = None
         self.finished_tick: int | None = None
+        self.precopy = None                # precopy.PreCopyRun: the rounds before the stop
         self._scan = 0
         self._stage = "state"
         self._writer = CheckpointWriter(pending.file, {"name": name, "tick": self.tick},
@@ -409,6 +411,37 @@ class WriteLog:
             self._last = job
 
 
+def seal_layers(checkpointer: "Checkpointer", fingerprints: dict, force: bool = False) -> None:
+    """Fingerprint each disk layer below the live one, bottom up, once no
+    pending request can change it any more (``force``: now, the run is over),
+    into ``fingerprints`` (P5: the checkpointed disk is final once the writes
+    in flight at the checkpoint are done; P10); a layer that cannot be
+    fingerprinted fails the checkpoints that name it."""
+    top = checkpointer.machine.disk.backing
+    if top is None:
+        return
+    chain = top.chain()
+    for i in range(len(chain) - 1, 0, -1):        # bottom up; the top is live
+        layer = chain[i]
+        if id(layer) in fingerprints:
+            continue
+        if not force and checkpointer.machine.disk.pending_for(layer):
+            return
+        try:
+            layer.sync()
+            fingerprint = layer.fingerprint()
+            chain[i - 1].set_parent_fingerprint(fingerprint)
+        except (OSError, MinivmError) as exc:
+            # The checkpoints that name this layer cannot be completed:
+            # each fails (reported), and the guest goes on.
+            for job in checkpointer.saving():
+                if job.chain is not None and any(x is layer for x in job.chain):
+                    job._fail(exc)
+            return
+        fingerprints[id(layer)] = fingerprint
+        layer.park()                              # only read from now on: close it
+
+
 def choose_parent(previous, location: str, dirty: set | None):
     """The parent an incremental checkpoint at ``location`` can have, and the
     pages it must store: ``previous``, the last checkpoint in a file, if it
@@ -504,6 +537,22 @@ def disk_cow_step(request, completed, default_group: int) -> tuple[str, str]:
     return "P3", f"write #{request.id} copies group {where} into the overlay"
 
 
+def land_future_reads(memory, frozen, queue) -> None:
+    """Stop-and-copy cannot wait for in-flight reads (P5), but it can know
+    what they will deliver: the disk serves requests in issue order, so a
+    read gets the disk as it is now plus the pending writes queued before
+    it. That data goes into the checkpoint's memory only."""
+    written: dict[int, bytes] = {}
+    for request in queue:
+        if request.is_read:
+            data = b"".join(written.get(b) or request.target.read_blocks(b, 1)
+                            for b in request.blocks())
+            memory.land_in_frozen(frozen, request.addr, data)
+        else:
+            for k, b in enumerate(request.blocks()):
+                written[b] = request.data[k * BLOCK_SIZE:(k + 1) * BLOCK_SIZE]
+
+
 class _DiskCommit:
     """P10 for :class:`Checkpointer`: commit the overlay into its parent while
     the VM keeps running (a part of the checkpointer, kept apart for size)."""
@@ -556,7 +605,8 @@ class Checkpointer(_DiskCommit, Hooks):
 
     def __init__(self, machine: Machine, store: CheckpointStore, *, mode: str = COW,
                  group_blocks: int = 8, schedule=(), pages_per_slice: int | None = None,
-                 slice_ticks: int = SLICE_TICKS, report=None, incremental: bool = False):
+                 slice_ticks: int = SLICE_TICKS, report=None, incremental: bool = False,
+                 precopy_options: dict | None = None):
         if mode not in MODES:
             raise MinivmError(f"unknown checkpoint mode '{mode}' (use {' or '.join(MODES)})")
         self.machine = machine
@@ -587,6 +637,7 @@ class Checkpointer(_DiskCommit, Hooks):
         self.last_commit = ""
         self.incremental = incremental   # ckpt and --checkpoint-at take incremental ones
         self._writes = WriteLog()
+        self.precopy = PreCopy(self, **(precopy_options or {})) if mode == PRECOPY else None
         machine.hooks = self
 
     def on_ckpt(self, machine: Machine) -> None:
@@ -621,9 +672,12 @@ class Checkpointer(_DiskCommit, Hooks):
 
     # --- the protocol ----------------------------------------------------------------
     def take(self, origin: str = "repl", name: str | None = None,
-             incremental: bool = False) -> CheckpointJob:
+             incremental: bool = False, staged=None) -> CheckpointJob:
         """Take a checkpoint now, at an instruction boundary (P1, P2);
-        ``incremental``: only the pages written since the previous one."""
+        ``incremental``: only the pages written since the previous one.
+        Precopy mode: starts the rounds; their final stop comes back with ``staged``."""
+        if self.precopy is not None and staged is None:
+            return self.precopy.request(origin, name)
         machine = self.machine
         if self._commit is not None:
             raise MinivmError("a disk commit is waiting for pending writes (P10); take the "
@@ -658,7 +712,8 @@ class Checkpointer(_DiskCommit, Hooks):
         collecting = gc.isenabled()
         gc.disable()          # no garbage collection pass inside the stop window
         try:
-            job = self._stop(seq, name, origin, disk, overlay, pending, location, incremental)
+            job = self._stop(seq, name, origin, disk, overlay, pending, location, incremental,
+                             staged)
         finally:
             if collecting:
                 gc.enable()
@@ -684,7 +739,7 @@ class Checkpointer(_DiskCommit, Hooks):
         return job
 
     def _stop(self, seq, name, origin, disk, overlay, pending, location,
-              incremental: bool = False) -> "CheckpointJob":
+              incremental: bool = False, staged=None) -> "CheckpointJob":
         """P2: everything done with the VM stopped; returns the new job, its
         stop window measured (``pause_seconds``)."""
         machine = self.machine
@@ -692,7 +747,8 @@ class Checkpointer(_DiskCommit, Hooks):
         drained = 0
         if pending_read_then_write(machine.disk.queue):   # P8
             drained = machine.drain_disk()
-        frozen = machine.memory.share()               # ... mark memory COW ...
+        # ... mark memory COW (precopy: complete the staging copy instead) ...
+        frozen = machine.memory.share() if staged is None else staged.freeze()
         dirty, previous = self._writes.at_stop(machine.memory, location)   # (incremental)
         state = machine.save_state()                  # ... save device state to memory ...
         inflight = list(machine.disk.queue)
@@ -707,7 +763,7 @@ class Checkpointer(_DiskCommit, Hooks):
         job.p8_drained = drained
         self.jobs.append(job)
         if self.mode == STOP_COPY:                    # baseline: memory saved while stopped
-            self._land_future_reads(frozen, inflight)
+            land_future_reads(machine.memory, frozen, inflight)
             job.inflight_reads.clear()
             job.advance(1 << 30, finish=False)        # all but the last records
         job.pause_seconds = time.perf_counter() - stopped   # ... resume.
@@ -722,20 +778,6 @@ class Checkpointer(_DiskCommit, Hooks):
             sum(o.writes for o in self._overlays),
             {job.name: job.pages_done for job in self.jobs}))
 
-    def _land_future_reads(self, frozen, queue) -> None:
-        """Stop-and-copy cannot wait for in-flight reads (P5), but it can know
-        what they will deliver: the disk serves requests in issue order, so a
-        read gets the disk as it is now plus the pending writes queued before
-        it. That data goes into the checkpoint's memory only."""
-        written: dict[int, bytes] = {}
-        for request in queue:
-            if request.is_read:
-                data = b"".join(written.get(b) or request.target.read_blocks(b, 1)
-                                for b in request.blocks())
-                self.machine.memory.land_in_frozen(frozen, request.addr, data)
-            else:
-                for k, b in enumerate(request.blocks()):
-                    written[b] = request.data[k * BLOCK_SIZE:(k + 1) * BLOCK_SIZE]
 
     # --- in-flight DMA rules (machine.Hooks; the machine's DMA port calls these) ---
     def before_read_issued(self, request) -> None:
@@ -774,29 +816,7 @@ class Checkpointer(_DiskCommit, Hooks):
 
     # --- disk layers: fingerprint each once nothing more can change it (P5, P10) ----------------
     def seal_layers(self, force: bool = False) -> None:
-        top = self.machine.disk.backing
-        if top is None:
-            return
-        chain = top.chain()
-        for i in range(len(chain) - 1, 0, -1):        # bottom up; the top is live
-            layer = chain[i]
-            if id(layer) in self._fingerprints:
-                continue
-            if not force and self.machine.disk.pending_for(layer):
-                return
-            try:
-                layer.sync()
-                fingerprint = layer.fingerprint()
-                chain[i - 1].set_parent_fingerprint(fingerprint)
-            except (OSError, MinivmError) as exc:
-                # The checkpoints that name this layer cannot be completed:
-                # each fails (reported), and the guest goes on.
-                for job in self.saving():
-                    if job.chain is not None and any(x is layer for x in job.chain):
-                        job._fail(exc)
-                return
-            self._fingerprints[id(layer)] = fingerprint
-            layer.park()                              # only read from now on: close it
+        seal_layers(self, self._fingerprints, force)      # (below the WriteLog class)
 
     def chain_sealed(self, chain) -> bool:
         return chain is None or all(id(layer) in self._fingerprints for layer in chain)
@@ -811,6 +831,8 @@ class Checkpointer(_DiskCommit, Hooks):
             candidates.append(self._schedule[0])
         if self._next_slice is not None:
             candidates.append(self._next_slice)
+        if self.precopy is not None and self.precopy.next_slice is not None:
+            candidates.append(self.precopy.next_slice)
         return min(candidates) if candidates else None
 
     def run_due(self, machine: Machine) -> None:
@@ -822,6 +844,8 @@ class Checkpointer(_DiskCommit, Hooks):
             if due[0] < now:
                 self.report(merged_note([t for t in due if t < now], now, self._start_tick))
             self._take_or_report("host")
+        if self.precopy is not None:
+            self.precopy.run_due(now)
         if self._next_slice is not None and self._next_slice <= now:
             self.background_slice()
 
@@ -919,6 +943,8 @@ class Checkpointer(_DiskCommit, Hooks):
 
     def finish_all(self) -> None:
         """Complete every checkpoint still saving (the run is over)."""
+        if self.precopy is not None:
+            self.precopy.stop_now()
         for job in self.saving():
             job.force_finish()
         if self.jobs:

@@ -72,7 +72,9 @@ def _add_execution_options(p: argparse.ArgumentParser) -> None:
                         "(costs the guest no tick)")
     p.add_argument("--checkpoint-mode", choices=MODES, default=COW,
                    help="cow: stop briefly and save in the background (default); "
-                        "stop-copy: save everything while stopped (baseline)")
+                        "stop-copy: save everything while stopped (baseline); "
+                        "precopy: copy memory in rounds while the guest runs, then stop "
+                        "to copy the last dirty pages (docs/protocol.md)")
     p.add_argument("--save-rate", type=_positive_int, default=None, metavar="PAGES",
                    help="save exactly PAGES pages per background batch (every 2,048 "
                         "ticks at most), so the save's progress is the same on any host; "
@@ -107,6 +109,19 @@ def _add_engine_option(p: argparse.ArgumentParser) -> None:
                    help="blocks (the default): hot code compiled to Python functions; "
                         "interp: one instruction at a time, the reference the tests "
                         "hold blocks to (same output, ticks and state)")
+
+
+def _add_resume_memory_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--eager", action="store_true",
+                   help="read every saved memory page before the first instruction, and "
+                        "close the checkpoint file (by default pages are read on the "
+                        "guest's first access to each, and the file stays open meanwhile: "
+                        "use --eager if it is about to be moved or deleted)")
+    p.add_argument("--lazy", action="store_true",
+                   help="read each saved page on the guest's first access to it (the "
+                        "default). With --eager or --lazy given, the run's summary "
+                        "reports the time to the first instruction and the pages read by "
+                        "the end (--json always does)")
 
 
 def _add_machine_options(p: argparse.ArgumentParser) -> None:
@@ -182,12 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-disk", action="store_true",
                    help="also compare each disk file's whole-file SHA-256, where the "
                         "checkpoint recorded one (reads the whole disk; see docs/formats.md)")
-    p.add_argument("--eager", action="store_true",
-                   help="read every saved memory page before the first instruction, and "
-                        "close the checkpoint file (by default pages are read on the "
-                        "guest's first access to each, and the file stays open meanwhile: "
-                        "use --eager if it is about to be moved or deleted)")
+    _add_resume_memory_options(p)
     _add_execution_options(p)
+
+    from .labcli import add_parser as add_compare_parser
+    add_compare_parser(sub, _add_engine_option)
 
     p = sub.add_parser("inspect", help="show what a checkpoint holds",
                        description="Print a readable summary of a checkpoint file. The "
@@ -295,7 +309,7 @@ def _console_input(path: str | None):
     return ConsoleInput(stream=stream)
 
 
-def _execute(machine, args, checkpointer, overlay_note: str | None) -> int:
+def _execute(machine, args, checkpointer, overlay_note: str | None, resumed=None) -> int:
     from .interrupts_guard import SigintGuard
     if args.trace:
         machine.trace = lambda line: print(show(line), file=sys.stderr)   # the source file's name
@@ -310,12 +324,19 @@ def _execute(machine, args, checkpointer, overlay_note: str | None) -> int:
         _summarise_checkpoints(checkpointer, overlay_note)
     elif overlay_note:
         _note(overlay_note)
+    if resumed is not None:                    # minivm resume: how the resume went
+        resumed.finish(machine)
+        if resumed.announce:
+            _note(resumed.line())
     status = _report_stop(machine, stop, args)     # a fault first: it may be why ...
     if args.timeline:
         _write_timeline(checkpointer, args.timeline)   # ... no timeline could be drawn
     if args.json:
         from .api import result_of
-        print(result_of(machine, stop.reason, checkpointer).to_json())
+        result = result_of(machine, stop.reason, checkpointer)
+        if resumed is not None:
+            result.resume = resumed.to_dict()
+        print(result.to_json())
     return status
 
 
@@ -351,6 +372,8 @@ def _summarise_checkpoints(checkpointer, overlay_note: str | None) -> None:
             delta = (f" (incremental: {job.pages_saved} page(s) written since "
                      f"{job.parent.name}, {job.bytes_written} bytes)" if job.incremental else "")
             _note(f"checkpoint {job.name} at tick {job.tick} -> {job.location}{delta}")
+            if job.precopy is not None:
+                _note(f"  asked for at tick {job.precopy.tick}; {job.precopy.describe()}")
     from .store import MemoryStore
     store = checkpointer.store
     if isinstance(store, MemoryStore) and store.names():       # --checkpoint-store memory
@@ -406,9 +429,14 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
+    import time
     from .disks import PLAIN_MATCH
     from .resume import read_checkpoint, resolve_disk_chain, resume
+    from .resumestats import ResumeStats
     from .store import FileStore
+    if args.eager and args.lazy:
+        raise MinivmError("--eager and --lazy are the two ways to resume: give one of them")
+    started = time.perf_counter()
     ckpt = read_checkpoint(args.checkpoint)
     store = FileStore(args.checkpoint_dir)
     chain = None
@@ -426,12 +454,14 @@ def cmd_resume(args) -> int:
                               console_input=_console_input(args.input),
                               group_blocks=args.cow_group, engine=args.engine,
                               eager=args.eager)
+    stats = ResumeStats.of(machine, args.eager, time.perf_counter() - started, len(ckpt.pages))
+    stats.announce = args.eager or args.lazy      # the summary line (docs/formats.md)
     note = None
     if overlay:
         note = (f"disk writes of this resumed run are in {os.path.relpath(overlay)}; the "
                 "checkpointed disk is unchanged")
     _note(f"resuming {os.path.basename(args.checkpoint)} at tick {machine.tick}, pc {machine.pc}")
-    return _execute(machine, args, _make_checkpointer(machine, args), note)
+    return _execute(machine, args, _make_checkpointer(machine, args), note, stats)
 
 
 def cmd_asm(args) -> int:
@@ -548,9 +578,14 @@ def cmd_bench(args) -> int:
     return bench_main(quick=args.quick)
 
 
+def _cmd_compare(args) -> int:
+    from .labcli import cmd_compare
+    return cmd_compare(args)
+
+
 COMMANDS = {"run": cmd_run, "resume": cmd_resume, "asm": cmd_asm, "disasm": cmd_disasm,
             "inspect": cmd_inspect, "disk": cmd_disk, "repl": cmd_repl, "bench": cmd_bench,
-            "export": cmd_export, "demo": cmd_demo}
+            "export": cmd_export, "demo": cmd_demo, "compare": _cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

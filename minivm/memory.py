@@ -258,6 +258,15 @@ class Memory:
         for index in indexes:
             writable[index] = None
 
+    def protect_all(self) -> None:
+        """:meth:`protect` every page, in O(1) as :meth:`share` does (a ready,
+        all-None write table; the old one is cleared by :meth:`tidy`), with no
+        checkpoint view: pre-copy's start (precopy.py)."""
+        table = self._spare if self._spare is not None else [None] * self.page_count
+        self._spare = None
+        self._retired_tables.append(self.writable)
+        self.writable = table
+
     def install_pages(self, versions: dict) -> None:
         """Time travel: page *i* becomes ``versions[i]`` (a page object, or
         None for a lazily resumed page still in the file), not writable in

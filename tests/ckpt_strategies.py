@@ -311,6 +311,7 @@ class Original:
     jobs: list = field(default_factory=list)
     output_at: list = field(default_factory=list)   # console bytes when each job was taken
     engine: str = DEFAULT_ENGINE                     # what it ran on; its resumes run on it too
+    precopy_options: dict | None = None              # precopy mode: its rounds' parameters
 
     def output_after(self, job) -> bytes:
         """What the original run printed after it took ``job``."""
@@ -322,10 +323,13 @@ class Original:
 
 
 def record_output_at_take(machine: Machine, cp: Checkpointer, lengths: list) -> None:
-    """Note how much console output there was when each checkpoint was taken."""
+    """Note how much console output there was when each checkpoint was taken
+    (in precopy mode: at its final stop)."""
     take = cp.take
 
     def take_and_record(*args, **kwargs):
+        if cp.precopy is not None and kwargs.get("staged") is None:
+            return take(*args, **kwargs)    # precopy: a request; its final stop comes here
         before = len(machine.console.sink.data)
         job = take(*args, **kwargs)
         lengths.append(before)
@@ -354,11 +358,13 @@ def run_original(image: Image, config: Config, folder: Path, *, mode: str, sched
     final = final_state(machine, stop)
     if not keep_open:
         close_disks(machine)
-    return Original(machine, cp, final, disk_path, folder, list(cp.jobs), lengths, config.engine)
+    return Original(machine, cp, final, disk_path, folder, list(cp.jobs), lengths, config.engine,
+                    checkpointer_options.get("precopy_options"))
 
 
 def resume_run(location: str, store_folder: Path, *, checkpointer: bool = False,
-               schedule=(), eager: bool = False, engine: str = DEFAULT_ENGINE):
+               schedule=(), eager: bool = False, engine: str = DEFAULT_ENGINE,
+               precopy_options: dict | None = None):
     """Load a checkpoint file, resume it in a fresh machine and run it to the end.
 
     With ``checkpointer``, one is attached as ``minivm resume`` does, so that a
@@ -372,13 +378,20 @@ def resume_run(location: str, store_folder: Path, *, checkpointer: bool = False,
                         eager=eager, engine=engine)
     cp = None
     if checkpointer:
-        cp = Checkpointer(machine, store, mode=ckpt.meta.get("mode", "cow"),
-                          schedule=list(schedule))
+        mode = ckpt.meta.get("mode", "cow")
+        cp = Checkpointer(machine, store, mode=mode, schedule=list(schedule),
+                          precopy_options=precopy_options if mode == "precopy" else None)
     final = final_state(machine, machine.run(MAX_TICKS))
     if cp is not None:
         cp.finish_all()
     close_disks(machine)
     return ckpt, final
+
+
+def asked_at(job) -> int:
+    """The tick a checkpoint was asked for: its own, or in precopy mode the
+    start of its rounds (its final stop comes later)."""
+    return job.precopy.tick if job.precopy is not None else job.tick
 
 
 def check_resumed(ref: Reference, original: Original, job, store_folder: Path) -> Final:
@@ -388,8 +401,9 @@ def check_resumed(ref: Reference, original: Original, job, store_folder: Path) -
     number = original.jobs.index(job)
     later = original.jobs[number + 1:]
     _, resumed = resume_run(job.location, store_folder, checkpointer=original.p8,
-                            schedule=[j.tick for j in later if j.origin == "host"],
-                            eager=number % 2 == 1, engine=original.engine)
+                            schedule=[asked_at(j) for j in later if j.origin == "host"],
+                            eager=number % 2 == 1, engine=original.engine,
+                            precopy_options=original.precopy_options)
     after = original.output_after(job)
     if not original.p8:     # then the original ran exactly like the reference
         assert len(original.final.output) - len(after) == ref.output_before(job.tick), \

@@ -1430,7 +1430,7 @@ def _checkpoint_after_truncation(data, tmp_path, engine, mode):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-@pytest.mark.parametrize("mode", ["cow", "stop-copy"])
+@pytest.mark.parametrize("mode", ["cow", "stop-copy", "precopy"])
 def test_v2_checkpoint_of_a_lazy_machine_whose_file_was_truncated(resume_then_ckpt, tmp_path,
                                                                   engine, mode):
     """A lazily resumed machine takes a checkpoint, which must read the pages

@@ -21,9 +21,10 @@ LAYERS = {
     "assembler": 1, "asm_hints": 1, "asm_source": 1, "image": 1, "container": 1, "disasm": 1, "program": 1,
     "memory": 2, "devices": 2, "disks": 2, "state": 2, "engine": 2, "machine": 2,
     "probes": 2,
-    "checkpoint": 3, "resume": 3, "ckptfile": 3, "store": 3, "modes": 3, "history": 3,
+    "checkpoint": 3, "resume": 3, "ckptfile": 3, "store": 3, "modes": 3, "history": 3, "precopy": 3, "resumestats": 3,
     "minivm": 4, "api": 4, "report": 4, "timeline": 4, "repl": 4, "interrupts_guard": 4,
     "demos": 4, "pictures": 4, "cli": 4, "bench": 4, "__main__": 4, "pytest_plugin": 4,
+    "lab": 4, "labguest": 4, "labsvg": 4, "labcli": 4,
 }
 
 

@@ -67,7 +67,8 @@ def test_the_table_is_the_one_the_validator_reads():
     assert documented_schema() == {
         "stop": "string", "exit_status": "int or null", "ticks": "int", "pc": "int",
         "output": "string", "output_bytes": "int", "fault": "object or null",
-        "checkpoints": "list of strings", "registers": "object"}
+        "checkpoints": "list of strings", "registers": "object",
+        "resume": "object or null"}
 
 
 def test_the_validator_finds_mistakes():

@@ -3,4 +3,4 @@ this package registers them all in :data:`minivm.repl.registry.COMMANDS`, in
 the order 'help' shows them."""
 
 from . import (running, timetravel, breakpoints, catch, inspecting, checkpoints,  # noqa: F401
-               saving, session)
+               lab, saving, session)

@@ -1,0 +1,342 @@
+"""Pre-copy checkpoints (``--checkpoint-mode precopy``, docs/protocol.md).
+
+The strategy of live migration: copy memory while the guest runs, in rounds,
+and stop only to copy what the last round left dirty.
+
+* A checkpoint asked for at tick T starts **round 1** at T: a write tracker
+  (memory.py, ``track_writes``) starts collecting, every page's write-table
+  entry is cleared (``Memory.protect_all``: one table swap, as ``share`` does)
+  so that the first store to each page is seen by the same slow path that
+  makes COW faults, and every allocated page is copied into the *staging
+  copy*, PAGES_PER_SLICE pages every SLICE_TICKS guest ticks, the first
+  slice at once (a guest whose pages fit in it stops at once, nothing dirty).
+* When a round has copied its pages, the tracker holds the pages written
+  meanwhile: the *dirty set*. It becomes the next round's work (the tracker
+  is swapped for a fresh one and only those pages are protected again),
+  until the dirty set is at most THRESHOLD pages or MAX_ROUNDS rounds have
+  run.
+* Then the **final stop**: Checkpointer.take runs P1 and P2 as in cow mode,
+  except that instead of marking memory COW it copies the dirty set into the
+  staging copy, which is then exactly memory at the stop (:meth:`freeze`).
+  The staging copy is the checkpoint's memory (:class:`StagedMemory`), and
+  is written to the file by the background saver (P4) while the guest runs
+  on: minivm's file lists each page once, in page order, so the rounds
+  cannot append to it as a migration stream would.
+
+Everything is counted in guest ticks and pages, never in host time, so the
+rounds, the dirty sets and the tick of the final stop are the same on every
+host and engine. A DMA read that lands during a round writes memory through
+``Memory.make_writable``, so it dirties its page like a store. Requests in
+flight at the final stop are treated as in cow mode (P5: reads land in the
+staging copy too, through ``Memory.land_read``; writes keep the disk layer
+they were issued to); P6 has nothing to do (the staging copy shares no page
+with the running memory) and P7 is ``land_read`` writing both copies.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .errors import MinivmError, reason
+
+SLICE_TICKS = 1000          # guest ticks between two copying slices ...
+PAGES_PER_SLICE = 64        # ... each copying this many pages (64 pages per 1,000 ticks)
+THRESHOLD = 32              # stop when the dirty set is at most this many pages (128 KiB) ...
+MAX_ROUNDS = 8              # ... or after this many rounds, whatever is dirty
+SCAN_PER_PAGE = 4096        # round 1: page-table entries scanned per page of budget
+
+
+class StagedPages(dict):
+    """Page index -> the staged copy (a bytearray); a page not in it is zeros."""
+
+    def __init__(self, memory):
+        super().__init__()
+        self._memory = memory
+
+    def __missing__(self, index):
+        return self._memory._zero_page(index)
+
+
+class StagedMemory:
+    """A pre-copy checkpoint's memory: the staging copy, complete at the final
+    stop. It offers what the saver (checkpoint.CheckpointJob) and
+    ``Memory.land_read`` (P5, P7) use of a FrozenMemory: ``originals`` is the
+    staging copy itself, so an in-flight read lands in it."""
+
+    def __init__(self, memory, pages: StagedPages):
+        self._memory = memory
+        self.originals = pages
+        self.size = memory.size
+        self.allocated = len(pages)
+        self.released = False
+
+    def page_count(self) -> int:
+        return self._memory.page_count
+
+    def allocated_pages(self, start: int, stop: int) -> list[int]:
+        staged = self.originals
+        return [i for i in range(start, min(stop, self.page_count())) if i in staged]
+
+    def page(self, index: int) -> bytes:
+        return bytes(self.originals[index])
+
+    def original(self, index: int):
+        return self.originals[index]
+
+    def release(self) -> None:
+        self.released = True
+        self.originals = StagedPages(self._memory)
+
+
+@dataclass
+class Round:
+    """One pre-copy round: the pages it copied and the ones written meanwhile."""
+
+    number: int
+    start_tick: int
+    end_tick: int = 0
+    copied: int = 0
+    dirty: int = 0
+
+
+@dataclass
+class PreCopyRun:
+    """One pre-copy checkpoint, from its request to its final stop."""
+
+    origin: str
+    name: str | None
+    tick: int                               # when it was asked for (round 1 starts)
+    started: float                          # host time then
+    rounds: list[Round] = field(default_factory=list)
+    copies: int = 0                         # page copies made by the rounds
+    distinct: set = field(default_factory=set)   # pages copied at least once
+    final_pages: int = 0                    # pages copied in the final stop
+    copy_seconds: float = 0.0               # host time the rounds took
+    job: object = None                      # the CheckpointJob, after the final stop
+    status: str = "copying"                 # copying | stopped | abandoned
+
+    @property
+    def written_twice(self) -> int:
+        """Page copies beyond the first of each page: the cost of dirtying."""
+        return self.copies - len(self.distinct)
+
+    def summary(self) -> dict:
+        return {"requested_tick": self.tick, "rounds": len(self.rounds),
+                "pages_copied": self.copies, "pages_written_twice": self.written_twice,
+                "final_stop_pages": self.final_pages,
+                "dirty_per_round": [r.dirty for r in self.rounds]}
+
+    def describe(self) -> str:
+        dirty = ", ".join(str(r.dirty) for r in self.rounds)
+        return (f"pre-copy: {len(self.rounds)} round(s), {self.copies} page copies "
+                f"({self.written_twice} of them of pages already copied), dirty after each round: "
+                f"{dirty}; {self.final_pages} page(s) copied in the final stop")
+
+
+class PreCopy:
+    """The pre-copy rounds of one Checkpointer (its ``precopy``): requests are
+    served one at a time, in order; ``run_due`` does one slice of copying."""
+
+    def __init__(self, checkpointer, pages_per_slice: int = PAGES_PER_SLICE,
+                 slice_ticks: int = SLICE_TICKS, threshold: int = THRESHOLD,
+                 max_rounds: int = MAX_ROUNDS):
+        if checkpointer.incremental:
+            raise MinivmError("incremental checkpoints work in cow and stop-copy mode, not "
+                              "precopy (its final stop copies only the last dirty pages, "
+                              "not the pages written since the previous checkpoint)")
+        self.cp = checkpointer
+        self.pages_per_slice, self.slice_ticks = pages_per_slice, slice_ticks
+        self.threshold, self.max_rounds = threshold, max_rounds
+        self.waiting: list[tuple[str, str | None]] = []
+        self.current: PreCopyRun | None = None
+        self.runs: list[PreCopyRun] = []
+        self.next_slice: int | None = None
+        self._tracker: set | None = None
+        self._todo: list[int] | None = None   # round > 1: the pages to copy, sorted
+        self._pos = 0
+        self._staged: StagedPages | None = None
+
+    # --- requests ---------------------------------------------------------------------
+    def request(self, origin: str, name: str | None) -> PreCopyRun | None:
+        """A checkpoint asked for now: round 1 starts at once (its first slice
+        now, so a guest whose pages fit in one slice stops at once, having
+        dirtied nothing), or when the one being copied has stopped. Returns
+        the CheckpointJob if it stopped at once, else the PreCopyRun (None
+        while it waits for the one before)."""
+        self.waiting.append((origin, name))
+        if self.current is not None:
+            return None
+        self._start()
+        run = self.runs[-1]
+        return run.job if run.job is not None else run
+
+    def _start(self) -> None:
+        machine = self.cp.machine
+        origin, name = self.waiting.pop(0)
+        run = PreCopyRun(origin, name, machine.tick, time.perf_counter())
+        self.current = run
+        self.runs.append(run)
+        memory = machine.memory
+        self._staged = StagedPages(memory)
+        self._tracker = memory.track_writes()
+        memory.protect_all()
+        self._new_round(None)
+        self.cp.log(None, "precopy", f"round 1 for {name or 'the next checkpoint'}: copying "
+                                     "every page while the guest runs")
+        self.next_slice = machine.tick
+        self.run_due(machine.tick)                 # the first slice: now
+
+    def _new_round(self, todo: list[int] | None) -> None:
+        run = self.current
+        run.rounds.append(Round(len(run.rounds) + 1, self.cp.machine.tick))
+        self._todo, self._pos = todo, 0
+
+    # --- the slices -------------------------------------------------------------------------
+    def run_due(self, now: int) -> None:
+        if self.next_slice is None or now < self.next_slice or self.current is None:
+            return
+        started = time.perf_counter()
+        try:
+            done = self._copy(self.pages_per_slice)
+        except (OSError, MinivmError) as exc:
+            self._abandon(f"a page could not be read: {reason(exc)}; the guest keeps running")
+            return
+        self.current.copy_seconds += time.perf_counter() - started
+        self.cp.machine.memory.tidy()
+        if done:
+            self._end_round()
+        if self.current is not None:
+            self.next_slice = self.cp.machine.tick + self.slice_ticks
+
+    def _copy(self, budget: int) -> bool:
+        """Copy up to ``budget`` pages of the current round; True when it is done."""
+        memory = self.cp.machine.memory
+        run, staged = self.current, self._staged
+        pages, saved = memory.pages, memory.saved
+        round_ = run.rounds[-1]
+        if self._todo is None:                      # round 1: every allocated page
+            total = memory.page_count
+            while budget > 0 and self._pos < total:
+                start, stop = self._pos, min(total, self._pos + SCAN_PER_PAGE)
+                found = [i for i, page in enumerate(pages[start:stop], start)
+                         if page.__class__ is bytearray or (page is None and i in saved)]
+                if len(found) > budget:
+                    found, stop = found[:budget], found[budget]   # the next slice starts there
+                for index in found:
+                    self._copy_page(index, memory, staged)
+                round_.copied += len(found)
+                budget -= max(len(found), 1)           # a chunk scanned costs one page at least
+                self._pos = stop
+            return self._pos >= total
+        todo = self._todo
+        stop = min(len(todo), self._pos + max(budget, 0))
+        for index in todo[self._pos:stop]:
+            self._copy_page(index, memory, staged)
+        round_.copied += stop - self._pos
+        self._pos = stop
+        return self._pos >= len(todo)
+
+    def _copy_page(self, index: int, memory, staged: StagedPages) -> None:
+        page = memory.pages[index]
+        if page is None:                              # lazily resumed, not read yet
+            page = memory.saved[index] if index in memory.saved else None
+        elif type(page) is not bytearray:             # the zero page
+            page = None
+        if page is None:
+            staged.pop(index, None)
+        else:
+            staged[index] = bytearray(page)
+        run = self.current
+        run.copies += 1
+        run.distinct.add(index)
+
+    def _end_round(self) -> None:
+        memory = self.cp.machine.memory
+        run = self.current
+        dirty = self._tracker
+        round_ = run.rounds[-1]
+        round_.end_tick, round_.dirty = self.cp.machine.tick, len(dirty)
+        self.cp.log(None, "precopy", f"round {round_.number}: {round_.copied} page(s) copied, "
+                                     f"{len(dirty)} written meanwhile")
+        if len(dirty) <= self.threshold or len(run.rounds) >= self.max_rounds:
+            self._final_stop()
+            return
+        memory.untrack(dirty)
+        self._tracker = memory.track_writes()
+        memory.protect(dirty)
+        self._new_round(sorted(dirty))
+
+    # --- the final stop ---------------------------------------------------------------------
+    def _final_stop(self) -> None:
+        run = self.current
+        try:
+            job = self.cp.take(run.origin, run.name, staged=self)
+        except (OSError, MinivmError) as exc:
+            self._abandon(f"{reason(exc)}; the guest keeps running")
+            return
+        job.precopy = run
+        run.job, run.status = job, "stopped"
+        self.cp.log(job, "precopy", run.describe())
+        self._next()
+
+    def freeze(self) -> StagedMemory:
+        """Inside the final stop (Checkpointer._stop, in place of Memory.share):
+        copy the pages written since the last round, and hand over the
+        staging copy, which is now memory as it is."""
+        memory = self.cp.machine.memory
+        dirty = self._tracker
+        memory.untrack(dirty)
+        self._tracker = None
+        for index in sorted(dirty):
+            self._copy_page(index, memory, self._staged)
+        self.current.final_pages = len(dirty)
+        frozen = StagedMemory(memory, self._staged)
+        self._staged = None
+        return frozen
+
+    def _abandon(self, why: str) -> None:
+        run = self.current
+        if self._tracker is not None:
+            self.cp.machine.memory.untrack(self._tracker)
+            self._tracker = None
+        run.status = "abandoned"
+        self.cp.report(f"the pre-copy checkpoint asked for at tick {run.tick} was not taken: "
+                       f"{why}")
+        self._next()
+
+    def _next(self) -> None:
+        self.current, self._staged, self._todo = None, None, None
+        self.next_slice = None
+        if self.waiting:
+            self._start()
+
+    def stop_now(self) -> None:
+        """The run is over (Checkpointer.finish_all): every checkpoint asked
+        for stops now, its rounds cut short; none if the guest has halted or
+        faulted (there is no next instruction to resume at)."""
+        machine = self.cp.machine
+        while self.current is not None:
+            if machine.halted or machine.fault is not None:
+                self.waiting.clear()
+                self._abandon(f"the guest {'halted' if machine.halted else 'faulted'} at tick "
+                              f"{machine.tick}, before the pre-copy rounds ended (ask for it "
+                              "earlier, or give the guest more to do)")
+            else:
+                self._end_round_now()
+
+    def _end_round_now(self) -> None:
+        run = self.current
+        round_ = run.rounds[-1]
+        round_.end_tick, round_.dirty = self.cp.machine.tick, len(self._tracker)
+        if self._todo is None or self._pos < len(self._todo):
+            # the round did not finish: what it did not copy is dirty too
+            rest = (range(self._pos, self.cp.machine.memory.page_count) if self._todo is None
+                    else self._todo[self._pos:])
+            self._tracker.update(i for i in rest if self._is_data(i))
+        self._final_stop()
+
+    def _is_data(self, index: int) -> bool:
+        memory = self.cp.machine.memory
+        page = memory.pages[index]
+        return type(page) is bytearray or (page is None and index in memory.saved)

@@ -1,0 +1,173 @@
+"""``minivm compare`` (minivm/lab.py, labcli.py, labsvg.py) and the resume report.
+
+Only tick- and page-defined quantities are checked for their values (pre-copy
+rounds, pages, ticks, whether states are identical); the host-time columns
+are checked for presence and format only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from minivm import cli, lab
+from minivm.precopy import MAX_ROUNDS
+from support import run_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = str(ROOT / "programs" / "checkpoint_demo.asm")
+SIEVE = str(ROOT / "programs" / "sieve.asm")
+MODE_KEYS = {"mode", "asked_tick", "checkpoint_tick", "stop_us", "rounds", "final_stop_pages",
+             "pages_written_twice", "complete_ms", "guest_ticks_per_s", "bytes_written",
+             "identical_run", "resume", "identical", "note"}
+RESUME_KEYS = {"mode", "first_instruction_us", "pages_saved", "pages_loaded", "identical",
+               "differs"}
+
+
+def disk(tmp_path) -> str:
+    path = tmp_path / "d.img"
+    path.write_bytes(bytes(64 * 1024))
+    return str(path)
+
+
+@pytest.mark.parametrize("engine", ["interp", "blocks"])
+def test_compare_json_every_mode_identical(tmp_path, engine):
+    done = run_cli("compare", DEMO, "--disk", disk(tmp_path), "--at", "300", "--json",
+                   "--engine", engine, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.decode()
+    doc = json.loads(done.stdout)
+    assert doc["identical"] is True and doc["at"] == 300 and doc["engine"] == engine
+    assert [m["mode"] for m in doc["modes"]] == ["stop-copy", "cow", "precopy"]
+    for m in doc["modes"]:
+        assert set(m) == MODE_KEYS
+        assert m["identical"] and m["identical_run"] and m["asked_tick"] == 300
+        assert set(m["resume"]) == {"eager", "lazy"}
+        for how, r in m["resume"].items():
+            assert set(r) == RESUME_KEYS and r["mode"] == how and r["identical"]
+            assert isinstance(r["first_instruction_us"], float) and r["first_instruction_us"] > 0
+        assert m["resume"]["eager"]["pages_loaded"] == m["resume"]["eager"]["pages_saved"]
+        assert m["resume"]["lazy"]["pages_loaded"] <= m["resume"]["lazy"]["pages_saved"]
+    stop_copy, cow, precopy = doc["modes"]
+    assert stop_copy["rounds"] is None and cow["rounds"] is None and precopy["rounds"] >= 1
+    assert stop_copy["checkpoint_tick"] == cow["checkpoint_tick"] == 300
+    assert precopy["checkpoint_tick"] >= 300
+    # compare's progress goes to stderr, one line per step
+    assert b"compare: precopy: resuming" in done.stderr
+
+
+def test_compare_table(tmp_path):
+    done = run_cli("compare", SIEVE, "--svg", "c.svg", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.decode()
+    text = done.stdout.decode()
+    for column in lab.COLUMNS:
+        assert column in text
+    rows = {line.split()[0]: line for line in text.splitlines()
+            if line.split() and line.split()[0] in lab.LAB_MODES}
+    assert set(rows) == set(lab.LAB_MODES)
+    # the default tick: a quarter of the uninterrupted run (sieve: 11,470 ticks)
+    assert "asked for at tick 2,867 of 11,470" in text
+    for mode, line in rows.items():
+        assert re.search(r"\d us", line) and re.search(r"\d ms", line), line
+        assert line.rstrip().endswith("yes")
+    assert "every resumed final state is identical" in text
+    svg = (tmp_path / "c.svg").read_text()
+    assert 'width="1280"' in svg
+    sizes = [int(s) for s in re.findall(r'font-size="(\d+)"', svg)]
+    assert sizes and min(sizes) >= 16
+    for mode in lab.LAB_MODES:
+        assert f">{mode}</text>" in svg
+
+
+def test_compare_exits_non_zero_when_a_resumed_state_differs(tmp_path, monkeypatch, capsys):
+    real_resume = lab.resume
+
+    def broken_resume(*args, **kwargs):
+        machine, overlay = real_resume(*args, **kwargs)
+        machine.regs[3] ^= 1                # a resume that gets one register wrong
+        return machine, overlay
+
+    monkeypatch.setattr(lab, "resume", broken_resume)
+    monkeypatch.chdir(tmp_path)
+    status = cli.main(["compare", SIEVE, "--at", "1000"])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "NOT every resumed final state is identical" in out
+    assert re.search(r"resumed eager: differs from the uninterrupted run in .*regs", out)
+    assert out.count(" NO") >= 3
+
+
+def test_compare_errors_are_one_paragraph(tmp_path):
+    (tmp_path / "loop.asm").write_text("loop: jmp loop\n")
+    for args, words in ((["compare"], "needs a program"),
+                        (["compare", "loop.asm", "--max-steps", "5000"], "did not end within"),
+                        (["compare", SIEVE, "--at", "99999999"], "ends at tick 11470"),
+                        (["compare", "--sweep", "8,x"], "not a whole number"),
+                        (["compare", SIEVE, "--sweep"], "give no program"),
+                        # as 'run' says it, before any run starts
+                        (["compare", SIEVE, "--disk", "nope.img"],
+                         "disk file 'nope.img' does not exist")):
+        done = run_cli(*args, cwd=tmp_path)
+        err = done.stderr.decode()
+        assert done.returncode != 0 and words in err and "Traceback" not in err, (args, err)
+
+
+def test_sweep_shows_where_precopy_stops_converging(tmp_path):
+    done = run_cli("compare", "--sweep", "8,128", "--mem", "1M", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.decode()
+    doc = json.loads(done.stdout)
+    slow, fast = doc["rows"]
+    assert (slow["rate"], fast["rate"]) == (8, 128)
+    assert slow["converged"] and slow["precopy_rounds"] < MAX_ROUNDS
+    assert not fast["converged"] and fast["precopy_rounds"] == MAX_ROUNDS
+    assert fast["final_stop_pages"] > slow["final_stop_pages"]
+    assert fast["pages_written_twice"] > slow["pages_written_twice"]
+    text = run_cli("compare", "--sweep", "8,128", "--mem", "1M", cwd=tmp_path).stdout.decode()
+    assert "no: round limit" in text and "cow stop" in text
+
+
+def test_parse_rates():
+    assert lab.parse_rates("8,16") == [8, 16]
+    assert lab.parse_rates("8-32") == [8, 16, 24, 32]
+    assert lab.parse_rates("10-40:10") == [10, 20, 30, 40]
+
+
+def test_resume_reports_time_to_first_instruction_and_pages_loaded(tmp_path):
+    done = run_cli("run", SIEVE, "--checkpoint-at", "2000", "--checkpoint-dir", "ck",
+                   "--checkpoint-mode", "precopy", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.decode()
+    ckpt = "ck/ckpt-0001.mvc"
+    for flag, how in (("--eager", "eager"), ("--lazy", "lazy")):
+        done = run_cli("resume", ckpt, flag, "--checkpoint-dir", "ck", "--json", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr.decode()
+        report = json.loads(done.stdout)["resume"]
+        assert report["mode"] == how and report["pages_saved"] == 1
+        assert report["pages_loaded"] == 1            # the sieve reads its one page
+        assert re.search(rf"resumed {how}ly|resumed {how[:-1]}ily", done.stderr.decode())
+        assert re.search(r"first instruction \d+\.\d\d ms", done.stderr.decode())
+
+
+def test_compare_says_when_a_mode_took_no_checkpoint(tmp_path):
+    """Asked for late, pre-copy's rounds cannot end before the halt: no checkpoint,
+    said so, exit status 1 (the table cannot claim the states were compared)."""
+    done = run_cli("compare", str(ROOT / "programs" / "demos" / "strategies.asm"), "--mem", "4M",
+                   "--disk", disk(tmp_path), "--at", "70000", "--json", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr.decode()
+    doc = json.loads(done.stdout)
+    precopy = doc["modes"][2]
+    assert precopy["mode"] == "precopy" and precopy["resume"] == {}
+    assert precopy["checkpoint_tick"] is None and "halted at tick" in precopy["note"]
+    assert doc["modes"][0]["identical"] and doc["modes"][1]["identical"]
+    text = run_cli("compare", str(ROOT / "programs" / "demos" / "strategies.asm"), "--mem",
+                   "4M", "--disk", disk(tmp_path), "--at", "70000", cwd=tmp_path)
+    assert text.returncode == 1
+    assert "no checkpoint was taken in precopy mode" in text.stdout.decode()
+
+
+def test_resume_json_always_says_how_it_resumed(tmp_path):
+    run_cli("run", SIEVE, "--checkpoint-at", "2000", "--checkpoint-dir", "ck", cwd=tmp_path)
+    done = run_cli("resume", "ck/ckpt-0001.mvc", "--checkpoint-dir", "ck", "--json", cwd=tmp_path)
+    assert json.loads(done.stdout)["resume"]["mode"] == "lazy"
+    assert "first instruction" not in done.stderr.decode()     # the line: only when chosen
