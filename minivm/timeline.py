@@ -186,6 +186,8 @@ class _Timeline:
         self.shown = sorted(shown[:MAX_REQUEST_ROWS], key=lambda r: r[0])
         lo = min([lo, *(r[4] for r in self.shown)])
         hi = max([hi, *(r[5] for r in self.shown)])
+        if lo * 20 <= hi - lo:        # only a few ticks after 0: draw from 0, not "cropped"
+            lo = 0
         self.end = max(self.run_end, *(r[5] for r in requests)) if requests else self.run_end
         self.lo, self.hi = lo, min(hi, max(self.end, lo + 1))
         self.inflight = inflight

@@ -35,12 +35,12 @@ def parse(text: str):
     return root, 1280 / float(root.get("width"))
 
 
-def timeline(tmp_path, program: str, engine: str, *extra: str) -> str:
+def timeline(tmp_path, program: str, engine: str, *extra: str, folder=DEMOS) -> str:
     tmp_path = tmp_path / program
     tmp_path.mkdir()
     disk, svg = tmp_path / "d.img", tmp_path / f"{program}.svg"
     assert run_cli("disk", "create", str(disk), "64K").returncode == 0
-    r = run_cli("run", str(DEMOS / f"{program}.asm"), "--disk", str(disk), "--mem", "64K",
+    r = run_cli("run", str(folder / f"{program}.asm"), "--disk", str(disk), "--mem", "64K",
                 "--checkpoint-dir", str(tmp_path / "ck"), "--timeline", str(svg),
                 "--engine", engine, *extra)
     assert r.returncode == 0, r.stderr.decode()
@@ -83,7 +83,8 @@ def test_timeline_labels_every_step_legibly(tmp_path, program, engine):
 
 
 def test_timeline_says_when_its_axis_is_cropped(tmp_path):
-    root, _ = parse(timeline(tmp_path, "p7", "interp"))
+    # its first checkpoint is at tick 375 of 1263: the axis starts near it
+    root, _ = parse(timeline(tmp_path, "checkpoint_demo", "interp", folder=ROOT / "programs"))
     crop = [t.text for t in root.iter(NS + "text") if t.get("class") == "crop"]
     assert len(crop) == 1
     lo, hi, end = map(int, re.match(r"axis cropped: ticks (\d+)-(\d+) of 0-(\d+)", crop[0]).groups())
@@ -93,6 +94,9 @@ def test_timeline_says_when_its_axis_is_cropped(tmp_path):
     whole = parse(timeline(tmp_path, "p9", "interp"))[0]
     assert not [t for t in whole.iter(NS + "text") if t.get("class") == "crop"]
     assert any("(the whole run)" in (t.text or "") for t in whole.iter(NS + "text"))
+    # p7's axis would start at tick 3: a few ticks after 0 is not "cropped"
+    near = parse(timeline(tmp_path, "p7", "interp"))[0]
+    assert not [t for t in near.iter(NS + "text") if t.get("class") == "crop"]
 
 
 @pytest.mark.parametrize("engine", ENGINES)
