@@ -17,6 +17,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass, field
 
@@ -274,9 +275,13 @@ def compare(image, *, memory_size: int, disk: str | None = None, engine: str,
 
 # --- the table and the JSON ---------------------------------------------------------------------
 
-COLUMNS = ("mode", "ckpt tick", "stop window", "rounds", "final-stop pages", "pages twice",
-           "complete after", "guest speed", "bytes written", "eager 1st instr",
-           "lazy 1st instr", "pages loaded e/l", "identical")
+#: The table's rows, one per measure (the modes are its columns, so that it
+#: fits an 80-column terminal, and a projector, with three modes).
+ROWS = ("checkpoint at tick", "stop window (guest stopped)", "pre-copy rounds",
+        "pages in the final stop", "pages written twice", "complete after",
+        "guest speed while saving", "bytes written", "eager resume: 1st instr",
+        "lazy resume: 1st instr", "pages loaded, eager/lazy",
+        "identical to the plain run")
 
 
 def _ms(seconds: float) -> str:
@@ -291,37 +296,44 @@ def _dash(value) -> str:
     return "-" if value is None else f"{value:,}"
 
 
-def table_rows(c: Comparison) -> list[list[str]]:
-    rows = []
+def table_columns(c: Comparison) -> list[list[str]]:
+    """One column per mode: its name, then a value for each of ROWS."""
+    columns = []
     for m in c.modes:
         eager, lazy = m.resumed.get("eager"), m.resumed.get("lazy")
         if eager is None:
-            rows.append([m.mode, "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-",
-                         "no ckpt"])
+            columns.append([m.mode] + ["-"] * (len(ROWS) - 1) + ["no ckpt"])
             continue
-        rows.append([m.mode, f"{m.tick:,}", _us(m.stop_us), _dash(m.rounds),
-                     _dash(m.final_pages), _dash(m.written_twice), _ms(m.complete_s),
-                     f"{m.speed / 1e6:.2f} M/s", f"{m.bytes_written:,}",
-                     _ms(eager.stats.first_instruction_s), _ms(lazy.stats.first_instruction_s),
-                     f"{eager.stats.pages_loaded:,}/{lazy.stats.pages_loaded:,}",
-                     "yes" if m.identical else "NO"])
-    return rows
+        columns.append([m.mode, f"{m.tick:,}", _us(m.stop_us), _dash(m.rounds),
+                        _dash(m.final_pages), _dash(m.written_twice), _ms(m.complete_s),
+                        f"{m.speed / 1e6:.2f} M/s", f"{m.bytes_written:,}",
+                        _ms(eager.stats.first_instruction_s),
+                        _ms(lazy.stats.first_instruction_s),
+                        f"{eager.stats.pages_loaded:,}/{lazy.stats.pages_loaded:,}",
+                        "yes" if m.identical else "NO"])
+    return columns
 
 
 def format_table(header, rows) -> str:
+    """Rows under a header, the first column left-aligned, the others right."""
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    lines = ["  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w)
-                       for i, (v, w) in enumerate(zip(r, widths))).rstrip()
-             for r in [header] + rows]
-    return "\n".join(lines)
+    return "\n".join("  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w)
+                               for i, (v, w) in enumerate(zip(r, widths))).rstrip()
+                     for r in [header] + rows)
+
+
+def format_columns(labels, columns) -> str:
+    """``labels`` down the left, each column right-aligned under its head."""
+    rows = [[label] + [col[i + 1] for col in columns] for i, label in enumerate(labels)]
+    return format_table([""] + [col[0] for col in columns], rows)
 
 
 def format_comparison(c: Comparison) -> str:
     from .memory import format_size
-    head = (f"{c.program}: {format_size(c.memory_size)} of memory, engine {c.engine}; "
-            f"checkpoint asked for at tick {c.at:,} of {c.ticks:,}; the uninterrupted run "
-            f"took {_ms(c.seconds)} ({c.speed / 1e6:.2f} M ticks/s)")
-    out = [head, "", format_table(COLUMNS, table_rows(c)), ""]
+    head = (f"{c.program}: {format_size(c.memory_size)} of memory, engine {c.engine}\n"
+            f"checkpoint asked for at tick {c.at:,} of {c.ticks:,}\n"
+            f"the uninterrupted run took {_ms(c.seconds)} ({c.speed / 1e6:.2f} M ticks/s)")
+    out = [head, "", format_columns(ROWS, table_columns(c)), ""]
     for m in c.modes:
         if m.note:
             out.append(f"{m.mode}: {m.note}")
@@ -475,7 +487,7 @@ def format_sweep(rows: list[SweepRow], memory_size: int) -> str:
             f"{first.at:,} (after it has touched its memory); pre-copy copies "
             f"{PAGES_PER_SLICE} pages per {SLICE_TICKS:,} ticks and stops at "
             f"{first.threshold} dirty pages or {first.max_rounds} rounds" if first else "")
-    return "\n".join([head, "", format_table(SWEEP_COLUMNS, table)])
+    return "\n".join([textwrap.fill(head, 80, break_on_hyphens=False), "", format_table(SWEEP_COLUMNS, table)])
 
 
 def sweep_dict(rows: list[SweepRow], memory_size: int) -> dict:

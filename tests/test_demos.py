@@ -363,18 +363,26 @@ def test_catch_stops_at_each_protocol_step_in_turn(demo):
 def test_strategies_compares_three_modes_all_identical(demo):
     status, t, _ = demo("strategies")
     out = t.after("compare 6000")
-    rows = {line.split()[0]: line.split() for line in out.splitlines()
-            if line.split()[:1] in (["stop-copy"], ["cow"], ["precopy"])}
-    assert set(rows) == {"stop-copy", "cow", "precopy"}, out
-    assert all(row[-1] == "yes" for row in rows.values()), out
+    lines = out.splitlines()
+    head = next(line for line in lines if line.split() == ["stop-copy", "cow", "precopy"])
+    modes = head.split()
+
+    def row(label):                 # the row's value in each mode's column
+        line = next(line for line in lines if line.startswith(label))
+        values = [v.strip() for v in line[len(label):].split("  ") if v.strip()]
+        assert len(values) == 3, line
+        return dict(zip(modes, values))
+
+    assert set(row("identical to the plain run").values()) == {"yes"}, out
     assert "every resumed final state is identical to the uninterrupted run" in out
     # the narration's facts (ticks and pages, not host time): both others stop at
     # 6000; pre-copy hits its round limit later, with the working set dirty
-    assert rows["stop-copy"][1] == rows["cow"][1] == "6,000"
-    precopy = rows["precopy"]
-    assert int(precopy[1].replace(",", "")) > 6000
-    rounds, final_pages = int(precopy[4]), int(precopy[5].replace(",", ""))
-    assert rounds == 8 and final_pages >= 128, precopy
+    at = row("checkpoint at tick")
+    assert at["stop-copy"] == at["cow"] == "6,000"
+    assert int(at["precopy"].replace(",", "")) > 6000
+    rounds = int(row("pre-copy rounds")["precopy"])
+    final_pages = int(row("pages in the final stop")["precopy"].replace(",", ""))
+    assert rounds == 8 and final_pages >= 128, out
     # lazy resumes read fewer pages than eager ones (which read all)
-    eager, lazy = map(int, rows["cow"][-2].replace(",", "").split("/"))
+    eager, lazy = map(int, row("pages loaded, eager/lazy")["cow"].replace(",", "").split("/"))
     assert lazy < eager
