@@ -75,6 +75,9 @@ class Diagnostic:
     pos: Pos
     message: str
     hint: object = None           # () -> the message's end ("; did you mean ..."), only if reported
+    #: the file ``pos`` is in, once the report has placed it there (through
+    #: .include and .macro: the real file); None: the file assembled
+    file: str | None = None
 
 
 class _Errors:
@@ -133,9 +136,13 @@ class AssemblyError(MinivmError):
             where, via = f"{filename}:{diag.pos.line}", ()
             if expansion is not None and 1 <= diag.pos.line <= len(expansion.origins):
                 # through .include and .macro: the real file and line, and how it got here
-                where, via = expansion.where(diag.pos.line), expansion.origins[diag.pos.line - 1].via
+                origin = expansion.origins[diag.pos.line - 1]
+                where, via = expansion.where(diag.pos.line), origin.via
                 if not context:
                     context = _caret([expansion.original(diag.pos.line)], Pos(1, diag.pos.column))
+                # the diagnostic says what the report says: that file, that line
+                diag.file = expansion.files[origin.file]
+                diag.pos = Pos(origin.line, diag.pos.column)
             notes = "".join(f"  {step}\n" for step in via)
             parts.append(f"{where}:{diag.pos.column}: error: {diag.message}\n{context}{notes}")
         super().__init__("\n".join(parts).rstrip("\n"))

@@ -400,3 +400,16 @@ def test_minivm_run_with_an_edited_include_and_a_broken_one(tmp_path, monkeypatc
     err = broken.stderr.decode()
     assert f"{tmp_path / 'msg.asm'}:1:18: error: missing ',' between operands" in err
     assert f"included from {main}:1" in err and "Traceback" not in err
+
+
+def test_a_diagnostic_after_an_include_names_the_line_the_report_names():
+    """The fuzz test found it: after '.include <puts>', an error's Diagnostic
+    kept its line in the expanded text (past the end of the file) while the
+    report named the real line."""
+    source = "\n".join(["        call puts", "        halt", ".include <puts>",
+                        ".data", "        nop"]) + "\n"
+    with pytest.raises(AssemblyError) as info:
+        assemble(source, "main.asm")
+    (diag,) = info.value.diagnostics
+    assert (diag.file, diag.pos.line, diag.pos.column) == ("main.asm", 5, 9)
+    assert "main.asm:5:9: error: instruction 'nop' in the .data section" in str(info.value)
