@@ -282,7 +282,7 @@ class Request:
         kind = "read " if self.is_read else "write"
         return (f"#{self.id} {kind} blocks {self.block}..{self.block + self.count - 1} "
                 f"{'->' if self.is_read else '<-'} mem 0x{self.addr:x} "
-                f"(issued tick {self.issued}, done at tick {self.done})")
+                f"(issued tick {self.issued}, done tick {self.done})")
 
 
 #: A request in flight, saved as ``[id, command, block, addr, count, issued, done, data]``.

@@ -525,9 +525,9 @@ def test_devices_show_disk_requests_in_flight_and_diff_shows_disk_blocks(tmp_pat
     h.ok("run")
     text = h.ok("devices")
     assert "1 request(s) in flight" in text
-    assert "#1 write blocks 0..0 <- mem 0x0 (issued tick 3, done at tick 113)" in text
+    assert "#1 write blocks 0..0 <- mem 0x0 (issued tick 3, done tick 113)" in text
     text = h.ok("checkpoint a")
-    assert "disk writes now go to the overlay" in text and "1 request(s) in flight" in text
+    assert "disk writes now go to the overlay" in text and "1 disk request(s) in flight" in text
     h.ok("delete")
     h.ok("b second")
     h.ok("c")                                   # the write in flight completes (P5)

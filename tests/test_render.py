@@ -76,8 +76,8 @@ def test_devices_of_a_machine_without_a_disk(stepped):
         "timer       stopped (fired 0 time(s))",
         "disk        none attached (repl --disk FILE)",
         "interrupts  disabled; none pending",
-        "console     0 input byte(s) fed and not yet read (then reads give -1); "
-        "0 read, 0 written"]
+        "console     0 input byte(s) fed and not yet read (then reads give -1)",
+        "            0 byte(s) read, 0 written"]
 
 
 def test_page_map_of_a_small_memory(stepped):

@@ -95,10 +95,11 @@ def test_a_guests_checkpoint_is_announced_between_its_output(tmp_path, engine):
     assert lines[0] == "A"
     assert lines[1] == "(the guest took checkpoint ckpt-0001 at tick 3 with 'ckpt')"
     assert lines[2].startswith("  memory marked copy-on-write")
-    assert lines[3] == "x="                              # its own line: the note starts fresh
-    assert lines[4] == "(the guest took checkpoint ckpt-0002 at tick 6 with 'ckpt')"
-    assert lines[6] == "1"                               # the guest's newline is not doubled
-    assert lines[7] == "ran 500 ticks"
+    assert lines[3].startswith("    to ") and lines[3].endswith("ckpt-0001.mvc")
+    assert lines[4] == "x="                              # its own line: the note starts fresh
+    assert lines[5] == "(the guest took checkpoint ckpt-0002 at tick 6 with 'ckpt')"
+    assert lines[8] == "1"                               # the guest's newline is not doubled
+    assert lines[9] == "ran 500 ticks"
     assert text.count("the guest took checkpoint") == 2
     assert [job.name for job in r.s.jobs] == ["ckpt-0001", "ckpt-0002"]
 

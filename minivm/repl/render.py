@@ -112,16 +112,17 @@ def devices(m, places) -> list[str]:
         files = " on ".join(f"{show_path(layer.path)} ({layer.kind})" for layer in chain)
         lines.append(f"disk        {d.backing.block_count} blocks; writes go to {files}")
         lines.append(f"            {len(d.queue)} request(s) in flight; last completed "
-                     f"#{d.last_completed}; handler {places.handler(d.handler)}; "
-                     f"latency {d.latency} + {d.per_block}/block")
-        lines += [f"              {request.describe()}" for request in d.queue]
+                     f"#{d.last_completed}; handler {places.handler(d.handler)}")
+        lines.append(f"            latency {d.latency} + {d.per_block}/block")
+        lines += [f"            {request.describe()}" for request in d.queue]
     pending = m.interrupts.pending()
     lines.append(f"interrupts  {'enabled' if m.interrupts.enabled else 'disabled'}; "
                  + ("none pending" if not pending else
                     "pending: " + ", ".join(f"{src} (tick {tick})" for tick, src in pending)))
     c = m.console
     lines.append(f"console     {c.source.buffered()} input byte(s) fed and not yet read "
-                 f"(then reads give -1); {c.input_consumed} read, {c.bytes_written} written")
+                 "(then reads give -1)")
+    lines.append(f"            {c.input_consumed} byte(s) read, {c.bytes_written} written")
     return lines
 
 
@@ -336,13 +337,15 @@ def _disk_diff(a: View, b: View) -> str:
 
 def checkpoint_notes(job, machine) -> list[str]:
     """What the protocol just did for a checkpoint (P1, P2, P5, P8), indented."""
-    notes = [f"memory marked copy-on-write, {job.pages_total} page(s) to save while the "
-             f"guest runs -> {show_path(job.location)}"]
+    # lines that fit 80 columns (a projector's terminal), the paths on their own
+    notes = [f"memory marked copy-on-write: {job.pages_total} page(s) to save while "
+             "the guest runs,", f"  to {show_path(job.location)}"]
     if machine.disk.backing is not None:
         notes.append(f"disk writes now go to the overlay {show_path(machine.disk.backing.path)} "
-                     f"(P1); {len(job.inflight_at_stop)} request(s) in flight belong to the "
+                     "(P1)")
+        notes.append(f"{len(job.inflight_at_stop)} disk request(s) in flight belong to the "
                      "checkpoint (P5)")
     if job.p8_drained:
-        notes.append(f"P8: {job.p8_drained} pending request(s) completed first (a pending "
-                     "read was followed by a write to the same block)")
+        notes.append(f"P8: {job.p8_drained} pending request(s) completed first")
+        notes.append("  (a pending read was followed by a write to the same block)")
     return [f"  {note}" for note in notes]

@@ -36,7 +36,9 @@ def compare(s, args: str) -> None:
                 from None
         if at < 0:
             raise CommandError("the tick must be 0 or more")
+    # one line of progress, not ten: the table that follows must fit a screen
+    s.say("  ... 10 runs: uninterrupted, then each mode, resumed eagerly and lazily")
     result = run_compare(s.image, memory_size=s.memory_size, disk=s.disk_path, engine=s.engine,
-                         at=at, progress=lambda text: s.say(f"  ... {text}"))
+                         at=at)
     for line in format_comparison(result).splitlines():
         s.say(line)
