@@ -169,6 +169,19 @@ def test_every_line_fits_80_columns_and_no_word_is_cut(name):
 
 
 @pytest.mark.parametrize("name", sorted(available()))
+def test_every_step_fits_a_24_line_screen(name):
+    """What a step prints, and the question after it, fit 80x24: nothing
+    scrolls off before the presenter has talked about it."""
+    pauses = len(Demo.load(name).steps)
+    _, text, asked = drive(name, [""] * pauses, width=80)
+    shown = QUESTION.split(text)[::2]             # the text between the questions
+    assert asked == pauses and len(shown) == pauses + 1
+    for number, step in enumerate(shown, 1):
+        lines = step.strip("\n").splitlines()
+        assert len(lines) + 1 <= 24, f"step {number} of {name}:\n" + "\n".join(lines)
+
+
+@pytest.mark.parametrize("name", sorted(available()))
 def test_the_first_step_fits_a_24_line_screen(name):
     _, text, _ = drive(name, ["q"], width=80)
     first = text.split("-- step 1/")[0].splitlines()
