@@ -351,31 +351,11 @@ def _substitute(line: str, values: dict) -> tuple[str, str | None]:
     return done + comment, (missing[0] if missing else None)
 
 
-def _comment_start(line: str) -> int:
-    """Where the ';' comment starts, outside quotes (len(line) if none)."""
+def _outside_quotes(text: str):
+    """(index, character) of each character of ``text`` that is not inside a
+    '...' or "..." literal (a backslash escapes the next character there)."""
     quote = None
     i = 0
-    while i < len(line):
-        ch = line[i]
-        if quote:
-            if ch == "\\":
-                i += 1
-            elif ch == quote:
-                quote = None
-        elif ch in "\"'":
-            quote = ch
-        elif ch == ";":
-            return i
-        i += 1
-    return len(line)
-
-
-def _split_args(text: str) -> list[str]:
-    """A macro use's arguments: split at the commas outside brackets, parentheses and quotes."""
-    text = text[:_comment_start(text)].strip()
-    if not text:
-        return []
-    out, depth, quote, start, i = [], 0, None, 0, 0
     while i < len(text):
         ch = text[i]
         if quote:
@@ -385,14 +365,30 @@ def _split_args(text: str) -> list[str]:
                 quote = None
         elif ch in "\"'":
             quote = ch
-        elif ch in "([":
+        else:
+            yield i, ch
+        i += 1
+
+
+def _comment_start(line: str) -> int:
+    """Where the ';' comment starts, outside quotes (len(line) if none)."""
+    return next((i for i, ch in _outside_quotes(line) if ch == ";"), len(line))
+
+
+def _split_args(text: str) -> list[str]:
+    """A macro use's arguments: split at the commas outside brackets, parentheses and quotes."""
+    text = text[:_comment_start(text)].strip()
+    if not text:
+        return []
+    out, depth, start = [], 0, 0
+    for i, ch in _outside_quotes(text):
+        if ch in "([":
             depth += 1
         elif ch in ")]":
             depth -= 1
         elif ch == "," and depth == 0:
             out.append(text[start:i].strip())
             start = i + 1
-        i += 1
     out.append(text[start:].strip())
     return out
 
