@@ -114,6 +114,7 @@ class Comparison:
     ticks: int
     seconds: float                  # the uninterrupted run's host time
     modes: list[ModeResult]
+    ended: str = ""                 # how the uninterrupted run ended, when not by a halt
 
     @property
     def speed(self) -> float:
@@ -135,6 +136,7 @@ class Lab:
         self.progress = progress or (lambda text: None)
         self.precopy_options = precopy_options
         self.folder = tempfile.mkdtemp(prefix="minivm-compare-")
+        self.ended = ""                         # how the uninterrupted run ended, if no halt
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -162,6 +164,8 @@ class Lab:
                               "or a program that halts)")
         final = final_of(machine, stop, bytes(sink.data))
         close_chain(machine.disk.backing)
+        self.ended = "" if stop.reason == "halt" else \
+            f"{stop.reason}: {getattr(stop.detail, 'reason', stop.detail)}"
         return final, seconds
 
     def with_checkpoint(self, mode: str, at: int, plain: Final) -> ModeResult:
@@ -263,13 +267,17 @@ def compare(image, *, memory_size: int, disk: str | None = None, engine: str,
         if at is None:
             at = default_at(plain.tick)
         if at >= plain.tick:
+            if lab.ended:
+                raise MinivmError(f"--at {at}: the program (uninterrupted) ends at tick "
+                                  f"{plain.tick}, before the checkpoint, with a {lab.ended}; "
+                                  "fix that, or give an earlier tick")
             raise MinivmError(f"--at {at}: the program ends at tick {plain.tick} "
                               "(uninterrupted), before the checkpoint; give an earlier tick")
         results = [lab.with_checkpoint(mode, at, plain) for mode in modes]
     finally:
         lab.close()
     return Comparison(image.source_file or "<program>", memory_size, engine, at, plain.tick,
-                      seconds, results)
+                      seconds, results, lab.ended)
 
 
 # --- the table and the JSON ---------------------------------------------------------------------
@@ -321,6 +329,8 @@ def format_comparison(c: Comparison) -> str:
     head = (f"{c.program}: {format_size(c.memory_size)} of memory, engine {c.engine}; "
             f"checkpoint asked for at tick {c.at:,} of {c.ticks:,}; the uninterrupted run "
             f"took {_ms(c.seconds)} ({c.speed / 1e6:.2f} M ticks/s)")
+    if c.ended:
+        head += f"\nthe program did not halt: it ended at tick {c.ticks:,} with a {c.ended}"
     out = [head, "", format_table(COLUMNS, table_rows(c)), ""]
     for m in c.modes:
         if m.note:

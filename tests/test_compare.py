@@ -171,3 +171,17 @@ def test_resume_json_always_says_how_it_resumed(tmp_path):
     done = run_cli("resume", "ck/ckpt-0001.mvc", "--checkpoint-dir", "ck", "--json", cwd=tmp_path)
     assert json.loads(done.stdout)["resume"]["mode"] == "lazy"
     assert "first instruction" not in done.stderr.decode()     # the line: only when chosen
+
+
+def test_compare_says_when_the_program_faults(tmp_path):
+    """A guest that faults (here: a disk request without --disk) is not
+    mistaken for one that halts: the table's head and the --at error say so."""
+    (tmp_path / "nodisk.asm").write_text("mov r1, 1\nmov r2, 2\nmov r3, 3\nout 0x23, 2\nhalt\n")
+    done = run_cli("compare", "nodisk.asm", "--at", "1", cwd=tmp_path)
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()
+    assert "did not halt: it ended at tick 3 with a fault: disk request with no disk" in out
+    done = run_cli("compare", "nodisk.asm", "--at", "50", cwd=tmp_path)
+    err = done.stderr.decode()
+    assert done.returncode == 2 and "Traceback" not in err
+    assert "ends at tick 3, before the checkpoint, with a fault: disk request" in err
