@@ -2,8 +2,8 @@
 
 1280 pixels wide, every text at least 20 px: one panel per cost (the stop
 window, the time until the checkpoint is complete, the time to the first
-instruction of the eager and the lazy resumes, on one scale), a bar per
-mode, each panel on its own scale with the value written beside each bar,
+instruction of the eager and the lazy resumes), a bar per mode, each panel
+on its own scale (the picture says so) with the value written beside each bar,
 pre-copy's rounds, and a last line saying whether every resumed run ended
 identical to the uninterrupted one.
 """
@@ -48,6 +48,9 @@ def comparison_svg(c) -> str:
     y += 36
     out.append(_text(24, y, f"checkpoint asked for at tick {c.at:,}; memory "
                             f"{format_size(c.memory_size)}; engine {c.engine}", FONT))
+    y += 30
+    out.append(_text(24, y, "each panel has its own scale: compare bars within a panel, "
+                            "and the values across panels", FONT))
     for m in c.modes:
         if m.rounds is not None:
             y += 30
