@@ -21,7 +21,8 @@ def add_parser(sub, add_engine_option) -> None:
                     "window, pre-copy rounds, time until the checkpoint is complete, guest "
                     "speed meanwhile, bytes, resume time to the first instruction, pages "
                     "loaded) and whether every resumed run ended exactly as the uninterrupted "
-                    "one (exit status 1 if not). With --sweep, run the built-in lab guest at "
+                    "one (exit status 1 if not). Every run gets no console input (reading "
+                    "port 0x02 gives -1 at once). With --sweep, run the built-in lab guest at "
                     "a range of dirty rates instead: where pre-copy stops converging.")
     p.add_argument("program", nargs="?", help="the program (.asm or .mvb); not with --sweep")
     p.add_argument("--at", type=int, metavar="TICK",
@@ -31,7 +32,7 @@ def add_parser(sub, add_engine_option) -> None:
                    help="memory size (default 1M; 8M with --sweep)")
     p.add_argument("--disk", metavar="FILE",
                    help="raw disk image; every run starts from a copy of it (it is not written)")
-    p.add_argument("--svg", metavar="FILE.svg", help="also draw the comparison as a picture")
+    p.add_argument("--svg", metavar="FILE.svg", help="also draw the comparison as a picture (not with --sweep)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
     p.add_argument("--sweep", nargs="?", const="", default=None, metavar="RATES",
                    help="pages written per 1,000 ticks to sweep, e.g. 8,16,32 or 8-128:8 "

@@ -186,3 +186,9 @@ def test_compare_says_when_the_program_faults(tmp_path):
     err = done.stderr.decode()
     assert done.returncode == 2 and "Traceback" not in err
     assert "ends at tick 3, before the checkpoint, with a fault: disk request" in err
+
+
+def test_compare_help_says_what_the_runs_get_and_what_sweep_refuses(tmp_path):
+    text = " ".join(run_cli("compare", "--help", cwd=tmp_path).stdout.decode().split())
+    assert "no console input" in text           # stdin piped to compare is not read
+    assert "picture (not with --sweep)" in text  # --sweep --svg is refused
