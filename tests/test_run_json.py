@@ -118,3 +118,15 @@ def test_resume_json_follows_the_schema(tmp_path, capsys, monkeypatch, engine):
     code, obj = _json(capsys, "resume", path, "--json", "--engine", engine)
     assert validate(obj) == [] and code == 0
     assert obj["stop"] == "halt" and obj["ticks"] > 10 and obj["output"].endswith("4181\n")
+
+
+@pytest.mark.parametrize("what", ["run", "resume"])
+def test_json_of_a_run_that_cannot_start_is_no_object_and_status_2(tmp_path, capsys,
+                                                                    monkeypatch, what):
+    """As docs/formats.md says: stdout empty, the error on stderr, status 2."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.asm").write_text("mov r1, 0\nfoo r2\nhalt\n")
+    (tmp_path / "bad.mvc").write_bytes(b"not a checkpoint")
+    code = cli.main([what, "bad.asm" if what == "run" else "bad.mvc", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and "bad." in err and "Traceback" not in err
