@@ -310,15 +310,18 @@ def run(program, *, input: bytes = b"", max_ticks: int | None = None,
 
 def restore(checkpoint: str, *, input: bytes = b"", engine: str = DEFAULT_ENGINE,
             checkpoint_dir: str | None = None, history: bool = False,
-            checkpoint_mode: str = "cow") -> VM:
+            checkpoint_mode: str = "cow", eager: bool = False) -> VM:
     """A machine rebuilt from a checkpoint file, ready to go on, as ``minivm
     resume`` does (its disk writes go to a fresh overlay in ``checkpoint_dir``).
-    ``input`` is the console input from the checkpoint's point on. (Named
+    ``input`` is the console input from the checkpoint's point on. Memory
+    pages are read on the guest's first access to each (lazy, the default),
+    or all before it starts with ``eager=True``, as ``resume --eager``. (Named
     ``restore`` because ``minivm.resume`` is the module that implements it.)"""
     ckpt = read_checkpoint(os.fspath(checkpoint))
     folder = checkpoint_dir or tempfile.mkdtemp(prefix="minivm-")
     machine, _ = _resume(ckpt, FileStore(folder), console_sink=BufferSink(),
-                         console_input=ConsoleInput(bytes(input)), engine=engine)
+                         console_input=ConsoleInput(bytes(input)), engine=engine,
+                         eager=eager)
     return VM(machine, folder, history, checkpoint_mode)
 
 

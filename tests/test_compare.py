@@ -192,3 +192,21 @@ def test_compare_help_says_what_the_runs_get_and_what_sweep_refuses(tmp_path):
     text = " ".join(run_cli("compare", "--help", cwd=tmp_path).stdout.decode().split())
     assert "no console input" in text           # stdin piped to compare is not read
     assert "picture (not with --sweep)" in text  # --sweep --svg is refused
+
+
+@pytest.mark.parametrize("engine", ["interp", "blocks"])
+def test_the_api_restores_eagerly_or_lazily(tmp_path, engine):
+    """minivm.restore offers both ways to resume, as 'resume --eager/--lazy'."""
+    import minivm
+    with minivm.boot(SIEVE, engine=engine, checkpoint_dir=str(tmp_path)) as vm:
+        vm.step(2000)
+        path = vm.checkpoint(str(tmp_path / "at2000.mvc"))
+        vm.run()
+        expected = (vm.output, vm.regs, vm.tick)
+    for eager, loaded_at_start in ((True, 1), (False, 0)):
+        with minivm.restore(path, engine=engine, eager=eager,
+                            checkpoint_dir=str(tmp_path / f"r{eager}")) as again:
+            assert again.machine.memory.pages_loaded == loaded_at_start
+            again.run()                # its output is what came after the checkpoint
+            assert expected[0].endswith(again.output) and len(again.output) > 100
+            assert (again.regs, again.tick) == expected[1:]
