@@ -411,6 +411,8 @@ class SweepRow:
     cow: ModeResult
     threshold: int
     max_rounds: int
+    per_slice: int = 64             # pre-copy's copy rate: pages per slice_ticks ticks
+    slice_ticks: int = 1000
 
     @property
     def converged(self) -> bool:
@@ -436,7 +438,7 @@ def sweep_guest(rate: int, memory_size: int, options: dict):
 
 def sweep(rates: list[int], *, memory_size: int, engine: str, progress=None,
           precopy_options: dict | None = None) -> list[SweepRow]:
-    from .precopy import MAX_ROUNDS, THRESHOLD
+    from .precopy import MAX_ROUNDS, PAGES_PER_SLICE, SLICE_TICKS, THRESHOLD
     options = dict(precopy_options or {})
     progress = progress or (lambda text: None)
     rows = []
@@ -458,7 +460,9 @@ def sweep(rates: list[int], *, memory_size: int, engine: str, progress=None,
             shutil.rmtree(folder, ignore_errors=True)
         rows.append(SweepRow(rate, at, found[PRECOPY], found[COW],
                              options.get("threshold", THRESHOLD),
-                             options.get("max_rounds", MAX_ROUNDS)))
+                             options.get("max_rounds", MAX_ROUNDS),
+                             options.get("pages_per_slice", PAGES_PER_SLICE),
+                             options.get("slice_ticks", SLICE_TICKS)))
     return rows
 
 
@@ -468,7 +472,6 @@ SWEEP_COLUMNS = ("pages/1k ticks", "precopy rounds", "final-stop pages", "pages 
 
 def format_sweep(rows: list[SweepRow], memory_size: int) -> str:
     from .memory import format_size
-    from .precopy import PAGES_PER_SLICE, SLICE_TICKS
     table = []
     for r in rows:
         p = r.precopy
@@ -483,7 +486,7 @@ def format_sweep(rows: list[SweepRow], memory_size: int) -> str:
     head = (f"the lab guest: {format_size(memory_size)} of memory, a working set of "
             f"{working} pages rewritten at each rate; checkpoint asked for at tick "
             f"{first.at:,} (after it has touched its memory); pre-copy copies "
-            f"{PAGES_PER_SLICE} pages per {SLICE_TICKS:,} ticks and stops at "
+            f"{first.per_slice} pages per {first.slice_ticks:,} ticks and stops at "
             f"{first.threshold} dirty pages or {first.max_rounds} rounds" if first else "")
     return "\n".join([head, "", format_table(SWEEP_COLUMNS, table)])
 
@@ -492,6 +495,8 @@ def sweep_dict(rows: list[SweepRow], memory_size: int) -> dict:
     from .labguest import touched_pages
     return {"memory": memory_size,
             "working_set": min(SWEEP_WORKING_SET, touched_pages(memory_size)),
+            "precopy_pages_per_1000_ticks": (rows[0].per_slice * 1000 // rows[0].slice_ticks
+                                             if rows else None),
             "rows": [{"rate": r.rate, "at": r.at, "precopy_rounds": r.precopy.rounds,
                       "final_stop_pages": r.precopy.final_pages,
                       "pages_written_twice": r.precopy.written_twice,

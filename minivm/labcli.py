@@ -90,6 +90,9 @@ def _sweep(args, options: dict) -> int:
                           "checkpoint tick: give no program, --disk, --at or --svg with it")
     rates = lab.parse_rates(args.sweep or lab.DEFAULT_SWEEP)
     memory = parse_size(args.mem or "8M", "memory size")
+    if memory < 1 << 20:                  # else its working set shrinks to a few pages
+        raise MinivmError(f"--mem {args.mem}: the sweep's guest needs 1M of memory or more "
+                          f"(it rewrites a working set of up to {lab.SWEEP_WORKING_SET} pages)")
     rows = lab.sweep(rates, memory_size=memory, engine=args.engine, progress=_progress,
                      precopy_options=options or None)
     print(json.dumps(lab.sweep_dict(rows, memory)) if args.json

@@ -107,6 +107,7 @@ def test_compare_errors_are_one_paragraph(tmp_path):
                         (["compare", SIEVE, "--at", "99999999"], "ends at tick 11470"),
                         (["compare", "--sweep", "8,x"], "not a whole number"),
                         (["compare", SIEVE, "--sweep"], "give no program"),
+                        (["compare", "--sweep", "8", "--mem", "64K"], "needs 1M of memory"),
                         # as 'run' says it, before any run starts
                         (["compare", SIEVE, "--disk", "nope.img"],
                          "disk file 'nope.img' does not exist")):
@@ -210,3 +211,12 @@ def test_the_api_restores_eagerly_or_lazily(tmp_path, engine):
             again.run()                # its output is what came after the checkpoint
             assert expected[0].endswith(again.output) and len(again.output) > 100
             assert (again.regs, again.tick) == expected[1:]
+
+
+def test_sweep_header_and_json_give_the_precopy_rate_in_use(tmp_path):
+    done = run_cli("compare", "--sweep", "8", "--mem", "1M", "--precopy-rate", "16",
+                   cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.decode()
+    assert "pre-copy copies 16 pages per 1,000 ticks" in done.stdout.decode()
+    done = run_cli("compare", "--sweep", "8", "--mem", "1M", "--json", cwd=tmp_path)
+    assert json.loads(done.stdout)["precopy_pages_per_1000_ticks"] == 64
