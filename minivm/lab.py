@@ -372,21 +372,25 @@ def comparison_dict(c: Comparison) -> dict:
 
 # --- the sweep: pre-copy against the dirty rate -----------------------------------------------
 
-DEFAULT_SWEEP = "8,16,32,48,64,96,128"
+DEFAULT_SWEEP = "8,16,32,48,64,90"
 SWEEP_WORKING_SET = 256         # pages the guest keeps rewriting (1 MiB)
 SWEEP_DISK = 64 * 1024
 
 
 def parse_rates(text: str) -> list[int]:
-    """'8,16,32' or '8-128' (step 8) or '8-128:16' -> pages per 1,000 ticks."""
+    """'8,16,32' or '8-88' (step 8) or '8-88:16' -> pages per 1,000 ticks."""
+    from .labguest import LOOP_TICKS, MAX_RATE
+
     def number(part: str) -> int:
         try:
             value = int(part, 0)
         except ValueError:
             raise MinivmError(f"--sweep {text!r}: {part.strip()!r} is not a whole number; "
-                              "give e.g. 8,16,32 or 8-128:8") from None
-        if not 1 <= value <= 1000:
-            raise MinivmError(f"--sweep {text!r}: a rate is 1 to 1000 pages per 1,000 ticks")
+                              "give e.g. 8,16,32 or 8-88:8") from None
+        if not 1 <= value <= MAX_RATE:
+            raise MinivmError(f"--sweep {text!r}: a rate is 1 to {MAX_RATE} pages per 1,000 "
+                              f"ticks (the lab guest writes one page per iteration of "
+                              f"{LOOP_TICKS} ticks or more)")
         return value
     text = text.strip()
     if "-" in text and "," not in text:
@@ -422,7 +426,7 @@ class SweepRow:
 
 def sweep_guest(rate: int, memory_size: int, options: dict):
     from .assembler import assemble
-    from .labguest import touched_pages, lab_source
+    from .labguest import LOOP_TICKS, lab_source, touched_pages
     from .precopy import MAX_ROUNDS, PAGES_PER_SLICE, SLICE_TICKS
     pages = touched_pages(memory_size)
     per, slice_ticks = options.get("pages_per_slice", PAGES_PER_SLICE), \
@@ -431,7 +435,7 @@ def sweep_guest(rate: int, memory_size: int, options: dict):
     at = 4 * pages + 2000                       # just after the guest has touched its pages
     needed = (slice_ticks * (pages // per + 2)
               + rounds * slice_ticks * (SWEEP_WORKING_SET // per + 2) + 20_000)
-    period = max(1000 // rate, 8)
+    period = max(1000 // rate, LOOP_TICKS)
     source = lab_source(memory_size, rate, needed // period + 1, SWEEP_WORKING_SET)
     return assemble(source, f"<lab guest, {rate} pages per 1,000 ticks>"), at
 
@@ -466,17 +470,18 @@ def sweep(rates: list[int], *, memory_size: int, engine: str, progress=None,
     return rows
 
 
-SWEEP_COLUMNS = ("pages/1k ticks", "precopy rounds", "final-stop pages", "pages twice",
+SWEEP_COLUMNS = ("pages/1k ticks", "written", "precopy rounds", "final-stop pages", "pages twice",
                  "precopy stop", "cow stop", "converged")
 
 
 def format_sweep(rows: list[SweepRow], memory_size: int) -> str:
+    from .labguest import actual_rate
     from .memory import format_size
     table = []
     for r in rows:
         p = r.precopy
         taken = p.rounds is not None
-        table.append([str(r.rate), _dash(p.rounds), _dash(p.final_pages),
+        table.append([str(r.rate), f"{actual_rate(r.rate):.1f}", _dash(p.rounds), _dash(p.final_pages),
                       _dash(p.written_twice), _us(p.stop_us) if taken else "-",
                       _us(r.cow.stop_us) if r.cow.tick else "-",
                       ("yes" if r.converged else "no: round limit") if taken else "not taken"])
@@ -492,12 +497,13 @@ def format_sweep(rows: list[SweepRow], memory_size: int) -> str:
 
 
 def sweep_dict(rows: list[SweepRow], memory_size: int) -> dict:
-    from .labguest import touched_pages
+    from .labguest import actual_rate, touched_pages
     return {"memory": memory_size,
             "working_set": min(SWEEP_WORKING_SET, touched_pages(memory_size)),
             "precopy_pages_per_1000_ticks": (rows[0].per_slice * 1000 // rows[0].slice_ticks
                                              if rows else None),
-            "rows": [{"rate": r.rate, "at": r.at, "precopy_rounds": r.precopy.rounds,
+            "rows": [{"rate": r.rate, "written_per_1000_ticks": round(actual_rate(r.rate), 1),
+                      "at": r.at, "precopy_rounds": r.precopy.rounds,
                       "final_stop_pages": r.precopy.final_pages,
                       "pages_written_twice": r.precopy.written_twice,
                       "precopy_stop_us": round(r.precopy.stop_us, 1),

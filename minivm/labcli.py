@@ -35,8 +35,9 @@ def add_parser(sub, add_engine_option) -> None:
     p.add_argument("--svg", metavar="FILE.svg", help="also draw the comparison as a picture (not with --sweep)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
     p.add_argument("--sweep", nargs="?", const="", default=None, metavar="RATES",
-                   help="pages written per 1,000 ticks to sweep, e.g. 8,16,32 or 8-128:8 "
-                        "(default 8,16,32,48,64,96,128)")
+                   help="pages written per 1,000 ticks to sweep (1 to 90), e.g. 8,16,32 or "
+                        "8-88:8 (default 8,16,32,48,64,90); the table's 'written' column is the rate "
+                        "the guest really writes")
     p.add_argument("--precopy-rate", type=int, default=None, metavar="PAGES",
                    help="pages pre-copy copies per 1,000 ticks (default 64)")
     p.add_argument("--max-steps", type=int, default=None, metavar="N",
