@@ -173,9 +173,10 @@ class VM:
     # ---- running ------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
         """Console input for the guest (port 0x02), after what it has not read yet."""
-        self.machine.console.source.feed(bytes(data))
+        data = _input_bytes(data)
+        self.machine.console.source.feed(data)
         if self.history is not None:
-            self.history.note_input(bytes(data))
+            self.history.note_input(data)
 
     def run(self, max_ticks: int | None = None, max_output: int | None = None) -> Result:
         """Run until halt, fault, breakpoint, or a limit: ``max_ticks`` more
@@ -280,6 +281,11 @@ def _fault(fault: GuestFault | None) -> Fault | None:
     return Fault(fault.reason, fault.pc, fault.tick, fault.location, fault.source)
 
 
+def _input_bytes(data) -> bytes:
+    """Console input as bytes: a str is taken as UTF-8 text (as the pytest fixture does)."""
+    return data.encode("utf-8") if isinstance(data, str) else bytes(data)
+
+
 def boot(program, *, mem: str | int = "1M", disk: str | None = None, input: bytes = b"",
          engine: str = DEFAULT_ENGINE, checkpoint_dir: str | None = None,
          history: bool = False, checkpoint_mode: str = "cow") -> VM:
@@ -292,7 +298,7 @@ def boot(program, *, mem: str | int = "1M", disk: str | None = None, input: byte
     layer = open_disk(disk) if disk else None
     try:
         machine = Machine(image, memory_size=size, disk=layer, console_sink=BufferSink(),
-                          console_input=ConsoleInput(bytes(input)), engine=engine)
+                          console_input=ConsoleInput(_input_bytes(input)), engine=engine)
     except BaseException:
         close_chain(layer)
         raise
@@ -320,7 +326,7 @@ def restore(checkpoint: str, *, input: bytes = b"", engine: str = DEFAULT_ENGINE
     ckpt = read_checkpoint(os.fspath(checkpoint))
     folder = checkpoint_dir or tempfile.mkdtemp(prefix="minivm-")
     machine, _ = _resume(ckpt, FileStore(folder), console_sink=BufferSink(),
-                         console_input=ConsoleInput(bytes(input)), engine=engine,
+                         console_input=ConsoleInput(_input_bytes(input)), engine=engine,
                          eager=eager)
     return VM(machine, folder, history, checkpoint_mode)
 

@@ -130,3 +130,12 @@ def test_json_of_a_run_that_cannot_start_is_no_object_and_status_2(tmp_path, cap
     code = cli.main([what, "bad.asm" if what == "run" else "bad.mvc", "--json"])
     out, err = capsys.readouterr()
     assert code == 2 and out == "" and "bad." in err and "Traceback" not in err
+
+
+def test_the_api_takes_text_input_as_utf8(engine):
+    """minivm.run(..., input="3 4") as the fixture takes it, not a TypeError."""
+    sum_asm = ROOT / "programs" / "grading" / "sum.asm"
+    assert minivm.run(sum_asm, input="3 4", engine=engine).output == b"7\n"
+    with minivm.boot(sum_asm, engine=engine) as vm:
+        vm.feed("10 é")                      # é is two bytes, neither a digit
+        assert vm.run().output == b"10\n"
