@@ -33,7 +33,7 @@ from .checkpoint import Checkpointer
 from .devices import BufferSink, ConsoleInput
 from .disks import close_chain, open_disk
 from .engine import DEFAULT_ENGINE
-from .errors import GuestFault, MinivmError
+from .errors import GuestFault, MinivmError, show
 from .history import History
 from .image import Image
 from .machine import Machine
@@ -162,8 +162,14 @@ class VM:
         return int.from_bytes(self.read(addr, 4), "little")
 
     def symbol(self, name: str) -> int:
-        """A label's or .equ name's value (KeyError if the program has none)."""
-        return self.machine.image.symbols[name][1]
+        """A label's or .equ name's value (NoSymbol, a MinivmError and a
+        KeyError, if the program has none)."""
+        image = self.machine.image
+        if name not in image.symbols:
+            known = ", ".join(sorted(image.symbols)[:12]) or "none"
+            raise NoSymbol(f"{show(image.source_file or '<program>')} has no label or .equ "
+                           f"named '{show(name)}' (it has: {known})")
+        return image.symbols[name][1]
 
     def devices(self) -> dict:
         """The timer, console, disk and interrupt state, as saved in a checkpoint."""
@@ -279,6 +285,13 @@ def _fault(fault: GuestFault | None) -> Fault | None:
     if fault is None:
         return None
     return Fault(fault.reason, fault.pc, fault.tick, fault.location, fault.source)
+
+
+class NoSymbol(MinivmError, KeyError):
+    """VM.symbol (and break_at) of a name the program does not define."""
+
+    def __str__(self) -> str:           # the message, not KeyError's repr of it
+        return str(self.args[0])
 
 
 def _input_bytes(data) -> bytes:

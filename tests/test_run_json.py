@@ -139,3 +139,13 @@ def test_the_api_takes_text_input_as_utf8(engine):
     with minivm.boot(sum_asm, engine=engine) as vm:
         vm.feed("10 é")                      # é is two bytes, neither a digit
         assert vm.run().output == b"10\n"
+
+
+def test_an_unknown_label_is_a_readable_minivm_error(engine):
+    with minivm.boot(ROOT / "programs" / "grading" / "sum.asm", engine=engine) as vm:
+        for call in (lambda: vm.symbol("total"), lambda: vm.break_at("total")):
+            with pytest.raises(minivm.MinivmError) as caught:
+                call()
+            assert isinstance(caught.value, KeyError)      # as it was documented before
+            assert "sum.asm has no label or .equ named 'total' (it has: done, gap, next)" \
+                in str(caught.value)
