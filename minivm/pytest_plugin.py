@@ -52,6 +52,7 @@ def pytest_addoption(parser) -> None:
                          "(one folder per test, its disk files beside it) instead of the "
                          "test's tmp_path")
     group.addoption("--minivm-engine", metavar="NAME", default=None,
+                    choices=("interp", "blocks"),  # a typo is one usage error, not N failures
                     help="the execution engine the fixture's runs use (interp or blocks; "
                          "default: minivm's default)")
 
