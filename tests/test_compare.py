@@ -163,9 +163,12 @@ def test_compare_says_when_a_mode_took_no_checkpoint(tmp_path):
     assert precopy["checkpoint_tick"] is None and "halted at tick" in precopy["note"]
     assert doc["modes"][0]["identical"] and doc["modes"][1]["identical"]
     text = run_cli("compare", str(ROOT / "programs" / "demos" / "strategies.asm"), "--mem",
-                   "4M", "--disk", disk(tmp_path), "--at", "70000", cwd=tmp_path)
+                   "4M", "--disk", disk(tmp_path), "--at", "70000", "--svg", "c.svg",
+                   cwd=tmp_path)
     assert text.returncode == 1
     assert "no checkpoint was taken in precopy mode" in text.stdout.decode()
+    svg = (tmp_path / "c.svg").read_text()          # the picture says the same
+    assert "no checkpoint was taken in precopy mode" in svg and "NOT every" not in svg
 
 
 def test_resume_json_always_says_how_it_resumed(tmp_path):
@@ -179,10 +182,12 @@ def test_compare_says_when_the_program_faults(tmp_path):
     """A guest that faults (here: a disk request without --disk) is not
     mistaken for one that halts: the table's head and the --at error say so."""
     (tmp_path / "nodisk.asm").write_text("mov r1, 1\nmov r2, 2\nmov r3, 3\nout 0x23, 2\nhalt\n")
-    done = run_cli("compare", "nodisk.asm", "--at", "1", cwd=tmp_path)
+    done = run_cli("compare", "nodisk.asm", "--at", "1", "--svg", "f.svg", cwd=tmp_path)
     out = done.stdout.decode()
     assert done.returncode == 0, done.stderr.decode()
     assert "did not halt: it ended at tick 3 with a fault: disk request with no disk" in out
+    assert "did not halt: it ended with a fault: disk request with no disk attached" \
+        in (tmp_path / "f.svg").read_text()
     done = run_cli("compare", "nodisk.asm", "--at", "50", cwd=tmp_path)
     err = done.stderr.decode()
     assert done.returncode == 2 and "Traceback" not in err
