@@ -367,6 +367,7 @@ def comparison_dict(c: Comparison) -> dict:
     return {"program": c.program, "memory": c.memory_size, "engine": c.engine, "at": c.at,
             "ticks": c.ticks, "uninterrupted_ms": round(c.seconds * 1e3, 3),
             "uninterrupted_ticks_per_s": round(c.speed),
+            "uninterrupted_end": c.ended or "halt",
             "modes": [mode(m) for m in c.modes], "identical": c.identical}
 
 

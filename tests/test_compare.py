@@ -188,6 +188,10 @@ def test_compare_says_when_the_program_faults(tmp_path):
     assert "did not halt: it ended at tick 3 with a fault: disk request with no disk" in out
     assert "did not halt: it ended with a fault: disk request with no disk attached" \
         in (tmp_path / "f.svg").read_text()
+    done = run_cli("compare", "nodisk.asm", "--at", "1", "--json", cwd=tmp_path)
+    assert json.loads(done.stdout)["uninterrupted_end"].startswith("fault: disk request")
+    done = run_cli("compare", SIEVE, "--at", "100", "--json", cwd=tmp_path)
+    assert json.loads(done.stdout)["uninterrupted_end"] == "halt"
     done = run_cli("compare", "nodisk.asm", "--at", "50", cwd=tmp_path)
     err = done.stderr.decode()
     assert done.returncode == 2 and "Traceback" not in err
