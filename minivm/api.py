@@ -120,6 +120,7 @@ class VM:
     def __init__(self, machine: Machine, checkpoint_dir: str | None = None,
                  history: bool = False, checkpoint_mode: str = "cow"):
         self.machine = machine
+        self._own_dir = checkpoint_dir is None     # removed at close if nothing is in it
         self.checkpoint_dir = checkpoint_dir or tempfile.mkdtemp(prefix="minivm-")
         self.checkpointer = Checkpointer(machine, FileStore(self.checkpoint_dir),
                                          mode=checkpoint_mode)
@@ -263,6 +264,11 @@ class VM:
             self._closed = True
             self.checkpointer.finish_all()
             close_chain(self.machine.disk.backing)
+            if self._own_dir:
+                try:                # a run that wrote nothing leaves no folder in /tmp
+                    os.rmdir(self.checkpoint_dir)
+                except OSError:     # its checkpoints (or overlay) are still wanted
+                    pass
 
     def __enter__(self) -> "VM":
         return self
@@ -341,7 +347,9 @@ def restore(checkpoint: str, *, input: bytes = b"", engine: str = DEFAULT_ENGINE
     machine, _ = _resume(ckpt, FileStore(folder), console_sink=BufferSink(),
                          console_input=ConsoleInput(_input_bytes(input)), engine=engine,
                          eager=eager)
-    return VM(machine, folder, history, checkpoint_mode)
+    vm = VM(machine, folder, history, checkpoint_mode)
+    vm._own_dir = checkpoint_dir is None
+    return vm
 
 
 #: The pytest plugin's fixture offers it under the command line's name too.
