@@ -327,14 +327,11 @@ def format_table(header, rows) -> str:
 def format_comparison(c: Comparison) -> str:
     from .memory import format_size
     head = (f"{c.program}: {format_size(c.memory_size)} of memory, engine {c.engine}; "
-            f"checkpoint asked for at tick {c.at:,} of {c.ticks:,};\nthe uninterrupted run "
+            f"checkpoint asked for at tick {c.at:,} of {c.ticks:,}; the uninterrupted run "
             f"took {_ms(c.seconds)} ({c.speed / 1e6:.2f} M ticks/s)")
     if c.ended:
         head += f"\nthe program did not halt: it ended at tick {c.ticks:,} with a {c.ended}"
-    # two tables of the same rows, so that each fits a terminal of 120 columns
-    rows, split = table_rows(c), COLUMNS.index("eager 1st instr")
-    out = [head, "", format_table(COLUMNS[:split], [r[:split] for r in rows]), "",
-           format_table(COLUMNS[:1] + COLUMNS[split:], [r[:1] + r[split:] for r in rows]), ""]
+    out = [head, "", format_table(COLUMNS, table_rows(c)), ""]
     for m in c.modes:
         if m.note:
             out.append(f"{m.mode}: {m.note}")

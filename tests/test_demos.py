@@ -360,10 +360,8 @@ def test_catch_stops_at_each_protocol_step_in_turn(demo):
 def test_strategies_compares_three_modes_all_identical(demo):
     status, t, _ = demo("strategies")
     out = t.after("compare 6000")
-    rows = {}                   # mode -> its row of both tables (saving, resuming), joined
-    for line in out.splitlines():
-        if line.split()[:1] in (["stop-copy"], ["cow"], ["precopy"]):
-            rows[line.split()[0]] = rows.get(line.split()[0], []) + line.split()
+    rows = {line.split()[0]: line.split() for line in out.splitlines()
+            if line.split()[:1] in (["stop-copy"], ["cow"], ["precopy"])}
     assert set(rows) == {"stop-copy", "cow", "precopy"}, out
     assert all(row[-1] == "yes" for row in rows.values()), out
     assert "every resumed final state is identical to the uninterrupted run" in out
