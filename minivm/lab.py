@@ -329,8 +329,6 @@ def format_comparison(c: Comparison) -> str:
     head = (f"{c.program}: {format_size(c.memory_size)} of memory, engine {c.engine}; "
             f"checkpoint asked for at tick {c.at:,} of {c.ticks:,}; the uninterrupted run "
             f"took {_ms(c.seconds)} ({c.speed / 1e6:.2f} M ticks/s)")
-    if c.ended:
-        head += f"\nthe program did not halt: it ended at tick {c.ticks:,} with a {c.ended}"
     out = [head, "", format_table(COLUMNS, table_rows(c)), ""]
     for m in c.modes:
         if m.note:
@@ -341,6 +339,10 @@ def format_comparison(c: Comparison) -> str:
                            + ", ".join(r.differs))
         if not m.identical_run:
             out.append(f"{m.mode}: the run with the checkpoint differs from the uninterrupted one")
+    if c.ended:                     # not a halt: a fault, e.g. a disk request without --disk
+        import textwrap
+        out.append(textwrap.fill(f"the program did not halt: it ended at tick {c.ticks:,} "
+                                 f"with a {c.ended}", 80, break_on_hyphens=False))
     missing = [m.mode for m in c.modes if not m.resumed]
     if missing:
         out.append(f"no checkpoint was taken in {', '.join(missing)} mode, so there is no "

@@ -183,7 +183,7 @@ def test_compare_says_when_the_program_faults(tmp_path):
     mistaken for one that halts: the table's head and the --at error say so."""
     (tmp_path / "nodisk.asm").write_text("mov r1, 1\nmov r2, 2\nmov r3, 3\nout 0x23, 2\nhalt\n")
     done = run_cli("compare", "nodisk.asm", "--at", "1", "--svg", "f.svg", cwd=tmp_path)
-    out = done.stdout.decode()
+    out = " ".join(done.stdout.decode().split())       # (the line is wrapped at 80)
     assert done.returncode == 0, done.stderr.decode()
     assert "did not halt: it ended at tick 3 with a fault: disk request with no disk" in out
     assert "did not halt: it ended with a fault: disk request with no disk attached" \
@@ -226,7 +226,7 @@ def test_sweep_header_and_json_give_the_precopy_rate_in_use(tmp_path):
     done = run_cli("compare", "--sweep", "8", "--mem", "1M", "--precopy-rate", "16",
                    cwd=tmp_path)
     assert done.returncode == 0, done.stderr.decode()
-    assert "pre-copy copies 16 pages per 1,000 ticks" in done.stdout.decode()
+    assert "pre-copy copies 16 pages per 1,000 ticks" in " ".join(done.stdout.decode().split())
     done = run_cli("compare", "--sweep", "8", "--mem", "1M", "--json", cwd=tmp_path)
     assert json.loads(done.stdout)["precopy_pages_per_1000_ticks"] == 64
 
