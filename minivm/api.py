@@ -33,7 +33,7 @@ from .checkpoint import Checkpointer
 from .devices import BufferSink, ConsoleInput
 from .disks import close_chain, open_disk
 from .engine import DEFAULT_ENGINE
-from .errors import GuestFault, MinivmError
+from .errors import GuestFault, MinivmError, show
 from .history import History
 from .image import Image
 from .machine import Machine
@@ -120,6 +120,7 @@ class VM:
     def __init__(self, machine: Machine, checkpoint_dir: str | None = None,
                  history: bool = False, checkpoint_mode: str = "cow"):
         self.machine = machine
+        self._own_dir = checkpoint_dir is None     # removed at close if nothing is in it
         self.checkpoint_dir = checkpoint_dir or tempfile.mkdtemp(prefix="minivm-")
         self.checkpointer = Checkpointer(machine, FileStore(self.checkpoint_dir),
                                          mode=checkpoint_mode)
@@ -162,8 +163,14 @@ class VM:
         return int.from_bytes(self.read(addr, 4), "little")
 
     def symbol(self, name: str) -> int:
-        """A label's or .equ name's value (KeyError if the program has none)."""
-        return self.machine.image.symbols[name][1]
+        """A label's or .equ name's value (NoSymbol, a MinivmError and a
+        KeyError, if the program has none)."""
+        image = self.machine.image
+        if name not in image.symbols:
+            known = ", ".join(sorted(image.symbols)[:12]) or "none"
+            raise NoSymbol(f"{show(image.source_file or '<program>')} has no label or .equ "
+                           f"named '{show(name)}' (it has: {known})")
+        return image.symbols[name][1]
 
     def devices(self) -> dict:
         """The timer, console, disk and interrupt state, as saved in a checkpoint."""
@@ -173,9 +180,10 @@ class VM:
     # ---- running ------------------------------------------------------------------------
     def feed(self, data: bytes) -> None:
         """Console input for the guest (port 0x02), after what it has not read yet."""
-        self.machine.console.source.feed(bytes(data))
+        data = _input_bytes(data)
+        self.machine.console.source.feed(data)
         if self.history is not None:
-            self.history.note_input(bytes(data))
+            self.history.note_input(data)
 
     def run(self, max_ticks: int | None = None, max_output: int | None = None) -> Result:
         """Run until halt, fault, breakpoint, or a limit: ``max_ticks`` more
@@ -256,6 +264,11 @@ class VM:
             self._closed = True
             self.checkpointer.finish_all()
             close_chain(self.machine.disk.backing)
+            if self._own_dir:
+                try:                # a run that wrote nothing leaves no folder in /tmp
+                    os.rmdir(self.checkpoint_dir)
+                except OSError:     # its checkpoints (or overlay) are still wanted
+                    pass
 
     def __enter__(self) -> "VM":
         return self
@@ -280,6 +293,18 @@ def _fault(fault: GuestFault | None) -> Fault | None:
     return Fault(fault.reason, fault.pc, fault.tick, fault.location, fault.source)
 
 
+class NoSymbol(MinivmError, KeyError):
+    """VM.symbol (and break_at) of a name the program does not define."""
+
+    def __str__(self) -> str:           # the message, not KeyError's repr of it
+        return str(self.args[0])
+
+
+def _input_bytes(data) -> bytes:
+    """Console input as bytes: a str is taken as UTF-8 text (as the pytest fixture does)."""
+    return data.encode("utf-8") if isinstance(data, str) else bytes(data)
+
+
 def boot(program, *, mem: str | int = "1M", disk: str | None = None, input: bytes = b"",
          engine: str = DEFAULT_ENGINE, checkpoint_dir: str | None = None,
          history: bool = False, checkpoint_mode: str = "cow") -> VM:
@@ -292,7 +317,7 @@ def boot(program, *, mem: str | int = "1M", disk: str | None = None, input: byte
     layer = open_disk(disk) if disk else None
     try:
         machine = Machine(image, memory_size=size, disk=layer, console_sink=BufferSink(),
-                          console_input=ConsoleInput(bytes(input)), engine=engine)
+                          console_input=ConsoleInput(_input_bytes(input)), engine=engine)
     except BaseException:
         close_chain(layer)
         raise
@@ -310,16 +335,21 @@ def run(program, *, input: bytes = b"", max_ticks: int | None = None,
 
 def restore(checkpoint: str, *, input: bytes = b"", engine: str = DEFAULT_ENGINE,
             checkpoint_dir: str | None = None, history: bool = False,
-            checkpoint_mode: str = "cow") -> VM:
+            checkpoint_mode: str = "cow", eager: bool = False) -> VM:
     """A machine rebuilt from a checkpoint file, ready to go on, as ``minivm
     resume`` does (its disk writes go to a fresh overlay in ``checkpoint_dir``).
-    ``input`` is the console input from the checkpoint's point on. (Named
+    ``input`` is the console input from the checkpoint's point on. Memory
+    pages are read on the guest's first access to each (lazy, the default),
+    or all before it starts with ``eager=True``, as ``resume --eager``. (Named
     ``restore`` because ``minivm.resume`` is the module that implements it.)"""
     ckpt = read_checkpoint(os.fspath(checkpoint))
     folder = checkpoint_dir or tempfile.mkdtemp(prefix="minivm-")
     machine, _ = _resume(ckpt, FileStore(folder), console_sink=BufferSink(),
-                         console_input=ConsoleInput(bytes(input)), engine=engine)
-    return VM(machine, folder, history, checkpoint_mode)
+                         console_input=ConsoleInput(_input_bytes(input)), engine=engine,
+                         eager=eager)
+    vm = VM(machine, folder, history, checkpoint_mode)
+    vm._own_dir = checkpoint_dir is None
+    return vm
 
 
 #: The pytest plugin's fixture offers it under the command line's name too.

@@ -115,6 +115,7 @@ class Comparison:
     ticks: int
     seconds: float                  # the uninterrupted run's host time
     modes: list[ModeResult]
+    ended: str = ""                 # how the uninterrupted run ended, when not by a halt
 
     @property
     def speed(self) -> float:
@@ -136,6 +137,7 @@ class Lab:
         self.progress = progress or (lambda text: None)
         self.precopy_options = precopy_options
         self.folder = tempfile.mkdtemp(prefix="minivm-compare-")
+        self.ended = ""                         # how the uninterrupted run ended, if no halt
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -163,6 +165,8 @@ class Lab:
                               "or a program that halts)")
         final = final_of(machine, stop, bytes(sink.data))
         close_chain(machine.disk.backing)
+        self.ended = "" if stop.reason == "halt" else \
+            f"{stop.reason}: {getattr(stop.detail, 'reason', stop.detail)}"
         return final, seconds
 
     def with_checkpoint(self, mode: str, at: int, plain: Final) -> ModeResult:
@@ -264,13 +268,17 @@ def compare(image, *, memory_size: int, disk: str | None = None, engine: str,
         if at is None:
             at = default_at(plain.tick)
         if at >= plain.tick:
+            if lab.ended:
+                raise MinivmError(f"--at {at}: the program (uninterrupted) ends at tick "
+                                  f"{plain.tick}, before the checkpoint, with a {lab.ended}; "
+                                  "fix that, or give an earlier tick")
             raise MinivmError(f"--at {at}: the program ends at tick {plain.tick} "
                               "(uninterrupted), before the checkpoint; give an earlier tick")
         results = [lab.with_checkpoint(mode, at, plain) for mode in modes]
     finally:
         lab.close()
     return Comparison(image.source_file or "<program>", memory_size, engine, at, plain.tick,
-                      seconds, results)
+                      seconds, results, lab.ended)
 
 
 # --- the table and the JSON ---------------------------------------------------------------------
@@ -343,6 +351,10 @@ def format_comparison(c: Comparison) -> str:
                            + ", ".join(r.differs))
         if not m.identical_run:
             out.append(f"{m.mode}: the run with the checkpoint differs from the uninterrupted one")
+    if c.ended:                     # not a halt: a fault, e.g. a disk request without --disk
+        import textwrap
+        out.append(textwrap.fill(f"the program did not halt: it ended at tick {c.ticks:,} "
+                                 f"with a {c.ended}", 80, break_on_hyphens=False))
     missing = [m.mode for m in c.modes if not m.resumed]
     if missing:
         out.append(f"no checkpoint was taken in {', '.join(missing)} mode, so there is no "
@@ -369,26 +381,31 @@ def comparison_dict(c: Comparison) -> dict:
     return {"program": c.program, "memory": c.memory_size, "engine": c.engine, "at": c.at,
             "ticks": c.ticks, "uninterrupted_ms": round(c.seconds * 1e3, 3),
             "uninterrupted_ticks_per_s": round(c.speed),
+            "uninterrupted_end": c.ended or "halt",
             "modes": [mode(m) for m in c.modes], "identical": c.identical}
 
 
 # --- the sweep: pre-copy against the dirty rate -----------------------------------------------
 
-DEFAULT_SWEEP = "8,16,32,48,64,96,128"
+DEFAULT_SWEEP = "8,16,32,48,64,90"
 SWEEP_WORKING_SET = 256         # pages the guest keeps rewriting (1 MiB)
 SWEEP_DISK = 64 * 1024
 
 
 def parse_rates(text: str) -> list[int]:
-    """'8,16,32' or '8-128' (step 8) or '8-128:16' -> pages per 1,000 ticks."""
+    """'8,16,32' or '8-88' (step 8) or '8-88:16' -> pages per 1,000 ticks."""
+    from .labguest import LOOP_TICKS, MAX_RATE
+
     def number(part: str) -> int:
         try:
             value = int(part, 0)
         except ValueError:
             raise MinivmError(f"--sweep {text!r}: {part.strip()!r} is not a whole number; "
-                              "give e.g. 8,16,32 or 8-128:8") from None
-        if not 1 <= value <= 1000:
-            raise MinivmError(f"--sweep {text!r}: a rate is 1 to 1000 pages per 1,000 ticks")
+                              "give e.g. 8,16,32 or 8-88:8") from None
+        if not 1 <= value <= MAX_RATE:
+            raise MinivmError(f"--sweep {text!r}: a rate is 1 to {MAX_RATE} pages per 1,000 "
+                              f"ticks (the lab guest writes one page per iteration of "
+                              f"{LOOP_TICKS} ticks or more)")
         return value
     text = text.strip()
     if "-" in text and "," not in text:
@@ -413,6 +430,8 @@ class SweepRow:
     cow: ModeResult
     threshold: int
     max_rounds: int
+    per_slice: int = 64             # pre-copy's copy rate: pages per slice_ticks ticks
+    slice_ticks: int = 1000
 
     @property
     def converged(self) -> bool:
@@ -422,7 +441,7 @@ class SweepRow:
 
 def sweep_guest(rate: int, memory_size: int, options: dict):
     from .assembler import assemble
-    from .labguest import touched_pages, lab_source
+    from .labguest import LOOP_TICKS, lab_source, touched_pages
     from .precopy import MAX_ROUNDS, PAGES_PER_SLICE, SLICE_TICKS
     pages = touched_pages(memory_size)
     per, slice_ticks = options.get("pages_per_slice", PAGES_PER_SLICE), \
@@ -431,14 +450,14 @@ def sweep_guest(rate: int, memory_size: int, options: dict):
     at = 4 * pages + 2000                       # just after the guest has touched its pages
     needed = (slice_ticks * (pages // per + 2)
               + rounds * slice_ticks * (SWEEP_WORKING_SET // per + 2) + 20_000)
-    period = max(1000 // rate, 8)
+    period = max(1000 // rate, LOOP_TICKS)
     source = lab_source(memory_size, rate, needed // period + 1, SWEEP_WORKING_SET)
     return assemble(source, f"<lab guest, {rate} pages per 1,000 ticks>"), at
 
 
 def sweep(rates: list[int], *, memory_size: int, engine: str, progress=None,
           precopy_options: dict | None = None) -> list[SweepRow]:
-    from .precopy import MAX_ROUNDS, THRESHOLD
+    from .precopy import MAX_ROUNDS, PAGES_PER_SLICE, SLICE_TICKS, THRESHOLD
     options = dict(precopy_options or {})
     progress = progress or (lambda text: None)
     rows = []
@@ -460,22 +479,24 @@ def sweep(rates: list[int], *, memory_size: int, engine: str, progress=None,
             shutil.rmtree(folder, ignore_errors=True)
         rows.append(SweepRow(rate, at, found[PRECOPY], found[COW],
                              options.get("threshold", THRESHOLD),
-                             options.get("max_rounds", MAX_ROUNDS)))
+                             options.get("max_rounds", MAX_ROUNDS),
+                             options.get("pages_per_slice", PAGES_PER_SLICE),
+                             options.get("slice_ticks", SLICE_TICKS)))
     return rows
 
 
-SWEEP_COLUMNS = ("pages/1k ticks", "precopy rounds", "final-stop pages", "pages twice",
+SWEEP_COLUMNS = ("pages/1k ticks", "written", "precopy rounds", "final-stop pages", "pages twice",
                  "precopy stop", "cow stop", "converged")
 
 
 def format_sweep(rows: list[SweepRow], memory_size: int) -> str:
+    from .labguest import actual_rate
     from .memory import format_size
-    from .precopy import PAGES_PER_SLICE, SLICE_TICKS
     table = []
     for r in rows:
         p = r.precopy
         taken = p.rounds is not None
-        table.append([str(r.rate), _dash(p.rounds), _dash(p.final_pages),
+        table.append([str(r.rate), f"{actual_rate(r.rate):.1f}", _dash(p.rounds), _dash(p.final_pages),
                       _dash(p.written_twice), _us(p.stop_us) if taken else "-",
                       _us(r.cow.stop_us) if r.cow.tick else "-",
                       ("yes" if r.converged else "no: round limit") if taken else "not taken"])
@@ -485,16 +506,19 @@ def format_sweep(rows: list[SweepRow], memory_size: int) -> str:
     head = (f"the lab guest: {format_size(memory_size)} of memory, a working set of "
             f"{working} pages rewritten at each rate; checkpoint asked for at tick "
             f"{first.at:,} (after it has touched its memory); pre-copy copies "
-            f"{PAGES_PER_SLICE} pages per {SLICE_TICKS:,} ticks and stops at "
+            f"{first.per_slice} pages per {first.slice_ticks:,} ticks and stops at "
             f"{first.threshold} dirty pages or {first.max_rounds} rounds" if first else "")
     return "\n".join([textwrap.fill(head, 80, break_on_hyphens=False), "", format_table(SWEEP_COLUMNS, table)])
 
 
 def sweep_dict(rows: list[SweepRow], memory_size: int) -> dict:
-    from .labguest import touched_pages
+    from .labguest import actual_rate, touched_pages
     return {"memory": memory_size,
             "working_set": min(SWEEP_WORKING_SET, touched_pages(memory_size)),
-            "rows": [{"rate": r.rate, "at": r.at, "precopy_rounds": r.precopy.rounds,
+            "precopy_pages_per_1000_ticks": (rows[0].per_slice * 1000 // rows[0].slice_ticks
+                                             if rows else None),
+            "rows": [{"rate": r.rate, "written_per_1000_ticks": round(actual_rate(r.rate), 1),
+                      "at": r.at, "precopy_rounds": r.precopy.rounds,
                       "final_stop_pages": r.precopy.final_pages,
                       "pages_written_twice": r.precopy.written_twice,
                       "precopy_stop_us": round(r.precopy.stop_us, 1),

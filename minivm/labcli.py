@@ -21,7 +21,8 @@ def add_parser(sub, add_engine_option) -> None:
                     "window, pre-copy rounds, time until the checkpoint is complete, guest "
                     "speed meanwhile, bytes, resume time to the first instruction, pages "
                     "loaded) and whether every resumed run ended exactly as the uninterrupted "
-                    "one (exit status 1 if not). With --sweep, run the built-in lab guest at "
+                    "one (exit status 1 if not). Every run gets no console input (reading "
+                    "port 0x02 gives -1 at once). With --sweep, run the built-in lab guest at "
                     "a range of dirty rates instead: where pre-copy stops converging.")
     p.add_argument("program", nargs="?", help="the program (.asm or .mvb); not with --sweep")
     p.add_argument("--at", type=int, metavar="TICK",
@@ -31,11 +32,12 @@ def add_parser(sub, add_engine_option) -> None:
                    help="memory size (default 1M; 8M with --sweep)")
     p.add_argument("--disk", metavar="FILE",
                    help="raw disk image; every run starts from a copy of it (it is not written)")
-    p.add_argument("--svg", metavar="FILE.svg", help="also draw the comparison as a picture")
+    p.add_argument("--svg", metavar="FILE.svg", help="also draw the comparison as a picture (not with --sweep)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
     p.add_argument("--sweep", nargs="?", const="", default=None, metavar="RATES",
-                   help="pages written per 1,000 ticks to sweep, e.g. 8,16,32 or 8-128:8 "
-                        "(default 8,16,32,48,64,96,128)")
+                   help="pages written per 1,000 ticks to sweep (1 to 90), e.g. 8,16,32 or "
+                        "8-88:8 (default 8,16,32,48,64,90); the table's 'written' column is the rate "
+                        "the guest really writes")
     p.add_argument("--precopy-rate", type=int, default=None, metavar="PAGES",
                    help="pages pre-copy copies per 1,000 ticks (default 64)")
     p.add_argument("--max-steps", type=int, default=None, metavar="N",
@@ -89,6 +91,9 @@ def _sweep(args, options: dict) -> int:
                           "checkpoint tick: give no program, --disk, --at or --svg with it")
     rates = lab.parse_rates(args.sweep or lab.DEFAULT_SWEEP)
     memory = parse_size(args.mem or "8M", "memory size")
+    if memory < 1 << 20:                  # else its working set shrinks to a few pages
+        raise MinivmError(f"--mem {args.mem}: the sweep's guest needs 1M of memory or more "
+                          f"(it rewrites a working set of up to {lab.SWEEP_WORKING_SET} pages)")
     rows = lab.sweep(rates, memory_size=memory, engine=args.engine, progress=_progress,
                      precopy_options=options or None)
     print(json.dumps(lab.sweep_dict(rows, memory)) if args.json

@@ -25,7 +25,10 @@ FIRST_PAGE = 16             # pages 0-15: the DMA buffer (8) and source (9)
 STACK_PAGES = 16            # the last pages are left alone
 DMA_EVERY = 64              # iterations between two pairs of disk requests
 DMA_BLOCKS = 32             # the disk blocks it writes and reads (16 KiB of disk)
-LOOP_TICKS = 8              # ticks of one iteration besides its wait (approximately)
+LOOP_TICKS = 11             # ticks of one iteration besides its wait (and 14 more
+                            # every DMA_EVERY iterations, for the requests)
+#: The fastest the guest writes: one page per iteration without a wait.
+MAX_RATE = 1000 // LOOP_TICKS
 WAIT_TICKS = 3              # ticks of one turn of the wait loop
 
 
@@ -34,14 +37,34 @@ def touched_pages(memory_size: int) -> int:
     return max(memory_size // PAGE_SIZE - FIRST_PAGE - STACK_PAGES, 1)
 
 
+def _base(dma: bool) -> int:
+    return LOOP_TICKS if dma else LOOP_TICKS - 2     # without DMA: no 'and', 'bne' test
+
+
+def _delay(rate: int, dma: bool = True) -> tuple[int, int]:
+    """(turns of the wait loop, nops) per iteration: an iteration of the
+    whole number of ticks nearest to 1,000 / ``rate``."""
+    period = max(round(1000 / max(rate, 1)), _base(dma))
+    return divmod(period - _base(dma), WAIT_TICKS)
+
+
+def actual_rate(rate: int, dma: bool = True) -> float:
+    """The pages per 1,000 ticks the guest asked for ``rate`` really writes
+    (an iteration is a whole number of ticks, and the DMA requests add some)."""
+    turns, nops = _delay(rate, dma)
+    ticks = _base(dma) + WAIT_TICKS * turns + nops + (14 / DMA_EVERY if dma else 0)
+    return 1000 / ticks
+
+
 def lab_source(memory_size: int, rate: int, steps: int, working_set: int = 256,
                dma: bool = True) -> str:
     """The guest's assembly source: ``rate`` pages written per 1,000 ticks
-    (1 or more), over ``working_set`` pages, for ``steps`` iterations."""
+    (1 or more; really ``actual_rate(rate)``), over ``working_set`` pages,
+    for ``steps`` iterations."""
     pages = touched_pages(memory_size)
     working_set = max(1, min(working_set, pages))
-    period = max(1000 // max(rate, 1), LOOP_TICKS)
-    delay = max((period - LOOP_TICKS) // WAIT_TICKS, 0)
+    delay, nops = _delay(rate, dma)
+    padding = "".join("\n        nop" for _ in range(nops))
     first = FIRST_PAGE * PAGE_SIZE
     last = first + pages * PAGE_SIZE
     dma_lines = f"""
@@ -79,7 +102,7 @@ loop:
         mul r3, r3, {PAGE_SIZE}
         add r3, r3, {first}
         st r2, [r3 + 4]{dma_lines}
-pause:
+pause:{padding}
         mov r4, {delay}
 spin:
         beq r4, 0, next

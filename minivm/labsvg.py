@@ -2,8 +2,8 @@
 
 1280 pixels wide, every text at least 20 px: one panel per cost (the stop
 window, the time until the checkpoint is complete, the time to the first
-instruction of the eager and the lazy resumes, on one scale), a bar per
-mode, each panel on its own scale with the value written beside each bar,
+instruction of the eager and the lazy resumes), a bar per mode, each panel
+on its own scale (the picture says so) with the value written beside each bar,
 pre-copy's rounds, and a last line saying whether every resumed run ended
 identical to the uninterrupted one.
 """
@@ -48,6 +48,13 @@ def comparison_svg(c) -> str:
     y += 36
     out.append(_text(24, y, f"checkpoint asked for at tick {c.at:,}; memory "
                             f"{format_size(c.memory_size)}; engine {c.engine}", FONT))
+    if c.ended:
+        y += 30
+        out.append(_text(24, y, f"the program did not halt: it ended with a "
+                                f"{c.ended.split(' (')[0]}", FONT))
+    y += 30
+    out.append(_text(24, y, "each panel has its own scale: compare bars within a panel, "
+                            "and the values across panels", FONT))
     for m in c.modes:
         if m.rounds is not None:
             y += 30
@@ -76,9 +83,14 @@ def comparison_svg(c) -> str:
                 out.append(_text(LEFT + 60 + width + 10, y + BAR_H - 9, _ms(v), FONT))
             y += BAR_H + GAP
     y += 30
-    verdict = ("every resumed run (eager and lazy, every mode) ended identical to the "
-               "uninterrupted run" if c.identical else
-               "NOT every resumed run ended identical to the uninterrupted run")
+    missing = [m.mode for m in c.modes if not m.resumed]
+    if missing:                      # as the table says it: nothing to compare there
+        verdict = (f"no checkpoint was taken in {', '.join(missing)} mode: nothing resumed "
+                   "to compare there")
+    else:
+        verdict = ("every resumed run (eager and lazy, every mode) ended identical to the "
+                   "uninterrupted run" if c.identical else
+                   "NOT every resumed run ended identical to the uninterrupted run")
     out.append(_text(24, y, verdict, FONT, bold=True))
     height = y + 30
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '

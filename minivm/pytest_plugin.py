@@ -52,6 +52,7 @@ def pytest_addoption(parser) -> None:
                          "(one folder per test, its disk files beside it) instead of the "
                          "test's tmp_path")
     group.addoption("--minivm-engine", metavar="NAME", default=None,
+                    choices=("interp", "blocks"),  # a typo is one usage error, not N failures
                     help="the execution engine the fixture's runs use (interp or blocks; "
                          "default: minivm's default)")
 
@@ -266,10 +267,14 @@ def minivm(request, tmp_path):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if report.when != "call" or not report.failed:
-        return
     runner = item.stash.get(_RUNNER, None)
-    if runner is None or not runner.reportable:
+    if report.when != "call" or runner is None:
         return
-    text = runner.failure_section(item.config.getoption("minivm_artifacts"), item.nodeid)
+    artifacts = item.config.getoption("minivm_artifacts")
+    if not (report.failed and runner.reportable):
+        if artifacts is not None:          # a failure of an earlier session is not this one's
+            shutil.rmtree(os.path.join(os.path.abspath(artifacts), _safe_name(item.nodeid)),
+                          ignore_errors=True)
+        return
+    text = runner.failure_section(artifacts, item.nodeid)
     report.sections.append((SECTION, text))

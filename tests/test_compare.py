@@ -80,6 +80,7 @@ def test_compare_table(tmp_path):
     assert "every resumed final state is identical" in text
     svg = (tmp_path / "c.svg").read_text()
     assert 'width="1280"' in svg
+    assert "each panel has its own scale" in svg   # a long bar is not a long time
     sizes = [int(s) for s in re.findall(r'font-size="(\d+)"', svg)]
     assert sizes and min(sizes) >= 16
     for mode in lab.LAB_MODES:
@@ -111,6 +112,7 @@ def test_compare_errors_are_one_paragraph(tmp_path):
                         (["compare", SIEVE, "--at", "99999999"], "ends at tick 11470"),
                         (["compare", "--sweep", "8,x"], "not a whole number"),
                         (["compare", SIEVE, "--sweep"], "give no program"),
+                        (["compare", "--sweep", "8", "--mem", "64K"], "needs 1M of memory"),
                         # as 'run' says it, before any run starts
                         (["compare", SIEVE, "--disk", "nope.img"],
                          "disk file 'nope.img' does not exist")):
@@ -120,16 +122,16 @@ def test_compare_errors_are_one_paragraph(tmp_path):
 
 
 def test_sweep_shows_where_precopy_stops_converging(tmp_path):
-    done = run_cli("compare", "--sweep", "8,128", "--mem", "1M", "--json", cwd=tmp_path)
+    done = run_cli("compare", "--sweep", "8,90", "--mem", "1M", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr.decode()
     doc = json.loads(done.stdout)
     slow, fast = doc["rows"]
-    assert (slow["rate"], fast["rate"]) == (8, 128)
+    assert (slow["rate"], fast["rate"]) == (8, 90)
     assert slow["converged"] and slow["precopy_rounds"] < MAX_ROUNDS
     assert not fast["converged"] and fast["precopy_rounds"] == MAX_ROUNDS
     assert fast["final_stop_pages"] > slow["final_stop_pages"]
     assert fast["pages_written_twice"] > slow["pages_written_twice"]
-    text = run_cli("compare", "--sweep", "8,128", "--mem", "1M", cwd=tmp_path).stdout.decode()
+    text = run_cli("compare", "--sweep", "8,90", "--mem", "1M", cwd=tmp_path).stdout.decode()
     assert "no: round limit" in text and "cow stop" in text
 
 
@@ -166,9 +168,12 @@ def test_compare_says_when_a_mode_took_no_checkpoint(tmp_path):
     assert precopy["checkpoint_tick"] is None and "halted at tick" in precopy["note"]
     assert doc["modes"][0]["identical"] and doc["modes"][1]["identical"]
     text = run_cli("compare", str(ROOT / "programs" / "demos" / "strategies.asm"), "--mem",
-                   "4M", "--disk", disk(tmp_path), "--at", "70000", cwd=tmp_path)
+                   "4M", "--disk", disk(tmp_path), "--at", "70000", "--svg", "c.svg",
+                   cwd=tmp_path)
     assert text.returncode == 1
     assert "no checkpoint was taken in precopy mode" in text.stdout.decode()
+    svg = (tmp_path / "c.svg").read_text()          # the picture says the same
+    assert "no checkpoint was taken in precopy mode" in svg and "NOT every" not in svg
 
 
 def test_resume_json_always_says_how_it_resumed(tmp_path):
@@ -176,3 +181,75 @@ def test_resume_json_always_says_how_it_resumed(tmp_path):
     done = run_cli("resume", "ck/ckpt-0001.mvc", "--checkpoint-dir", "ck", "--json", cwd=tmp_path)
     assert json.loads(done.stdout)["resume"]["mode"] == "lazy"
     assert "first instruction" not in done.stderr.decode()     # the line: only when chosen
+
+
+def test_compare_says_when_the_program_faults(tmp_path):
+    """A guest that faults (here: a disk request without --disk) is not
+    mistaken for one that halts: the table's head and the --at error say so."""
+    (tmp_path / "nodisk.asm").write_text("mov r1, 1\nmov r2, 2\nmov r3, 3\nout 0x23, 2\nhalt\n")
+    done = run_cli("compare", "nodisk.asm", "--at", "1", "--svg", "f.svg", cwd=tmp_path)
+    out = " ".join(done.stdout.decode().split())       # (the line is wrapped at 80)
+    assert done.returncode == 0, done.stderr.decode()
+    assert "did not halt: it ended at tick 3 with a fault: disk request with no disk" in out
+    assert "did not halt: it ended with a fault: disk request with no disk attached" \
+        in (tmp_path / "f.svg").read_text()
+    done = run_cli("compare", "nodisk.asm", "--at", "1", "--json", cwd=tmp_path)
+    assert json.loads(done.stdout)["uninterrupted_end"].startswith("fault: disk request")
+    done = run_cli("compare", SIEVE, "--at", "100", "--json", cwd=tmp_path)
+    assert json.loads(done.stdout)["uninterrupted_end"] == "halt"
+    done = run_cli("compare", "nodisk.asm", "--at", "50", cwd=tmp_path)
+    err = done.stderr.decode()
+    assert done.returncode == 2 and "Traceback" not in err
+    assert "ends at tick 3, before the checkpoint, with a fault: disk request" in err
+
+
+def test_compare_help_says_what_the_runs_get_and_what_sweep_refuses(tmp_path):
+    text = " ".join(run_cli("compare", "--help", cwd=tmp_path).stdout.decode().split())
+    assert "no console input" in text           # stdin piped to compare is not read
+    assert "picture (not with --sweep)" in text  # --sweep --svg is refused
+
+
+@pytest.mark.parametrize("engine", ["interp", "blocks"])
+def test_the_api_restores_eagerly_or_lazily(tmp_path, engine):
+    """minivm.restore offers both ways to resume, as 'resume --eager/--lazy'."""
+    import minivm
+    with minivm.boot(SIEVE, engine=engine, checkpoint_dir=str(tmp_path)) as vm:
+        vm.step(2000)
+        path = vm.checkpoint(str(tmp_path / "at2000.mvc"))
+        vm.run()
+        expected = (vm.output, vm.regs, vm.tick)
+    for eager, loaded_at_start in ((True, 1), (False, 0)):
+        with minivm.restore(path, engine=engine, eager=eager,
+                            checkpoint_dir=str(tmp_path / f"r{eager}")) as again:
+            assert again.machine.memory.pages_loaded == loaded_at_start
+            again.run()                # its output is what came after the checkpoint
+            assert expected[0].endswith(again.output) and len(again.output) > 100
+            assert (again.regs, again.tick) == expected[1:]
+
+
+def test_sweep_header_and_json_give_the_precopy_rate_in_use(tmp_path):
+    done = run_cli("compare", "--sweep", "8", "--mem", "1M", "--precopy-rate", "16",
+                   cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.decode()
+    assert "pre-copy copies 16 pages per 1,000 ticks" in " ".join(done.stdout.decode().split())
+    done = run_cli("compare", "--sweep", "8", "--mem", "1M", "--json", cwd=tmp_path)
+    assert json.loads(done.stdout)["precopy_pages_per_1000_ticks"] == 64
+
+
+@pytest.mark.parametrize("rate", [8, 32, 48, 64, 90])
+def test_the_sweep_guest_writes_at_the_rate_its_row_shows(rate):
+    """The rate a row is labelled with is what the guest does: rates that
+    the guest cannot tell apart (96 and 128 were the same guest) are refused."""
+    import minivm
+    from minivm.labguest import MAX_RATE, actual_rate, lab_source
+    image = minivm.assemble(lab_source(1 << 20, rate, 10**6, 256, dma=False), "g.asm")
+    with minivm.boot(image) as vm:
+        vm.step(5000)
+        before = vm.regs[2]                 # r2 counts the pages written
+        vm.step(100_000)
+        measured = (vm.regs[2] - before) / 100
+    assert abs(measured - actual_rate(rate, dma=False)) < 0.2
+    assert abs(measured - rate) / rate < 0.05
+    assert MAX_RATE == 90
+    with pytest.raises(Exception, match="1 to 90"):
+        lab.parse_rates("96")

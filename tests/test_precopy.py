@@ -28,7 +28,8 @@ def lab_config(engine: str) -> Config:
     return Config(memory_size=MEMORY, disk_content=disk_pattern(), engine=engine)
 
 
-@pytest.mark.parametrize("rate", [50, 200])
+# 45: a rate whose first final stop comes with a disk read in flight (asserted below)
+@pytest.mark.parametrize("rate", [45, 200])
 def test_precopy_rounds_with_dma_in_flight_resume_bit_identical(rate, tmp_path, engine):
     image = assemble_text(lab_source(MEMORY, rate=rate, steps=300, working_set=8))
     config = lab_config(engine)

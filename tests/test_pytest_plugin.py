@@ -178,6 +178,33 @@ def test_b(minivm):
     assert not (pytester.path / "failed").exists()
 
 
+def test_a_wrong_engine_name_is_one_usage_error_not_a_failure_per_student(pytester):
+    pytester.makefile(".asm", sum=SUM)
+    pytester.makepyfile(test_ok="""
+def test_a(minivm):
+    assert minivm.run("sum.asm", input=b"1 2").output == b"3\\n"
+""")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--minivm-engine", "fast")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "invalid choice: 'fast'" in "\n".join(result.errlines)
+
+
+def test_a_test_that_passes_now_loses_its_old_failure(pytester, engine):
+    """Grading again after a student's fix: the artifacts folder no longer
+    shows the failure of the session before; other folders are left alone."""
+    pytester.makefile(".asm", sum=SUM)
+    pytester.makepyfile(test_ok="""
+def test_a(minivm):
+    assert minivm.run("sum.asm", input=b"1 2").output == b"3\\n"
+""")
+    old = pytester.path / "failed" / "test_ok.py-test_a"
+    old.mkdir(parents=True)
+    (old / "minivm-failure.mvc").write_bytes(b"from the session before")
+    (pytester.path / "failed" / "notes.txt").write_text("the teacher's")
+    _inner(pytester, engine, "--minivm-artifacts", "failed").assert_outcomes(passed=1)
+    assert not old.exists() and (pytester.path / "failed" / "notes.txt").exists()
+
+
 def test_artifacts_folder_gets_the_checkpoint_and_its_disk(pytester, engine):
     shutil.copy(ROOT / "programs" / "disk_copy.asm", pytester.path)
     (pytester.path / "disk.img").write_bytes(bytes(64 * 1024))

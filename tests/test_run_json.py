@@ -118,3 +118,50 @@ def test_resume_json_follows_the_schema(tmp_path, capsys, monkeypatch, engine):
     code, obj = _json(capsys, "resume", path, "--json", "--engine", engine)
     assert validate(obj) == [] and code == 0
     assert obj["stop"] == "halt" and obj["ticks"] > 10 and obj["output"].endswith("4181\n")
+
+
+@pytest.mark.parametrize("what", ["run", "resume"])
+def test_json_of_a_run_that_cannot_start_is_no_object_and_status_2(tmp_path, capsys,
+                                                                    monkeypatch, what):
+    """As docs/formats.md says: stdout empty, the error on stderr, status 2."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.asm").write_text("mov r1, 0\nfoo r2\nhalt\n")
+    (tmp_path / "bad.mvc").write_bytes(b"not a checkpoint")
+    code = cli.main([what, "bad.asm" if what == "run" else "bad.mvc", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and "bad." in err and "Traceback" not in err
+
+
+def test_the_api_takes_text_input_as_utf8(engine):
+    """minivm.run(..., input="3 4") as the fixture takes it, not a TypeError."""
+    sum_asm = ROOT / "programs" / "grading" / "sum.asm"
+    assert minivm.run(sum_asm, input="3 4", engine=engine).output == b"7\n"
+    with minivm.boot(sum_asm, engine=engine) as vm:
+        vm.feed("10 é")                      # é is two bytes, neither a digit
+        assert vm.run().output == b"10\n"
+
+
+def test_an_unknown_label_is_a_readable_minivm_error(engine):
+    with minivm.boot(ROOT / "programs" / "grading" / "sum.asm", engine=engine) as vm:
+        for call in (lambda: vm.symbol("total"), lambda: vm.break_at("total")):
+            with pytest.raises(minivm.MinivmError) as caught:
+                call()
+            assert isinstance(caught.value, KeyError)      # as it was documented before
+            assert "sum.asm has no label or .equ named 'total' (it has: done, gap, next)" \
+                in str(caught.value)
+
+
+def test_api_runs_leave_no_empty_folders_in_tmp(tmp_path, monkeypatch, engine):
+    """minivm.run in a loop (a grader's) left one empty /tmp/minivm-* per call."""
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    fib = ROOT / "programs" / "fib.asm"
+    for _ in range(3):
+        assert minivm.run(fib, engine=engine).stop == "halt"
+    assert list(tmp_path.iterdir()) == []
+    with minivm.boot(fib, engine=engine) as vm:    # a checkpoint's folder is kept
+        vm.step(10)
+        path = vm.checkpoint()
+    with minivm.restore(path, engine=engine) as again:
+        assert again.run().stop == "halt"
+    assert [p.name for p in tmp_path.iterdir()] == [Path(path).parent.name]
