@@ -27,6 +27,27 @@ import minivm.pytest_plugin
 import minivm.repl
 import minivm.resume
 from minivm import cli
+from minivm.assembler import AssemblyError
+
+
+def _import_what_inner_runs_import_lazily() -> None:
+    """Every minivm module, and Lark with a parser built: the assembler loads
+    Lark only for a line its fast path cannot read. Imported first during a
+    pytester test, Lark would be forgotten after it, and the cached parser of
+    the old module would raise exceptions that the new module's classes do not
+    catch (a suite-order failure that was seen: test_docs' isa.md example)."""
+    import importlib
+    import pkgutil
+    for info in pkgutil.walk_packages(minivm.__path__, "minivm."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+    try:
+        minivm.assemble("loop add r1, r1, 1\n", "warm.asm")    # Lark and its error hints
+    except AssemblyError:
+        pass
+
+
+_import_what_inner_runs_import_lazily()
 
 pytest_plugins = ["pytester"]
 
