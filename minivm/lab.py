@@ -269,10 +269,10 @@ def compare(image, *, memory_size: int, disk: str | None = None, engine: str,
             at = default_at(plain.tick)
         if at >= plain.tick:
             if lab.ended:
-                raise MinivmError(f"--at {at}: the program (uninterrupted) ends at tick "
+                raise MinivmError(f"tick {at}: the program (uninterrupted) ends at tick "
                                   f"{plain.tick}, before the checkpoint, with a {lab.ended}; "
                                   "fix that, or give an earlier tick")
-            raise MinivmError(f"--at {at}: the program ends at tick {plain.tick} "
+            raise MinivmError(f"tick {at}: the program ends at tick {plain.tick} "
                               "(uninterrupted), before the checkpoint; give an earlier tick")
         results = [lab.with_checkpoint(mode, at, plain) for mode in modes]
     finally:

@@ -129,9 +129,10 @@ class PreCopyRun:
 
     def describe(self) -> str:
         dirty = ", ".join(str(r.dirty) for r in self.rounds)
+        rounds = f", dirty after each round: {dirty}" if dirty else ""
         return (f"pre-copy: {len(self.rounds)} round(s), {self.copies} page copies "
-                f"({self.written_twice} of them of pages already copied), dirty after each round: "
-                f"{dirty}; {self.final_pages} page(s) copied in the final stop")
+                f"({self.written_twice} of them copies of a page copied before){rounds}; "
+                f"{self.final_pages} page(s) copied in the final stop")
 
 
 class PreCopy:

@@ -253,3 +253,17 @@ def test_the_sweep_guest_writes_at_the_rate_its_row_shows(rate):
     assert MAX_RATE == 90
     with pytest.raises(Exception, match="1 to 90"):
         lab.parse_rates("96")
+
+
+def test_the_repl_compare_names_the_tick_not_a_cli_option(capsys, monkeypatch, tmp_path):
+    """'compare 99999' in the REPL said '--at 99999: ...', an option the REPL
+    user never typed."""
+    import io
+    from minivm import cli
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.stdin", io.StringIO("compare 99999999\n"))
+    capsys.readouterr()
+    cli.main(["repl", SIEVE])
+    text = "".join(capsys.readouterr())
+    assert "tick 99999999: the program ends at tick 11470" in text, text
+    assert "--at" not in text

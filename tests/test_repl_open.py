@@ -62,6 +62,13 @@ def test_an_mvc_file_that_is_not_a_checkpoint_is_an_error(capsys, monkeypatch, t
                    ".mvb, or a checkpoint file written by minivm)\n")
 
 
+def test_a_missing_checkpoint_is_named_as_one(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    status, out, err = _repl(capsys, monkeypatch, "lab3.mvc")
+    assert status == cli.EXIT_USAGE and out == ""
+    assert err == "minivm: error: checkpoint file 'lab3.mvc' does not exist\n"
+
+
 def test_a_damaged_checkpoint_is_an_error(capsys, monkeypatch, tmp_path, at_tick_10):
     data = at_tick_10.read_bytes()
     (tmp_path / "cut").write_bytes(data[:len(data) // 2])

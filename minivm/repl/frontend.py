@@ -282,6 +282,8 @@ def open_start(session: Session, path: str) -> None:
     if is_checkpoint_file(path):
         close_pages(read_checkpoint(path).pages)   # validates: a bad file fails here
         restore_checkpoint(session, path, undo=False)
+    elif path.endswith(CHECKPOINT_SUFFIX) and not os.path.exists(path):
+        raise MinivmError(f"checkpoint file '{show(path)}' does not exist")
     elif path.endswith(CHECKPOINT_SUFFIX) and os.path.isfile(path):
         raise MinivmError(f"'{show(path)}' is not a minivm checkpoint: it does not begin with "
                           "a checkpoint's magic bytes (minivm repl opens a program, .asm or "
