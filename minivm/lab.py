@@ -485,8 +485,13 @@ def sweep(rates: list[int], *, memory_size: int, engine: str, progress=None,
     return rows
 
 
-SWEEP_COLUMNS = ("pages/1k ticks", "written", "precopy rounds", "final-stop pages", "pages twice",
-                 "precopy stop", "cow stop", "converged")
+SWEEP_COLUMNS = ("rate", "written", "rounds", "final pages", "twice", "precopy stop",
+                 "cow stop", "converged")
+#: What the sweep's short column names mean (printed under its table: 80 columns)
+SWEEP_LEGEND = ("rate: pages per 1,000 ticks asked of the guest; written: what it wrote; "
+                "rounds, final pages, twice: pre-copy's rounds, the pages its final stop "
+                "copied, the pages it copied more than once; converged: 'no: limit' when "
+                "the rounds hit their limit")
 
 
 def format_sweep(rows: list[SweepRow], memory_size: int) -> str:
@@ -499,7 +504,7 @@ def format_sweep(rows: list[SweepRow], memory_size: int) -> str:
         table.append([str(r.rate), f"{actual_rate(r.rate):.1f}", _dash(p.rounds), _dash(p.final_pages),
                       _dash(p.written_twice), _us(p.stop_us) if taken else "-",
                       _us(r.cow.stop_us) if r.cow.tick else "-",
-                      ("yes" if r.converged else "no: round limit") if taken else "not taken"])
+                      ("yes" if r.converged else "no: limit") if taken else "not taken"])
     first = rows[0] if rows else None
     from .labguest import touched_pages
     working = min(SWEEP_WORKING_SET, touched_pages(memory_size))
@@ -508,7 +513,9 @@ def format_sweep(rows: list[SweepRow], memory_size: int) -> str:
             f"{first.at:,} (after it has touched its memory); pre-copy copies "
             f"{first.per_slice} pages per {first.slice_ticks:,} ticks and stops at "
             f"{first.threshold} dirty pages or {first.max_rounds} rounds" if first else "")
-    return "\n".join([textwrap.fill(head, 80, break_on_hyphens=False), "", format_table(SWEEP_COLUMNS, table)])
+    return "\n".join([textwrap.fill(head, 80, break_on_hyphens=False), "",
+                      format_table(SWEEP_COLUMNS, table), "",
+                      textwrap.fill(SWEEP_LEGEND, 80, break_on_hyphens=False)])
 
 
 def sweep_dict(rows: list[SweepRow], memory_size: int) -> dict:

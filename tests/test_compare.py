@@ -132,7 +132,8 @@ def test_sweep_shows_where_precopy_stops_converging(tmp_path):
     assert fast["final_stop_pages"] > slow["final_stop_pages"]
     assert fast["pages_written_twice"] > slow["pages_written_twice"]
     text = run_cli("compare", "--sweep", "8,90", "--mem", "1M", cwd=tmp_path).stdout.decode()
-    assert "no: round limit" in text and "cow stop" in text
+    assert "no: limit" in text and "cow stop" in text
+    assert max(len(line) for line in text.splitlines()) <= 80
 
 
 def test_parse_rates():
