@@ -384,8 +384,8 @@ class DemoRunner:
 
     def prompt_here(self, index: int) -> None:
         s = self.session
-        s.say(f"(the REPL on the demo's machine, at step {index + 1}; 'quit' or Ctrl-D "
-              "goes back to the demo)")
+        s.say(f"(the REPL on the demo's machine, at step {index + 1}; 'quit' or Ctrl-D: "
+              "back to the demo)")
         s.out.flush()
         self.stream.flush()
         try:
