@@ -289,6 +289,8 @@ def test_break_without_argument_uses_pc_and_delete_alone_removes_watches_too(cal
     calls.ok("watch counter")
     assert "deleted all breakpoints and watchpoints (2)" in calls.ok("d")
     assert calls.m.breakpoints == set() and calls.m.watches == {}
+    assert calls.ok("delete") == ("nothing to delete: no breakpoints, watchpoints or "
+                                  "catchpoints are set\n")
 
 
 def test_step_shows_each_source_line_and_the_next(calls):

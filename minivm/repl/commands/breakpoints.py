@@ -107,6 +107,9 @@ def delete(s, args: str) -> None:
     """
     book = s.breakpoints
     parts = split_args(args)
+    if not parts and not book.numbers():
+        s.say("nothing to delete: no breakpoints, watchpoints or catchpoints are set")
+        return
     if not parts:
         n, kinds = len(book), ("breakpoints, watchpoints and catchpoints" if book.catches
                                else "breakpoints and watchpoints")
