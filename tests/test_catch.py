@@ -274,7 +274,7 @@ def test_help_catch_lists_every_event_on_a_line(tmp_path):
         assert re.search(rf"^    {name}( {event.arg})?\s+{re.escape(event.step)}\s+"
                          rf"{re.escape(event.what)}$", out, re.M), (name, out)
     assert max(len(line) for line in out.splitlines()) <= 80
-    assert re.search(r"^  catch\s+stop at a step of the checkpoint protocol", run(s, "help"), re.M)
+    assert re.search(r"^  catch\s+stop at a protocol step", run(s, "help"), re.M)
     bare = run(s, "catch")
     assert all(name in bare for name in EVENTS)
 

@@ -36,7 +36,7 @@ Examples:  catch cow      catch cow 2      catch save      catch disk-cow 19    
 
 @command("catch", usage=USAGE, group="breakpoints", complete="catch", needs="machine",
          max_args=2, details=DETAILS,
-         summary="stop at a step of the checkpoint protocol (P2-P10); alone: the events")
+         summary="stop at a protocol step (P2-P10); alone: the events")
 def catch(s, args: str) -> None:
     parts = split_args(args)
     if not parts:
@@ -86,7 +86,7 @@ def _argument(s, event, text: str | None) -> int | None:
 
 
 @command("catchpoints", aliases=("catches",), usage="catchpoints", group="breakpoints",
-         max_args=0, summary="list catchpoints: number, event, argument, hits ('info catch')")
+         max_args=0, summary="list catchpoints with their hits ('info catch')")
 def catchpoints(s, args: str) -> None:
     """
     Lists every catchpoint with its number (for 'delete'), the event it catches,

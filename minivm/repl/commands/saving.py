@@ -55,7 +55,7 @@ def set_save_setting(s, name: str, value: str) -> bool:
 
 @command("save-batch", aliases=("sb",), usage="save-batch [PAGES]", group="checkpoints",
          needs="machine", max_args=1,
-         summary="save one batch of a checkpoint now (P4), and say which pages")
+         summary="save one batch now (P4) and say which pages")
 def save_batch(s, args: str) -> None:
     """
     A checkpoint is saved in the background, one batch of pages at a time between
@@ -93,7 +93,7 @@ def _batch_line(job, indexes: list[int]) -> str:
 
 
 @command("show", usage="show [SETTING]", group="session", complete="settings", max_args=1,
-         summary="show the settings 'set' changes (save-rate, history-...)")
+         summary="the settings 'set' changes (save-rate, history-...)")
 def show_(s, args: str) -> None:
     """
     Lists the session's settings and their values: save-rate (the background
