@@ -177,6 +177,7 @@ def test_input_fed_after_a_halt_is_fed_to_the_next_run(tmp_path, engine):
     assert r.run("run").startswith("one\nhalted at tick")
     text = r.run("input two")
     assert "fed 4 byte(s) after the halt: kept for the next run" in text, text
+    assert max(map(len, text.splitlines())) <= 80, text
     text = r.run("run")
     assert "(console input fed after the halt or fault: 4 byte(s), fed to this run)" in text
     assert "\ntwo\nhalted at tick" in text, text

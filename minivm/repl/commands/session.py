@@ -77,7 +77,7 @@ def input_(s, args: str) -> None:
     if m.halted or m.fault is not None:
         s.pending_input += data
         s.say(f"fed {len(data)} byte(s) after the {'halt' if m.halted else 'fault'}: kept for "
-              f"the next run ('run' or 'reset' starts it with them; {len(s.pending_input)} "
+              f"the next run\n  ('run' or 'reset' starts it with them; {len(s.pending_input)} "
               "kept)")
         return
     s.say(f"fed {len(data)} byte(s); {m.console.source.buffered()} buffered, not yet read")
