@@ -349,3 +349,13 @@ def test_ctrl_c_gets_a_fresh_line_only_when_the_terminal_echoed_it(tmp_path, eng
     first = text.splitlines()[0]
     assert (first == "") == echoes, text
     assert "interrupted (Ctrl-C) at tick" in text
+
+
+def test_after_a_halt_pc_stays_at_the_halt_as_repl_md_says(tmp_path, engine):
+    r = Repl(tmp_path, "        mov r1, 1\n        halt\n        nop\n", engine)
+    r.run("run")
+    assert r.s.machine.pc == 1 and r.s.machine.halted
+    assert "  pc 1  prog.asm:2  halt\n" in r.run("regs")
+    assert "the program has halted" in r.run("continue", ok=False)
+    notes = (ROOT / "docs" / "repl.md").read_text()
+    assert "* After `halt`, pc stays at the `halt`" in notes
