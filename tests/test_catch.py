@@ -252,6 +252,7 @@ def test_catch_errors_are_one_line_with_a_hint(tmp_path):
     s = make_session(tmp_path, "interp")
     for line, expected in [
             ("catch cwo", "no protocol event 'cwo'; did you mean 'cow'?"),
+            ("catch stop", "no protocol event 'stop'; did you mean 'stop-window'?"),
             ("catch p8 3", "'catch p8' takes no argument"),
             ("catch cow 16", "page 16 is outside memory (pages 0..15"),
             ("catch disk-cow 128", "block 128 is outside the disk (blocks 0..127)"),

@@ -46,7 +46,8 @@ def catch(s, args: str) -> None:
     name = parts[0].lower()
     event = EVENTS.get(name)
     if event is None:
-        close = difflib.get_close_matches(name, list(EVENTS), n=1)
+        close = [e for e in EVENTS if e.startswith(name)] \
+            or difflib.get_close_matches(name, list(EVENTS), n=1)     # 'stop', then 'stp-window'
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise CommandError(f"no protocol event '{parts[0]}'{hint} (the events: "
                            f"{', '.join(EVENTS)}; 'help catch' says what each is)")
