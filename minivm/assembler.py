@@ -731,8 +731,11 @@ class _Assembler:
         if REGISTER_LIKE.match(name):
             raise _Fail(symbol.pos, f"'{name}' is a register name and cannot be a label or .equ name")
         if name in self.symbols:
-            first = self.symbols[name].pos
-            raise _Fail(symbol.pos, f"'{name}' is already defined at {self.place(first.line)}")
+            first = self.place(self.symbols[name].pos.line)
+            if first == self.place(symbol.pos.line):    # the same line read twice
+                raise _Fail(symbol.pos, f"'{name}' is defined a second time by this line: "
+                                        "its file is included twice (include it once)")
+            raise _Fail(symbol.pos, f"'{name}' is already defined at {first}")
         self.symbols[name] = symbol
 
     def directive_layout(self, stmt: Statement, section: str) -> str:

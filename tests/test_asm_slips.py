@@ -44,3 +44,14 @@ def test_a_slip_gets_a_located_message_that_says_what_to_write(text, where, word
 def test_a_misspelt_routine_that_is_no_library_file_keeps_the_spelling_hint():
     message = first_error("        call sqare\n        halt\nsquare: ret\n")
     assert message.endswith("undefined name 'sqare'; did you mean 'square'?"), message
+
+
+def test_a_library_file_included_twice_says_so(tmp_path):
+    path = tmp_path / "twice.asm"
+    path.write_text("        halt\n.include <puts>\n.include <puts>\n")
+    with pytest.raises(AssemblyError) as info:
+        assemble(path.read_text(), str(path))
+    text = str(info.value)
+    assert "'puts' is defined a second time by this line: its file is included twice " \
+           "(include it once)" in text, text
+    assert f"included from {path}:3" in text
