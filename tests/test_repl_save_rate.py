@@ -155,3 +155,11 @@ def test_the_settings_are_the_sessions_and_need_no_program(tmp_path, engine):
     assert s.execute(f"load {tmp_path / 'prog.asm'}") and s.execute("show save-rate")
     assert out.getvalue().endswith(
         "save-rate         1 page(s) per batch, a batch every 4 guest tick(s)\n")
+
+
+def test_the_default_rate_is_told_in_lines_of_80_columns(tmp_path, engine):
+    s = session(tmp_path, engine)
+    for line in ("set save-rate default", "show"):
+        out = run(s, line)
+        assert "then twice as far apart" in " ".join(out.split()), out
+        assert max(map(len, out.splitlines())) <= 80, out

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 from ...checkpoint import FIRST_SLICE_TICKS, SLICE_TICKS
 from ...memory import format_size
 from ..parsing import CommandError, parse_count, split_args
@@ -49,7 +51,7 @@ def set_save_setting(s, name: str, value: str) -> bool:
     s.pages_per_slice, s.save_interval = pages, ticks
     if s.checkpointer is not None:
         s.checkpointer.set_save_rate(pages, ticks)
-    s.say(f"save rate: {describe_save_rate(s)}")
+    s.say_lines(textwrap.wrap(f"save rate: {describe_save_rate(s)}", 80, subsequent_indent="  "))
     return True
 
 
@@ -111,4 +113,5 @@ def show_(s, args: str) -> None:
               "history-interval": str(s.history_interval or "auto")}
     for key in SETTINGS:
         if not name or key == name:
-            s.say(f"{key:<17} {values[key]}")
+            s.say_lines(textwrap.wrap(f"{key:<17} {values[key]}", 80,
+                                      subsequent_indent=" " * 18, break_on_hyphens=False))
