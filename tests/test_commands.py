@@ -222,7 +222,7 @@ def test_bad_arguments_get_one_line_with_usage(calls_once):
     assert "missing ')'" in calls_once.fails("print (1 + 2")
     assert "division by zero" in calls_once.fails("print 1/0")
     for text in calls_once.buffer.getvalue().splitlines():
-        assert text.startswith("error: ") or text.startswith(("loaded", "=>"))
+        assert text.startswith("error: ") or text.startswith(("loaded", "  memory", "=>"))
 
 
 def test_commands_without_a_program(harness):

@@ -359,3 +359,16 @@ def test_after_a_halt_pc_stays_at_the_halt_as_repl_md_says(tmp_path, engine):
     assert "the program has halted" in r.run("continue", ok=False)
     notes = (ROOT / "docs" / "repl.md").read_text()
     assert "* After `halt`, pc stays at the `halt`" in notes
+
+
+def test_the_loaded_line_of_the_readmes_session_fits_80_columns(tmp_path, monkeypatch):
+    """'minivm repl programs/checkpoint_demo.asm --disk d.img' told it in 95 columns."""
+    monkeypatch.chdir(ROOT)
+    disk = tmp_path / "d.img"
+    create_raw_disk(str(disk), 64 * 1024)
+    out = io.StringIO()
+    Session("programs/checkpoint_demo.asm", disk=str(disk), out=out,
+            checkpoint_dir=str(tmp_path / "ck"))
+    first, second = out.getvalue().splitlines()[:2]
+    assert first == "loaded programs/checkpoint_demo.asm: 88 instructions, 1536 data bytes;"
+    assert second == f"  memory 1 MiB; disk {disk}"
