@@ -167,8 +167,8 @@ def reverse_continue(s, args: str) -> None:
     m = s.machine
     before = m.tick
     if s.breakpoints.catches:
-        s.say("(catchpoints are forward-only: a replay does not run the checkpoint "
-              "protocol again, so reverse-continue looks only for breakpoints and watchpoints)")
+        s.say("(catchpoints are forward-only: a replay does not run the checkpoint protocol\n"
+              " again, so reverse-continue looks only for breakpoints and watchpoints)")
     if not m.breakpoints and not m.watches and not m.reg_watches:
         travel(s, lambda h: h.goto(h.start), "reverse-continue")
         s.say("(no breakpoints or watchpoints are set)")
