@@ -16,6 +16,11 @@ from .errors import show
 
 DATA_DIRECTIVES = {".word", ".byte", ".ascii", ".asciz", ".space", ".align"}
 DIRECTIVES = DATA_DIRECTIVES | {".text", ".data", ".equ", ".entry"}
+#: other assemblers' names for minivm's directives (``.code`` is not close to
+#: ``.text`` in spelling, so the spelling hint alone would say ``.word``)
+DIRECTIVE_ALIASES = {".code": ".text", ".section": ".text or .data", ".rodata": ".data",
+                     ".bss": ".data (with .space)", ".string": ".asciz", ".long": ".word",
+                     ".int": ".word", ".set": ".equ", ".zero": ".space"}
 
 
 TOKEN_WORDS = {
@@ -94,6 +99,10 @@ def describe_token(token) -> str:
 
 ORDER_HINTS = {"out": " (the port comes first: 'out PORT, src', e.g. 'out 0x01, r1')",
                "in": " (the register comes first: 'in rd, PORT', e.g. 'in r1, 0x02')"}
+#: a memory operand where only ld/st/ldb/stb take one
+MEMORY_HINTS = {"mov": " (to read the word at an address: 'ld rd, [ADDR]'; its byte: 'ldb')",
+                **{op: " (memory is read with 'ld rd, [ADDR]' into a register first)"
+                   for op in (*isa.ALU_MNEMONICS, *isa.BRANCH_MNEMONICS, "push", "out")}}
 TARGETED = frozenset(isa.BRANCH_MNEMONICS) | {"jmp", "call"}   # whose last operand is a code address
 #: The ports whose value is a handler's code address (devices.py: the timer's
 #: and the disk's; tests/test_asm_sections.py checks this against the devices).

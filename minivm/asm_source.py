@@ -90,6 +90,7 @@ class Expansion:
     sources: list = field(default_factory=list)        # each file's lines, as read
     digests: list = field(default_factory=list)        # [path, sha256] of each included file
     errors: list = field(default_factory=list)         # (line in the plain text, column, message)
+    macros: dict = field(default_factory=dict)         # lower-case name -> 'file:line' defined
 
     @property
     def text(self) -> str:
@@ -279,6 +280,7 @@ class _Expander:
             self.error(at, column, f"macro '{name}' names a parameter twice")
         else:
             self.macros[name.lower()] = _Macro(name, params, body, origin)
+            self.out.macros[name.lower()] = f"{show(self.out.files[origin.file])}:{origin.line}"
 
     def expand_use(self, macro: _Macro, use, text: str, origin: Origin, depth: int) -> None:
         at = self.emit(use.group(1).rstrip(), origin)

@@ -41,10 +41,10 @@ import os
 
 from . import isa
 from .container import MAX_PROGRAM_BYTES, read_program_file
-from .asm_hints import (DIRECTIVES, EXAMPLES, HANDLER_PORTS, LABEL_THEN_WORD,
-                        OPERAND_START, ORDER_HINTS, TARGETED, describe_token, in_words,
-                        missing_colon, wrong_section)
-from .asm_source import expand, uses_expansion
+from .asm_hints import (DIRECTIVE_ALIASES, DIRECTIVES, EXAMPLES, HANDLER_PORTS, LABEL_THEN_WORD,
+                        MEMORY_HINTS, OPERAND_START, ORDER_HINTS, TARGETED, describe_token,
+                        in_words, missing_colon, wrong_section)
+from .asm_source import expand, library_folder, uses_expansion
 from .errors import MinivmError, show
 from .image import MAX_CODE, MAX_DATA, Image
 
@@ -689,6 +689,8 @@ class _Assembler:
     too_much_code: bool = False
     _evaluating: set = field(default_factory=set)
     place: object = lambda line: f"line {line}"     # a line in messages (asm_source.Expansion.where)
+    library: str | None = None                      # where .include <name> looks
+    macros: dict = field(default_factory=dict)      # macro name -> where defined (Expansion.macros)
 
     def fail(self, exc: _Fail) -> None:
         self.errors.add(exc.diagnostic)
@@ -705,6 +707,10 @@ class _Assembler:
                     if section != "text":
                         raise _Fail(stmt.pos, f"instruction '{stmt.name}' in the .data section; "
                                               "put instructions after .text")
+                    if stmt.name not in isa.MNEMONICS and stmt.name in self.macros:
+                        raise _Fail(stmt.pos, f"macro '{stmt.name}' is used before it is "
+                                              f"defined (at {self.macros[stmt.name]}); "
+                                              "define a macro above its first use")
                     if stmt.name not in isa.MNEMONICS:
                         raise _Fail(stmt.pos, f"unknown mnemonic '{stmt.name}'",
                                     hint=partial(_mnemonic_hint, stmt.name, bool(stmt.args),
@@ -725,14 +731,19 @@ class _Assembler:
         if REGISTER_LIKE.match(name):
             raise _Fail(symbol.pos, f"'{name}' is a register name and cannot be a label or .equ name")
         if name in self.symbols:
-            first = self.symbols[name].pos
-            raise _Fail(symbol.pos, f"'{name}' is already defined at {self.place(first.line)}")
+            first = self.place(self.symbols[name].pos.line)
+            if first == self.place(symbol.pos.line):    # the same line read twice
+                raise _Fail(symbol.pos, f"'{name}' is defined a second time by this line: "
+                                        "its file is included twice (include it once)")
+            raise _Fail(symbol.pos, f"'{name}' is already defined at {first}")
         self.symbols[name] = symbol
 
     def directive_layout(self, stmt: Statement, section: str) -> str:
         name, args = stmt.name, stmt.args
         if name not in DIRECTIVES:
-            raise _Fail(stmt.pos, f"unknown directive '{name}'", hint=partial(_suggest, name, DIRECTIVES))
+            hint = (partial(str, f"; minivm uses {DIRECTIVE_ALIASES[name]}")
+                    if name in DIRECTIVE_ALIASES else partial(_suggest, name, DIRECTIVES))
+            raise _Fail(stmt.pos, f"unknown directive '{name}'", hint=hint)
         if name in (".text", ".data"):
             self.expect_args(stmt, 0)
             return name[1:]
@@ -816,7 +827,8 @@ class _Assembler:
             if early:
                 raise _Fail(name.pos, f"'{name.name}' is not defined before this {early}; "
                                       f"{early} can only use names defined above it")
-            raise _Fail(name.pos, f"undefined name '{name.name}'", hint=partial(_suggest, name.name, self.symbols))
+            raise _Fail(name.pos, f"undefined name '{name.name}'",
+                        hint=partial(_undefined_hint, name.name, self.symbols, self.library))
         if symbol.section != "equ":
             return symbol.value
         if symbol.value is None:
@@ -952,6 +964,8 @@ class _Assembler:
                    f"{_OPERAND_WORDS[kind]}, not {_kind_of(operand)}")
         if index == 1 and stmt.name in ORDER_HINTS:       # out r1, 0x00
             message += ORDER_HINTS[stmt.name]
+        elif isinstance(operand, Mem) and stmt.name in MEMORY_HINTS:   # mov r1, [msg]
+            message += MEMORY_HINTS[stmt.name]
         return _Fail(operand.pos, message)
 
     def check_section(self, expr, wrong: str, where: str) -> None:
@@ -1046,6 +1060,16 @@ def _mnemonic_hint(name: str, has_args: bool, line: str = "") -> str:
     if not hint and not has_args:
         hint = " (a label needs a ':' after its name)"
     return hint
+
+
+def _undefined_hint(name: str, symbols, library: str | None) -> str:
+    """A close name, or, for a routine of the standard library (``call putdec``
+    without ``.include <putdec>``), the line that brings it in."""
+    folder = library or library_folder()
+    if re.fullmatch(r"\w+", name) and os.path.isfile(os.path.join(folder, name + ".asm")):
+        return (f"; '{name}' is a routine of the standard library: add "
+                f"'.include <{name}>' after the program's last instruction")
+    return _suggest(name, symbols)
 
 
 def _suggest(word: str, choices) -> str:
@@ -1143,9 +1167,10 @@ def assemble(source: str, filename: str = "<source>", *, library: str | None = N
             raise AssemblyError(filename, expansion.text, diags, expansion=expansion)
         source = expansion.text
     text = source if source.endswith("\n") else source + "\n"
-    asm = _Assembler(filename)
+    asm = _Assembler(filename, library=library)
     if expansion is not None:
         asm.place = expansion.where
+        asm.macros = expansion.macros
     try:
         asm.layout(_statements(text, _Sink(asm.errors, 0)))
     except _SyntaxError as exc:

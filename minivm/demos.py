@@ -162,7 +162,8 @@ def colour_line(line: str) -> str:
         cells = re.sub(r"([.pSsCc])\1*", lambda m: _paint(COLOURS[m.group(1)], m.group(0)),
                        row.group(2))
         return row.group(1) + cells
-    if line.startswith("legend: ") or line.lstrip().startswith("s shared, saved"):
+    if line.startswith("legend: ") or line.lstrip().startswith(("s shared, saved",
+                                                                   "c copied, original saved")):
         return LEGEND_LETTER.sub(lambda m: m.group(1) + _paint(COLOURS[m.group(2)], m.group(2)),
                                  line)
     return line
@@ -384,8 +385,8 @@ class DemoRunner:
 
     def prompt_here(self, index: int) -> None:
         s = self.session
-        s.say(f"(the REPL on the demo's machine, at step {index + 1}; 'quit' or Ctrl-D "
-              "goes back to the demo)")
+        s.say(f"(the REPL on the demo's machine, at step {index + 1}; 'quit' or Ctrl-D: "
+              "back to the demo)")
         s.out.flush()
         self.stream.flush()
         try:

@@ -788,6 +788,9 @@ def open_disk(path: str, verify: bool = True, writable: bool = True):
     while True:
         if len(headers) > MAX_CHAIN:
             raise DiskError(f"disk chain starting at '{show(path)}' is longer than {MAX_CHAIN} files")
+        if not headers and not os.path.lexists(current):     # the file asked for
+            raise DiskError(f"disk file '{show(path)}' does not exist (create one with "
+                            f"'minivm disk create {show(path)} 64K')")
         check_regular_file(current, "disk file")
         header = _peek_overlay_header(current)
         if header is None:

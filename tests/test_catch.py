@@ -252,6 +252,7 @@ def test_catch_errors_are_one_line_with_a_hint(tmp_path):
     s = make_session(tmp_path, "interp")
     for line, expected in [
             ("catch cwo", "no protocol event 'cwo'; did you mean 'cow'?"),
+            ("catch stop", "no protocol event 'stop'; did you mean 'stop-window'?"),
             ("catch p8 3", "'catch p8' takes no argument"),
             ("catch cow 16", "page 16 is outside memory (pages 0..15"),
             ("catch disk-cow 128", "block 128 is outside the disk (blocks 0..127)"),
@@ -274,7 +275,7 @@ def test_help_catch_lists_every_event_on_a_line(tmp_path):
         assert re.search(rf"^    {name}( {event.arg})?\s+{re.escape(event.step)}\s+"
                          rf"{re.escape(event.what)}$", out, re.M), (name, out)
     assert max(len(line) for line in out.splitlines()) <= 80
-    assert re.search(r"^  catch\s+stop at a step of the checkpoint protocol", run(s, "help"), re.M)
+    assert re.search(r"^  catch\s+stop at a protocol step", run(s, "help"), re.M)
     bare = run(s, "catch")
     assert all(name in bare for name in EVENTS)
 
@@ -301,6 +302,7 @@ def test_reverse_continue_says_catchpoints_are_forward_only(tmp_path, engine):
     run(s, "break spin")
     out = run(s, "reverse-continue")
     assert "catchpoints are forward-only" in out
+    assert all(len(line) <= 80 for line in out.splitlines() if str(tmp_path) not in line), out
     assert "Breakpoint 2 at tick 6608" in out and s.machine.pc == 30      # the last 'spin'
     # forward again: the catchpoint still stops there
     run(s, "delete 2")

@@ -127,7 +127,9 @@ def test_p_opens_the_repl_on_the_demos_machine_and_comes_back(engine):
             interact(session, make_prompt_session(session, input=pipe, output=DummyOutput()),
                      close=False)
     _, text, _ = drive("cow", ["", "p", "", "q"], engine, open_repl=repl)
-    after_p = text.split("(the REPL on the demo's machine, at step 2;")[1]
+    opened = "(the REPL on the demo's machine, at step 2; 'quit' or Ctrl-D: back to the demo)"
+    assert len(opened) <= 80 and opened + "\n" in text       # one line on an 80-column screen
+    after_p = text.split(opened)[1]
     assert "r3  0x00005000" in after_p                 # the machine of step 2, at tick 917
     assert "r9 = 7" in after_p
     back, rest = after_p.split("(back in the demo, at the end of step 2)")

@@ -354,6 +354,15 @@ def test_catch_stops_at_each_protocol_step_in_turn(demo):
     assert [[event for event, _ in stop] for stop in stops] == [
         ["stop-window"], ["cow"], ["p6"], ["dma-land"], ["save"], ["disk-cow", "p9"],
         ["disk-cow", "stop-window", "p8"], []]
+    # the narration before the dma-land stop names the step the stop reports (P5:
+    # page 3 is still shared, the guest never copied it)
+    before_land = t.text.split("> catch dma-land\n", 1)[0].rsplit("--\n", 1)[1]
+    landed = re.search(r"landed in .*\((P\d)\)$", t.text, re.M)
+    assert landed and before_land.startswith(f"# {landed.group(1)}: "), before_land
+    # the narration after the P8 stop names its steps in the order they are printed
+    after_p8 = t.text.split("> catch p8\n", 1)[1].split("\n-- ", 1)[0]
+    told = "".join(line for line in after_p8.splitlines() if line.startswith("#"))
+    assert re.findall(r"\((P\d+)\)", told) == [step for _, step in stops[6]], after_p8
     assert "SCSSS..........S" in t.after("pages", 1)     # page 1 copied by the caught store
     listing = t.after("info catch")
     assert re.search(r"^\s+8\s+p8\s+any\s+P8\s+1$", listing, re.M), listing

@@ -88,7 +88,8 @@ def test_cli_disk_errors(tmp_path):
     prog.write_text("halt\n")
     odd = tmp_path / "odd.img"
     odd.write_bytes(bytes(513))
-    for disk_arg, words_expected in ((tmp_path / "missing.img", ["does not exist"]),
+    for disk_arg, words_expected in ((tmp_path / "missing.img",
+                                      ["does not exist", "create one with 'minivm disk create "]),
                                      (odd, ["513", "multiple of 512"])):
         proc = run_cli("run", str(prog), "--disk", str(disk_arg), input=b"")
         assert b"Traceback" not in proc.stderr

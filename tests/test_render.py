@@ -89,7 +89,9 @@ def test_page_map_of_a_small_memory(stepped):
         "0 copied (0 saved)",
         "  0x00000000       0  p...............",
         "legend: . untouched  p private  S shared with the checkpoint, not yet saved",
-        "        s shared, saved  C copied, original not yet saved  c copied, original saved"]
+        "        s shared, saved  C copied, original not yet saved",
+        "        c copied, original saved"]
+    assert max(map(len, render.LEGEND.splitlines() + [render.LAZY_LEGEND])) <= 80
 
 
 class _Memory:
@@ -123,7 +125,7 @@ def test_page_states_and_folded_rows_while_a_checkpoint_saves():
         "  0x00000000       0  psSc............................................................",
         "  ... pages 64-191 untouched (0x00040000..0x000bffff)",
         "  0x000c0000     192  ........C......................................................."]
-    assert len(render.page_map(mem, chars, [_Job()])) == 7     # the last row is not folded
+    assert len(render.page_map(mem, chars, [_Job()])) == 8     # the last row is not folded
 
 
 def test_breakpoint_list(stepped):

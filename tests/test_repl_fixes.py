@@ -39,6 +39,12 @@ class Repl:
 
 # --- 'commit' and 'diff' -----------------------------------------------------------------
 
+def assert_fits(text: str) -> None:
+    """80 columns, but for a line that is one word (a long temporary path) alone."""
+    for line in text.splitlines():
+        assert len(line) <= 80 or len(line.split()) <= 2, line
+
+
 def test_commit_says_it_once_and_warns_about_the_checkpoints_on_its_target(tmp_path, engine):
     disk = tmp_path / "disk.img"
     create_raw_disk(str(disk), 16 * 512)
@@ -49,6 +55,8 @@ def test_commit_says_it_once_and_warns_about_the_checkpoints_on_its_target(tmp_p
     r.run("delete")
     r.run("continue")
     text = r.run("commit")
+    assert_fits(text)
+    text = " ".join(text.split())              # the warning is wrapped to 80 columns
     assert text.count("committed 1 block group(s) from a.cow") == 1, text
     assert f"warning: {disk} was the disk of checkpoint(s) a; so they no longer match it" \
         in text and "'restore' refuses them (as after 'minivm disk commit')" in text
@@ -68,6 +76,8 @@ def test_a_deferred_commit_warns_when_it_starts(tmp_path, engine):
     r.run("continue")                    # the write to block 1 (to a.cow) is in flight
     r.run("sync")
     text = r.run("commit")
+    assert_fits(text)
+    text = " ".join(text.split())
     assert "a.cow is merged into its parent once its pending writes complete" in text
     assert "once the merge is done they no longer match it" in text, text
     assert "committed" not in text
@@ -167,6 +177,7 @@ def test_input_fed_after_a_halt_is_fed_to_the_next_run(tmp_path, engine):
     assert r.run("run").startswith("one\nhalted at tick")
     text = r.run("input two")
     assert "fed 4 byte(s) after the halt: kept for the next run" in text, text
+    assert max(map(len, text.splitlines())) <= 80, text
     text = r.run("run")
     assert "(console input fed after the halt or fault: 4 byte(s), fed to this run)" in text
     assert "\ntwo\nhalted at tick" in text, text
@@ -338,3 +349,26 @@ def test_ctrl_c_gets_a_fresh_line_only_when_the_terminal_echoed_it(tmp_path, eng
     first = text.splitlines()[0]
     assert (first == "") == echoes, text
     assert "interrupted (Ctrl-C) at tick" in text
+
+
+def test_after_a_halt_pc_stays_at_the_halt_as_repl_md_says(tmp_path, engine):
+    r = Repl(tmp_path, "        mov r1, 1\n        halt\n        nop\n", engine)
+    r.run("run")
+    assert r.s.machine.pc == 1 and r.s.machine.halted
+    assert "  pc 1  prog.asm:2  halt\n" in r.run("regs")
+    assert "the program has halted" in r.run("continue", ok=False)
+    notes = (ROOT / "docs" / "repl.md").read_text()
+    assert "* After `halt`, pc stays at the `halt`" in notes
+
+
+def test_the_loaded_line_of_the_readmes_session_fits_80_columns(tmp_path, monkeypatch):
+    """'minivm repl programs/checkpoint_demo.asm --disk d.img' told it in 95 columns."""
+    monkeypatch.chdir(ROOT)
+    disk = tmp_path / "d.img"
+    create_raw_disk(str(disk), 64 * 1024)
+    out = io.StringIO()
+    Session("programs/checkpoint_demo.asm", disk=str(disk), out=out,
+            checkpoint_dir=str(tmp_path / "ck"))
+    first, second = out.getvalue().splitlines()[:2]
+    assert first == "loaded programs/checkpoint_demo.asm: 88 instructions, 1536 data bytes;"
+    assert second == f"  memory 1 MiB; disk {disk}"

@@ -141,3 +141,25 @@ def test_the_new_words_complete(tmp_path):
     help_text = run(s, "help save-batch")
     assert help_text.startswith("save-batch [PAGES]   (aliases: sb)")
     assert "set save-rate" in run(s, "help set")
+
+
+def test_the_settings_are_the_sessions_and_need_no_program(tmp_path, engine):
+    """'show' lists them at 'minivm>', so 'set' of one must work there too, and
+    stay for the program loaded next; 'set REG' still wants a program."""
+    (tmp_path / "prog.asm").write_text(PROG)
+    out = io.StringIO()
+    s = Session(None, out=out, checkpoint_dir=str(tmp_path / "ck"), engine=engine)
+    assert s.execute("set save-rate 1 4") and s.execute("set history-budget 1M")
+    assert not s.execute("set r1 3")
+    assert "no program loaded" in out.getvalue()
+    assert s.execute(f"load {tmp_path / 'prog.asm'}") and s.execute("show save-rate")
+    assert out.getvalue().endswith(
+        "save-rate         1 page(s) per batch, a batch every 4 guest tick(s)\n")
+
+
+def test_the_default_rate_is_told_in_lines_of_80_columns(tmp_path, engine):
+    s = session(tmp_path, engine)
+    for line in ("set save-rate default", "show"):
+        out = run(s, line)
+        assert "then twice as far apart" in " ".join(out.split()), out
+        assert max(map(len, out.splitlines())) <= 80, out

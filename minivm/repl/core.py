@@ -366,9 +366,11 @@ class Session:
         self.install(machine, image, path)
         guestrun.carry_input(self, old, keep=False)
         data = f", {len(image.data)} data bytes" if image.data else ""
-        self.say(f"loaded {path}: {len(image.code)} instructions{data}; "
-                 f"memory {format_size(self.memory_size)}"
-                 + (f"; disk {show_path(self.disk_path)}" if self.disk_path else ""))
+        parts = [f"loaded {path}: {len(image.code)} instructions{data}",
+                 f"memory {format_size(self.memory_size)}"]
+        parts += [f"disk {show_path(self.disk_path)}"] if self.disk_path else []
+        line = "; ".join(parts)      # on two lines if it would not fit 80 columns
+        self.say(line if len(line) <= 80 else parts[0] + ";\n  " + "; ".join(parts[1:]))
         self.say(f"=> {self.describe(machine.pc)}")
 
     def reset(self) -> None:

@@ -7,6 +7,7 @@ checkpointers of earlier machines of the session, which ``timeline`` draws."""
 from __future__ import annotations
 
 import re
+import textwrap
 from contextlib import contextmanager
 from html import escape
 
@@ -75,10 +76,16 @@ def running(s):
             s.checkpointer.finish_all()
 
 
+def wrap_note(message: str) -> list[str]:
+    """A checkpointer's note in lines of 80 columns (a path longer is left whole)."""
+    return textwrap.wrap(f"note: {message}", 80, subsequent_indent="  ",
+                         break_long_words=False, break_on_hyphens=False)
+
+
 def new_checkpointer(s, machine) -> SessionCheckpointer:
     return SessionCheckpointer(machine, s.store, pages_per_slice=s.pages_per_slice,
                                slice_ticks=s.save_interval,
-                               report=lambda msg: s.say(f"note: {msg}"),
+                               report=lambda msg: s.say_lines(wrap_note(msg)),
                                announce=lambda job: announce_guest_checkpoint(s, job))
 
 

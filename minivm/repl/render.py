@@ -22,7 +22,8 @@ from .places import show_path
 PAGES_PER_ROW = 64
 MAX_LISTED = 20
 LEGEND = ("legend: . untouched  p private  S shared with the checkpoint, not yet saved\n"
-          "        s shared, saved  C copied, original not yet saved  c copied, original saved")
+          "        s shared, saved  C copied, original not yet saved\n"
+          "        c copied, original saved")             # each line fits 80 columns
 LAZY_LEGEND = "        f in the checkpoint file, read on the guest's first access (lazy resume)"
 
 

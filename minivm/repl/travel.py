@@ -205,8 +205,8 @@ def restore_from(s, ckpt, name: str, where: str, lineage) -> None:
     if replay:
         s.say(f"  console input: {len(replay)} byte(s) fed after that point are fed again")
     if overlay:
-        s.say(f"  disk writes now go to {show_path(overlay)}; the checkpointed disk "
-              "stays unchanged")
+        s.say(f"  disk writes now go to {show_path(overlay)};\n"
+              "    the checkpointed disk stays unchanged")
 
 
 # ---- settings ---------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def _watch_register(s, reg: int, text: str) -> None:
 
 @command("delete", aliases=("d", "del"), usage="delete [N...]", group="breakpoints",
          complete="numbers",
-         summary="delete breakpoints/watchpoints/catchpoints N; alone: delete all")
+         summary="delete N (numbers of 'breakpoints'); alone: all")
 def delete(s, args: str) -> None:
     """
     Deletes the breakpoints, watchpoints and catchpoints with the given numbers
@@ -107,6 +107,9 @@ def delete(s, args: str) -> None:
     """
     book = s.breakpoints
     parts = split_args(args)
+    if not parts and not book.numbers():
+        s.say("nothing to delete: no breakpoints, watchpoints or catchpoints are set")
+        return
     if not parts:
         n, kinds = len(book), ("breakpoints, watchpoints and catchpoints" if book.catches
                                else "breakpoints and watchpoints")
@@ -133,7 +136,7 @@ def delete(s, args: str) -> None:
 
 
 @command("breakpoints", aliases=("bl", "watches"), usage="breakpoints", group="breakpoints",
-         summary="list breakpoints and watchpoints")
+         summary="list breakpoints, watchpoints and catchpoints")
 def breakpoints(s, args: str) -> None:
     """
     Lists every breakpoint and watchpoint with its number (for 'delete'), where it

@@ -36,7 +36,7 @@ Examples:  catch cow      catch cow 2      catch save      catch disk-cow 19    
 
 @command("catch", usage=USAGE, group="breakpoints", complete="catch", needs="machine",
          max_args=2, details=DETAILS,
-         summary="stop at a step of the checkpoint protocol (P2-P10); alone: the events")
+         summary="stop at a protocol step (P2-P10); alone: the events")
 def catch(s, args: str) -> None:
     parts = split_args(args)
     if not parts:
@@ -46,7 +46,8 @@ def catch(s, args: str) -> None:
     name = parts[0].lower()
     event = EVENTS.get(name)
     if event is None:
-        close = difflib.get_close_matches(name, list(EVENTS), n=1)
+        close = [e for e in EVENTS if e.startswith(name)] \
+            or difflib.get_close_matches(name, list(EVENTS), n=1)     # 'stop', then 'stp-window'
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise CommandError(f"no protocol event '{parts[0]}'{hint} (the events: "
                            f"{', '.join(EVENTS)}; 'help catch' says what each is)")
@@ -86,7 +87,7 @@ def _argument(s, event, text: str | None) -> int | None:
 
 
 @command("catchpoints", aliases=("catches",), usage="catchpoints", group="breakpoints",
-         max_args=0, summary="list catchpoints: number, event, argument, hits ('info catch')")
+         max_args=0, summary="list catchpoints with their hits ('info catch')")
 def catchpoints(s, args: str) -> None:
     """
     Lists every catchpoint with its number (for 'delete'), the event it catches,

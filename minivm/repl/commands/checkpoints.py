@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import textwrap
 
 from ... import isa
 from ...resume import open_chain, read_checkpoint, resolve_disk_chain
@@ -108,14 +109,16 @@ def commit(s, args: str) -> None:
     message = cp.commit_disk()
     done = message == cp.last_commit    # merged at once: reported already, as a note
     if not done:
-        s.say(message)
+        s.say_lines(textwrap.wrap(message, 80, subsequent_indent="  ", break_long_words=False))
     affected = _checkpoints_on(s, parent.path) if parent is not None else []
     if affected:
         names = ", ".join(job.name for job in affected)
         when = "so they no longer match it" if done else \
             "once the merge is done they no longer match it"
-        s.say(f"warning: {show_path(parent.path)} was the disk of checkpoint(s) {names}; "
-              f"{when} and 'restore' refuses them (as after 'minivm disk commit')")
+        s.say_lines(textwrap.wrap(
+            f"warning: {show_path(parent.path)} was the disk of checkpoint(s) {names}; "
+            f"{when} and 'restore' refuses them (as after 'minivm disk commit')",
+            80, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False))
 
 
 def _checkpoints_on(s, path: str) -> list:

@@ -57,7 +57,7 @@ def print_(s, args: str) -> None:
 
 
 @command("set", usage="set REG VALUE | set [ADDR] VALUE | set SETTING VALUE", group="inspecting",
-         complete="set", needs="machine",
+         complete="set",
          summary="change a register, a word of memory, or a setting")
 def set_(s, args: str) -> None:
     """
@@ -73,14 +73,15 @@ def set_(s, args: str) -> None:
     Examples:  set r1 42      set r2 = r1 * 2      set [counter] 0      set pc loop
                set history-budget 256M      set save-rate 1 2
     """
-    m = s.machine
     parts = split_args(args.replace("=", " ", 1) if "=" in args else args)
     if len(parts) < 2:
         raise CommandError("usage: set REG VALUE | set [ADDR] VALUE (e.g. set r1 42)")
     target, value_text = parts[0], " ".join(parts[1:])
     if travel.set_history_setting(s, target, value_text) \
             or set_save_setting(s, target, value_text):
-        return
+        return                             # a setting of the session: no program needed
+    s.require_machine()
+    m = s.machine
     if target.lower() == "pc":
         pc = s.code_address(value_text)
         m.pc = pc

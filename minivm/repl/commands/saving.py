@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 from ...checkpoint import FIRST_SLICE_TICKS, SLICE_TICKS
 from ...memory import format_size
 from ..parsing import CommandError, parse_count, split_args
@@ -49,13 +51,13 @@ def set_save_setting(s, name: str, value: str) -> bool:
     s.pages_per_slice, s.save_interval = pages, ticks
     if s.checkpointer is not None:
         s.checkpointer.set_save_rate(pages, ticks)
-    s.say(f"save rate: {describe_save_rate(s)}")
+    s.say_lines(textwrap.wrap(f"save rate: {describe_save_rate(s)}", 80, subsequent_indent="  "))
     return True
 
 
 @command("save-batch", aliases=("sb",), usage="save-batch [PAGES]", group="checkpoints",
          needs="machine", max_args=1,
-         summary="save one batch of a checkpoint now (P4), and say which pages")
+         summary="save one batch now (P4) and say which pages")
 def save_batch(s, args: str) -> None:
     """
     A checkpoint is saved in the background, one batch of pages at a time between
@@ -93,7 +95,7 @@ def _batch_line(job, indexes: list[int]) -> str:
 
 
 @command("show", usage="show [SETTING]", group="session", complete="settings", max_args=1,
-         summary="show the settings 'set' changes (save-rate, history-...)")
+         summary="the settings 'set' changes (save-rate, history-...)")
 def show_(s, args: str) -> None:
     """
     Lists the session's settings and their values: save-rate (the background
@@ -111,4 +113,5 @@ def show_(s, args: str) -> None:
               "history-interval": str(s.history_interval or "auto")}
     for key in SETTINGS:
         if not name or key == name:
-            s.say(f"{key:<17} {values[key]}")
+            s.say_lines(textwrap.wrap(f"{key:<17} {values[key]}", 80,
+                                      subsequent_indent=" " * 18, break_on_hyphens=False))

@@ -77,7 +77,7 @@ def input_(s, args: str) -> None:
     if m.halted or m.fault is not None:
         s.pending_input += data
         s.say(f"fed {len(data)} byte(s) after the {'halt' if m.halted else 'fault'}: kept for "
-              f"the next run ('run' or 'reset' starts it with them; {len(s.pending_input)} "
+              f"the next run\n  ('run' or 'reset' starts it with them; {len(s.pending_input)} "
               "kept)")
         return
     s.say(f"fed {len(data)} byte(s); {m.console.source.buffered()} buffered, not yet read")
@@ -99,11 +99,22 @@ def help_(s, args: str) -> None:
         s.say(f"{group}:")
         for cmd in COMMANDS.values():
             if cmd.group == group:
-                names = ", ".join((cmd.name,) + cmd.aliases)
-                s.say(f"  {names:<24} {cmd.summary}")
+                s.say_lines(_list_row(cmd))
     s.say("Values: numbers, labels, registers, expressions (buf+4, [sp], r1*2).\n"
           "Enter repeats step/next/continue/x. Tab completes. Ctrl-C stops the guest;\n"
           "Ctrl-D quits.")
+
+
+def _list_row(cmd, width: int = 80) -> list[str]:
+    """A command in 'help': its name and the aliases that fit the 24-column
+    name field ('help NAME' lists them all), the summary wrapped to ``width``."""
+    names = cmd.name
+    for alias in cmd.aliases:
+        if len(names) + 2 + len(alias) > 24:
+            break
+        names += ", " + alias
+    return textwrap.wrap(cmd.summary, width, initial_indent=f"  {names:<24} ",
+                         subsequent_indent=" " * 27, break_long_words=False)
 
 
 def command_help(cmd) -> list[str]:

@@ -19,7 +19,7 @@ CALLS = (isa.CALL_I, isa.CALL_R)
 @command("goto", aliases=("go",), usage="goto TICK", group="time travel", needs="machine",
          complete="tick",
          min_args=1, max_args=1, missing="give a tick; usage: goto TICK (e.g. goto 0, goto 1500)",
-         summary="become exactly what the run was at TICK, back or forward")
+         summary="become what the run was at TICK, back or forward")
 def goto(s, args: str) -> None:
     """
     The machine becomes exactly what this run was at tick TICK: registers,
@@ -86,7 +86,7 @@ def reverse_step(s, args: str) -> None:
 
 @command("reverse-next", aliases=("rn", "rni", "reverse-nexti"), usage="reverse-next [N]",
          group="time travel", repeat=True, needs="machine", max_args=1,
-         summary="like reverse-step, but a call is gone back over as one step")
+         summary="like reverse-step, but back over a call as one step")
 def reverse_next(s, args: str) -> None:
     """
     Like 'reverse-step', but when the instruction before is the 'ret' of a call,
@@ -152,7 +152,7 @@ def reverse_finish(s, args: str) -> None:
 
 @command("reverse-continue", aliases=("rc",), usage="reverse-continue", group="time travel",
          needs="machine", max_args=0,
-         summary="back to the last point where a breakpoint or watch would have stopped")
+         summary="back to the last stop a breakpoint or watch makes")
 def reverse_continue(s, args: str) -> None:
     """
     Runs backwards to the most recent earlier point where a breakpoint or a
@@ -167,8 +167,8 @@ def reverse_continue(s, args: str) -> None:
     m = s.machine
     before = m.tick
     if s.breakpoints.catches:
-        s.say("(catchpoints are forward-only: a replay does not run the checkpoint "
-              "protocol again, so reverse-continue looks only for breakpoints and watchpoints)")
+        s.say("(catchpoints are forward-only: a replay does not run the checkpoint protocol\n"
+              " again, so reverse-continue looks only for breakpoints and watchpoints)")
     if not m.breakpoints and not m.watches and not m.reg_watches:
         travel(s, lambda h: h.goto(h.start), "reverse-continue")
         s.say("(no breakpoints or watchpoints are set)")
@@ -184,7 +184,7 @@ def reverse_continue(s, args: str) -> None:
 
 
 @command("undo", usage="undo", group="time travel", needs="machine",
-         max_args=0, summary="take back the last jump in time (goto, reverse-*, restore)")
+         max_args=0, summary="take back the last goto, reverse-* or restore")
 def undo(s, args: str) -> None:
     """
     Puts the machine back where it was before the last 'goto', 'reverse-step',
@@ -198,7 +198,7 @@ def undo(s, args: str) -> None:
 
 @command("history", usage="history [on|off]", group="time travel", needs="machine",
          complete="onoff",
-         max_args=1, summary="what the recorded run covers; turn recording on or off")
+         max_args=1, summary="what is recorded; turn recording on or off")
 def history(s, args: str) -> None:
     """
     Shows what is recorded for time travel: the ticks covered, the snapshots kept
