@@ -55,6 +55,9 @@ class DemoPictures:
             self.items = [item for item in self.items if item[1] is not cp]
             self.items.append(("timeline", cp))
         command = s.last_command
+        if ok and command is not None and command.name == "compare":
+            from .labsvg import comparison_svg     # the strategies demo: its comparison
+            self.items.append(("svg", comparison_svg(s.last_comparison)))
         if ok and command is not None and command.name == "pages" and s.machine is not None \
                 and line.split()[0] != "#":
             text = self._page_map(s.machine, [job for job in cp.jobs if job.status == "saving"]

@@ -186,3 +186,24 @@ def test_repl_pages_svg_draws_the_letters_of_pages(tmp_path, engine):
     assert_text_sizes(root, scale)
     cells = [t.text for t in root.iter(NS + "text") if t.get("class") == "cell"]
     assert "".join(cells[:len(row)]) == row == "SSCSS" + "." * 11
+
+
+def test_repl_pages_svg_to_a_path_that_cannot_be_written_prints_only_the_error(tmp_path):
+    """It printed the whole map first, then the error."""
+    batch = tmp_path / "b.txt"
+    batch.write_text(f"load {DEMOS / 'cow.asm'}\npages --svg {tmp_path / 'no' / 'map.svg'}\n")
+    r = run_cli("repl", "--mem", "64K", "--batch", str(batch), cwd=tmp_path)
+    out = r.stdout.decode() + r.stderr.decode()
+    assert "cannot write" in out and "map.svg" in out
+    assert "pages of 4 KiB" not in out and "legend" not in out.lower()
+
+
+def test_the_strategies_demo_pictures_its_comparison(tmp_path):
+    """Its work is all in 'compare': it drew an empty page map of tick 0."""
+    r = run_cli("demo", "strategies", "--no-pause", "--pictures", str(tmp_path / "p"))
+    assert r.returncode == 0, r.stderr.decode()
+    (svg,) = sorted((tmp_path / "p").iterdir())
+    root, scale = parse(svg.read_text(encoding="utf-8"))
+    assert_text_sizes(root, scale)
+    texts = " ".join(t.text or "" for t in root.iter(NS + "text"))
+    assert "three checkpoint strategies" in texts and "stop window" in texts

@@ -51,8 +51,8 @@ from ..probes import EVENTS
 from .core import Session
 from .registry import COMMANDS, INFO_TOPICS
 
-BANNER = ("minivm REPL - 'help' lists the commands, Tab completes, Ctrl-C stops the guest, "
-          "Ctrl-D quits")
+#: The first line of an interactive session (80 columns at most).
+BANNER = "minivm REPL - 'help' lists commands, Tab completes, Ctrl-C stops, Ctrl-D quits"
 REGISTERS = [isa.reg_name(i) for i in range(isa.NUM_REGS)] + ["r15"]
 INFO_COMPLETIONS = ("registers", "breakpoints", "watchpoints", "checkpoints", "devices", "pages",
                     "status", "catch", "settings")

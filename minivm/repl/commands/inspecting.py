@@ -197,9 +197,11 @@ def pages(s, args: str) -> None:
         svg_path = words[1]
     saving = [job for job in s.checkpointer.jobs if job.status == "saving"]
     chars = render.page_states(m.memory, saving)
+    if svg_path is not None:            # first: a path that cannot be written is the only output
+        _write_page_svg(s, svg_path, chars, m.memory.page_count)
     s.say_lines(render.page_map(m.memory, chars, saving))
     if svg_path is not None:
-        _write_page_svg(s, svg_path, chars, m.memory.page_count)
+        s.say(f"page map written to {svg_path}")
 
 
 def _write_page_svg(s, path: str, chars: dict, total: int) -> None:
@@ -210,7 +212,6 @@ def _write_page_svg(s, path: str, chars: dict, total: int) -> None:
     states = "".join(chars.get(i, ".") for i in range(total))
     write_text_atomically(path, page_map_svg(
         states, f"minivm memory pages at tick {s.machine.tick} ({total} pages of 4 KiB)"))
-    s.say(f"page map written to {path}")
 
 
 @command("status", aliases=("where",), usage="status", group="inspecting", needs="machine",

@@ -40,5 +40,6 @@ def compare(s, args: str) -> None:
     s.say("  ... 10 runs: uninterrupted, then each mode, resumed eagerly and lazily")
     result = run_compare(s.image, memory_size=s.memory_size, disk=s.disk_path, engine=s.engine,
                          at=at)
+    s.last_comparison = result          # for 'minivm demo --pictures' (minivm/pictures.py)
     for line in format_comparison(result).splitlines():
         s.say(line)
