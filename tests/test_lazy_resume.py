@@ -156,7 +156,7 @@ def test_repl_page_map_shows_pages_still_in_the_file(tmp_path):
     chars = render.page_states(machine.memory, [])
     assert sum(ch == "f" for ch in chars.values()) == PAGES - 2
     lines = render.page_map(machine.memory, chars, [])
-    assert "38 still in the checkpoint file (lazily resumed)" in lines[0]
+    assert "38 still in the checkpoint file (lazily resumed)" in lines[1]
     assert any(line.strip().startswith("f in the checkpoint file") for line in lines)
 
 

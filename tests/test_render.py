@@ -85,9 +85,9 @@ def test_page_map_of_a_small_memory(stepped):
     chars = render.page_states(m.memory, [])
     assert chars == {0: "p"}
     assert render.page_map(m.memory, chars, []) == [
-        "16 pages of 4 KiB (64 KiB), 1 touched: 1 private, 0 shared (0 saved), "
-        "0 copied (0 saved)",
-        "  0x00000000       0  p...............",
+        "16 pages of 4 KiB (64 KiB), 1 touched:",
+        "  1 private, 0 shared (0 saved), 0 copied (0 saved)",
+        "  0x0000  0  p...............",
         "legend: . untouched  p private  S shared with the checkpoint, not yet saved",
         "        s shared, saved  C copied, original not yet saved",
         "        c copied, original saved"]
@@ -118,14 +118,15 @@ def test_page_states_and_folded_rows_while_a_checkpoint_saves():
     mem = _Memory({0: "private", 1: "shared", 2: "shared", 3: "copied", 200: "copied"}, 256)
     chars = render.page_states(mem, [_Job()])
     assert chars == {0: "p", 1: "s", 2: "S", 3: "c", 200: "C"}
-    assert render.page_map(mem, chars, [_Job()])[:5] == [
-        "256 pages of 4 KiB (1 MiB), 5 touched: 1 private, 2 shared (1 saved), "
-        "2 copied (1 saved)",
+    assert render.page_map(mem, chars, [_Job()])[:6] == [
+        "256 pages of 4 KiB (1 MiB), 5 touched:",
+        "  1 private, 2 shared (1 saved), 2 copied (1 saved)",
         "ck is saving: 1 of 4 page(s) examined so far",
-        "  0x00000000       0  psSc............................................................",
-        "  ... pages 64-191 untouched (0x00040000..0x000bffff)",
-        "  0x000c0000     192  ........C......................................................."]
-    assert len(render.page_map(mem, chars, [_Job()])) == 8     # the last row is not folded
+        "  0x00000   0  psSc............................................................",
+        "  ... pages 64-191 untouched (0x40000..0xbffff)",
+        "  0xc0000 192  ........C......................................................."]
+    assert len(render.page_map(mem, chars, [_Job()])) == 9     # the last row is not folded
+    assert max(map(len, render.page_map(mem, chars, [_Job()]))) <= 80
 
 
 def test_breakpoint_list(stepped):

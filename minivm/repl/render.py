@@ -159,13 +159,17 @@ def page_map(mem, chars: dict[int, str], saving) -> list[str]:
     for ch in chars.values():
         counts[ch] += 1
     total = mem.page_count
-    lines = [f"{total} pages of 4 KiB ({format_size(mem.size)}), {len(chars)} touched: "
-             f"{counts['p']} private, {counts['S'] + counts['s']} shared "
+    lines = [f"{total} pages of 4 KiB ({format_size(mem.size)}), {len(chars)} touched:",
+             f"  {counts['p']} private, {counts['S'] + counts['s']} shared "
              f"({counts['s']} saved), {counts['C'] + counts['c']} copied ({counts['c']} saved)"
              + (f", {counts['f']} still in the checkpoint file (lazily resumed)"
                 if counts["f"] else "")]
     lines += [f"{job.name} is saving: {job.pages_done} of {job.pages_total} page(s) "
               "examined so far" for job in saving]
+    # as wide as this memory's addresses and page numbers need: a row of 64
+    # pages fits 80 columns up to 256 MiB
+    address_width = len(f"{max(mem.size - 1, 1):#x}")
+    index_width = len(str(max(total - 1, 0)))
     rows = sorted({i // PAGES_PER_ROW for i in chars} | {0})
     nrows = (total + PAGES_PER_ROW - 1) // PAGES_PER_ROW
     previous = -1
@@ -173,12 +177,13 @@ def page_map(mem, chars: dict[int, str], saving) -> list[str]:
         if row - previous > 1:
             first, last = (previous + 1) * PAGES_PER_ROW, min(row * PAGES_PER_ROW, total) - 1
             lines.append(f"  ... pages {first}-{last} untouched "
-                         f"({(first * PAGE_SIZE):#010x}..{(last + 1) * PAGE_SIZE - 1:#010x})")
+                         f"({first * PAGE_SIZE:#0{address_width}x}.."
+                         f"{(last + 1) * PAGE_SIZE - 1:#0{address_width}x})")
         if row >= nrows:
             break
         start = row * PAGES_PER_ROW
         line = "".join(chars.get(i, ".") for i in range(start, min(start + PAGES_PER_ROW, total)))
-        lines.append(f"  {start * PAGE_SIZE:#010x} {start:>7}  {line}")
+        lines.append(f"  {start * PAGE_SIZE:#0{address_width}x} {start:>{index_width}}  {line}")
         previous = row
     lines += LEGEND.split("\n")
     if counts["f"]:
