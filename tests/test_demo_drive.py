@@ -265,7 +265,16 @@ def _demo_on_a_terminal(key: bytes, env: dict) -> tuple[int, str]:
                 break
             seen += chunk
         os.write(master, key)
-        while select.select([master], [], [], 120)[0]:
+        quiet = 0
+        while quiet < 120:                                # a hang, not slowness
+            if not select.select([master], [], [], 1)[0]:
+                quiet += 1
+                if key == b"\x03":
+                    # a SIGINT that lands after Python's last signal check but
+                    # before input()'s read() begins is taken only at the next
+                    # key (CPython's input() race): press Ctrl-C again, as a user would
+                    os.write(master, key)
+                continue
             try:
                 chunk = os.read(master, 4096)
             except OSError:                               # the child has gone
