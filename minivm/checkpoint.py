@@ -502,11 +502,9 @@ def merged_note(due: list[int], now: int, start_tick: int) -> str:
 def p7_note(memory, request) -> str:
     """What P7 does for a read in flight at a checkpoint whose target pages the
     guest's copy-on-write has copied since: it lands in the original and the copy."""
-    first = request.addr // PAGE_SIZE
-    last = (request.addr + max(request.count * BLOCK_SIZE, 1) - 1) // PAGE_SIZE
-    copied = [str(i) for i in range(first, min(last + 1, memory.page_count))
-              if memory.page_kind(i) == "copied"]
-    return f"read #{request.id} lands in both copies of page {', '.join(copied)}" if copied else ""
+    copied = memory.copied_in_range(request.addr, request.count * BLOCK_SIZE)
+    return (f"read #{request.id} lands in both copies of page {', '.join(map(str, copied))}"
+            if copied else "")
 
 
 def log_disk_cow(checkpointer, request) -> None:
@@ -777,7 +775,6 @@ class Checkpointer(_DiskCommit, Hooks):
             sum(o.cow_faults for o in self._overlays),
             sum(o.writes for o in self._overlays),
             {job.name: job.pages_done for job in self.jobs}))
-
 
     # --- in-flight DMA rules (machine.Hooks; the machine's DMA port calls these) ---
     def before_read_issued(self, request) -> None:

@@ -259,9 +259,9 @@ class Memory:
             writable[index] = None
 
     def protect_all(self) -> None:
-        """:meth:`protect` every page, in O(1) as :meth:`share` does (a ready,
-        all-None write table; the old one is cleared by :meth:`tidy`), with no
-        checkpoint view: pre-copy's start (precopy.py)."""
+        """:meth:`protect` every page, in O(1): a ready, all-None write table
+        takes the place of the current one, which :meth:`tidy` clears later
+        (:meth:`share`, and pre-copy's start, precopy.py)."""
         table = self._spare if self._spare is not None else [None] * self.page_count
         self._spare = None
         self._retired_tables.append(self.writable)
@@ -377,10 +377,7 @@ class Memory:
         (:meth:`tidy`), instead of being freed or allocated inside the stop.
         """
         frozen = FrozenMemory(self)
-        table = self._spare if self._spare is not None else [None] * self.page_count
-        self._spare = None
-        self._retired_tables.append(self.writable)
-        self.writable = table
+        self.protect_all()
         frozen._retired = self.copied
         self.copied = set()
         self.cow_copies = 0
@@ -432,6 +429,14 @@ class Memory:
         """Is page ``index`` still seen by a checkpoint that is being saved?"""
         return (type(self.pages[index]) is bytearray
                 and any(index not in s.originals for s in self._frozen))
+
+    def copied_in_range(self, addr: int, length: int) -> list[int]:
+        """The pages of [addr, addr + length) (at least one byte) that the
+        guest's copy-on-write has copied since the last checkpoint: where a
+        read in flight at it lands twice (P7)."""
+        first = addr >> PAGE_SHIFT
+        last = (addr + max(length, 1) - 1) >> PAGE_SHIFT
+        return [i for i in range(first, min(last + 1, self.page_count)) if i in self.copied]
 
     def unshare_range(self, addr: int, length: int) -> int:
         """P6: COW-fault every still-shared page a new DMA read will write."""

@@ -28,7 +28,6 @@ from collections import deque
 from dataclasses import dataclass
 
 from .devices import BLOCK_SIZE
-from .memory import PAGE_SHIFT
 
 
 @dataclass(frozen=True)
@@ -170,10 +169,7 @@ class Probes:
         self._copied = {}                 # (the checkpointer reports it right after landing)
         if memory is None or "dma-land" not in self.armed:
             return
-        first = request.addr >> PAGE_SHIFT
-        last = (request.addr + max(request.count * BLOCK_SIZE, 1) - 1) >> PAGE_SHIFT
-        copied = [i for i in range(first, min(last + 1, memory.page_count))
-                  if i in memory.copied]
+        copied = memory.copied_in_range(request.addr, request.count * BLOCK_SIZE)
         if copied:
             self._copied[request.id] = copied
 
