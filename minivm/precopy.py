@@ -10,11 +10,21 @@ and stop only to copy what the last round left dirty.
   makes COW faults, and every allocated page is copied into the *staging
   copy*, PAGES_PER_SLICE pages every SLICE_TICKS guest ticks, the first
   slice at once (a guest whose pages fit in it stops at once, nothing dirty).
+  A page that holds only zeros is not copied and does not count: the staging
+  copy reads zeros where it has no page, and whether such a page is
+  allocated is the host's business (a resumed machine has none, since a
+  checkpoint stores only non-zero pages), so it must not move the stop.
 * When a round has copied its pages, the tracker holds the pages written
   meanwhile: the *dirty set*. It becomes the next round's work (the tracker
   is swapped for a fresh one and only those pages are protected again),
   until the dirty set is at most THRESHOLD pages or MAX_ROUNDS rounds have
   run.
+* A checkpoint asked for while the rounds run **joins** them: it is taken
+  at the same final stop, as a second checkpoint of the same state (its own
+  file, overlay and name). Nothing of pre-copy is left over at a final stop,
+  so a checkpoint holds all that decides when a later one stops, and a
+  resumed run stops where the original did (resume equivalence, also when a
+  stop drains requests, P8, which the guest sees).
 * Then the **final stop**: Checkpointer.take runs P1 and P2 as in cow mode,
   except that instead of marking memory COW it copies the dirty set into the
   staging copy, which is then exactly memory at the stop (:meth:`freeze`).
@@ -39,12 +49,14 @@ import time
 from dataclasses import dataclass, field
 
 from .errors import MinivmError, reason
+from .memory import PAGE_SIZE
 
 SLICE_TICKS = 1000          # guest ticks between two copying slices ...
 PAGES_PER_SLICE = 64        # ... each copying this many pages (64 pages per 1,000 ticks)
 THRESHOLD = 32              # stop when the dirty set is at most this many pages (128 KiB) ...
 MAX_ROUNDS = 8              # ... or after this many rounds, whatever is dirty
 SCAN_PER_PAGE = 4096        # round 1: page-table entries scanned per page of budget
+ZEROS = bytes(PAGE_SIZE)
 
 
 class StagedPages(dict):
@@ -115,6 +127,8 @@ class PreCopyRun:
     copy_seconds: float = 0.0               # host time the rounds took
     job: object = None                      # the CheckpointJob, after the final stop
     status: str = "copying"                 # copying | stopped | abandoned
+    joined: list = field(default_factory=list)   # runs asked for during these rounds
+    leader: "PreCopyRun | None" = None      # a joined run: the run whose stop it shares
 
     @property
     def written_twice(self) -> int:
@@ -128,6 +142,11 @@ class PreCopyRun:
                 "dirty_per_round": [r.dirty for r in self.rounds]}
 
     def describe(self) -> str:
+        if self.leader is not None:
+            lead = self.leader
+            return (f"pre-copy: asked for during the rounds of {lead.name or 'another checkpoint'}"
+                    f" (asked for at tick {lead.tick}), so taken at their final stop; "
+                    + lead.describe().removeprefix("pre-copy: "))
         dirty = ", ".join(str(r.dirty) for r in self.rounds)
         rounds = f", dirty after each round: {dirty}" if dirty else ""
         return (f"pre-copy: {len(self.rounds)} round(s), {self.copies} page copies "
@@ -136,8 +155,9 @@ class PreCopyRun:
 
 
 class PreCopy:
-    """The pre-copy rounds of one Checkpointer (its ``precopy``): requests are
-    served one at a time, in order; ``run_due`` does one slice of copying."""
+    """The pre-copy rounds of one Checkpointer (its ``precopy``): a request
+    starts rounds, or joins the ones under way; ``run_due`` does one slice of
+    copying."""
 
     def __init__(self, checkpointer, pages_per_slice: int = PAGES_PER_SLICE,
                  slice_ticks: int = SLICE_TICKS, threshold: int = THRESHOLD,
@@ -149,7 +169,6 @@ class PreCopy:
         self.cp = checkpointer
         self.pages_per_slice, self.slice_ticks = pages_per_slice, slice_ticks
         self.threshold, self.max_rounds = threshold, max_rounds
-        self.waiting: list[tuple[str, str | None]] = []
         self.current: PreCopyRun | None = None
         self.runs: list[PreCopyRun] = []
         self.next_slice: int | None = None
@@ -159,22 +178,28 @@ class PreCopy:
         self._staged: StagedPages | None = None
 
     # --- requests ---------------------------------------------------------------------
-    def request(self, origin: str, name: str | None) -> PreCopyRun | None:
+    def request(self, origin: str, name: str | None) -> PreCopyRun:
         """A checkpoint asked for now: round 1 starts at once (its first slice
         now, so a guest whose pages fit in one slice stops at once, having
-        dirtied nothing), or when the one being copied has stopped. Returns
-        the CheckpointJob if it stopped at once, else the PreCopyRun (None
-        while it waits for the one before)."""
-        self.waiting.append((origin, name))
-        if self.current is not None:
-            return None
-        self._start()
+        dirtied nothing), or, while rounds run, it joins them and is taken at
+        their final stop. Returns the CheckpointJob if it stopped at once,
+        else its PreCopyRun (whose ``job`` is set at the final stop)."""
+        machine = self.cp.machine
+        lead = self.current
+        if lead is not None:
+            run = PreCopyRun(origin, name, machine.tick, time.perf_counter(), leader=lead)
+            lead.joined.append(run)
+            self.runs.append(run)
+            self.cp.log(None, "precopy", f"{name or 'a checkpoint'} asked for during the rounds "
+                                         f"of {lead.name or 'another checkpoint'}: taken at "
+                                         "their final stop")
+            return run
+        self._start(origin, name)
         run = self.runs[-1]
         return run.job if run.job is not None else run
 
-    def _start(self) -> None:
+    def _start(self, origin: str, name: str | None) -> None:
         machine = self.cp.machine
-        origin, name = self.waiting.pop(0)
         run = PreCopyRun(origin, name, machine.tick, time.perf_counter())
         self.current = run
         self.runs.append(run)
@@ -222,12 +247,14 @@ class PreCopy:
                 start, stop = self._pos, min(total, self._pos + SCAN_PER_PAGE)
                 found = [i for i, page in enumerate(pages[start:stop], start)
                          if page.__class__ is bytearray or (page is None and i in saved)]
-                if len(found) > budget:
-                    found, stop = found[:budget], found[budget]   # the next slice starts there
+                copied = 0
                 for index in found:
-                    self._copy_page(index, memory, staged)
-                round_.copied += len(found)
-                budget -= max(len(found), 1)           # a chunk scanned costs one page at least
+                    if copied == budget:
+                        stop = index                   # the next slice starts there
+                        break
+                    copied += self._copy_page(index, memory, staged, skip_zeros=True)
+                round_.copied += copied
+                budget -= max(copied, 1)               # a chunk scanned costs one page at least
                 self._pos = stop
             return self._pos >= total
         todo = self._todo
@@ -238,12 +265,18 @@ class PreCopy:
         self._pos = stop
         return self._pos >= len(todo)
 
-    def _copy_page(self, index: int, memory, staged: StagedPages) -> None:
+    def _copy_page(self, index: int, memory, staged: StagedPages,
+                   skip_zeros: bool = False) -> int:
+        """Copy page ``index`` into the staging copy; 1 if it was copied
+        (``skip_zeros``, round 1: a page of zeros is not, and returns 0)."""
         page = memory.pages[index]
         if page is None:                              # lazily resumed, not read yet
             page = memory.saved[index] if index in memory.saved else None
         elif type(page) is not bytearray:             # the zero page
             page = None
+        if skip_zeros and (page is None or page == ZEROS):
+            staged.pop(index, None)
+            return 0
         if page is None:
             staged.pop(index, None)
         else:
@@ -251,6 +284,7 @@ class PreCopy:
         run = self.current
         run.copies += 1
         run.distinct.add(index)
+        return 1
 
     def _end_round(self) -> None:
         memory = self.cp.machine.memory
@@ -279,6 +313,19 @@ class PreCopy:
         job.precopy = run
         run.job, run.status = job, "stopped"
         self.cp.log(job, "precopy", run.describe())
+        for other in run.joined:                      # the same stop, a checkpoint each
+            try:
+                again = self.cp.take(other.origin, other.name, staged=_Again(job.frozen))
+            except (OSError, MinivmError) as exc:
+                other.status = "abandoned"
+                self.cp.report(f"the pre-copy checkpoint asked for at tick {other.tick} was "
+                               f"not taken: {reason(exc)}; the guest keeps running")
+                continue
+            again.precopy = other
+            other.rounds, other.copies, other.distinct = run.rounds, run.copies, run.distinct
+            other.final_pages, other.copy_seconds = run.final_pages, run.copy_seconds
+            other.job, other.status = again, "stopped"
+            self.cp.log(again, "precopy", other.describe())
         self._next()
 
     def freeze(self) -> StagedMemory:
@@ -301,16 +348,15 @@ class PreCopy:
         if self._tracker is not None:
             self.cp.machine.memory.untrack(self._tracker)
             self._tracker = None
-        run.status = "abandoned"
-        self.cp.report(f"the pre-copy checkpoint asked for at tick {run.tick} was not taken: "
-                       f"{why}")
+        for each in [run] + run.joined:
+            each.status = "abandoned"
+            self.cp.report(f"the pre-copy checkpoint asked for at tick {each.tick} was not "
+                           f"taken: {why}")
         self._next()
 
     def _next(self) -> None:
         self.current, self._staged, self._todo = None, None, None
         self.next_slice = None
-        if self.waiting:
-            self._start()
 
     def stop_now(self) -> None:
         """The run is over (Checkpointer.finish_all): every checkpoint asked
@@ -319,7 +365,6 @@ class PreCopy:
         machine = self.cp.machine
         while self.current is not None:
             if machine.halted or machine.fault is not None:
-                self.waiting.clear()
                 self._abandon(f"the guest {'halted' if machine.halted else 'faulted'} at tick "
                               f"{machine.tick}, before the pre-copy rounds ended (ask for it "
                               "earlier, or give the guest more to do)")
@@ -341,3 +386,19 @@ class PreCopy:
         memory = self.cp.machine.memory
         page = memory.pages[index]
         return type(page) is bytearray or (page is None and index in memory.saved)
+
+
+class _Again:
+    """A joined checkpoint's final stop (Checkpointer._stop calls ``freeze``):
+    the staging copy its leader's stop has just completed, as a second
+    StagedMemory (a dict of its own, since an in-flight read landing, P5,
+    adds pages to each checkpoint's copy; the pages themselves are the same)."""
+
+    def __init__(self, frozen: StagedMemory):
+        self._frozen = frozen
+
+    def freeze(self) -> StagedMemory:
+        frozen = self._frozen
+        pages = StagedPages(frozen._memory)
+        pages.update(frozen.originals)
+        return StagedMemory(frozen._memory, pages)

@@ -394,6 +394,14 @@ def asked_at(job) -> int:
     return job.precopy.tick if job.precopy is not None else job.tick
 
 
+def same_stop(a, b) -> bool:
+    """Two pre-copy checkpoints taken at one final stop (one was asked for
+    during the other's rounds and joined them, precopy.py)."""
+    if a.precopy is None or b.precopy is None:
+        return False
+    return (a.precopy.leader or a.precopy) is (b.precopy.leader or b.precopy)
+
+
 def check_resumed(ref: Reference, original: Original, job, store_folder: Path) -> Final:
     """Resume equivalence for one checkpoint of an original run; every other
     checkpoint of a run is resumed eagerly, the others lazily (pages on first
@@ -401,7 +409,9 @@ def check_resumed(ref: Reference, original: Original, job, store_folder: Path) -
     number = original.jobs.index(job)
     later = original.jobs[number + 1:]
     _, resumed = resume_run(job.location, store_folder, checkpointer=original.p8,
-                            schedule=[asked_at(j) for j in later if j.origin == "host"],
+                            # a host request served by this very stop is in the past
+                            schedule=[asked_at(j) for j in later
+                                      if j.origin == "host" and not same_stop(j, job)],
                             eager=number % 2 == 1, engine=original.engine,
                             precopy_options=original.precopy_options)
     after = original.output_after(job)

@@ -17,6 +17,8 @@ from ckpt_strategies import (Config, assemble_text, check_checkpointed_disk, che
                              disk_pattern, read_checkpoint, resume_run, run_original,
                              run_reference)
 from minivm.checkpoint import MODES, Checkpointer
+from minivm.devices import BufferSink, ConsoleInput
+from minivm.resume import resume
 from minivm.labguest import lab_source
 from minivm.store import FileStore
 
@@ -35,10 +37,17 @@ def test_precopy_rounds_with_dma_in_flight_resume_bit_identical(rate, tmp_path, 
     config = lab_config(engine)
     ref = run_reference(image, config, tmp_path / "ref")
     assert ref.final.stop == "halt"
+    # 2000 comes during the rounds of 1500, so it joins them (their final stop
+    # takes both); 3500 starts rounds of its own where the run is long enough
     original = run_original(image, config, tmp_path / "pc", mode="precopy",
-                            schedule=[1500, 2000], precopy_options=SLOW)
+                            schedule=[1500, 2000, 3500], precopy_options=SLOW)
     assert not original.final.differences(ref.final, skip=()), "precopy changed the run"
-    assert original.jobs, "no pre-copy checkpoint stopped before the halt"
+    assert len(original.jobs) >= 2, "no pre-copy checkpoint stopped before the halt"
+    lead, joined = original.jobs[0].precopy, original.jobs[1].precopy
+    assert joined.leader is lead and lead.joined == [joined] and joined.tick == 2000
+    assert original.jobs[1].tick == original.jobs[0].tick
+    if rate == 45:
+        assert len(original.jobs) == 3 and original.jobs[2].precopy.leader is None
     for job in original.jobs:
         run = job.precopy
         assert job.mode == "precopy" and job.tick > run.tick
@@ -163,3 +172,60 @@ def test_the_api_takes_precopy_checkpoints(tmp_path):
         resumed = again.run()
     assert (resumed.ticks, resumed.regs) == (plain.ticks, plain.regs)
     assert plain.output == b"300\n"
+
+
+# --- what decides a final stop is in the checkpoint (found by test_resume's generator) -------
+
+ZERO_PAGE_THEN_SPIN = """
+        mov r1, 0
+        st r1, [8192]           ; page 2: allocated by the store, and all zeros
+        mov r1, 7
+        st r1, [12288]          ; pages 3 to 5: data
+        st r1, [16384]
+        st r1, [20480]
+        ckpt                    ; A: a checkpoint stores only non-zero pages
+        mov r2, 300
+spin:   sub r2, r2, 1
+        bgt r2, 0, spin
+        halt
+"""
+ONE_ROUND = {"pages_per_slice": 1, "slice_ticks": 8, "threshold": 0, "max_rounds": 1}
+
+
+def test_a_page_of_zeros_does_not_move_a_later_final_stop(tmp_path, engine):
+    """Round 1 copies the pages that hold data, not every allocated page: the
+    running machine has page 2 (zeros), a machine resumed from A does not, and
+    the later checkpoint B must still stop at the same tick in both."""
+    image = assemble_text(ZERO_PAGE_THEN_SPIN)
+    config = Config(memory_size=64 * 1024, engine=engine)
+    original = run_original(image, config, tmp_path / "o", mode="precopy", schedule=[100],
+                            precopy_options=ONE_ROUND)
+    a, b = original.jobs
+    assert (a.origin, b.origin) == ("ckpt", "host") and b.precopy.tick == 100
+    for eager in (False, True):
+        store = FileStore(str(tmp_path / f"r{eager}"))
+        machine, _ = resume(read_checkpoint(a.location), store, console_sink=BufferSink(),
+                            console_input=ConsoleInput(b""), eager=eager, engine=engine)
+        cp = Checkpointer(machine, store, mode="precopy", schedule=[100],
+                          precopy_options=ONE_ROUND)
+        machine.run(10 ** 6)
+        cp.finish_all()
+        assert [job.tick for job in cp.jobs] == [b.tick], f"eager={eager}"
+        assert cp.jobs[0].precopy.rounds[0].copied == b.precopy.rounds[0].copied
+
+
+def test_a_request_during_the_rounds_is_taken_at_their_final_stop(tmp_path, engine):
+    """A guest ckpt during the rounds of a host request joins them: nothing is
+    left waiting at the final stop for a resumed run to lose."""
+    image = assemble_text(ZERO_PAGE_THEN_SPIN.replace("ckpt ", "nop\n        ckpt "))
+    config = Config(memory_size=64 * 1024, engine=engine)
+    original = run_original(image, config, tmp_path / "o", mode="precopy", schedule=[6],
+                            precopy_options=dict(ONE_ROUND, slice_ticks=40))
+    host, guest = original.jobs
+    assert (host.origin, guest.origin) == ("host", "ckpt")
+    assert host.tick == guest.tick > guest.precopy.tick > host.precopy.tick == 6
+    assert guest.precopy.leader is host.precopy and "during the rounds of" in \
+        guest.precopy.describe()
+    for job in original.jobs:
+        _, final = resume_run(job.location, tmp_path / job.name, engine=engine)
+        assert not final.differences(original.final), job.name

@@ -631,12 +631,6 @@ def test_property_equivalence_and_invisibility(source, data, tmp_path_factory):
             elif not original.p8:
                 assert [job.tick for job in host] == [ref.boundary(k)]
             for job in original.jobs:
-                if mode == PRECOPY and original.p8:
-                    # KNOWN GAP (docs/protocol.md, pre-copy, "Not yet kept"): when a
-                    # later checkpoint drains requests (P8, which the guest sees), a
-                    # resumed run may take it at another tick, since the pre-copy
-                    # queue and rounds are host state; found by this test, 2026-12-07
-                    continue
                 resumed[(mode, job.origin, job.tick)] = check_resumed(
                     ref, original, job, workdir / f"{mode}-resumed")
                 if mode in ("cow", PRECOPY) and not any(
