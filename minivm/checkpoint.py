@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import bisect
 import gc
+from array import array
 import os
 import time
 from dataclasses import dataclass
@@ -73,6 +74,7 @@ from .store import CheckpointStore, StoreError
 SLICE_TICKS = 2048          # guest ticks between two background-save batches ...
 FIRST_SLICE_TICKS = 128     # ... starting this soon after a checkpoint, doubling each time
 SAVE_DUTY = 0.15            # share of host time the background save may take
+OPEN_WHILE_SAVING = 4       # up to this many checkpoints saving keep their file open
 MIN_BATCH_GAP = 1e-3        # adaptive mode: at least this much guest time between batches
 MAX_SLICE_TICKS = 1 << 18
 SCAN_PER_PAGE = 64          # page-table entries scanned per page of budget
@@ -182,6 +184,7 @@ class CheckpointJob:
         self.finished_tick: int | None = None
         self.precopy = None                # precopy.PreCopyRun: the rounds before the stop
         self._scan = 0
+        self._examined = array("I")         # the allocated pages the saver went through
         self._stage = "state"
         self._writer = CheckpointWriter(pending.file, {"name": name, "tick": self.tick},
                                         frozen.size, sparse_index=self.parent is not None)
@@ -206,11 +209,15 @@ class CheckpointJob:
             return f"failed: {self.error}"
         return f"complete, {self.pages_saved} pages, {self.bytes_written} bytes"
 
-    def examined(self) -> list[int]:
-        """The allocated page indexes the saver has examined so far, in order."""
+    def examined(self, start: int = 0) -> list[int]:
+        """The allocated page indexes the saver has examined so far, in order
+        (from the ``start``-th on)."""
         if self.save_only is not None:
-            return list(self.save_only[:self._scan])
-        return self.frozen.allocated_pages(0, self._scan)
+            return list(self.save_only[start:self._scan])
+        return list(self._examined[start:])
+
+    def examined_count(self) -> int:
+        return self._scan if self.save_only is not None else len(self._examined)
 
     def saved_page_indexes(self):
         """Page indexes already examined by the saver (for the REPL's page map):
@@ -244,7 +251,10 @@ class CheckpointJob:
                 budget = self._save_pages(budget)
                 if self._scan < (len(self.save_only) if self.save_only is not None
                                  else self.frozen.page_count()):
-                    self.pending.suspend()          # closed until the next batch
+                    # open till the next batch (reopening costs more than a page);
+                    # closed if many save at once, to hold few descriptors
+                    if len(self.checkpointer.saving()) > OPEN_WHILE_SAVING:
+                        self.pending.suspend()
                     return budget
                 self._stage = "wait-disk"
                 self.checkpointer.log(self, "P4", f"{self.pages_saved} pages written")
@@ -287,6 +297,8 @@ class CheckpointJob:
             if probes is not None:
                 probes.saved(self, index)
         done = stop - self._scan
+        if done:          # the pages in between are its parent's: not needed either
+            frozen.saved_up_to(pages[stop - 1] + 1, pages[self._scan])
         self._scan = stop
         self.pages_done += done
         self.pages_saved = writer.pages_written
@@ -316,6 +328,8 @@ class CheckpointJob:
                     writer.page(index, data)        # only non-zero pages are stored
                     if probes is not None:
                         probes.saved(self, index)
+            self._examined.extend(allocated)
+            frozen.saved_up_to(stop, self._scan)    # in the file: a store copies them no more
             self.pages_done += len(allocated)
             budget -= max(1, len(allocated))
             self._scan = stop
@@ -923,9 +937,9 @@ class Checkpointer(_DiskCommit, Hooks):
         """Do one batch of ``pages`` pages of background saving now, between two
         guest instructions; returns each checkpoint that was saving with the
         page indexes this batch examined for it."""
-        before = [(job, job.examined()) for job in self.saving()]
+        before = [(job, job.examined_count()) for job in self.saving()]
         self._batch(pages)
-        return [(job, job.examined()[len(seen):]) for job, seen in before]
+        return [(job, job.examined(seen)) for job, seen in before]
 
     def sync(self) -> None:
         """Do all the background work that can be done now, without waiting

@@ -84,6 +84,28 @@ class FrozenMemory:
         self.released = False
         self.allocated = memory.allocated     # pages that are not the zero page
         self._retired: object = None          # freed with the view, not during P2
+        #: the saver has written every page below this one (P4): the view
+        #: needs them no more, so a store there copies nothing (:meth:`needs`)
+        self.saved_below = 0
+
+    def needs(self, index: int) -> bool:
+        """Must the machine keep page ``index`` as it is for this view (move
+        it to ``originals`` and write a copy) before writing it?"""
+        return index >= self.saved_below and index not in self.originals
+
+    def saved_up_to(self, stop: int, start: int = 0) -> None:
+        """The saver has written the pages in [start, stop) and every one
+        before: their originals are dropped (their memory can serve the next
+        copies), and later stores to them copy nothing."""
+        originals = self.originals
+        if originals:
+            if stop - start < len(originals):
+                for index in range(start, stop):
+                    originals.pop(index, None)
+            else:
+                for index in [i for i in originals if i < stop]:
+                    del originals[index]
+        self.saved_below = stop
 
     def _view(self, index: int):
         page = self.originals.get(index)
@@ -209,7 +231,7 @@ class Memory:
             current = self.fetch(index)
         preserved = False
         for view in self._frozen:                      # P3: the original stays theirs
-            if index not in view.originals:
+            if index >= view.saved_below and index not in view.originals:
                 view.originals[index] = current
                 preserved = True
         if type(current) is bytes:                     # untouched: allocate
@@ -278,7 +300,7 @@ class Memory:
                 writable[index] = None
                 continue
             for view in self._frozen:
-                if index not in view.originals:
+                if view.needs(index):
                     view.originals[index] = (current if current is not None
                                              else self.saved_page(index))
             self.allocated += self._counts(index, version) - self._counts(index, current)
@@ -426,9 +448,10 @@ class Memory:
             addr, pos = addr + n, pos + n
 
     def is_shared(self, index: int) -> bool:
-        """Is page ``index`` still seen by a checkpoint that is being saved?"""
+        """Is page ``index`` still needed, as it is, by a checkpoint that is
+        being saved (not yet written to its file)?"""
         return (type(self.pages[index]) is bytearray
-                and any(index not in s.originals for s in self._frozen))
+                and any(view.needs(index) for view in self._frozen))
 
     def copied_in_range(self, addr: int, length: int) -> list[int]:
         """The pages of [addr, addr + length) (at least one byte) that the
@@ -487,8 +510,9 @@ class Memory:
             return "untouched"
         if index in self.copied:
             return "copied"
-        if self.is_shared(index):
-            return "shared"
+        if self.writable[index] is None and any(index not in view.originals
+                                                for view in self._frozen):
+            return "shared"         # the checkpoint's page (saved or not), not written since
         return "private"
 
     def nonzero_page_indexes(self) -> list[int]:

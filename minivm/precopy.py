@@ -82,6 +82,15 @@ class StagedMemory:
         self.size = memory.size
         self.allocated = len(pages)
         self.released = False
+        self.saved_below = 0
+
+    def saved_up_to(self, stop: int, start: int = 0) -> None:
+        """The saver has written the pages below ``stop``: drop their copies."""
+        staged = self.originals
+        for index in range(start, stop) if stop - start < len(staged) else \
+                [i for i in staged if i < stop]:
+            staged.pop(index, None)
+        self.saved_below = stop
 
     def page_count(self) -> int:
         return self._memory.page_count

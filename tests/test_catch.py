@@ -205,6 +205,7 @@ def test_cow_in_compiled_code_and_in_a_timer_push_stops_at_the_same_tick(tmp_pat
     for engine in ("interp", "blocks"):
         s = make_session(tmp_path / engine, engine, source=source, disk=False, mem="1M")
         run(s, "catch cow")
+        run(s, "set save-rate 1 4096")   # the saver behind the guest: its stores copy
         out = run(s, "run") + run_to_end(s)
         stops[engine] = (caught(out), re.findall(r"^=> .*$", out, re.M),
                          out.replace(str(tmp_path / engine), "TMP"))
