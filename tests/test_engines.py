@@ -1093,6 +1093,28 @@ def test_bench_quick_has_every_row(capsys):
         assert f"{name:<26} interp" in printed and f"{name:<26} blocks" in printed
 
 
+@pytest.mark.skipif(sys.implementation.name != "cpython" or sys.version_info[:2] != (3, 11),
+                    reason="CPython 3.11's warm-up delay (8 calls before specializing)")
+def test_bench_warms_the_bare_loop_up_before_its_first_sample(monkeypatch):
+    """CPython 3.11 specializes a function only after 8 calls, and a while
+    loop's way back does not count: unwarmed, the first bare-loop samples
+    timed a loop about 1.6 x slower than the later ones, so the first
+    workloads' ratios came out too high (found 2026-12-07)."""
+    import dis
+    import types
+    fresh = types.FunctionType(bench.bare_loop.__code__.replace(), bench.__dict__, "bare_loop")
+
+    def specialized() -> bool:
+        return any(a.opname != b.opname for a, b in zip(
+            dis.get_instructions(fresh, adaptive=True), dis.get_instructions(fresh)))
+
+    fresh(1)
+    assert not specialized()            # (one call: still the plain bytecode)
+    monkeypatch.setattr(bench, "bare_loop", fresh)
+    bench.BareLoop(10)
+    assert specialized()
+
+
 # --- batches against one boundary per instruction ---------------------------------------------
 
 # Interrupts raised while disabled (timer every few ticks, a disk read), then
