@@ -43,63 +43,66 @@ def run_fast(m, deadline: int):
             if op == 5:  # ADD_I
                 regs[a] = (regs[b] + c) & 4294967295
                 pc += 1
-            elif op == 35:  # BNE_I
-                pc = c if regs[a] != b else pc + 1
-            elif op == 36:  # BLT_R
-                pc = c if regs[a] ^ 2147483648 < regs[b] ^ 2147483648 else pc + 1
-            elif op == 3:  # MOV_I
-                regs[a] = b
-                pc += 1
+            elif op == 44:  # JMP_I
+                pc = a
             elif op == 28:  # LD
                 x = (regs[b] + c) & 4294967295
                 regs[a] = unpack(pages[x >> 12], x & 4095)[0]
                 pc += 1
-            elif op == 30:  # ST
-                x = (regs[b] + c) & 4294967295
-                pack(writable[x >> 12], x & 4095, regs[a])
+            elif op == 7:  # SUB_I
+                regs[a] = (regs[b] - c) & 4294967295
                 pc += 1
+            elif op == 35:  # BNE_I
+                pc = c if regs[a] != b else pc + 1
             elif op == 29:  # LDB
                 x = (regs[b] + c) & 4294967295
                 regs[a] = pages[x >> 12][x & 4095]
                 pc += 1
-            elif op == 31:  # STB
-                x = (regs[b] + c) & 4294967295
-                writable[x >> 12][x & 4095] = regs[a] & 255
-                pc += 1
+            elif op == 42:  # BGE_R
+                pc = c if regs[a] ^ 2147483648 >= regs[b] ^ 2147483648 else pc + 1
+            elif op == 33:  # BEQ_I
+                pc = c if regs[a] == b else pc + 1
             elif op == 2:  # MOV_R
                 regs[a] = regs[b]
                 pc += 1
             elif op == 4:  # ADD_R
                 regs[a] = (regs[b] + regs[c]) & 4294967295
                 pc += 1
-            elif op == 7:  # SUB_I
-                regs[a] = (regs[b] - c) & 4294967295
+            elif op == 21:  # SHL_I
+                regs[a] = (regs[b] << c) & 4294967295
                 pc += 1
-            elif op == 6:  # SUB_R
-                regs[a] = (regs[b] - regs[c]) & 4294967295
+            elif op == 43:  # BGE_I
+                pc = c if regs[a] ^ 2147483648 >= b else pc + 1
+            elif op == 30:  # ST
+                x = (regs[b] + c) & 4294967295
+                pack(writable[x >> 12], x & 4095, regs[a])
                 pc += 1
-            elif op == 33:  # BEQ_I
-                pc = c if regs[a] == b else pc + 1
+            elif op == 31:  # STB
+                x = (regs[b] + c) & 4294967295
+                writable[x >> 12][x & 4095] = regs[a] & 255
+                pc += 1
+            elif op == 41:  # BGT_I
+                pc = c if regs[a] ^ 2147483648 > b else pc + 1
+            elif op == 36:  # BLT_R
+                pc = c if regs[a] ^ 2147483648 < regs[b] ^ 2147483648 else pc + 1
+            elif op == 3:  # MOV_I
+                regs[a] = b
+                pc += 1
+            elif op == 38:  # BLE_R
+                pc = c if regs[a] ^ 2147483648 <= regs[b] ^ 2147483648 else pc + 1
+            elif op == 40:  # BGT_R
+                pc = c if regs[a] ^ 2147483648 > regs[b] ^ 2147483648 else pc + 1
+            elif op == 37:  # BLT_I
+                pc = c if regs[a] ^ 2147483648 < b else pc + 1
             elif op == 32:  # BEQ_R
                 pc = c if regs[a] == regs[b] else pc + 1
             elif op == 34:  # BNE_R
                 pc = c if regs[a] != regs[b] else pc + 1
-            elif op == 37:  # BLT_I
-                pc = c if regs[a] ^ 2147483648 < b else pc + 1
-            elif op == 42:  # BGE_R
-                pc = c if regs[a] ^ 2147483648 >= regs[b] ^ 2147483648 else pc + 1
-            elif op == 43:  # BGE_I
-                pc = c if regs[a] ^ 2147483648 >= b else pc + 1
-            elif op == 38:  # BLE_R
-                pc = c if regs[a] ^ 2147483648 <= regs[b] ^ 2147483648 else pc + 1
             elif op == 39:  # BLE_I
                 pc = c if regs[a] ^ 2147483648 <= b else pc + 1
-            elif op == 40:  # BGT_R
-                pc = c if regs[a] ^ 2147483648 > regs[b] ^ 2147483648 else pc + 1
-            elif op == 41:  # BGT_I
-                pc = c if regs[a] ^ 2147483648 > b else pc + 1
-            elif op == 44:  # JMP_I
-                pc = a
+            elif op == 6:  # SUB_R
+                regs[a] = (regs[b] - regs[c]) & 4294967295
+                pc += 1
             elif op == 60:  # OUTQ_R
                 a(regs[b])
                 pc += 1
@@ -163,9 +166,6 @@ def run_fast(m, deadline: int):
                 pc += 1
             elif op == 20:  # SHL_R
                 regs[a] = (regs[b] << (regs[c] & 31)) & 4294967295
-                pc += 1
-            elif op == 21:  # SHL_I
-                regs[a] = (regs[b] << c) & 4294967295
                 pc += 1
             elif op == 22:  # SHR_R
                 regs[a] = regs[b] >> (regs[c] & 31)
