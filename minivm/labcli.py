@@ -32,7 +32,7 @@ def add_parser(sub, add_engine_option) -> None:
                    help="memory size (default 1M; 8M with --sweep)")
     p.add_argument("--disk", metavar="FILE",
                    help="raw disk image; every run starts from a copy of it (it is not written)")
-    p.add_argument("--svg", metavar="FILE.svg", help="also draw the comparison as a picture (not with --sweep)")
+    p.add_argument("--svg", metavar="FILE.svg", help="also draw the comparison (with --sweep: the sweep) as a picture")
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
     p.add_argument("--sweep", nargs="?", const="", default=None, metavar="RATES",
                    help="pages written per 1,000 ticks to sweep (1 to 90), e.g. 8,16,32 or "
@@ -65,6 +65,8 @@ def cmd_compare(args) -> int:
         raise MinivmError(f"--max-steps {args.max_steps}: give 1 or more ticks")
     from .program import load_program
     image = load_program(args.program)
+    if args.svg:
+        _check_svg_target(args.svg)
     if args.disk is not None:                 # every mode copies it: say so first, as run does
         from .disks import check_regular_file
         check_regular_file(args.disk, "disk file")
@@ -86,9 +88,11 @@ def _sweep(args, options: dict) -> int:
     from . import lab
     from .errors import MinivmError
     from .memory import parse_size
-    if args.program is not None or args.disk or args.at is not None or args.svg:
+    if args.program is not None or args.disk or args.at is not None:
         raise MinivmError("--sweep runs the built-in lab guest with its own disk and "
-                          "checkpoint tick: give no program, --disk, --at or --svg with it")
+                          "checkpoint tick: give no program, --disk or --at with it")
+    if args.svg:
+        _check_svg_target(args.svg)
     rates = lab.parse_rates(args.sweep or lab.DEFAULT_SWEEP)
     memory = parse_size(args.mem or "8M", "memory size")
     if memory < 1 << 20:                  # else its working set shrinks to a few pages
@@ -98,7 +102,26 @@ def _sweep(args, options: dict) -> int:
                      precopy_options=options or None)
     print(json.dumps(lab.sweep_dict(rows, memory)) if args.json
           else lab.format_sweep(rows, memory))
+    if args.svg:
+        from .container import write_text_atomically
+        from .labsvg import sweep_svg
+        write_text_atomically(args.svg, sweep_svg(rows, memory))
+        _progress(f"picture written to {args.svg}")
     return 0
+
+
+def _check_svg_target(path: str) -> None:
+    """Before a long run: the picture's folder must exist and be writable."""
+    import os
+    from .errors import MinivmError, show
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise MinivmError(f"--svg '{show(path)}' is a folder: give a file name, e.g. "
+                          f"'{show(os.path.join(path, 'compare.svg'))}'")
+    if not os.path.isdir(folder):
+        raise MinivmError(f"--svg '{show(path)}': the folder '{show(folder)}' does not exist")
+    if not os.access(folder, os.W_OK):
+        raise MinivmError(f"--svg '{show(path)}': the folder '{show(folder)}' is not writable")
 
 
 def _progress(text: str) -> None:

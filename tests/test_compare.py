@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,9 @@ def test_compare_errors_are_one_paragraph(tmp_path):
                         (["compare", SIEVE, "--at", "99999999"], "ends at tick 11470"),
                         (["compare", "--sweep", "8,x"], "not a whole number"),
                         (["compare", SIEVE, "--sweep"], "give no program"),
+                        # the picture's folder is checked before the runs
+                        (["compare", SIEVE, "--svg", "no/such/c.svg"], "does not exist"),
+                        (["compare", "--sweep", "8", "--svg", "."], "is a folder"),
                         (["compare", "--sweep", "8", "--mem", "64K"], "needs 1M of memory"),
                         # as 'run' says it, before any run starts
                         (["compare", SIEVE, "--disk", "nope.img"],
@@ -207,7 +211,7 @@ def test_compare_says_when_the_program_faults(tmp_path):
 def test_compare_help_says_what_the_runs_get_and_what_sweep_refuses(tmp_path):
     text = " ".join(run_cli("compare", "--help", cwd=tmp_path).stdout.decode().split())
     assert "no console input" in text           # stdin piped to compare is not read
-    assert "picture (not with --sweep)" in text  # --sweep --svg is refused
+    assert "(with --sweep: the sweep) as a picture" in text
 
 
 @pytest.mark.parametrize("engine", ["interp", "blocks"])
@@ -268,3 +272,21 @@ def test_the_repl_compare_names_the_tick_not_a_cli_option(capsys, monkeypatch, t
     text = "".join(capsys.readouterr())
     assert "tick 99999999: the program ends at tick 11470" in text, text
     assert "--at" not in text
+
+
+def test_sweep_svg_draws_where_precopy_stops_converging(tmp_path):
+    """compare --sweep --svg: the final-stop pages and both stop windows per
+    rate, for a projector (1280 wide, text 20 px and up), and the lesson."""
+    done = run_cli("compare", "--sweep", "8,90", "--mem", "1M", "--svg", "s.svg", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.decode()
+    assert "picture written to s.svg" in done.stderr.decode()
+    svg = (tmp_path / "s.svg").read_text()
+    ET.fromstring(svg)                                  # well-formed
+    assert 'width="1280"' in svg
+    assert min(int(v) for v in re.findall(r'font-size="(\d+)"', svg)) >= 20
+    for words in ("pages pre-copy copies in its final stop", "stop window (ms)",
+                  "threshold: 32 pages", "from rate 90 on, pre-copy did not converge",
+                  f"its {MAX_ROUNDS} rounds ran out", ">8</text>", ">90</text>"):
+        assert words in svg, words
+    # one column per rate in the pages panel: the converged one, the one at the limit
+    assert svg.count('fill="#d68910"') >= 2 and 'fill="#922b21"' in svg
