@@ -153,9 +153,11 @@ class PreCopyRun:
     def describe(self) -> str:
         if self.leader is not None:
             lead = self.leader
-            return (f"pre-copy: asked for during the rounds of {lead.name or 'another checkpoint'}"
-                    f" (asked for at tick {lead.tick}), so taken at their final stop; "
-                    + lead.describe().removeprefix("pre-copy: "))
+            which = lead.job.name if lead.job is not None else lead.name
+            which = f"{which}, asked for at tick {lead.tick}" if which else \
+                f"the checkpoint asked for at tick {lead.tick}"
+            return (f"pre-copy: asked for during the rounds of {which}, so taken at their "
+                    "final stop; " + lead.describe().removeprefix("pre-copy: "))
         dirty = ", ".join(str(r.dirty) for r in self.rounds)
         rounds = f", dirty after each round: {dirty}" if dirty else ""
         return (f"pre-copy: {len(self.rounds)} round(s), {self.copies} page copies "
