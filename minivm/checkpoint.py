@@ -298,7 +298,7 @@ class CheckpointJob:
                 probes.saved(self, index)
         done = stop - self._scan
         if done:          # the pages in between are its parent's: not needed either
-            frozen.saved_up_to(pages[stop - 1] + 1, pages[self._scan])
+            frozen.saved_up_to(pages[stop - 1] + 1, frozen.saved_below)
         self._scan = stop
         self.pages_done += done
         self.pages_saved = writer.pages_written
