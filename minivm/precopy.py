@@ -13,7 +13,10 @@ and stop only to copy what the last round left dirty.
   A page that holds only zeros is not copied and does not count: the staging
   copy reads zeros where it has no page, and whether such a page is
   allocated is the host's business (a resumed machine has none, since a
-  checkpoint stores only non-zero pages), so it must not move the stop.
+  checkpoint stores only non-zero pages), so it must not move the stop. A
+  page a disk read in flight will write counts whatever it holds: a run
+  resumed from a checkpoint that read was in flight at has its data there
+  already (P5), the original run not yet.
 * When a round has copied its pages, the tracker holds the pages written
   meanwhile: the *dirty set*. It becomes the next round's work (the tracker
   is swapped for a fresh one and only those pages are protected again),
@@ -49,7 +52,8 @@ import time
 from dataclasses import dataclass, field
 
 from .errors import MinivmError, reason
-from .memory import PAGE_SIZE
+from .devices import BLOCK_SIZE
+from .memory import PAGE_SHIFT, PAGE_SIZE
 
 SLICE_TICKS = 1000          # guest ticks between two copying slices ...
 PAGES_PER_SLICE = 64        # ... each copying this many pages (64 pages per 1,000 ticks)
@@ -254,16 +258,19 @@ class PreCopy:
         round_ = run.rounds[-1]
         if self._todo is None:                      # round 1: every allocated page
             total = memory.page_count
+            landing = self._read_targets()
             while budget > 0 and self._pos < total:
                 start, stop = self._pos, min(total, self._pos + SCAN_PER_PAGE)
                 found = [i for i, page in enumerate(pages[start:stop], start)
-                         if page.__class__ is bytearray or (page is None and i in saved)]
+                         if page.__class__ is bytearray or (page is None and i in saved)
+                         or i in landing]
                 copied = 0
                 for index in found:
                     if copied == budget:
                         stop = index                   # the next slice starts there
                         break
-                    copied += self._copy_page(index, memory, staged, skip_zeros=True)
+                    copied += (self._copy_page(index, memory, staged, skip_zeros=True)
+                               or index in landing)
                 round_.copied += copied
                 budget -= max(copied, 1)               # a chunk scanned costs one page at least
                 self._pos = stop
@@ -275,6 +282,19 @@ class PreCopy:
         round_.copied += stop - self._pos
         self._pos = stop
         return self._pos >= len(todo)
+
+    def _read_targets(self) -> set:
+        """The pages disk reads in flight will write. Round 1 counts them
+        whatever they hold now: in a run resumed from a checkpoint those
+        reads were in flight at, they hold the reads' data already (P5: the
+        checkpoint's memory has it), in the original run not yet."""
+        targets = set()
+        for request in self.cp.machine.disk.queue:
+            if request.is_read and request.count:
+                first = request.addr >> PAGE_SHIFT
+                last = (request.addr + request.count * BLOCK_SIZE - 1) >> PAGE_SHIFT
+                targets.update(range(first, last + 1))
+        return targets
 
     def _copy_page(self, index: int, memory, staged: StagedPages,
                    skip_zeros: bool = False) -> int:

@@ -229,3 +229,46 @@ def test_a_request_during_the_rounds_is_taken_at_their_final_stop(tmp_path, engi
     for job in original.jobs:
         _, final = resume_run(job.location, tmp_path / job.name, engine=engine)
         assert not final.differences(original.final), job.name
+
+
+READ_IN_FLIGHT = """
+        mov r1, 7
+        st r1, [4096]           ; page 1: data
+        out 0x20, 0             ; read block 0 ...
+        out 0x21, 12288         ; ... into page 3, zeros until it lands
+        out 0x22, 1
+        out 0x23, 1
+        ckpt                    ; A, with the read in flight
+        mov r3, 300
+spin:   sub r3, r3, 1
+        bgt r3, 0, spin
+drain:  in r12, 0x24
+        bne r12, 0, drain
+        halt
+"""
+
+
+def test_a_read_in_flight_at_a_checkpoint_does_not_move_a_later_final_stop(tmp_path, engine):
+    """The page a read in flight at A will write holds zeros in the original
+    run until the read lands, but the read's data at once in a run resumed
+    from A (A's memory has it, P5). Round 1 of B, asked for meanwhile, counts
+    that page either way, so B stops at the same tick in both runs (found by
+    test_resume's generator, 2026-12-07)."""
+    image = assemble_text(READ_IN_FLIGHT)
+    config = Config(memory_size=64 * 1024, disk_content=disk_pattern(), engine=engine)
+    original = run_original(image, config, tmp_path / "o", mode="precopy", schedule=[60],
+                            precopy_options=ONE_ROUND)
+    a, b = original.jobs
+    assert (a.origin, b.origin) == ("ckpt", "host") and b.precopy.tick == 60
+    assert any(" read " in line for line in a.inflight_at_stop)
+    landed = next(r[5] for r in original.checkpointer.completed_requests)   # its done tick
+    assert b.tick < landed, "B's round 1 must run while the read is in flight"
+    for eager in (False, True):
+        store = FileStore(str(tmp_path / f"r{eager}"))
+        machine, _ = resume(read_checkpoint(a.location), store, console_sink=BufferSink(),
+                            console_input=ConsoleInput(b""), eager=eager, engine=engine)
+        cp = Checkpointer(machine, store, mode="precopy", schedule=[60],
+                          precopy_options=ONE_ROUND)
+        machine.run(10 ** 6)
+        cp.finish_all()
+        assert [job.tick for job in cp.jobs] == [b.tick], f"eager={eager}"
