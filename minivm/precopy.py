@@ -266,11 +266,14 @@ class PreCopy:
                          or i in landing]
                 copied = 0
                 for index in found:
+                    if index not in landing and not self._has_data(index):
+                        staged.pop(index, None)        # zeros: no copy, no place in the round
+                        continue
                     if copied == budget:
                         stop = index                   # the next slice starts there
                         break
-                    copied += (self._copy_page(index, memory, staged, skip_zeros=True)
-                               or index in landing)
+                    self._copy_page(index, memory, staged)
+                    copied += 1
                 round_.copied += copied
                 budget -= max(copied, 1)               # a chunk scanned costs one page at least
                 self._pos = stop
@@ -296,18 +299,24 @@ class PreCopy:
                 targets.update(range(first, last + 1))
         return targets
 
-    def _copy_page(self, index: int, memory, staged: StagedPages,
-                   skip_zeros: bool = False) -> int:
-        """Copy page ``index`` into the staging copy; 1 if it was copied
-        (``skip_zeros``, round 1: a page of zeros is not, and returns 0)."""
+    def _has_data(self, index: int) -> bool:
+        """Does page ``index`` hold a non-zero byte (as a checkpoint file
+        would store it: a page on file, lazily resumed, always does)?"""
+        memory = self.cp.machine.memory
+        page = memory.pages[index]
+        if page is None:
+            return index in memory.saved
+        if type(page) is not bytearray:
+            return False
+        return page != ZEROS if len(page) == PAGE_SIZE else page.count(0) != len(page)
+
+    def _copy_page(self, index: int, memory, staged: StagedPages) -> None:
+        """Copy page ``index`` into the staging copy."""
         page = memory.pages[index]
         if page is None:                              # lazily resumed, not read yet
             page = memory.saved[index] if index in memory.saved else None
         elif type(page) is not bytearray:             # the zero page
             page = None
-        if skip_zeros and (page is None or page == ZEROS):
-            staged.pop(index, None)
-            return 0
         if page is None:
             staged.pop(index, None)
         else:
@@ -315,7 +324,6 @@ class PreCopy:
         run = self.current
         run.copies += 1
         run.distinct.add(index)
-        return 1
 
     def _end_round(self) -> None:
         memory = self.cp.machine.memory

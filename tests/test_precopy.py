@@ -178,7 +178,7 @@ def test_the_api_takes_precopy_checkpoints(tmp_path):
 
 ZERO_PAGE_THEN_SPIN = """
         mov r1, 0
-        st r1, [8192]           ; page 2: allocated by the store, and all zeros
+        st r1, [{zero}]           ; allocated by the store, and all zeros
         mov r1, 7
         st r1, [12288]          ; pages 3 to 5: data
         st r1, [16384]
@@ -196,8 +196,14 @@ def test_a_page_of_zeros_does_not_move_a_later_final_stop(tmp_path, engine):
     """Round 1 copies the pages that hold data, not every allocated page: the
     running machine has page 2 (zeros), a machine resumed from A does not, and
     the later checkpoint B must still stop at the same tick in both."""
-    image = assemble_text(ZERO_PAGE_THEN_SPIN)
-    config = Config(memory_size=64 * 1024, engine=engine)
+    # page 2; the short last page of a memory of 64 KiB + 100 bytes
+    for size, zero in ((64 * 1024, 8192), (64 * 1024 + 100, 65536)):
+        _zeros_then(tmp_path / str(size), engine, size, zero)
+
+
+def _zeros_then(tmp_path, engine, size: int, zero: int) -> None:
+    image = assemble_text(ZERO_PAGE_THEN_SPIN.format(zero=zero))
+    config = Config(memory_size=size, engine=engine)
     original = run_original(image, config, tmp_path / "o", mode="precopy", schedule=[100],
                             precopy_options=ONE_ROUND)
     a, b = original.jobs
@@ -217,7 +223,8 @@ def test_a_page_of_zeros_does_not_move_a_later_final_stop(tmp_path, engine):
 def test_a_request_during_the_rounds_is_taken_at_their_final_stop(tmp_path, engine):
     """A guest ckpt during the rounds of a host request joins them: nothing is
     left waiting at the final stop for a resumed run to lose."""
-    image = assemble_text(ZERO_PAGE_THEN_SPIN.replace("ckpt ", "nop\n        ckpt "))
+    image = assemble_text(ZERO_PAGE_THEN_SPIN.format(zero=8192).replace("ckpt ",
+                                                                       "nop\n        ckpt "))
     config = Config(memory_size=64 * 1024, engine=engine)
     original = run_original(image, config, tmp_path / "o", mode="precopy", schedule=[6],
                             precopy_options=dict(ONE_ROUND, slice_ticks=40))
