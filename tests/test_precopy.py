@@ -208,16 +208,23 @@ def _zeros_then(tmp_path, engine, size: int, zero: int) -> None:
                             precopy_options=ONE_ROUND)
     a, b = original.jobs
     assert (a.origin, b.origin) == ("ckpt", "host") and b.precopy.tick == 100
+    for eager, jobs in _later_checkpoints(tmp_path, a, 100, engine):
+        assert [job.tick for job in jobs] == [b.tick], f"eager={eager}"
+        assert jobs[0].precopy.rounds[0].copied == b.precopy.rounds[0].copied
+
+
+def _later_checkpoints(tmp_path, a, tick: int, engine: str):
+    """(eager, the pre-copy checkpoints taken) of runs resumed from ``a``,
+    lazily and eagerly, asked for a checkpoint at ``tick`` as the original was."""
     for eager in (False, True):
         store = FileStore(str(tmp_path / f"r{eager}"))
         machine, _ = resume(read_checkpoint(a.location), store, console_sink=BufferSink(),
                             console_input=ConsoleInput(b""), eager=eager, engine=engine)
-        cp = Checkpointer(machine, store, mode="precopy", schedule=[100],
+        cp = Checkpointer(machine, store, mode="precopy", schedule=[tick],
                           precopy_options=ONE_ROUND)
         machine.run(10 ** 6)
         cp.finish_all()
-        assert [job.tick for job in cp.jobs] == [b.tick], f"eager={eager}"
-        assert cp.jobs[0].precopy.rounds[0].copied == b.precopy.rounds[0].copied
+        yield eager, cp.jobs
 
 
 def test_a_request_during_the_rounds_is_taken_at_their_final_stop(tmp_path, engine):
@@ -270,12 +277,5 @@ def test_a_read_in_flight_at_a_checkpoint_does_not_move_a_later_final_stop(tmp_p
     assert any(" read " in line for line in a.inflight_at_stop)
     landed = next(r[5] for r in original.checkpointer.completed_requests)   # its done tick
     assert b.tick < landed, "B's round 1 must run while the read is in flight"
-    for eager in (False, True):
-        store = FileStore(str(tmp_path / f"r{eager}"))
-        machine, _ = resume(read_checkpoint(a.location), store, console_sink=BufferSink(),
-                            console_input=ConsoleInput(b""), eager=eager, engine=engine)
-        cp = Checkpointer(machine, store, mode="precopy", schedule=[60],
-                          precopy_options=ONE_ROUND)
-        machine.run(10 ** 6)
-        cp.finish_all()
-        assert [job.tick for job in cp.jobs] == [b.tick], f"eager={eager}"
+    for eager, jobs in _later_checkpoints(tmp_path, a, 60, engine):
+        assert [job.tick for job in jobs] == [b.tick], f"eager={eager}"
