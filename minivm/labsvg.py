@@ -99,6 +99,12 @@ def comparison_svg(c) -> str:
             + "\n".join(out) + "\n</svg>\n")
 
 
+def _swatch(x: float, y: float, colour: str, label: str) -> list[str]:
+    """A legend entry: a square of ``colour``, its label beside it."""
+    return [f'<rect x="{x}" y="{y - 18}" width="22" height="22" fill="{colour}"/>',
+            _text(x + 32, y, label, FONT)]
+
+
 def _ms(value: float) -> str:
     return f"{value:,.3f} ms" if value < 10 else f"{value:,.1f} ms"
 
@@ -123,10 +129,9 @@ def sweep_svg(rows, memory_size: int) -> str:
     """The sweep as two column charts over the guest's write rate: the pages
     pre-copy copies in its final stop (what it could not converge on), and
     both methods' stop windows; a column per rate, the rates left to right."""
-    from .lab import SweepRow  # noqa: F401  (the rows' type)
+    from .lab import SWEEP_WORKING_SET
     from .labguest import touched_pages
     from .memory import format_size
-    from .lab import SWEEP_WORKING_SET
     out = []
     y = 50
     out.append(_text(24, y, "pre-copy against the COW method as the guest writes faster",
@@ -143,7 +148,8 @@ def sweep_svg(rows, memory_size: int) -> str:
     group = PLOT_W / n
     every = max(1, int(-(-56 // group)))          # rate labels at least 56 px apart
 
-    def axis(top: float, unit) -> None:
+    def axis(top: float, unit) -> float:
+        """The panel's axes, value labels, rates and caption; returns its base line."""
         base = y + PLOT_H
         out.append(f'<line x1="{PLOT_LEFT}" y1="{base}" x2="{PLOT_LEFT + PLOT_W}" y2="{base}" '
                    'stroke="#333" stroke-width="2"/>')
@@ -156,6 +162,9 @@ def sweep_svg(rows, memory_size: int) -> str:
             if k % every == 0:
                 out.append(_text(PLOT_LEFT + group * (k + 0.5), base + 26, str(r.rate), FONT,
                                  anchor="middle"))
+        out.append(_text(PLOT_LEFT, base + 58, "pages written per 1,000 ticks (the guest's rate)",
+                         FONT))
+        return base
 
     # panel 1: pages in pre-copy's final stop
     y += 56
@@ -164,8 +173,7 @@ def sweep_svg(rows, memory_size: int) -> str:
     y += 20
     pages = [r.precopy.final_pages if r.precopy.rounds is not None else None for r in rows]
     top = max([p for p in pages if p is not None] + [first.threshold, 1])
-    axis(top, lambda v: f"{v:,.0f}")
-    base = y + PLOT_H
+    base = axis(top, lambda v: f"{v:,.0f}")
     limit_y = base - PLOT_H * first.threshold / top
     out.append(f'<line x1="{PLOT_LEFT}" y1="{limit_y:.1f}" x2="{PLOT_LEFT + PLOT_W}" '
                f'y2="{limit_y:.1f}" stroke="#333" stroke-width="2" stroke-dasharray="8,6"/>')
@@ -180,14 +188,9 @@ def sweep_svg(rows, memory_size: int) -> str:
                    f'height="{h:.1f}" fill="{colour}"/>')
         if group >= 70:
             out.append(_text(x + group * 0.35, base - h - 8, f"{p:,}", FONT, anchor="middle"))
-    y = base + 58
-    out.append(_text(PLOT_LEFT, y, "pages written per 1,000 ticks (the guest's rate)", FONT))
-    y += 34
-    out.append(f'<rect x="24" y="{y - 18}" width="22" height="22" fill="{COLOURS["precopy"]}"/>')
-    out.append(_text(56, y, "converged", FONT))
-    out.append(f'<rect x="220" y="{y - 18}" width="22" height="22" fill="{LIMIT_COLOUR}"/>')
-    out.append(_text(252, y, f"did not converge (its {first.max_rounds} rounds ran out)",
-                     FONT))
+    y = base + 92
+    out += _swatch(24, y, COLOURS["precopy"], "converged")
+    out += _swatch(220, y, LIMIT_COLOUR, f"did not converge (its {first.max_rounds} rounds ran out)")
     out.append(f'<line x1="740" y1="{y - 7}" x2="790" y2="{y - 7}" stroke="#333" '
                'stroke-width="2" stroke-dasharray="8,6"/>')
     out.append(_text(800, y, f"threshold: {first.threshold} pages", FONT))
@@ -200,8 +203,7 @@ def sweep_svg(rows, memory_size: int) -> str:
     stops = [(r.precopy.stop_us / 1e3 if r.precopy.rounds is not None else None,
               r.cow.stop_us / 1e3 if r.cow.tick else None) for r in rows]
     top = max([v for pair in stops for v in pair if v is not None] + [0.001])
-    axis(top, lambda v: f"{v:.2f}")
-    base = y + PLOT_H
+    base = axis(top, lambda v: f"{v:.2f}")
     for k, pair in enumerate(stops):
         for j, (mode, v) in enumerate(zip(("precopy", "cow"), pair)):
             if v is None:
@@ -210,12 +212,9 @@ def sweep_svg(rows, memory_size: int) -> str:
             x = PLOT_LEFT + group * k + group * (0.1 + 0.4 * j)
             out.append(f'<rect x="{x:.1f}" y="{base - h:.1f}" width="{group * 0.38:.1f}" '
                        f'height="{h:.1f}" fill="{COLOURS[mode]}"/>')
-    y = base + 58
-    out.append(_text(PLOT_LEFT, y, "pages written per 1,000 ticks (the guest's rate)", FONT))
-    y += 34
+    y = base + 92
     for x, mode in ((24, "precopy"), (220, "cow")):
-        out.append(f'<rect x="{x}" y="{y - 18}" width="22" height="22" fill="{COLOURS[mode]}"/>')
-        out.append(_text(x + 32, y, mode, FONT))
+        out += _swatch(x, y, COLOURS[mode], mode)
     out.append(_text(400, y, "host times: they vary from run to run", FONT))
 
     # the lesson, in words
