@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from .version import __version__
 from .ckptfile import MAX_PARENTS, CheckpointWriter, chain_entry, parent_record
 from .devices import BLOCK_SIZE
-from .memory import PAGE_SIZE
+from .memory import holds_data
 from .disks import MAX_CHAIN, Overlay, commit_overlay
 from .errors import MinivmError, reason
 from .machine import Hooks, Machine
@@ -251,11 +251,7 @@ class CheckpointJob:
                 budget = self._save_pages(budget)
                 if self._scan < (len(self.save_only) if self.save_only is not None
                                  else self.frozen.page_count()):
-                    # open till the next batch (reopening costs more than a page);
-                    # closed if many save at once, to hold few descriptors
-                    if len(self.checkpointer.saving()) > OPEN_WHILE_SAVING:
-                        self.pending.suspend()
-                    return budget
+                    return budget                   # (its file: Checkpointer._batch)
                 self._stage = "wait-disk"
                 self.checkpointer.log(self, "P4", f"{self.pages_saved} pages written")
             if self._stage == "wait-disk" and finish:
@@ -315,7 +311,6 @@ class CheckpointJob:
         total = frozen.page_count()
         writer = self._writer
         probes = self.checkpointer.machine.probes
-        zero = bytes(PAGE_SIZE)
         while budget > 0 and self._scan < total:
             stop = min(total, self._scan + SCAN_PER_PAGE)
             allocated = frozen.allocated_pages(self._scan, stop)
@@ -324,7 +319,7 @@ class CheckpointJob:
                 stop = allocated[-1] + 1
             for index in allocated:
                 data = frozen.original(index)
-                if data != zero and (len(data) == PAGE_SIZE or data.count(0) != len(data)):
+                if holds_data(data):
                     writer.page(index, data)        # only non-zero pages are stored
                     if probes is not None:
                         probes.saved(self, index)
@@ -896,11 +891,18 @@ class Checkpointer(_DiskCommit, Hooks):
         self.seal_layers()
         self.machine.memory.tidy()
         spent = 0
-        for job in self.saving():
+        saving = self.saving()
+        for job in saving:
             left = job.advance(budget - spent)
             spent = budget - left
             if left <= 0:
                 break
+        if len(saving) > OPEN_WHILE_SAVING:
+            # a file stays open till the next batch (reopening it costs more
+            # than a page), unless many save at once: then none holds a descriptor
+            for job in saving:
+                if job.status == "saving":
+                    job.pending.suspend()
         self.seal_layers()
         if self._commit is not None:
             try:

@@ -60,6 +60,33 @@ def parse_size(text: str, what: str = "size") -> int:
     return number << {"": 0, "K": 10, "M": 20, "G": 30}[suffix]
 
 
+ZERO_PAGE = bytes(PAGE_SIZE)
+
+
+def holds_data(page) -> bool:
+    """Does ``page`` (bytes-like, a full page or a memory's short last one)
+    hold a non-zero byte? Only such pages are stored in a checkpoint file."""
+    return page != ZERO_PAGE if len(page) == PAGE_SIZE else page.count(0) != len(page)
+
+
+def page_span(addr: int, length: int) -> range:
+    """The indexes of the pages that [addr, addr + length) touches (length >= 1)."""
+    return range(addr >> PAGE_SHIFT, ((addr + length - 1) >> PAGE_SHIFT) + 1)
+
+
+def drop_pages(pages: dict, start: int, stop: int) -> None:
+    """Remove the entries of ``pages`` (page index -> page) in [start, stop),
+    in time proportional to the smaller of the two."""
+    if not pages:
+        return
+    if stop - start < len(pages):
+        for index in range(start, stop):
+            pages.pop(index, None)
+    else:
+        for index in [i for i in pages if start <= i < stop]:
+            del pages[index]
+
+
 def format_size(n: int) -> str:
     for shift, unit in ((30, "GiB"), (20, "MiB"), (10, "KiB")):
         if n >= 1 << shift and n % (1 << shift) == 0:
@@ -97,14 +124,7 @@ class FrozenMemory:
         """The saver has written the pages in [start, stop) and every one
         before: their originals are dropped (their memory can serve the next
         copies), and later stores to them copy nothing."""
-        originals = self.originals
-        if originals:
-            if stop - start < len(originals):
-                for index in range(start, stop):
-                    originals.pop(index, None)
-            else:
-                for index in [i for i in originals if i < stop]:
-                    del originals[index]
+        drop_pages(self.originals, start, stop)
         self.saved_below = stop
 
     def _view(self, index: int):
@@ -231,7 +251,7 @@ class Memory:
             current = self.fetch(index)
         preserved = False
         for view in self._frozen:                      # P3: the original stays theirs
-            if index >= view.saved_below and index not in view.originals:
+            if view.needs(index):
                 view.originals[index] = current
                 preserved = True
         if type(current) is bytes:                     # untouched: allocate
@@ -457,16 +477,16 @@ class Memory:
         """The pages of [addr, addr + length) (at least one byte) that the
         guest's copy-on-write has copied since the last checkpoint: where a
         read in flight at it lands twice (P7)."""
-        first = addr >> PAGE_SHIFT
-        last = (addr + max(length, 1) - 1) >> PAGE_SHIFT
-        return [i for i in range(first, min(last + 1, self.page_count)) if i in self.copied]
+        span = page_span(addr, max(length, 1))
+        return [i for i in range(span.start, min(span.stop, self.page_count))
+                if i in self.copied]
 
     def unshare_range(self, addr: int, length: int) -> int:
         """P6: COW-fault every still-shared page a new DMA read will write."""
         faulted = 0
         if length <= 0 or not self._frozen:
             return 0
-        for index in range(addr >> PAGE_SHIFT, ((addr + length - 1) >> PAGE_SHIFT) + 1):
+        for index in page_span(addr, length):
             if self.pages[index] is None:
                 self.fetch(index)                       # as an eager resume would have it
             if self.writable[index] is None and self.is_shared(index):

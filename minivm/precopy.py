@@ -53,14 +53,13 @@ from dataclasses import dataclass, field
 
 from .errors import MinivmError, reason
 from .devices import BLOCK_SIZE
-from .memory import PAGE_SHIFT, PAGE_SIZE
+from .memory import drop_pages, holds_data, page_span
 
 SLICE_TICKS = 1000          # guest ticks between two copying slices ...
 PAGES_PER_SLICE = 64        # ... each copying this many pages (64 pages per 1,000 ticks)
 THRESHOLD = 32              # stop when the dirty set is at most this many pages (128 KiB) ...
 MAX_ROUNDS = 8              # ... or after this many rounds, whatever is dirty
 SCAN_PER_PAGE = 4096        # round 1: page-table entries scanned per page of budget
-ZEROS = bytes(PAGE_SIZE)
 
 
 class StagedPages(dict):
@@ -86,15 +85,10 @@ class StagedMemory:
         self.size = memory.size
         self.allocated = len(pages)
         self.released = False
-        self.saved_below = 0
 
     def saved_up_to(self, stop: int, start: int = 0) -> None:
-        """The saver has written the pages below ``stop``: drop their copies."""
-        staged = self.originals
-        for index in range(start, stop) if stop - start < len(staged) else \
-                [i for i in staged if i < stop]:
-            staged.pop(index, None)
-        self.saved_below = stop
+        """The saver has written the pages in [start, stop): drop their copies."""
+        drop_pages(self.originals, start, stop)
 
     def page_count(self) -> int:
         return self._memory.page_count
@@ -294,21 +288,14 @@ class PreCopy:
         targets = set()
         for request in self.cp.machine.disk.queue:
             if request.is_read and request.count:
-                first = request.addr >> PAGE_SHIFT
-                last = (request.addr + request.count * BLOCK_SIZE - 1) >> PAGE_SHIFT
-                targets.update(range(first, last + 1))
+                targets.update(page_span(request.addr, request.count * BLOCK_SIZE))
         return targets
 
     def _has_data(self, index: int) -> bool:
-        """Does page ``index`` hold a non-zero byte (as a checkpoint file
-        would store it: a page on file, lazily resumed, always does)?"""
-        memory = self.cp.machine.memory
-        page = memory.pages[index]
-        if page is None:
-            return index in memory.saved
-        if type(page) is not bytearray:
-            return False
-        return page != ZEROS if len(page) == PAGE_SIZE else page.count(0) != len(page)
+        """Does page ``index`` hold a non-zero byte, as a checkpoint file would
+        store it (a page still on file, lazily resumed, always does)?"""
+        page = self.cp.machine.memory.pages[index]
+        return self._is_data(index) and (page is None or holds_data(page))
 
     def _copy_page(self, index: int, memory, staged: StagedPages) -> None:
         """Copy page ``index`` into the staging copy."""
