@@ -99,7 +99,8 @@ def _add_execution_options(p: argparse.ArgumentParser) -> None:
                         "exit status, ticks, output, registers, fault, checkpoints; "
                         "docs/formats.md); the guest's output goes into it, not to stdout")
     p.add_argument("--timeline", metavar="FILE.svg",
-                   help="after the run, draw the checkpoints' timeline as an SVG picture")
+                   help="after the run, draw the checkpoints' timeline as an SVG picture (its folder "
+                        "is checked before the run)")
     _add_engine_option(p)
 
 
@@ -311,6 +312,9 @@ def _console_input(path: str | None):
 
 def _execute(machine, args, checkpointer, overlay_note: str | None, resumed=None) -> int:
     from .interrupts_guard import SigintGuard
+    if args.timeline:                          # before the run, not after it
+        from .container import check_output_target
+        check_output_target(args.timeline, "--timeline", "timeline.svg")
     if args.trace:
         machine.trace = lambda line: print(show(line), file=sys.stderr)   # the source file's name
     with SigintGuard(machine):

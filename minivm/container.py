@@ -292,6 +292,21 @@ class AtomicFile:
             pass
 
 
+def check_output_target(path: str, option: str, example: str) -> None:
+    """Before a long run whose result goes to ``path``: its folder must exist
+    and be writable, and it must not be a folder, so that the run is not lost
+    to a typo at its end (``option`` names the flag in the error, ``example``
+    is a file name to suggest)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise MinivmError(f"{option} '{show(path)}' is a folder: give a file name, e.g. "
+                          f"'{show(os.path.join(path, example))}'")
+    if not os.path.isdir(folder):
+        raise MinivmError(f"{option} '{show(path)}': the folder '{show(folder)}' does not exist")
+    if not os.access(folder, os.W_OK):
+        raise MinivmError(f"{option} '{show(path)}': the folder '{show(folder)}' is not writable")
+
+
 def write_text_atomically(path: str, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` through an :class:`AtomicFile`; an
     I/O failure is one :class:`MinivmError` line and leaves no partial file."""

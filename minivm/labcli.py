@@ -112,16 +112,8 @@ def _sweep(args, options: dict) -> int:
 
 def _check_svg_target(path: str) -> None:
     """Before a long run: the picture's folder must exist and be writable."""
-    import os
-    from .errors import MinivmError, show
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise MinivmError(f"--svg '{show(path)}' is a folder: give a file name, e.g. "
-                          f"'{show(os.path.join(path, 'compare.svg'))}'")
-    if not os.path.isdir(folder):
-        raise MinivmError(f"--svg '{show(path)}': the folder '{show(folder)}' does not exist")
-    if not os.access(folder, os.W_OK):
-        raise MinivmError(f"--svg '{show(path)}': the folder '{show(folder)}' is not writable")
+    from .container import check_output_target
+    check_output_target(path, "--svg", "compare.svg")
 
 
 def _progress(text: str) -> None:

@@ -408,3 +408,28 @@ def test_a_fault_is_reported_before_the_missing_timeline(tmp_path):
     fault = err.index("fault: disk request with no disk attached")
     assert fault < err.index("no checkpoint was taken, so no timeline was written")
     assert not (tmp_path / "t.svg").exists()
+
+
+def test_a_timeline_path_that_cannot_be_written_is_refused_before_the_run(tmp_path):
+    """--timeline into a missing folder, or naming a folder, fails at once:
+    the guest does not run (no output) rather than run to its end and then
+    lose the picture; run and resume check it the same way."""
+    hello = str(PROGRAMS / "hello.asm")
+    for target, why in ((tmp_path / "missing" / "t.svg", "does not exist"),
+                        (tmp_path, "is a folder: give a file name")):
+        result = run_cli("run", hello, "--timeline", str(target), cwd=tmp_path)
+        err = result.stderr.decode()
+        assert result.returncode == 2, err
+        assert f"--timeline '{target}'" in err and why in err
+        assert result.stdout == b""
+        assert "Traceback" not in err
+    disk = tmp_path / "d.img"
+    disk.write_bytes(bytes(64 * 1024))
+    done = run_cli("run", str(PROGRAMS / "checkpoint_demo.asm"), "--disk", str(disk),
+                   "--checkpoint-dir", str(tmp_path / "c"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    ckpt = sorted((tmp_path / "c").glob("*.mvc"))[0]
+    result = run_cli("resume", str(ckpt), "--timeline", str(tmp_path / "no" / "t.svg"),
+                     cwd=tmp_path)
+    assert result.returncode == 2 and b"does not exist" in result.stderr
+    assert b"Traceback" not in result.stderr and result.stdout == b""
