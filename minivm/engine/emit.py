@@ -30,6 +30,14 @@ UNROLL_MAX_SIZE = 24
 UNROLL_TICKS = 16
 UNROLL_CAP = 4
 
+#: Instructions that only read and write registers (they cannot fault): a
+#: loop made of them and its counter may run in groups (Emitter.group_plan).
+_REGISTER_ONLY = frozenset({ADD_R, ADD_I, SUB_R, SUB_I, AND_R, AND_I, OR_R, OR_I, XOR_R, XOR_I,
+                            MOV_R, MOV_I, SHL_R, SHL_I, SHR_R, SHR_I, SAR_R, SAR_I, MUL_R,
+                            MUL_I, NOT, NEG, NOP})
+#: Set False to compile without groups (for A/B measurements and tests).
+GROUPS = True
+
 M = isa.WORD_MASK
 S = isa.SIGN_BIT
 W = 1 << 32
@@ -110,6 +118,7 @@ class Emitter:
         self._loops: dict = {}
         self.lazy: set = set()              # registers kept unwrapped (regions.unwrapped_registers)
         self.stepped = False                # the tail form: may stop before any instruction
+        self.unroll = 1                     # copies of the body per step of the range loop
 
     def port(self, fn) -> str:
         name = self.ports.get(fn)
@@ -494,6 +503,83 @@ class Emitter:
 
 
 
+# --- groups: a counted loop with one test per group of iterations ----------------------
+
+def group_plan(em: "Emitter", top: Seg):
+    """For a loop whose one path back is register-only instructions ending
+    with ``r = r +- d`` and a branch on ``r`` against a constant that
+    loops while ``r`` stays on one side of a bound (the fast guard's
+    pattern, its test leading back to the root): (register, +d or -d,
+    the bound on ``r`` before a group of ``unroll`` iterations that
+    keeps every test of the group true, as ``(low, top)`` for a
+    decreasing ``r`` (``r > low``, and ``r < top`` if not None) or
+    ``(high, None)`` for an increasing one (``r < high``)), in which a
+    group needs no test at all; else None."""
+    items, term = top.items, top.term
+    if not items or term[0] != "br" or em.offset:
+        return None
+    if any(item[0] != "I" or em.code[item[1]][0] not in _REGISTER_ONLY for item in items):
+        return None
+    last = items[-1]
+    op, a, b, c = em.code[last[1]]
+    if op not in (ADD_I, SUB_I) or b != a or a in em.lazy or a in (ZERO, 15):
+        return None
+    if any(em.code[item[1]][1] == a for item in items[:-1]):
+        return None                     # r is written once per iteration, by the last
+    guard = em.fast_guard(last, term, bare_only=False)
+    if guard is None:
+        return None
+    leaf = guard[3]
+    if leaf.items or leaf.term[0] != "loop":
+        return None                     # the fast test must lead back to the root
+    _, bpc, _, _, _ = term
+    bop, _, bb, _ = em.code[bpc]
+    v = bb if bop in (BEQ_I, BNE_I) else to_signed(bb ^ S)
+    delta = c if op == ADD_I else (-c) & M
+    n = em.unroll
+    if delta < S:                       # increasing: every r + k*d < v (or <= v)
+        step = delta
+        high = v - n * step + (1 if bop in (BLE_I, BGT_I) else 0)
+        return a, step, (high, None)
+    step = W - delta                    # decreasing: every r - k*d > v (or >= v) ...
+    if bop in (BNE_I, BEQ_I):
+        return a, -step, (v + n * step, None)
+    low = v + n * step - (1 if bop in (BGE_I, BLT_I) else 0)
+    return a, -step, (low, S + step)    # ... and r - d < 2^31 (a signed compare)
+
+
+def emit_groups(em: "Emitter", plan, top: Seg, length: int, d: int) -> None:
+    """The groups of a group plan: as many whole groups as the clock and
+    the bound allow, one test per group (the ``while``), then the clock
+    moved on by the groups run. What is left (the last iterations before
+    the loop ends, and the ticks before the deadline) runs in the code
+    after it, with every test."""
+    r, step, (bound, top_bound) = plan
+    n = em.unroll
+    span = n * abs(step)                # how far r moves in one group
+    ticks = n * length
+    em.put(d, f"g = (deadline - t) // {ticks}")
+    em.put(d, f"if g > 0{f' and r{r} < {top_bound}' if top_bound is not None else ''}:")
+    em.put(d + 1, f"g0 = r{r}")
+    if step < 0:
+        em.put(d + 1, f"gs = r{r} - g * {span}")
+        em.put(d + 1, f"if gs < {bound}: gs = {bound}")
+        em.put(d + 1, f"while r{r} > gs:")
+    else:
+        em.put(d + 1, f"gs = r{r} + g * {span}")
+        em.put(d + 1, f"if gs > {bound}: gs = {bound}")
+        em.put(d + 1, f"while r{r} < gs:")
+    for copy in range(n):
+        em.offset = copy * length
+        for item in top.items[:-1]:
+            em.instruction(item[1], item[2], d + 2)
+        em.put(d + 2, f"r{r} = r{r} {'+' if step > 0 else '-'} {abs(step)}",
+               top.items[-1][1:3])
+    em.offset = 0
+    moved = f"g0 - r{r}" if step < 0 else f"r{r} - g0"
+    em.put(d + 1, f"t += ({moved}) // {span} * {ticks}")
+
+
 def emit_region(code: list, ncode: int, root: int, stop=None, top=None, covered=None,
                 max_path: int = MAX_PATH, stepped: bool = False, chain=None):
     """Source of the region at ``root``: (source, line table, ticks needed,
@@ -536,6 +622,10 @@ def emit_region(code: list, ncode: int, root: int, stop=None, top=None, covered=
         # k groups of `unroll` iterations; the driver only enters with room
         # for at least one group (see the `need` returned below)
         length = loops[0]
+        em.unroll = unroll
+        plan = group_plan(em, top) if GROUPS else None
+        if plan is not None:
+            emit_groups(em, plan, top, length, 2)
         em.loop_len = unroll * length
         em.put(2, f"k = ((deadline - t - {need}) // {length} + 1) // {unroll}")
         em.put(2, "for i in range(k):")
