@@ -509,12 +509,10 @@ def group_plan(em: "Emitter", top: Seg):
     """For a loop whose one path back is register-only instructions ending
     with ``r = r +- d`` and a branch on ``r`` against a constant that
     loops while ``r`` stays on one side of a bound (the fast guard's
-    pattern, its test leading back to the root): (register, +d or -d,
-    the bound on ``r`` before a group of ``unroll`` iterations that
-    keeps every test of the group true, as ``(low, top)`` for a
-    decreasing ``r`` (``r > low``, and ``r < top`` if not None) or
-    ``(high, None)`` for an increasing one (``r < high``)), in which a
-    group needs no test at all; else None."""
+    pattern, its test leading back to the root): (register, its step +d
+    or -d, the branch's opcode, its constant), for group_bounds; else
+    None. In a group of iterations that the bound allows, no test is
+    needed at all."""
     items, term = top.items, top.term
     if not items or term[0] != "br" or em.offset:
         return None
@@ -536,48 +534,57 @@ def group_plan(em: "Emitter", top: Seg):
     bop, _, bb, _ = em.code[bpc]
     v = bb if bop in (BEQ_I, BNE_I) else to_signed(bb ^ S)
     delta = c if op == ADD_I else (-c) & M
-    n = em.unroll
-    if delta < S:                       # increasing: every r + k*d < v (or <= v)
-        step = delta
-        high = v - n * step + (1 if bop in (BLE_I, BGT_I) else 0)
-        return a, step, (high, None)
-    step = W - delta                    # decreasing: every r - k*d > v (or >= v) ...
+    return a, (delta if delta < S else delta - W), bop, v
+
+
+def group_bounds(step: int, bop: int, v: int, n: int) -> tuple:
+    """The bound on the counter before a group of ``n`` iterations that
+    keeps every test of the group true: ``(high, None)`` for an increasing
+    counter (the group runs if ``r < high``), ``(low, top)`` for a
+    decreasing one (if ``r > low``, and ``r < top`` unless top is None)."""
+    if step > 0:                        # increasing: every r + k*d < v (or <= v)
+        return v - n * step + (1 if bop in (BLE_I, BGT_I) else 0), None
+    d = -step                           # decreasing: every r - k*d > v (or >= v) ...
     if bop in (BNE_I, BEQ_I):
-        return a, -step, (v + n * step, None)
-    low = v + n * step - (1 if bop in (BGE_I, BLT_I) else 0)
-    return a, -step, (low, S + step)    # ... and r - d < 2^31 (a signed compare)
+        return v + n * d, None
+    low = v + n * d - (1 if bop in (BGE_I, BLT_I) else 0)
+    return low, S + d                   # ... and r - d < 2^31 (a signed compare)
 
 
 def emit_groups(em: "Emitter", plan, top: Seg, length: int, d: int) -> None:
-    """The groups of a group plan: as many whole groups as the clock and
-    the bound allow, one test per group (the ``while``), then the clock
-    moved on by the groups run. What is left (the last iterations before
-    the loop ends, and the ticks before the deadline) runs in the code
-    after it, with every test."""
-    r, step, (bound, top_bound) = plan
-    n = em.unroll
-    span = n * abs(step)                # how far r moves in one group
-    ticks = n * length
-    em.put(d, f"g = (deadline - t) // {ticks}")
-    em.put(d, f"if g > 0{f' and r{r} < {top_bound}' if top_bound is not None else ''}:")
-    em.put(d + 1, f"g0 = r{r}")
-    if step < 0:
-        em.put(d + 1, f"gs = r{r} - g * {span}")
-        em.put(d + 1, f"if gs < {bound}: gs = {bound}")
-        em.put(d + 1, f"while r{r} > gs:")
-    else:
-        em.put(d + 1, f"gs = r{r} + g * {span}")
-        em.put(d + 1, f"if gs > {bound}: gs = {bound}")
-        em.put(d + 1, f"while r{r} < gs:")
-    for copy in range(n):
-        em.offset = copy * length
-        for item in top.items[:-1]:
-            em.instruction(item[1], item[2], d + 2)
-        em.put(d + 2, f"r{r} = r{r} {'+' if step > 0 else '-'} {abs(step)}",
-               top.items[-1][1:3])
-    em.offset = 0
-    moved = f"g0 - r{r}" if step < 0 else f"r{r} - g0"
-    em.put(d + 1, f"t += ({moved}) // {span} * {ticks}")
+    """The groups of a group plan: as many whole groups of ``em.unroll``
+    iterations as the clock and the bound allow, one test per group (the
+    ``while``), then as many single iterations, one test each; each time
+    the clock moved on by the iterations run. What is left (the iteration
+    that leaves the loop, and the ticks before the deadline) runs in the
+    code after it, with every test."""
+    r, step, bop, v = plan
+    for n in sorted({em.unroll, 1}, reverse=True):
+        bound, top_bound = group_bounds(step, bop, v, n)
+        span = n * abs(step)            # how far r moves in one group
+        ticks = n * length
+        em.put(d, f"g = (deadline - t) // {ticks}")
+        em.put(d, f"if g > 0{f' and r{r} < {top_bound}' if top_bound is not None else ''}:")
+        em.put(d + 1, f"g0 = r{r}")
+        moves = f"g * {span}" if span > 1 else "g"
+        if step < 0:
+            em.put(d + 1, f"gs = r{r} - {moves}")
+            em.put(d + 1, f"if gs < {bound}: gs = {bound}")
+            em.put(d + 1, f"while r{r} > gs:")
+        else:
+            em.put(d + 1, f"gs = r{r} + {moves}")
+            em.put(d + 1, f"if gs > {bound}: gs = {bound}")
+            em.put(d + 1, f"while r{r} < gs:")
+        for copy in range(n):
+            em.offset = copy * length
+            for item in top.items[:-1]:
+                em.instruction(item[1], item[2], d + 2)
+            em.put(d + 2, f"r{r} = r{r} {'+' if step > 0 else '-'} {abs(step)}",
+                   top.items[-1][1:3])
+        em.offset = 0
+        moved = f"g0 - r{r}" if step < 0 else f"r{r} - g0"
+        groups = f"({moved}) // {span}" if span > 1 else f"({moved})"
+        em.put(d + 1, f"t += {groups} * {ticks}")
 
 
 def emit_region(code: list, ncode: int, root: int, stop=None, top=None, covered=None,
