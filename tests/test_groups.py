@@ -8,6 +8,7 @@ blocks must end exactly where interp does."""
 from __future__ import annotations
 
 import itertools
+import os
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -119,7 +120,7 @@ def test_every_branch_both_directions_at_the_edges():
             same_on_both(source, (3, 40, 1000))     # ... and in its middle
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=int(os.environ.get("MINIVM_EXAMPLES", 300)), deadline=None)
 @given(start=st.sampled_from(EDGES) | st.integers(0, 2**32 - 1),
        body=st.lists(st.sampled_from(BODIES), max_size=4),
        op=st.sampled_from(("add", "sub")),
