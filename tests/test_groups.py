@@ -1,4 +1,4 @@
-"""The blocks engine's groups (emit.Emitter.group_plan): a register-only loop
+"""The blocks engine's groups (emit.group_plan): a register-only loop
 whose counter moves by a constant runs whole groups of unrolled iterations
 with one test per group. Every branch kind, both directions, steps and
 bounds around the edges (0, the sign bit, the top of a word), counters that

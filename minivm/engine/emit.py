@@ -31,7 +31,7 @@ UNROLL_TICKS = 16
 UNROLL_CAP = 4
 
 #: Instructions that only read and write registers (they cannot fault): a
-#: loop made of them and its counter may run in groups (Emitter.group_plan).
+#: loop made of them and its counter may run in groups (group_plan).
 _REGISTER_ONLY = frozenset({ADD_R, ADD_I, SUB_R, SUB_I, AND_R, AND_I, OR_R, OR_I, XOR_R, XOR_I,
                             MOV_R, MOV_I, SHL_R, SHL_I, SHR_R, SHR_I, SAR_R, SAR_I, MUL_R,
                             MUL_I, NOT, NEG, NOP})
