@@ -968,15 +968,40 @@ def test_generated_programs_same_on_both_engines(data):
 # --- the generated code itself ------------------------------------------------------------
 
 def test_loop_with_one_path_back_runs_as_a_range_loop(tmp_path):
-    m = new_machine(assemble(bench.ALU_LOOP.format(n=10), "r.asm"), "blocks", tmp_path,
-                    disk=False)
+    """A loop with one path back that groups cannot take (it stores to
+    memory): a ``for`` loop of four unrolled iterations, each with the
+    fast guard, then the stepped tail for the last ticks."""
+    source = """
+        mov r1, 0
+loop:   stb r1, [r1 + buf]
+        add r1, r1, 1
+        blt r1, 300, loop
+        halt
+.data
+buf:    .space 300
+"""
+    m = new_machine(assemble(source, "r.asm"), "blocks", tmp_path, disk=False)
     source = blocks.region_source(m, 1)
     loop, tail = source.split("for i in range(k):")[1].split("        else:\n")
     assert "while True" not in loop and "while True" in tail   # the stepped tail
-    body = loop
-    assert body.count("r3 = r3 ^ r2") == 4                 # unrolled 4 times
-    assert body.count("if not (r1 > 0):") == 4             # the sub/bne fast guard
-    assert "& 4294967295" not in body
+    assert loop.count("r1 = r1 + 1") == 4                  # unrolled 4 times
+    assert loop.count("if not (r1 < 300):") == 4           # the add/blt fast guard
+
+
+def test_register_loop_runs_as_groups_then_the_stepped_tail(tmp_path):
+    """The ALU loop (register-only, its counter tested against a constant):
+    whole groups of four iterations with one test each, single iterations,
+    then only the stepped form for the iteration that leaves the loop or
+    the ticks left before the deadline: no ``for`` loop at all."""
+    m = new_machine(assemble(bench.ALU_LOOP.format(n=10), "r.asm"), "blocks", tmp_path,
+                    disk=False)
+    source = blocks.region_source(m, 1)
+    assert "for i in range" not in source
+    groups, singles = source.split("while r1 > gs:")[1:]
+    assert groups.split("t +=")[0].count("r3 = r3 ^ r2") == 4    # four iterations a group
+    singles, tail = singles.split("while True:")
+    assert singles.count("r3 = r3 ^ r2") == 1
+    assert "left = deadline - t" in tail and "& 4294967295" not in groups
 
 
 def test_entering_a_compiled_loop_in_the_middle(tmp_path):
@@ -1245,7 +1270,7 @@ loop:   add r2, r2, r1
 def test_loop_tested_at_its_top_is_rotated(shape, tmp_path):
     """``L: bge r1, N, done`` ... ``add r1, r1, 1`` / ``jmp L`` compiles as a
     one-instruction prologue at L and the loop rooted after the test, where
-    the add and the test meet (the fast guard): same run as the reference."""
+    the add and the test meet (groups): same run as the reference."""
     body = {"fall": """
 loop:   bge r1, 300, done
         add r2, r2, r1
@@ -1276,5 +1301,5 @@ done:   halt
     assert f"pc = {after}" in prologue
     assert head in blocks.state_of(m).regions and after in blocks.state_of(m).regions
     loop = blocks.region_source(m, after)
-    assert "for i in range(k):" in loop
-    assert "if not (r1 < 300):" in loop or "if not (r1 > 0):" in loop     # the fast guard
+    # groups: found only where the add and the test meet
+    assert "while r1 < gs:" in loop or "while r1 > gs:" in loop

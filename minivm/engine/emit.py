@@ -587,6 +587,21 @@ def emit_groups(em: "Emitter", plan, top: Seg, length: int, d: int) -> None:
         em.put(d + 1, f"t += {groups} * {ticks}")
 
 
+def stepped_tail(em: "Emitter", top: Seg, root: int, d: int) -> None:
+    """The tree in the stepped form, at depth ``d``: it runs to the
+    deadline exactly, checking it before every instruction but the root's
+    (where its loop checks it), so it needs only 1 tick of room."""
+    em.put(d, f"pc = {root}")
+    em.put(d, "while True:")
+    em.put(d + 1, "left = deadline - t")
+    em.put(d + 1, "if left <= 0:")
+    em.put(d + 2, "break")
+    form, stepped = em.form, em.stepped
+    em.form, em.stepped = "while", True
+    em.segment(top, d + 1)
+    em.form, em.stepped = form, stepped
+
+
 def emit_region(code: list, ncode: int, root: int, stop=None, top=None, covered=None,
                 max_path: int = MAX_PATH, stepped: bool = False, chain=None):
     """Source of the region at ``root``: (source, line table, ticks needed,
@@ -612,11 +627,7 @@ def emit_region(code: list, ncode: int, root: int, stop=None, top=None, covered=
     if stepped:
         need = 1
         em.form = "while"
-        em.put(2, "while True:")
-        em.put(3, "left = deadline - t")
-        em.put(3, "if left <= 0:")
-        em.put(4, f"pc = {root}")
-        em.put(4, "break")
+        stepped_tail(em, top, root, 2)
     elif len(loops) == 1:
         em.form, em.loop_len = "range", loops[0]
         size = sum(len(seg.items) + 1 for seg in walk(top))
@@ -625,14 +636,24 @@ def emit_region(code: list, ncode: int, root: int, stop=None, top=None, covered=
     elif loops:
         em.form = "while"
     body_depth = 3
+    plan = None
     if unroll > 1:
-        # k groups of `unroll` iterations; the driver only enters with room
-        # for at least one group (see the `need` returned below)
         length = loops[0]
         em.unroll = unroll
         plan = group_plan(em, top) if GROUPS else None
         if plan is not None:
             emit_groups(em, plan, top, length, 2)
+    if plan is not None:
+        # what the groups and the single iterations leave is the iteration
+        # that leaves the loop, or less room than one iteration: the stepped
+        # form runs it (and every iteration, should the groups not run: a
+        # counter past a signed bound's top)
+        em.form = "while"
+        stepped_tail(em, top, root, 2)
+        need = 1
+    elif unroll > 1:
+        # k groups of `unroll` iterations; the driver only enters with room
+        # for at least one group (see the `need` returned below)
         em.loop_len = unroll * length
         em.put(2, f"k = ((deadline - t - {need}) // {length} + 1) // {unroll}")
         em.put(2, "for i in range(k):")
@@ -655,26 +676,19 @@ def emit_region(code: list, ncode: int, root: int, stop=None, top=None, covered=
         em.put(4, "break")
     elif not stepped:
         em.put(2, "while True:")
-    if unroll == 1:
+    if unroll == 1 and not stepped:
         em.segment(top, body_depth)
     if em.form == "range":
         em.put(2, "else:")
         em.put(3, "if k > 0:")               # less room than one step: k may be negative
         em.put(4, f"t += k * {em.loop_len}")
-        em.put(3, f"pc = {root}")
         # no room for one more step of the range loop: the same tree in the
         # stepped form runs the last ticks to the deadline exactly (the
         # timer's next tick, in an interrupt-heavy guest), so the driver may
         # call this with any room (``i = 0``: the fault handler's tick is then
         # ``t + j``)
         em.put(3, "i = 0")
-        em.form, em.stepped = "while", True
-        em.put(3, "while True:")
-        em.put(4, "left = deadline - t")
-        em.put(4, "if left <= 0:")
-        em.put(5, "break")
-        em.segment(top, 4)
-        em.form, em.stepped = "range", False
+        stepped_tail(em, top, root, 3)
         need = 1
     ports = list(em.ports)
     params = "".join(f", {name}={name}" for name in em.ports.values())
