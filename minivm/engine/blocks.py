@@ -44,17 +44,23 @@ def clear_code_cache() -> None:
 class _State:
     """Per-machine compiled regions and hotness counts."""
 
-    __slots__ = ("regions", "counts", "bblen", "cover", "getter", "expect", "loops",
+    __slots__ = ("regions", "table", "counts", "bblen", "cover", "getter", "expect", "loops",
                  "__weakref__")
 
     def __init__(self, code: list):
         self.regions: dict = {}          # pc -> [function, ticks needed, stepped form, uses]
+        self.table: list = [None] * len(code)   # the same, by pc: the driver's lookup
         self.counts: dict = {}           # pc -> visits through the cold path
         self.loops: dict = {}            # pc on a compiled loop -> [(root, its loop pcs)]
         self.bblen = block_lengths(code)
         self.cover: list = []            # pcs whose instructions the regions used
         self.getter = None
         self.expect = None
+
+    def add(self, pc: int, entry: list) -> list:
+        """Make ``entry`` the region at ``pc``."""
+        self.regions[pc] = self.table[pc] = entry
+        return entry
 
     def add_cover(self, code: list, pcs) -> None:
         self.cover = sorted(set(self.cover).union(pcs))
@@ -100,7 +106,7 @@ def run_blocks(m, deadline: int):
     fires it and delivers the interrupt as the boundary would; a protocol step
     it caught (probes.py) ends the batch there, for the boundary to stop at."""
     st = _state(m)
-    regions = st.regions
+    table = st.table
     counts = st.counts
     bblen = st.bblen
     regs = m.regs
@@ -118,11 +124,10 @@ def run_blocks(m, deadline: int):
     soft = timer.next_fire
     if soft is None or soft >= deadline:
         soft = deadline
-    get = regions.get
     fast = FAST_TIMER
     while True:
         if t < soft:
-            entry = get(pc)
+            entry = table[pc]
             if entry is not None and soft - t >= entry[1]:
                 pc, t = entry[0](regs, pages, writable, t, soft, load_miss, store_miss)
                 if pc >= 0:
@@ -135,7 +140,7 @@ def run_blocks(m, deadline: int):
                 n = counts.get(pc, 0) + 1
                 counts[pc] = n
                 if n >= THRESHOLD:
-                    regions[pc] = _compile_region(m, st, pc)
+                    st.add(pc, _compile_region(m, st, pc))
                     continue
                 # cold code: one basic block through run_fast
                 end = t + bblen[pc]
@@ -229,7 +234,7 @@ def _compile_region(m, st: _State, root: int):
         # its add and the test meet), and this root as a prologue to it: the
         # test alone, exiting to the loop or past it
         if body not in st.regions:
-            st.regions[body] = _compile_region(m, st, body)
+            st.add(body, _compile_region(m, st, body))
         stop = body
         generated = emit_region(code, m.ncode, root, body, max_path=1,
                                 chain=st.regions[body][1])
