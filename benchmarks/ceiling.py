@@ -123,17 +123,21 @@ def least_alu(n: int) -> int:
 
 def least_sieve_inner(wr: list, rounds: int) -> int:
     """stb r4, [r3 + table] / add r3, r3, r1 / bge r3, LIMIT, next / jmp inner
-    (step r1 = 1: 8192 iterations a round), the store through the write table
-    with its copy-on-write test, as every store must."""
+    (step r1 = 1: 8192 iterations a round), as the region's runs do it: the
+    page looked up through the write table (its copy-on-write test) once a
+    page, then each iteration's store, one by one, at an offset ``range``
+    steps."""
     r4 = 1
     for _ in range(rounds):
         r1, r3 = 1, 0
-        while True:
-            (wr[r3 >> 12] or None)[r3 & 4095] = r4 & 255
-            r3 = r3 + r1
-            if r3 < 8192:
-                continue
-            break
+        while r3 < 8192:
+            page = wr[r3 >> 12] or None
+            o = r3 & 4095
+            n = min((4096 - o + r1 - 1) // r1, (8192 - r3 + r1 - 1) // r1)
+            v = r4 & 255
+            for o in range(o, o + n * r1, r1):
+                page[o] = v
+            r3 = r3 + n * r1
     return rounds * 8192 * 4
 
 

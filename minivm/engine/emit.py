@@ -18,8 +18,8 @@ from ..isa import (ADD_I, ADD_R, AND_I, AND_R, BEQ_I, BEQ_R, BGE_I, BGE_R, BGT_I
                   PUSH_R, RET, SAR_I, SAR_R, SHL_I, SHL_R, SHR_I, SHR_R, ST, STB,
                   SUB_I, SUB_R, XOR_I, XOR_R, to_signed)
 from .decode import OUTQ_I, OUTQ_R
-from .regions import (MAX_PATH, WRAP_TOLERANT, Seg, build, loop_pcs, registers, ticks_needed,
-                      unwrapped_registers, walk)
+from .regions import (MAX_PATH, WRAP_TOLERANT, Seg, build, loop_pcs, reads_of, registers,
+                      ticks_needed, unwrapped_registers, walk)
 from .semantics import inline
 
 #: A loop with one path back to its root, of at most UNROLL_MAX_LEN
@@ -37,6 +37,8 @@ _REGISTER_ONLY = frozenset({ADD_R, ADD_I, SUB_R, SUB_I, AND_R, AND_I, OR_R, OR_I
                             MUL_I, NOT, NEG, NOP})
 #: Set False to compile without groups (for A/B measurements and tests).
 GROUPS = True
+#: Set False to compile without runs (emit_runs; for A/B measurements and tests).
+RUNS = True
 
 M = isa.WORD_MASK
 S = isa.SIGN_BIT
@@ -551,6 +553,135 @@ def group_bounds(step: int, bop: int, v: int, n: int) -> tuple:
     return low, S + d                   # ... and r - d < 2^31 (a signed compare)
 
 
+# --- runs: a counted loop over memory, one page at a time ------------------------------
+
+_ACCESS_LENGTH = {LD: 4, LDB: 1, ST: 4, STB: 1}
+
+
+def run_plan(em: "Emitter", top: Seg):
+    """For a loop whose first path back starts with a load or store at
+    ``[r + c]``, goes on with register-only instructions and ends with
+    ``r = r +- d`` (or ``r = r + s``, ``s`` a register the loop does not
+    write) and the fast guard's branch on ``r`` back to the root: (r, d
+    or None, s or None, the branch's opcode, its constant, the access's
+    item, the path's ticks), for emit_runs; else None. Other paths back
+    (a region with several loops) run in the code after the runs."""
+    items, term = top.items, top.term
+    if len(items) < 2 or term[0] != "br" or em.offset:
+        return None
+    if any(item[0] != "I" for item in items):
+        return None
+    first, last = items[0], items[-1]
+    mop, ma, mb, _ = em.code[first[1]]
+    op, a, b, c = em.code[last[1]]
+    if mop not in _ACCESS_LENGTH or mb != a or op not in (ADD_I, SUB_I, ADD_R) or b != a:
+        return None
+    if a in em.lazy or a in (ZERO, 15):
+        return None
+    step_reg = c if op == ADD_R else None
+    if step_reg is not None and (step_reg in em.lazy or step_reg in (a, ZERO)):
+        return None
+    if mop == ST and ma in em.lazy:
+        return None                     # pack needs a wrapped value
+    written = {em.code[item[1]][1] for item in items[1:-1]}
+    if mop in (LD, LDB):
+        written.add(ma)
+    if any(em.code[item[1]][0] not in _REGISTER_ONLY for item in items[1:-1]):
+        return None
+    if a in written or step_reg in written:
+        return None
+    guard = em.fast_guard(last, term, bare_only=False)
+    if guard is None or guard[3].items or guard[3].term[0] != "loop":
+        return None
+    _, bpc, _, _, _ = term
+    bop, _, bb, _ = em.code[bpc]
+    v = bb if bop in (BEQ_I, BNE_I) else to_signed(bb ^ S)
+    delta = None
+    if step_reg is None:
+        delta = c if op == ADD_I else (-c) & M
+        delta = delta if delta < S else delta - W
+    return a, delta, step_reg, bop, v, first, guard[3].term[1]
+
+
+def emit_runs(em: "Emitter", plan, top: Seg, d: int) -> None:
+    """The runs of a run plan: as many iterations as the clock, the
+    branch's bound (every test known true, as for groups) and the access's
+    page allow, with the page looked up once per run and the counter
+    stepped by ``range``; then the next page's run. The load or store of
+    each iteration is still done, one by one, on the page the first of
+    the run got (a copy-on-write fault or first touch happens there, in
+    place of that iteration's access, the same call the per-instruction
+    code would make). What is left runs in the code after it."""
+    r, delta, step_reg, bop, v, access, length = plan
+    mop, ma, _, off = em.code[access[1]]
+    size = _ACCESS_LENGTH[mop]
+    at = access[1:3]
+    counter = f"r{r}"
+    if step_reg is not None:            # r = r + s: counting up by a register's value
+        em.put(d, f"step = r{step_reg}")
+        em.put(d, f"if 0 < step < {S}:")
+        d += 1
+        bound = v + (1 if bop in (BLE_I, BGT_I) else 0)
+        em.put(d, f"high = {bound} - step")
+        em.put(d, f"while {counter} < high:")
+        em.put(d + 1, f"n = (high - {counter} + step - 1) // step")
+        step, down = "step", False
+    elif delta > 0:
+        high, _ = group_bounds(delta, bop, v, 1)
+        em.put(d, f"while {counter} < {high}:")
+        em.put(d + 1, f"n = ({high - 1 + delta} - {counter}) // {delta}")
+        step, down = str(delta), False
+    else:
+        low, top_bound = group_bounds(delta, bop, v, 1)
+        test = f"{low} < {counter}" + (f" < {top_bound}" if top_bound is not None else "")
+        em.put(d, f"while {test}:")
+        em.put(d + 1, f"n = ({counter} - {low + 1 + delta}) // {-delta}")
+        step, down = str(-delta), True
+    d += 1
+    em.put(d, f"room = (deadline - t) // {length}")
+    em.put(d, "if room < n: n = room")
+    em.put(d, "if n <= 0:")
+    em.put(d + 1, "break")
+    x, page, offset = em.address(d, r, off, at)
+    table = _load(x, page, size) if mop in (LD, LDB) else _store(x, page, size)
+    em.put(d, f"page = {table}", at)
+    em.put(d, f"o = {offset}")
+    if down:
+        em.put(d, f"room = o // {step} + 1 if o <= len(page) - {size} else 0")
+    else:
+        em.put(d, f"room = (len(page) - {size} - o) // {step} + 1")
+    em.put(d, "if room < n: n = room")
+    em.put(d, "if n <= 0:")
+    em.put(d + 1, "break")
+    sign = "-" if down else "+"
+    stride = f"{'-' if down else ''}{step}"
+    body = top.items[1:-1]
+    value = f"r{ma}"
+    if mop in (ST, STB) and ma != r and all(em.code[item[1]][1] != ma for item in body):
+        # the same value every iteration: wrapped (or masked) once
+        em.put(d, f"v = {value} & 255" if mop == STB else f"v = {value}")
+        value, masked = "v", True
+    else:
+        masked = False
+    if r in set().union(*(reads_of(em.code, item[1]) for item in body)) or value == f"r{r}":
+        # the counter is read: it is the loop's variable, the offset follows it
+        em.put(d, f"e = o - {counter}")
+        em.put(d, f"for {counter} in range({counter}, {counter} {sign} n * {step}, {stride}):")
+        where, after = f"{counter} + e", f"{counter} = {counter} {sign} {step}"
+    else:
+        # only the access uses it: the loop's variable is the offset itself
+        em.put(d, f"for o in range(o, o {sign} n * {step}, {stride}):")
+        where, after = "o", f"{counter} = {counter} {sign} n * {step}"
+    em.put(d + 1, {LDB: f"{value} = page[{where}]",
+                   LD: f"{value} = unpack(page, {where})[0]",
+                   STB: f"page[{where}] = {value}" if masked else f"page[{where}] = {value} & 255",
+                   ST: f"pack(page, {where}, {value})"}[mop], at)
+    for item in body:
+        em.instruction(item[1], item[2], d + 1)
+    em.put(d, after, top.items[-1][1:3])
+    em.put(d, f"t += n * {length}")
+
+
 def emit_groups(em: "Emitter", plan, top: Seg, length: int, d: int) -> None:
     """The groups of a group plan: as many whole groups of ``em.unroll``
     iterations as the clock and the bound allow, one test per group (the
@@ -643,6 +774,10 @@ def emit_region(code: list, ncode: int, root: int, stop=None, top=None, covered=
         plan = group_plan(em, top) if GROUPS else None
         if plan is not None:
             emit_groups(em, plan, top, length, 2)
+    if plan is None and RUNS and loops and not stepped:
+        runs = run_plan(em, top)
+        if runs is not None:
+            emit_runs(em, runs, top, 2)
     if plan is not None:
         # what the groups and the single iterations leave is the iteration
         # that leaves the loop, or less room than one iteration: the stepped

@@ -215,7 +215,8 @@ WRAP_TOLERANT = frozenset({isa.ADD_R, isa.ADD_I, isa.SUB_R, isa.SUB_I, isa.XOR_R
 _ADDSUB = frozenset({isa.ADD_R, isa.ADD_I, isa.SUB_R, isa.SUB_I})
 
 
-def _reads(code: list, pc: int) -> set:
+def reads_of(code: list, pc: int) -> set:
+    """The registers the instruction at ``pc`` reads."""
     op, a, b, c = code[pc]
     meta = isa.OPCODES[_AS_ISA.get(op, op)]
     out = {{"a": a, "b": b, "c": c}[f] for f in meta.reads}
@@ -249,12 +250,12 @@ def unwrapped_registers(code: list, top: Seg) -> set:
     lazy = {code[pc][1] for pc in tolerant} - {ZERO, SP}
     for pc in pcs:
         if code[pc][0] not in WRAP_TOLERANT:
-            lazy -= _reads(code, pc)
+            lazy -= reads_of(code, pc)
     while True:
         doubled = set()
         for pc in tolerant:
             if code[pc][0] in _ADDSUB:
-                reads = _reads(code, pc) & lazy
+                reads = reads_of(code, pc) & lazy
                 if len(reads) > 1 or (reads and code[pc][0] == isa.ADD_R
                                       and code[pc][2] == code[pc][3]):
                     doubled |= reads
