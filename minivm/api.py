@@ -162,6 +162,22 @@ class VM:
     def read_word(self, addr: int) -> int:
         return int.from_bytes(self.read(addr, 4), "little")
 
+    def read_disk(self, block: int, count: int = 1) -> bytes:
+        """``count`` blocks (512 bytes each) of the disk from ``block``, as the
+        guest would read them now: through the overlay a checkpoint or a
+        resume writes to, so what a resumed run wrote is there (a request
+        still in flight is not, until it completes). MinivmError if the
+        machine has no disk or the blocks are not all on it."""
+        disk = self.machine.disk.backing
+        if disk is None:
+            raise MinivmError("this machine has no disk (give one: boot(..., disk=FILE))")
+        if type(block) is not int or type(count) is not int:
+            raise MinivmError(f"read_disk takes whole numbers, not {block!r} and {count!r}")
+        if block < 0 or count < 1 or block + count > disk.block_count:
+            raise MinivmError(f"blocks {block}..{block + count - 1} are not all on the disk "
+                              f"({disk.block_count} blocks, 0..{disk.block_count - 1})")
+        return disk.read_blocks(block, count)
+
     def symbol(self, name: str) -> int:
         """A label's or .equ name's value (NoSymbol, a MinivmError and a
         KeyError, if the program has none)."""

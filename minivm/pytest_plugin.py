@@ -70,7 +70,8 @@ class MinivmRunner:
         self.what = ""                     # what the last run started from
         self.input = b""
         self.max_ticks: int | None = None
-        self.disk: str | None = None       # the last run's copy of its disk, if any
+        self.disk: str | None = None       # the last run's copy of its disk, if any (a
+        # resume's writes go to an overlay: self.vm.read_disk reads either)
         self.error: Exception | None = None  # why the last run could not start
         self._runs = 0
 

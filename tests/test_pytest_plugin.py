@@ -248,6 +248,49 @@ def test_copy(minivm):
         assert vm.halted and vm.devices()["disk"] is not None
 
 
+def test_what_a_resumed_run_wrote_to_the_disk_is_read_through_the_vm(pytester, engine):
+    """A resume writes to an overlay, so ``minivm.disk`` (a run's own copy)
+    is None; ``minivm.vm.read_disk`` reads the disk as the guest sees it, the
+    writes that were in flight at the checkpoint included once they land."""
+    shutil.copy(ROOT / "programs" / "disk_copy.asm", pytester.path)
+    (pytester.path / "disk.img").write_bytes(bytes(64 * 1024))
+    with minivm.boot(str(pytester.path / "disk_copy.asm"), disk=str(pytester.path / "disk.img"),
+                     engine=engine) as vm:
+        vm.break_at("wait_for")
+        vm.run(max_ticks=10**6)
+        assert len(vm.devices()["disk"]["queue"]) == 4
+        vm.checkpoint(str(pytester.path / "lab.mvc"))
+    pytester.makepyfile(test_resumed="""
+import pytest
+from minivm import MinivmError
+
+PATTERN = bytes((i ^ (i >> 8)) & 0xFF for i in range(4096))
+
+
+def test_the_copy_is_on_the_disk(minivm):
+    r = minivm.resume("lab.mvc", max_ticks=10**6)
+    assert r.output == b"OK\\n" and minivm.disk is None
+    assert minivm.vm.read_disk(8, 8) == PATTERN
+    assert minivm.vm.read_disk(0) == bytes(512) and minivm.vm.read_disk(127) == bytes(512)
+    for block, count in ((127, 2), (-1, 1), (0, 0)):
+        with pytest.raises(MinivmError, match="not all on the disk .128 blocks, 0..127"):
+            minivm.vm.read_disk(block, count)
+
+
+def test_in_flight_writes_are_not_there_before_they_land(minivm):
+    minivm.resume("lab.mvc", max_ticks=1)
+    assert minivm.vm.read_disk(8, 8) == bytes(4096)
+
+
+def test_a_machine_without_a_disk(minivm):
+    minivm.run(minivm.assemble("halt"))
+    with pytest.raises(MinivmError, match="has no disk"):
+        minivm.vm.read_disk(0)
+""")
+    _inner(pytester, engine).assert_outcomes(passed=3)
+    assert (pytester.path / "disk.img").read_bytes() == bytes(64 * 1024)   # the overlay took it
+
+
 # --- a class graded in parallel ---------------------------------------------------------------
 
 RIGHT = """        mov {acc}, 0
