@@ -192,6 +192,32 @@ def test_timer_periods(period, tmp_path, slow_way):
         assert int(final["output"].split()[0]) == final["interrupts_taken"]
 
 
+# a 2-tick handler and a loop whose middle an iret returns into: a prologue
+# region that chains into the loop's region with no tick left (found by a
+# review: the chain skipped its room test when the loop needed 1 tick, and
+# the loop ran one instruction past the deadline)
+SHORT_HANDLER_LOOP = """
+        out 0x11, handler
+        out 0x10, {period}
+        ei
+        mov r3, 10000
+loop:   ldb r1, [r3]
+        nop
+        add r3, r3, 1
+        bne r3, 20000, loop
+        halt
+handler: nop
+        iret
+"""
+
+
+@pytest.mark.parametrize("period", range(3, 13))
+def test_a_chained_region_with_no_room_left(period, tmp_path, slow_way):
+    for ticks in (7, 9, 12, 13, 21, 33, 100, 2001):
+        five_ways(SHORT_HANDLER_LOOP.format(period=period), tmp_path / str(ticks), slow_way,
+                  max_ticks=ticks)
+
+
 def test_default_threshold(tmp_path, slow_way):
     """The same with the normal compile threshold (cold code through run_fast)."""
     for period in (3, 17, 100):

@@ -839,8 +839,10 @@ def emit_region(code: list, ncode: int, root: int, stop=None, top=None, covered=
             f"        return ~pc, {tick}",
             *[f"    {s}" for s in store]]
     if chain is not None and stop is not None:
-        room = f" and deadline - t >= {chain}" if chain > 1 else ""
-        tail += [f"    if pc == {stop}{room}:",
+        # the room test even when the region there needs only 1 tick: a path
+        # may reach it with none left (this region entered with exactly its
+        # own need), and the region called would run a tick past the deadline
+        tail += [f"    if pc == {stop} and deadline - t >= {chain}:",
                  "        return CHAIN(regs, pg, wr, t, deadline, lm, sm)"]
     tail += ["    return pc, t"]
     first = len(head) + 1                      # line numbers start at 1
