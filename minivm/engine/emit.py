@@ -829,7 +829,7 @@ def emit_region(code: list, ncode: int, root: int, stop=None, top=None, covered=
     params = "".join(f", {name}={name}" for name in em.ports.values())
     head = [f"def region(regs, pg, wr, t, deadline, lm, sm, unpack=unpack, pack=pack{params}):"]
     head += [f"    r{r} = regs[{r}]" for r in used]
-    head += ["    i = 0", "    try:"]
+    head += ["    i = 0", "    try:"] if em.form == "range" else ["    try:"]
     store = [f"regs[{r}] = r{r} & {M}" if r in em.lazy else f"regs[{r}] = r{r}"
              for r in written]
     tick = f"t + j + i * {em.loop_len}" if em.form == "range" else "t + j"
