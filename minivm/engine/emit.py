@@ -526,17 +526,34 @@ def group_plan(em: "Emitter", top: Seg):
         return None
     if any(em.code[item[1]][1] == a for item in items[:-1]):
         return None                     # r is written once per iteration, by the last
-    guard = em.fast_guard(last, term, bare_only=False)
+    branch = counter_branch(em, last, term)
+    if branch is None:
+        return None
+    bop, v, _ = branch
+    return a, signed_step(op, c), bop, v
+
+
+def counter_branch(em: "Emitter", update, term):
+    """For the counter's update ``update`` (``r = r +- d``, or ``+ s``) and
+    the branch on ``r`` that ends the path: (the branch's opcode, its
+    constant as the compare sees it, the ticks of the path back) when the
+    fast guard's test leads back to the root (so that every test a bound
+    proves true keeps the loop going), else None. For group_plan and
+    run_plan."""
+    guard = em.fast_guard(update, term, bare_only=False)
     if guard is None:
         return None
     leaf = guard[3]
     if leaf.items or leaf.term[0] != "loop":
-        return None                     # the fast test must lead back to the root
-    _, bpc, _, _, _ = term
-    bop, _, bb, _ = em.code[bpc]
-    v = bb if bop in (BEQ_I, BNE_I) else to_signed(bb ^ S)
+        return None
+    bop, _, bb, _ = em.code[term[1]]
+    return bop, (bb if bop in (BEQ_I, BNE_I) else to_signed(bb ^ S)), leaf.term[1]
+
+
+def signed_step(op: int, c: int) -> int:
+    """The step of ``add``/``sub r, r, c`` as a signed number (+d or -d)."""
     delta = c if op == ADD_I else (-c) & M
-    return a, (delta if delta < S else delta - W), bop, v
+    return delta if delta < S else delta - W
 
 
 def group_bounds(step: int, bop: int, v: int, n: int) -> tuple:
@@ -590,17 +607,12 @@ def run_plan(em: "Emitter", top: Seg):
         return None
     if a in written or step_reg in written:
         return None
-    guard = em.fast_guard(last, term, bare_only=False)
-    if guard is None or guard[3].items or guard[3].term[0] != "loop":
+    branch = counter_branch(em, last, term)
+    if branch is None:
         return None
-    _, bpc, _, _, _ = term
-    bop, _, bb, _ = em.code[bpc]
-    v = bb if bop in (BEQ_I, BNE_I) else to_signed(bb ^ S)
-    delta = None
-    if step_reg is None:
-        delta = c if op == ADD_I else (-c) & M
-        delta = delta if delta < S else delta - W
-    return a, delta, step_reg, bop, v, first, guard[3].term[1]
+    bop, v, length = branch
+    delta = signed_step(op, c) if step_reg is None else None
+    return a, delta, step_reg, bop, v, first, length
 
 
 def emit_runs(em: "Emitter", plan, top: Seg, d: int) -> None:
