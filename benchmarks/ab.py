@@ -4,7 +4,7 @@
     python benchmarks/ab.py FLAG [--pairs 9] [--workload NAME ...] [--quick]
 
 FLAG is a module-level switch of the emitter (``minivm.engine.emit``), such as
-``RUNS`` or ``GROUPS``, or ``blocks.FAST_TIMER`` for the driver's. For each
+``RUNS``, ``SCANS`` or ``GROUPS``, or ``blocks.FAST_TIMER`` for the driver's. For each
 ``minivm bench`` workload (all of them unless ``--workload`` names some),
 ``--pairs`` pairs of runs, the switch off then on, each run a fresh machine
 with an empty compiled-code cache and timed between two bare-loop samples, as
@@ -67,7 +67,8 @@ def measure(flag: str, pairs: int, workloads: list[str] | None = None,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("flag", help="an emitter switch (RUNS, GROUPS) or blocks.FAST_TIMER")
+    parser.add_argument("flag",
+                        help="an emitter switch (RUNS, SCANS, GROUPS) or blocks.FAST_TIMER")
     parser.add_argument("--pairs", type=int, default=9, help="off/on pairs per workload (9)")
     parser.add_argument("--workload", action="append",
                         help="a minivm bench workload by name (again for more; default all)")

@@ -39,6 +39,8 @@ _REGISTER_ONLY = frozenset({ADD_R, ADD_I, SUB_R, SUB_I, AND_R, AND_I, OR_R, OR_I
 GROUPS = True
 #: Set False to compile without runs (emit_runs; for A/B measurements and tests).
 RUNS = True
+#: Set False to compile without scans (emit_scan; for A/B measurements and tests).
+SCANS = True
 
 M = isa.WORD_MASK
 S = isa.SIGN_BIT
@@ -102,6 +104,32 @@ def _bare(seg: Seg) -> bool:
     return not seg.items and seg.term[0] in ("loop", "exit", "slow")
 
 
+def condition(code: list, pc: int) -> str:
+    """The branch at ``pc``'s condition, as a Python expression on the registers' locals."""
+    op, a, b, c = code[pc]
+    ra = f"r{a}"
+    if op in (BEQ_R, BNE_R, BLT_R, BLE_R, BGT_R, BGE_R):
+        rb = f"r{b}"
+        same = f"({ra} < {S}) is ({rb} < {S})"
+        return {BEQ_R: f"{ra} == {rb}", BNE_R: f"{ra} != {rb}",
+                BLT_R: f"({ra} < {rb}) if {same} else ({ra} > {rb})",
+                BLE_R: f"({ra} <= {rb}) if {same} else ({ra} > {rb})",
+                BGT_R: f"({ra} > {rb}) if {same} else ({ra} < {rb})",
+                BGE_R: f"({ra} >= {rb}) if {same} else ({ra} < {rb})"}[op]
+    if op == BEQ_I:
+        return f"not {ra}" if b == 0 else f"{ra} == {b}"
+    if op == BNE_I:
+        return ra if b == 0 else f"{ra} != {b}"
+    v = to_signed(b ^ S)                  # decode() pre-flipped the sign bit
+    if op == BLT_I:
+        return _signed_compare(ra, v, True)
+    if op == BLE_I:
+        return _signed_compare(ra, v + 1, True)
+    if op == BGT_I:
+        return _signed_compare(ra, v + 1, False)
+    return _signed_compare(ra, v, False)    # BGE_I
+
+
 class Emitter:
     """Writes one region's function, line by line, remembering which pc
     (and position on its path) each line belongs to, so that a fault inside
@@ -121,6 +149,7 @@ class Emitter:
         self.lazy: set = set()              # registers kept unwrapped (regions.unwrapped_registers)
         self.stepped = False                # the tail form: may stop before any instruction
         self.unroll = 1                     # copies of the body per step of the range loop
+        self.scan = None                    # a scan plan: emit_scan before its load
 
     def port(self, fn) -> str:
         name = self.ports.get(fn)
@@ -152,6 +181,8 @@ class Emitter:
                  if items and term[0] == "br" and not self.stepped else None)
         for item in _with_jumps(items[:-1] if guard else items, seg, self.stepped):
             _bound(self, d, item[1], item[2])
+            if self.scan is not None and item is self.scan[0] and not self.stepped:
+                emit_scan(self, self.scan, d)
             if item[0] == "I":
                 self.instruction(item[1], item[2], d)
             elif item[0] == "R":
@@ -165,7 +196,7 @@ class Emitter:
             at = items[-1][1:3]
             _, pc, j, taken, fall = term
             other = fall if leaf is taken else taken
-            cond = self.condition(pc)
+            cond = condition(self.code, pc)
             self.put(d, first, at)
             self.put(d, f"if not ({test}):", at)
             self.put(d + 1, wrap, at)
@@ -188,7 +219,7 @@ class Emitter:
             _bound(self, d, term[1], term[2])
         if kind == "br":
             _, pc, j, taken, fall = term
-            self.put(d, f"if {self.condition(pc)}:", (pc, j))
+            self.put(d, f"if {condition(self.code, pc)}:", (pc, j))
             self.segment(taken, d + 1)
             self.segment(fall, d)
         elif kind == "loop":
@@ -232,7 +263,7 @@ class Emitter:
         _, pc, j, taken, fall = term
         main_taken = self.has_loop(taken)
         main, other = (taken, fall) if main_taken else (fall, taken)
-        cond = self.condition(pc)
+        cond = condition(self.code, pc)
         leave = f"not ({cond})" if main_taken else cond
         if guard:
             first, wrap, test, leaf = guard
@@ -303,30 +334,6 @@ class Emitter:
         self.advance(d, n)
         self.put(d, f"pc = {~pc}")
         self.put(d, "break")
-
-    def condition(self, pc: int) -> str:
-        op, a, b, c = self.code[pc]
-        ra = f"r{a}"
-        if op in (BEQ_R, BNE_R, BLT_R, BLE_R, BGT_R, BGE_R):
-            rb = f"r{b}"
-            same = f"({ra} < {S}) is ({rb} < {S})"
-            return {BEQ_R: f"{ra} == {rb}", BNE_R: f"{ra} != {rb}",
-                    BLT_R: f"({ra} < {rb}) if {same} else ({ra} > {rb})",
-                    BLE_R: f"({ra} <= {rb}) if {same} else ({ra} > {rb})",
-                    BGT_R: f"({ra} > {rb}) if {same} else ({ra} < {rb})",
-                    BGE_R: f"({ra} >= {rb}) if {same} else ({ra} < {rb})"}[op]
-        if op == BEQ_I:
-            return f"not {ra}" if b == 0 else f"{ra} == {b}"
-        if op == BNE_I:
-            return ra if b == 0 else f"{ra} != {b}"
-        v = to_signed(b ^ S)                  # decode() pre-flipped the sign bit
-        if op == BLT_I:
-            return _signed_compare(ra, v, True)
-        if op == BLE_I:
-            return _signed_compare(ra, v + 1, True)
-        if op == BGT_I:
-            return _signed_compare(ra, v + 1, False)
-        return _signed_compare(ra, v, False)    # BGE_I
 
     def address(self, d: int, base: int, off: int, at) -> tuple[str, str, str]:
         """(address, page index, offset) expressions of ``[base + off]``; may
@@ -694,6 +701,133 @@ def emit_runs(em: "Emitter", plan, top: Seg, d: int) -> None:
     em.put(d, f"t += n * {length}")
 
 
+# --- scans: a loop that reads bytes until one equals a constant, by bytearray.find ------
+
+def scan_plan(em: "Emitter", top: Seg):
+    """For a loop with one path back that is, in some rotation, ``ldb x,
+    [r + c]``, a branch on ``x`` against a constant ``v`` (0..255) that
+    keeps going while ``x != v``, and ``r = r +- 1``, followed at once by
+    the fast guard's branch on ``r`` when there is one (the sieve's search
+    for the next prime; without one, ``strlen``, bounded only by the page
+    and the clock): (the load's item, r, step, x, v, the bound, the path's
+    ticks), for emit_scan; else None. The bound is (high, None) up (an
+    iteration may start at ``r < high``) or (low, top) down (at ``low <
+    r``, and ``r < top`` unless top is None): as for groups, every counter
+    test in the iterations it allows keeps the loop going."""
+    if em.offset or em.stepped:
+        return None
+    cycle, seg, load = [], top, None           # the path back, in order from the root
+    while True:
+        for item in seg.items:
+            if item[0] != "I" or len(cycle) > 6:
+                return None
+            if load is None and em.code[item[1]][0] == LDB:
+                load = item
+            cycle.append((item, None))
+        term = seg.term
+        if term[0] == "loop":
+            length = term[1]
+            break
+        if term[0] != "br" or len(cycle) > 6:
+            return None
+        bop, ba, bv, _ = em.code[term[1]]
+        if load is not None and ba == em.code[load[1]][1]:
+            if bop not in (BNE_I, BEQ_I) or not 0 <= bv <= 255:
+                return None
+            seg = term[3] if bop == BNE_I else term[4]      # the side where x != v
+        else:
+            loops = [side for side in term[3:5] if em.has_loop(side)]
+            if len(loops) != 1:
+                return None
+            seg = loops[0]
+        cycle.append((term, seg))
+    if load is None:
+        return None
+    _, xr, r, _ = em.code[load[1]]
+    if r in em.lazy or r in (ZERO, 15) or xr in (ZERO, 15, r):
+        return None
+    start = cycle.index((load, None))
+    rest = cycle[start + 1:] + cycle[:start]    # the path back from the load on
+    kinds = []
+    for entry, side in rest:
+        op, a, b, c = em.code[entry[1]]
+        if side is not None and a == xr and op in (BNE_I, BEQ_I):
+            if not 0 <= b <= 255 or side is not entry[3 if op == BNE_I else 4]:
+                return None                     # the path back must be the side x != v
+            kinds.append("v")
+        elif side is not None:
+            kinds.append("c")
+        elif op in (ADD_I, SUB_I) and a == r and b == r and signed_step(op, c) in (1, -1):
+            kinds.append("u")
+        else:
+            return None
+    if sorted(kinds) not in (["u", "v"], ["c", "u", "v"]):
+        return None
+    update = rest[kinds.index("u")][0]
+    step = signed_step(em.code[update[1]][0], em.code[update[1]][3])
+    v = em.code[rest[kinds.index("v")][0][1]][2]
+    if "c" in kinds:
+        at = kinds.index("c")
+        if at == 0 or kinds[at - 1] != "u":
+            return None                         # the counter's branch right after its step
+        term, side = rest[at]
+        guard = em.fast_guard(update, term, bare_only=False)
+        if guard is None or guard[3] is not side:
+            return None                         # the fast test implies the path back
+        bop, _, bb, _ = em.code[term[1]]
+        limits = group_bounds(step, bop, bb if bop in (BEQ_I, BNE_I) else to_signed(bb ^ S), 1)
+    else:                                       # r stays in 0..M: up to M, down to 0
+        limits = (M, None) if step > 0 else (0, None)
+    return load, r, step, xr, v, limits, length
+
+
+def emit_scan(em: "Emitter", plan, d: int) -> None:
+    """A scan plan's iterations, at depth ``d``, just before its load (in
+    the while form): as many as the bound, the clock (up to ``lim``, the
+    latest tick from which the rest of the path has room) and the access's
+    page allow, up to the first whose byte is ``v``, found by ``find``
+    (``rfind`` down) on the page. The page is
+    looked up once, through the page table as the load would (the first
+    iteration's load: its fault or lazy read happens there, at its own
+    tick); the iteration that finds ``v`` and everything after it run in
+    the code after it. ``x`` ends with the last byte loaded, ``r`` and the
+    clock move on by the iterations done."""
+    access, r, step, xr, v, (bound, top_bound), length = plan
+    counter = f"r{r}"
+    at = access[1:3]
+    if step > 0:
+        em.put(d, f"n = {bound} - {counter}")
+    elif top_bound is None:
+        em.put(d, f"n = {counter} - {bound}")
+    else:
+        em.put(d, f"n = {counter} - {bound} if {counter} < {top_bound} else 0")
+    em.put(d, f"room = (lim - t) // {length}")
+    em.put(d, "if room < n: n = room")
+    em.put(d, "if n > 0:")
+    d += 1
+    x, page, offset = em.address(d, r, em.code[access[1]][3], at)
+    em.put(d, f"page = {_load(x, page, 1)}", at)
+    em.put(d, f"o = {offset}")
+    if step > 0:
+        em.put(d, "room = len(page) - o")
+        em.put(d, "if room < n: n = room")
+        em.put(d, f"f = page.find({v}, o, o + n)")
+        em.put(d, "if f < 0: f = o + n")
+        em.put(d, "if f > o:")
+        em.put(d + 1, f"r{xr} = page[f - 1]")
+        em.put(d + 1, f"{counter} = {counter} + f - o")
+        em.put(d + 1, f"t += (f - o) * {length}")
+    else:
+        em.put(d, "room = o + 1 if o < len(page) else 0")
+        em.put(d, "if room < n: n = room")
+        em.put(d, f"f = page.rfind({v}, o + 1 - n, o + 1)")
+        em.put(d, "if f < 0: f = o - n")
+        em.put(d, "if f < o:")
+        em.put(d + 1, f"r{xr} = page[f + 1]")
+        em.put(d + 1, f"{counter} = {counter} - o + f")
+        em.put(d + 1, f"t += (o - f) * {length}")
+
+
 def emit_groups(em: "Emitter", plan, top: Seg, length: int, d: int) -> None:
     """The groups of a group plan: as many whole groups of ``em.unroll``
     iterations as the clock and the bound allow, one test per group (the
@@ -745,6 +879,28 @@ def stepped_tail(em: "Emitter", top: Seg, root: int, d: int) -> None:
     em.form, em.stepped = form, stepped
 
 
+def choose_form(em: "Emitter", top: Seg, loops: list) -> int:
+    """Set the form of a region that is not the stepped form (``em.form``:
+    "range" for one loop, "while" for several or a scan, "once" for none;
+    ``em.scan``: a scan plan) and return how many copies of its body a
+    range loop's step runs (1: not unrolled)."""
+    unroll = 1
+    if len(loops) == 1:
+        em.form, em.loop_len = "range", loops[0]
+        size = sum(len(seg.items) + 1 for seg in walk(top))
+        if loops[0] <= UNROLL_MAX_LEN and size <= UNROLL_MAX_SIZE:
+            unroll = min(UNROLL_CAP, UNROLL_TICKS // loops[0])
+    elif loops:
+        em.form = "while"
+    scan = scan_plan(em, top) if SCANS and loops else None
+    if scan is not None:
+        # the search runs where the path back loads its byte (emit_scan), in
+        # the while form: every pass through the load, however the path got
+        # there (in the sieve, a prime's path loops back too), may search on
+        em.form, unroll, em.scan = "while", 1, scan
+    return unroll
+
+
 def emit_region(code: list, ncode: int, root: int, stop=None, top=None, covered=None,
                 max_path: int = MAX_PATH, stepped: bool = False, chain=None):
     """Source of the region at ``root``: (source, line table, ticks needed,
@@ -766,18 +922,13 @@ def emit_region(code: list, ncode: int, root: int, stop=None, top=None, covered=
     em = Emitter(code, ncode, root)
     em.lazy = unwrapped_registers(code, top)
     em.stepped = stepped
-    unroll = 1
     if stepped:
-        need = 1
+        need, unroll = 1, 1
         em.form = "while"
         stepped_tail(em, top, root, 2)
-    elif len(loops) == 1:
-        em.form, em.loop_len = "range", loops[0]
-        size = sum(len(seg.items) + 1 for seg in walk(top))
-        if loops[0] <= UNROLL_MAX_LEN and size <= UNROLL_MAX_SIZE:
-            unroll = min(UNROLL_CAP, UNROLL_TICKS // loops[0])
-    elif loops:
-        em.form = "while"
+    else:
+        unroll = choose_form(em, top, loops)
+    scan = em.scan
     body_depth = 3
     plan = None
     if unroll > 1:
@@ -786,7 +937,7 @@ def emit_region(code: list, ncode: int, root: int, stop=None, top=None, covered=
         plan = group_plan(em, top) if GROUPS else None
         if plan is not None:
             emit_groups(em, plan, top, length, 2)
-    if plan is None and RUNS and loops and not stepped:
+    if plan is None and scan is None and RUNS and loops and not stepped:
         runs = run_plan(em, top)
         if runs is not None:
             emit_runs(em, runs, top, 2)
