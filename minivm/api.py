@@ -205,6 +205,11 @@ class VM:
         """Run until halt, fault, breakpoint, or a limit: ``max_ticks`` more
         ticks, or ``max_output`` bytes of output in all (checked every
         OUTPUT_CHECK_TICKS ticks; the output is cut at the limit)."""
+        for name, value in (("max_ticks", max_ticks), ("max_output", max_output)):
+            if value is not None and not isinstance(value, int):
+                raise TypeError(f"{name} must be a whole number of "
+                                f"{'ticks' if name == 'max_ticks' else 'bytes'} (an int), "
+                                f"not {type(value).__name__} {value!r}")
         m = self.machine
         start = m.tick
         while True:

@@ -200,6 +200,11 @@ class Machine:
     # --- running -------------------------------------------------------------------
     def run(self, max_ticks: int | None = None) -> Stop:
         """Run until halt, fault, breakpoint, watch, stop request, or ``max_ticks``."""
+        if max_ticks is not None and not isinstance(max_ticks, int):
+            # a float limit would never meet the whole-tick clock (a hang on
+            # interp, a broken region on blocks): refused before anything runs
+            raise TypeError(f"max_ticks must be a whole number of ticks (an int), "
+                            f"not {type(max_ticks).__name__} {max_ticks!r}")
         limit = INFINITY if max_ticks is None else self.tick + max_ticks
         if self.fault is not None:
             return Stop("fault", self.fault)

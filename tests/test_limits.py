@@ -38,7 +38,8 @@ from minivm.machine import Machine
 from minivm.program import load_program
 from minivm.store import FileStore, PendingCheckpoint
 
-from support import bounded, run_cli
+from minivm.engine import ENGINES
+from support import bounded, make_machine, run_cli
 
 
 def no_traceback(proc) -> str:
@@ -482,3 +483,23 @@ def test_read_only_disk_image(tmp_path):
         assert "opened read-only" in err
     finally:
         undo_read_only(disk)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("limit", [100.0, "100", 1.5])
+def test_a_tick_limit_that_is_not_an_int_is_refused(engine, limit):
+    """A float limit never meets the whole-tick clock: it hung interp and
+    broke a region on blocks (found by a review). Refused, nothing run."""
+    from minivm.api import assemble as api_assemble, boot
+    m = make_machine("loop: add r1, r1, 1\n      jmp loop\n", engine=engine)
+    with pytest.raises(TypeError, match="max_ticks must be a whole number of ticks"):
+        m.run(limit)
+    assert m.tick == 0
+    assert m.run(10).reason == "limit" and m.tick == 10
+    vm = boot(api_assemble("loop: jmp loop\n"), engine=engine)
+    with pytest.raises(TypeError, match="whole number of ticks"):
+        vm.run(limit)
+    with pytest.raises(TypeError, match="max_output must be a whole number of bytes"):
+        vm.run(10, max_output=limit)
+    assert vm.run(10).stop == "limit"
+    vm.close()
