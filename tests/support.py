@@ -103,3 +103,30 @@ def bounded(what: str, *, megabytes: float, hang_after: float = 60):
         tracemalloc.stop()
     assert peak < megabytes * (1 << 20), \
         f"{what} allocated {peak / (1 << 20):.1f} MiB at its peak (the bound is {megabytes} MiB)"
+
+
+def sliced_trail(m: Machine, slices) -> list:
+    """Run ``m`` in slices of the given sizes (each a deadline) until a stop
+    other than the limit: (reason, the stop as text, pc, tick, registers)
+    after each, then the console's output. What the differential tests
+    compare between the engines."""
+    trail = []
+    for size in slices:
+        stop = m.run(size)
+        trail.append((stop.reason, str(stop), m.pc, m.tick, tuple(m.regs)))
+        if stop.reason != "limit":
+            break
+    trail.append(bytes(m.console.sink.data))
+    return trail
+
+
+def ran_sieve(rounds: int = 2) -> tuple:
+    """(image, machine) of ``minivm bench``'s sieve run to its halt on the
+    blocks engine, its hot regions compiled (it counts the 1028 primes)."""
+    from minivm import bench
+    image = assemble(bench.SIEVE_LOOP.format(n=rounds), "sieve.asm")
+    m = Machine(image, console_sink=BufferSink(), console_input=ConsoleInput(b""),
+                engine="blocks")
+    m.run()
+    assert bytes(m.console.sink.data) == b"1028"
+    return image, m

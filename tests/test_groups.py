@@ -17,7 +17,7 @@ from minivm.assembler import assemble
 from minivm.devices import BufferSink, ConsoleInput
 from minivm.engine import ENGINES, blocks, emit
 from minivm.machine import Machine
-from support import threshold
+from support import sliced_trail, threshold
 
 BRANCHES = ("beq", "bne", "blt", "ble", "bgt", "bge")
 EDGES = (0, 1, 2, 3, 4, 5, 7, 8, 9, 12, 16, 17, 100, 1000, 2**30, 2**31 - 9, 2**31 - 2,
@@ -56,14 +56,7 @@ def run(source: str, engine: str, slices) -> list:
     and the state it ends in."""
     m = Machine(assemble(source, "groups.asm"), console_sink=BufferSink(),
                 console_input=ConsoleInput(b""), engine=engine)
-    trail = []
-    for size in slices:
-        stop = m.run(size)
-        trail.append((stop.reason, m.pc, m.tick, tuple(m.regs)))
-        if stop.reason != "limit":
-            break
-    trail.append(bytes(m.console.sink.data))
-    return trail
+    return sliced_trail(m, slices)
 
 
 def same_on_both(source: str, slices=(5000,)) -> list:

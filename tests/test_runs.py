@@ -20,7 +20,7 @@ from minivm.assembler import assemble
 from minivm.devices import BufferSink, ConsoleInput
 from minivm.engine import ENGINES, blocks, emit
 from minivm.machine import Machine
-from support import threshold
+from support import ran_sieve, sliced_trail, threshold
 
 BRANCHES = ("beq", "bne", "blt", "ble", "bgt", "bge")
 ACCESSES = ("stb r4, [r1 + {off}]", "st r4, [r1 + {off}]", "ldb r2, [r1 + {off}]",
@@ -78,13 +78,7 @@ def run(source: str, engine: str, slices, frozen: bool) -> list:
     for index in range(m.memory.page_count):          # data on every page
         m.memory.write_bytes(index * 4096 + 7, bytes([index + 1]) * 9)
     view = m.memory.share() if frozen else None
-    trail = []
-    for size in slices:
-        stop = m.run(size)
-        trail.append((stop.reason, str(stop), m.pc, m.tick, tuple(m.regs)))
-        if stop.reason != "limit":
-            break
-    trail.append(bytes(m.console.sink.data))
+    trail = sliced_trail(m, slices)
     trail.append(digest(m.memory.pages))
     if view is not None:
         trail.append(digest(view.page(i) for i in range(view.page_count())))
@@ -135,12 +129,7 @@ def test_a_counter_the_body_reads_is_the_loop_variable():
 
 
 def test_the_sieve_marks_its_multiples_in_runs():
-    from minivm import bench
-    image = assemble(bench.SIEVE_LOOP.format(n=2), "sieve.asm")
-    m = Machine(image, console_sink=BufferSink(), console_input=ConsoleInput(b""),
-                engine="blocks")
-    m.run()
-    assert bytes(m.console.sink.data) == b"1028"
+    image, m = ran_sieve()
     inner = image.symbols["inner"][1] + 1           # rooted after the test (rotation)
     assert "for o in range(o, o + n * step, step):" in blocks.region_source(m, inner)
 

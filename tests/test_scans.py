@@ -21,7 +21,7 @@ from minivm.assembler import assemble
 from minivm.devices import BufferSink, ConsoleInput
 from minivm.engine import ENGINES, blocks, emit
 from minivm.machine import Machine
-from support import threshold
+from support import ran_sieve, sliced_trail, threshold
 
 MEMORY = 3 * 4096 + 1000                        # the last page is short
 BRANCHES = ("beq", "bne", "blt", "ble", "bgt", "bge")
@@ -84,14 +84,7 @@ def run(source: str, engine: str, slices, marks, fill) -> list:
     for address, value in marks:
         if 0 <= address < MEMORY:
             m.memory.write_bytes(address, bytes([value]))
-    trail = []
-    for size in slices:
-        stop = m.run(size)
-        trail.append((stop.reason, str(stop), m.pc, m.tick, tuple(m.regs)))
-        if stop.reason != "limit":
-            break
-    trail.append(bytes(m.console.sink.data))
-    return trail
+    return sliced_trail(m, slices)
 
 
 def same_on_both(source: str, slices=(40000,), marks=(), fill=65) -> list:
@@ -115,11 +108,7 @@ def scans(source: str, fill=65) -> list:
 
 
 def test_the_sieve_searches_by_find():
-    image = assemble(bench.SIEVE_LOOP.format(n=2), "sieve.asm")
-    m = Machine(image, console_sink=BufferSink(), console_input=ConsoleInput(b""),
-                engine="blocks")
-    m.run()
-    assert bytes(m.console.sink.data) == b"1028"
+    image, m = ran_sieve()
     nxt = image.symbols["next"][1]                  # rooted after the inner loop's exit
     source = blocks.region_source(m, nxt)
     assert "f = page.find(0, o, o + n)" in source

@@ -15,7 +15,7 @@ from ..isa import (ADD_I, ADD_R, AND_I, AND_R, BEQ_I, BEQ_R, BGE_I, BGE_R, BGT_I
                   BGT_R, BLE_I, BLE_R, BLT_I, BLT_R, BNE_I, BNE_R, CALL_I, CALL_R,
                   DIV_I, DIV_R, IN, IRET, JMP_I, JMP_R, LD, LDB, MOD_I, MOD_R, MOV_I,
                   MOV_R, MUL_I, MUL_R, NEG, NOP, NOT, OR_I, OR_R, POP, PUSH_I,
-                  PUSH_R, RET, SAR_I, SAR_R, SHL_I, SHL_R, SHR_I, SHR_R, ST, STB,
+                  PUSH_R, SAR_I, SAR_R, SHL_I, SHL_R, SHR_I, SHR_R, ST, STB,
                   SUB_I, SUB_R, XOR_I, XOR_R, to_signed)
 from .decode import OUTQ_I, OUTQ_R
 from .regions import (MAX_PATH, WRAP_TOLERANT, Seg, build, loop_pcs, reads_of, registers,
@@ -808,24 +808,23 @@ def emit_scan(em: "Emitter", plan, d: int) -> None:
     x, page, offset = em.address(d, r, em.code[access[1]][3], at)
     em.put(d, f"page = {_load(x, page, 1)}", at)
     em.put(d, f"o = {offset}")
-    if step > 0:
-        em.put(d, "room = len(page) - o")
-        em.put(d, "if room < n: n = room")
-        em.put(d, f"f = page.find({v}, o, o + n)")
-        em.put(d, "if f < 0: f = o + n")
-        em.put(d, "if f > o:")
-        em.put(d + 1, f"r{xr} = page[f - 1]")
-        em.put(d + 1, f"{counter} = {counter} + f - o")
-        em.put(d + 1, f"t += (f - o) * {length}")
-    else:
-        em.put(d, "room = o + 1 if o < len(page) else 0")
-        em.put(d, "if room < n: n = room")
-        em.put(d, f"f = page.rfind({v}, o + 1 - n, o + 1)")
-        em.put(d, "if f < 0: f = o - n")
-        em.put(d, "if f < o:")
-        em.put(d + 1, f"r{xr} = page[f + 1]")
-        em.put(d + 1, f"{counter} = {counter} - o + f")
-        em.put(d + 1, f"t += (o - f) * {length}")
+    if step > 0:                        # offsets o .. o + n - 1 of the page
+        room, search, none, moved, last = ("len(page) - o", f"page.find({v}, o, o + n)",
+                                           "o + n", "f - o", "f - 1")
+        test, advance = "f > o", f"{counter} + f - o"
+    else:                               # offsets o down to o - n + 1
+        room, search, none, moved, last = ("o + 1 if o < len(page) else 0",
+                                           f"page.rfind({v}, o + 1 - n, o + 1)", "o - n",
+                                           "o - f", "f + 1")
+        test, advance = "f < o", f"{counter} - o + f"
+    em.put(d, f"room = {room}")
+    em.put(d, "if room < n: n = room")
+    em.put(d, f"f = {search}")
+    em.put(d, f"if f < 0: f = {none}")
+    em.put(d, f"if {test}:")
+    em.put(d + 1, f"r{xr} = page[{last}]")
+    em.put(d + 1, f"{counter} = {advance}")
+    em.put(d + 1, f"t += ({moved}) * {length}")
 
 
 def emit_groups(em: "Emitter", plan, top: Seg, length: int, d: int) -> None:
