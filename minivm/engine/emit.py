@@ -104,6 +104,13 @@ def _bare(seg: Seg) -> bool:
     return not seg.items and seg.term[0] in ("loop", "exit", "slow")
 
 
+def branch_constant(op: int, b: int) -> int:
+    """An immediate branch's constant as its compare sees it: as encoded for
+    ``beq``/``bne``, signed for the ordered compares (decode() pre-flipped
+    their sign bit)."""
+    return b if op in (BEQ_I, BNE_I) else to_signed(b ^ S)
+
+
 def condition(code: list, pc: int) -> str:
     """The branch at ``pc``'s condition, as a Python expression on the registers' locals."""
     op, a, b, c = code[pc]
@@ -120,7 +127,7 @@ def condition(code: list, pc: int) -> str:
         return f"not {ra}" if b == 0 else f"{ra} == {b}"
     if op == BNE_I:
         return ra if b == 0 else f"{ra} != {b}"
-    v = to_signed(b ^ S)                  # decode() pre-flipped the sign bit
+    v = branch_constant(op, b)
     if op == BLT_I:
         return _signed_compare(ra, v, True)
     if op == BLE_I:
@@ -306,7 +313,7 @@ class Emitter:
         bop, ba, bb, _ = self.code[bpc]
         if delta == 0 or ba != a or bop in (BEQ_R, BNE_R, BLT_R, BLE_R, BGT_R, BGE_R):
             return None
-        v = bb if bop in (BEQ_I, BNE_I) else to_signed(bb ^ S)
+        v = branch_constant(bop, bb)
         if not 0 <= v < S:
             return None
         r = f"r{a}"
@@ -554,7 +561,7 @@ def counter_branch(em: "Emitter", update, term):
     if leaf.items or leaf.term[0] != "loop":
         return None
     bop, _, bb, _ = em.code[term[1]]
-    return bop, (bb if bop in (BEQ_I, BNE_I) else to_signed(bb ^ S)), leaf.term[1]
+    return bop, branch_constant(bop, bb), leaf.term[1]
 
 
 def signed_step(op: int, c: int) -> int:
@@ -714,12 +721,10 @@ def scan_plan(em: "Emitter", top: Seg):
     iteration may start at ``r < high``) or (low, top) down (at ``low <
     r``, and ``r < top`` unless top is None): as for groups, every counter
     test in the iterations it allows keeps the loop going."""
-    if em.offset or em.stepped:
-        return None
     cycle, seg, load = [], top, None           # the path back, in order from the root
-    while True:
+    while len(cycle) <= 6:                      # (longer: not this shape)
         for item in seg.items:
-            if item[0] != "I" or len(cycle) > 6:
+            if item[0] != "I":
                 return None
             if load is None and em.code[item[1]][0] == LDB:
                 load = item
@@ -728,12 +733,10 @@ def scan_plan(em: "Emitter", top: Seg):
         if term[0] == "loop":
             length = term[1]
             break
-        if term[0] != "br" or len(cycle) > 6:
+        if term[0] != "br":
             return None
-        bop, ba, bv, _ = em.code[term[1]]
-        if load is not None and ba == em.code[load[1]][1]:
-            if bop not in (BNE_I, BEQ_I) or not 0 <= bv <= 255:
-                return None
+        bop, ba, _, _ = em.code[term[1]]
+        if load is not None and ba == em.code[load[1]][1] and bop in (BNE_I, BEQ_I):
             seg = term[3] if bop == BNE_I else term[4]      # the side where x != v
         else:
             loops = [side for side in term[3:5] if em.has_loop(side)]
@@ -741,6 +744,8 @@ def scan_plan(em: "Emitter", top: Seg):
                 return None
             seg = loops[0]
         cycle.append((term, seg))
+    else:
+        return None
     if load is None:
         return None
     _, xr, r, _ = em.code[load[1]]
@@ -775,7 +780,7 @@ def scan_plan(em: "Emitter", top: Seg):
         if guard is None or guard[3] is not side:
             return None                         # the fast test implies the path back
         bop, _, bb, _ = em.code[term[1]]
-        limits = group_bounds(step, bop, bb if bop in (BEQ_I, BNE_I) else to_signed(bb ^ S), 1)
+        limits = group_bounds(step, bop, branch_constant(bop, bb), 1)
     else:                                       # r stays in 0..M: up to M, down to 0
         limits = (M, None) if step > 0 else (0, None)
     return load, r, step, xr, v, limits, length
