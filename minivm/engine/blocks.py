@@ -44,12 +44,13 @@ def clear_code_cache() -> None:
 class _State:
     """Per-machine compiled regions and hotness counts."""
 
-    __slots__ = ("regions", "table", "counts", "bblen", "cover", "getter", "expect", "loops",
+    __slots__ = ("table", "counts", "bblen", "cover", "getter", "expect", "loops",
                  "__weakref__")
 
     def __init__(self, code: list):
-        self.regions: dict = {}          # pc -> [function, ticks needed, stepped form, uses]
-        self.table: list = [None] * len(code)   # the same, by pc: the driver's lookup
+        #: by pc: [function, ticks needed, stepped form, uses], or None (the
+        #: driver's lookup, a list index)
+        self.table: list = [None] * len(code)
         self.counts: dict = {}           # pc -> visits through the cold path
         self.loops: dict = {}            # pc on a compiled loop -> [(root, its loop pcs)]
         self.bblen = block_lengths(code)
@@ -57,10 +58,10 @@ class _State:
         self.getter = None
         self.expect = None
 
-    def add(self, pc: int, entry: list) -> list:
-        """Make ``entry`` the region at ``pc``."""
-        self.regions[pc] = self.table[pc] = entry
-        return entry
+    @property
+    def regions(self) -> dict:
+        """pc -> the region compiled there (a new dict, for inspection)."""
+        return {pc: entry for pc, entry in enumerate(self.table) if entry is not None}
 
     def add_cover(self, code: list, pcs) -> None:
         self.cover = sorted(set(self.cover).union(pcs))
@@ -140,7 +141,7 @@ def run_blocks(m, deadline: int):
                 n = counts.get(pc, 0) + 1
                 counts[pc] = n
                 if n >= THRESHOLD:
-                    st.add(pc, _compile_region(m, st, pc))
+                    table[pc] = _compile_region(m, st, pc)
                     continue
                 # cold code: one basic block through run_fast
                 end = t + bblen[pc]
@@ -233,11 +234,11 @@ def _compile_region(m, st: _State, root: int):
         # a loop tested at its top: compile it rooted after the test (where
         # its add and the test meet), and this root as a prologue to it: the
         # test alone, exiting to the loop or past it
-        if body not in st.regions:
-            st.add(body, _compile_region(m, st, body))
+        if st.table[body] is None:
+            st.table[body] = _compile_region(m, st, body)
         stop = body
         generated = emit_region(code, m.ncode, root, body, max_path=1,
-                                chain=st.regions[body][1])
+                                chain=st.table[body][1])
     else:
         stop = None
         generated = emit_region(code, m.ncode, root, None, top, covered)
@@ -245,13 +246,13 @@ def _compile_region(m, st: _State, root: int):
     for other, pcs in st.loops.get(root, ()):
         if pcs == loop_pcs:                 # the same cycle, entered elsewhere
             stop = other
-            generated = emit_region(code, m.ncode, root, other, chain=st.regions[other][1])
+            generated = emit_region(code, m.ncode, root, other, chain=st.table[other][1])
             break
     source, lines, need, ports, covered, loop_pcs = generated
     # a region whose paths stop at another region's root calls it there
     # itself (CHAIN), without a trip through the driver
     function = _function(m, source, lines, ports, f"<minivm region {root}>",
-                         None if stop is None else st.regions[stop][0])
+                         None if stop is None else st.table[stop][0])
     st.add_cover(code, sorted(covered))
     if loop_pcs:
         entry = (root, frozenset(loop_pcs))
@@ -300,7 +301,8 @@ def region_source(m, pc: int, stop=None, stepped: bool = False) -> str:
     ``stepped``: its stepped form (for the last ticks before a deadline)."""
     from .emit import emit_region
     if stepped:
-        entry = _STATES[m].regions[pc] if m in _STATES and pc in _STATES[m].regions else None
+        st = _STATES.get(m)
+        entry = st.table[pc] if st is not None and pc < len(st.table) else None
         need = entry[1] if entry is not None else MAX_PATH
         return emit_region(m.code, m.ncode, pc, max_path=need, stepped=True)[0]
     if stop is None:
