@@ -36,7 +36,7 @@ from .engine import DEFAULT_ENGINE
 from .errors import GuestFault, MinivmError, show
 from .history import History
 from .image import Image
-from .machine import Machine
+from .machine import Machine, whole_limit
 from .memory import parse_size
 from .resume import read_checkpoint, resume as _resume
 from .store import FileStore
@@ -205,11 +205,8 @@ class VM:
         """Run until halt, fault, breakpoint, or a limit: ``max_ticks`` more
         ticks, or ``max_output`` bytes of output in all (checked every
         OUTPUT_CHECK_TICKS ticks; the output is cut at the limit)."""
-        for name, value in (("max_ticks", max_ticks), ("max_output", max_output)):
-            if value is not None and not isinstance(value, int):
-                raise TypeError(f"{name} must be a whole number of "
-                                f"{'ticks' if name == 'max_ticks' else 'bytes'} (an int), "
-                                f"not {type(value).__name__} {value!r}")
+        whole_limit("max_ticks", max_ticks, "ticks")
+        whole_limit("max_output", max_output, "bytes")
         m = self.machine
         start = m.tick
         while True:

@@ -134,6 +134,15 @@ class MemoryDma:
         self.hooks.request_done(request)
 
 
+def whole_limit(name: str, value, unit: str) -> None:
+    """A run limit is None or an int: anything else raises TypeError, before
+    anything runs (a float limit would never meet the whole-tick clock: a
+    hang on interp, a broken region on blocks)."""
+    if value is not None and not isinstance(value, int):
+        raise TypeError(f"{name} must be a whole number of {unit} (an int), "
+                        f"not {type(value).__name__} {value!r}")
+
+
 class Machine:
     def __init__(self, image, *, memory_size: int = DEFAULT_MEMORY, disk=None,
                  console_sink=None, console_input=None, disk_latency: int = 100,
@@ -200,11 +209,7 @@ class Machine:
     # --- running -------------------------------------------------------------------
     def run(self, max_ticks: int | None = None) -> Stop:
         """Run until halt, fault, breakpoint, watch, stop request, or ``max_ticks``."""
-        if max_ticks is not None and not isinstance(max_ticks, int):
-            # a float limit would never meet the whole-tick clock (a hang on
-            # interp, a broken region on blocks): refused before anything runs
-            raise TypeError(f"max_ticks must be a whole number of ticks (an int), "
-                            f"not {type(max_ticks).__name__} {max_ticks!r}")
+        whole_limit("max_ticks", max_ticks, "ticks")
         limit = INFINITY if max_ticks is None else self.tick + max_ticks
         if self.fault is not None:
             return Stop("fault", self.fault)
